@@ -1,0 +1,214 @@
+"""Every setting of the project, in one place (architecture.md principle 3).
+
+Dataclasses grouped by stage, one trailing comment per field, and named presets. A preset is a complete
+`Config`; `--set section.field=value` on the command line overrides single fields (see `apply_overrides`).
+A saved model directory stores the whole `Config` as `config.json`, so it rebuilds itself with no flags.
+
+Paper references (../shared/design/paper.md): section 3 (architecture), 4 (losses), 5 (optimisation),
+6 (fine-tuning). Glossary: x frame, y landmark image, e embedding, psi AdaIN parameters, W per-video table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelConfig:
+    """Widths and resolutions of E, G, V (paper section 3; reference layout from LAB)."""
+
+    image_size: int = 256  # H = W of frames and landmark images the networks see
+    embedding_dim: int = 512  # N, size of e, of W's rows and of w0
+    embedder_channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512)  # E/V down blocks; each halves H
+    embedder_attention_at: tuple[int, ...] = (32,)  # resolutions (px) after which E/V apply self-attention
+    discriminator_extra_blocks: int = 1  # V's residual blocks at the last resolution beyond E's layout
+    generator_down_channels: tuple[int, ...] = (64, 128, 256, 512)  # G encoder (instance norm); each halves H
+    generator_down_attention_at: tuple[int, ...] = (32,)  # G encoder self-attention resolutions
+    generator_res_blocks: int = 4  # AdaIN residual blocks in G's bottleneck
+    generator_up_channels: tuple[int, ...] = (256, 128, 64, 64)  # G decoder AdaIN up blocks; each doubles H
+    generator_up_attention_at: tuple[int, ...] = (64,)  # G decoder self-attention resolutions
+    spectral_norm: bool = True  # spectral norm on every conv and linear layer (paper: all networks)
+
+
+@dataclass
+class LossConfig:
+    """Loss weights (paper section 4). `weights` picks the v1 [P] or v2 [P2] set of content weights."""
+
+    weights: str = "v1"  # "v1": VGG19 1e-2, VGGFace 2e-3, L_MCH 80; "v2": 1.5e-1, 2.5e-2, L_MCH 10
+    vgg19_weights: str = ""  # path to a torchvision-format VGG19 state_dict (.pth / .safetensors); "" = none
+    vggface_weights: str = ""  # path to the common PyTorch conversion of the VGG-Face descriptor; "" = none
+    offline_content_weight: float = 1.0  # weight of the offline content loss used when no VGG file is given
+    feature_matching_weight: float = 10.0  # weight of L_FM inside L_ADV
+    match_loss: bool = True  # L_MCH on (FT variant) or off (FF variant)
+    adversarial_weight: float = 1.0  # weight of -D(x_fake) in L_ADV
+
+
+@dataclass
+class TrainConfig:
+    """Meta-learning (paper sections 1 and 5)."""
+
+    k_shot: int = 8  # K source frames per episode (the target is never among them)
+    batch_size: int = 1  # episodes per optimiser step and process
+    steps: int = 100_000  # total E/G updates
+    lr_generator: float = 5e-5  # Adam learning rate for E and G
+    lr_discriminator: float = 2e-4  # Adam learning rate for V, W, w0, b
+    betas: tuple[float, float] = (0.0, 0.999)  # Adam betas [REC, SAGAN/BigGAN/LAB]
+    d_steps_per_g_step: int = 2  # discriminator updates per E/G update
+    seed: int = 0  # seed of parameters, episode sampling and augmentation
+    num_workers: int = 2  # DataLoader workers per process
+    flip: bool = True  # random horizontal flip with consistent landmark flip
+    log_every: int = 10  # steps between scalar log lines
+    sample_every: int = 500  # steps between sample grids (landmarks | ground truth | output)
+    checkpoint_every: int = 1000  # steps between checkpoints
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the networks
+
+
+@dataclass
+class FinetuneConfig:
+    """Few-shot fine-tuning (paper section 6)."""
+
+    epochs: int = 40  # passes over the T frames
+    batch_size: int = 8  # frames per step (min(T, batch_size))
+    lr_generator: float = 5e-5  # Adam learning rate for G and psi'
+    lr_discriminator: float = 2e-4  # Adam learning rate for V, w', b
+    d_steps_per_g_step: int = 2  # discriminator updates per G update
+
+
+@dataclass
+class DataConfig:
+    """Preprocessing and landmarks (paper section 2)."""
+
+    crop_scale: float = 1.8  # side of the VoxCeleb-style square crop / face size measure
+    crop_shift: float = 0.1  # shift of the crop centre downward, in face sizes (hair above, neck below)
+    redetect_every: int = 25  # frames between full re-detections while tracking
+    max_frames: int = 0  # keep at most this many frames per clip, evenly spaced (0 = all)
+    jpeg_quality: int = 95  # quality of stored crops
+    line_thickness: float = 2.0  # landmark line thickness at 256 px; scaled linearly with resolution
+
+
+@dataclass
+class Config:
+    """A complete, self-describing configuration (what `config.json` holds)."""
+
+    preset: str = "paper"  # name of the preset this was built from
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    # --- serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """Rebuild from `to_dict()` output; unknown keys are an error (an incompatible model directory)."""
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            value = d[f.name]
+            sub = _SECTIONS.get(f.name)
+            kwargs[f.name] = _build_section(sub, value) if sub else value
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config section(s) {sorted(unknown)}: written by a different version?")
+        return cls(**kwargs)
+
+
+_SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
+             "finetune": FinetuneConfig, "data": DataConfig}
+
+
+def _build_section(cls, values: dict[str, Any]):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {sorted(unknown)}: written by a different version?")
+    out = {}
+    for k, v in values.items():
+        default = getattr(cls(), k)
+        out[k] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
+    return cls(**out)
+
+
+# --- presets -----------------------------------------------------------------------------------------
+
+def _paper() -> Config:
+    """The paper's 256 px model: E 15M, G 38M, V 20M parameters (asserted by a test)."""
+    return Config(preset="paper")
+
+
+def _sample() -> Config:
+    """CPU-trainable 128 px model for the shipped sample avatar model (a K=8 step well under 1 s on 2 cores)."""
+    return Config(
+        preset="sample",
+        model=ModelConfig(
+            image_size=128,
+            embedding_dim=256,
+            embedder_channels=(32, 64, 128, 256, 256),
+            embedder_attention_at=(16,),
+            generator_down_channels=(32, 64, 128, 256),
+            generator_down_attention_at=(16,),
+            generator_res_blocks=2,
+            generator_up_channels=(128, 64, 32, 32),
+            generator_up_attention_at=(32,),
+        ),
+        train=TrainConfig(sample_every=200, checkpoint_every=500),
+    )
+
+
+def _tiny() -> Config:
+    """Minimal 32 px model for unit tests and CPU debugging."""
+    return Config(
+        preset="tiny",
+        model=ModelConfig(
+            image_size=32,
+            embedding_dim=16,
+            embedder_channels=(8, 16, 16),
+            embedder_attention_at=(16,),
+            generator_down_channels=(8, 16),
+            generator_down_attention_at=(16,),
+            generator_res_blocks=1,
+            generator_up_channels=(16, 8),
+            generator_up_attention_at=(16,),
+        ),
+        train=TrainConfig(k_shot=2, num_workers=0, log_every=1, sample_every=10, checkpoint_every=10),
+        finetune=FinetuneConfig(epochs=2, batch_size=2),
+    )
+
+
+PRESETS = {"paper": _paper, "sample": _sample, "tiny": _tiny}
+
+
+def preset(name: str) -> Config:
+    """A fresh Config for a named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.field=value` strings (values parsed as JSON, else taken as strings)."""
+    d = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise ValueError(f"override {item!r} must look like section.field=value, e.g. train.steps=1000")
+        key, raw = item.split("=", 1)
+        section, name = key.split(".", 1)
+        if section not in d or not isinstance(d[section], dict) or name not in d[section]:
+            raise ValueError(f"unknown setting {key!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        d[section][name] = value
+    return Config.from_dict(d)
