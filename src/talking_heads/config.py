@@ -28,7 +28,7 @@ class ModelConfig:
     generator_down_channels: tuple[int, ...] = (64, 128, 256, 512)  # G encoder (instance norm); each halves H
     generator_down_attention_at: tuple[int, ...] = (32,)  # G encoder self-attention resolutions
     generator_res_blocks: int = 4  # AdaIN residual blocks in G's bottleneck
-    generator_up_channels: tuple[int, ...] = (256, 128, 64, 64)  # G decoder AdaIN up blocks; each doubles H
+    generator_up_channels: tuple[int, ...] = (512, 256, 128, 64)  # G decoder AdaIN up blocks; each doubles H [LAB: 38M]
     generator_up_attention_at: tuple[int, ...] = (64,)  # G decoder self-attention resolutions
     spectral_norm: bool = True  # spectral norm on every conv and linear layer (paper: all networks)
 
@@ -154,7 +154,7 @@ def _sample() -> Config:
         model=ModelConfig(
             image_size=128,
             embedding_dim=256,
-            embedder_channels=(32, 64, 128, 256, 256),
+            embedder_channels=(16, 32, 64, 128, 256),  # E/V widths sized for a K=8 step well under 1 s on 2 CPU cores
             embedder_attention_at=(16,),
             generator_down_channels=(32, 64, 128, 256),
             generator_down_attention_at=(16,),
