@@ -1,0 +1,148 @@
+"""Meta-learning episodes over a preprocessed folder (paper.md sections 1 and 2).
+
+Item i is video i (clip ids sorted, so `video` is a stable row of the discriminator's table W): K source
+frames (x_src, y_src) and one target frame (x_tgt, y_tgt) of that clip. The target is drawn first, then the
+K sources without replacement from the *other* frames; when a clip has fewer than K+1 frames the sources
+are drawn with replacement from the frames other than the target (never the target itself: the mistake
+listed in paper.md section 9). Images and landmark images are float32 (3,H,W) in [-1, 1] (docs/interfaces.md);
+landmark images are rasterised here from the stored landmarks (about 0.1-0.4 ms each), never re-detected.
+
+Randomness: every draw of item i comes from a generator seeded by (seed, epoch, i), so an item is the same
+whatever the worker, process or rank that loads it. The epoch comes from `set_epoch(e)` (the way
+DistributedSampler-based loops advance it) plus `index // len(self)`: a sampler that never calls
+`set_epoch` can still give fresh episodes each epoch by yielding `epoch * len(dataset) + i` (any index is
+taken modulo the number of videos).
+
+Flip (`flip=True`): with probability 1/2 the whole episode (all K+1 frames) is mirrored, and its landmarks
+with `flip_landmarks` (x -> W-1-x and the iBUG-68 left/right re-indexing), so a flipped episode is a
+consistent, mirrored person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from ..landmarks.raster import flip_landmarks, rasterize, to_tensor
+from .preprocess import CLIPS_DIR, FRAME_NAME, FRAMES_DIR, SETTINGS_FILE, read_manifest
+
+
+def identity_split(identities: Iterable[str], test_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Identity-disjoint (train, test) split, stable per identity (a hash of seed and name, not the list order)."""
+    train, test = [], []
+    for ident in sorted(set(identities)):
+        h = int(hashlib.sha1(f"{seed}:{ident}".encode()).hexdigest()[:12], 16) / float(16 ** 12)
+        (test if h < test_fraction else train).append(ident)
+    return train, test
+
+
+class EpisodeDataset(torch.utils.data.Dataset):
+    """K-shot episodes from `talking-heads preprocess` output (module docstring).
+
+    root: the preprocessed folder. k: source frames per episode, or a `Config` (then k, image size, flip,
+    seed and line thickness come from it: cfg.train.k_shot, cfg.model.image_size, cfg.train.flip,
+    cfg.train.seed, cfg.data.line_thickness). image_size: H = W of the returned tensors (None = stored
+    size). identities / exclude_identities / clip_ids: optional filters (identity-disjoint splits).
+    """
+
+    def __init__(self, root: str | os.PathLike, k=8, image_size: int | None = None, flip: bool = False,
+                 seed: int = 0, identities: Iterable[str] | None = None,
+                 exclude_identities: Iterable[str] | None = None, clip_ids: Iterable[str] | None = None,
+                 line_thickness: float | None = None):
+        from ..config import Config
+
+        if isinstance(k, Config):  # EpisodeDataset(root, cfg), as the training loop builds it
+            cfg = k
+            k, image_size, flip, seed = cfg.train.k_shot, cfg.model.image_size, cfg.train.flip, cfg.train.seed
+            line_thickness = cfg.data.line_thickness if line_thickness is None else line_thickness
+        if int(k) < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.root = Path(root)
+        self.k, self.flip, self.seed = int(k), bool(flip), int(seed)
+        self.line_thickness = line_thickness
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{root}: no such folder (run `talking-heads preprocess INPUT {root}` first)")
+        records = [r for r in read_manifest(self.root) if r.get("status") == "ok" and int(r.get("n_frames", 0)) >= 2]
+        if identities is not None:
+            keep = set(identities)
+            records = [r for r in records if r["identity"] in keep]
+        if exclude_identities is not None:
+            drop = set(exclude_identities)
+            records = [r for r in records if r["identity"] not in drop]
+        if clip_ids is not None:
+            ids = set(clip_ids)
+            records = [r for r in records if r["clip_id"] in ids]
+        records.sort(key=lambda r: r["clip_id"])
+        if not records:
+            raise ValueError(f"{root}: no usable clips (status ok, at least 2 frames) after filtering")
+        self.clip_ids = [r["clip_id"] for r in records]
+        self.identities = [r["identity"] for r in records]
+        self.n_frames = [int(r["n_frames"]) for r in records]
+        self.stored_size = self._stored_size()
+        self.image_size = int(image_size or self.stored_size)
+        self.epoch = 0
+
+    def _stored_size(self) -> int:
+        settings = self.root / SETTINGS_FILE
+        if settings.is_file():
+            return int(json.loads(settings.read_text())["size"])
+        meta = json.loads((self.root / CLIPS_DIR / self.clip_ids[0] / "meta.json").read_text())
+        return int(meta["size"])
+
+    @property
+    def num_videos(self) -> int:
+        return len(self.clip_ids)
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def sample(self, index: int) -> tuple[int, int, np.ndarray, bool]:
+        """(video, target frame, source frames (K,), flip) of item `index` (deterministic)."""
+        n = len(self.clip_ids)
+        video, epoch = int(index) % n, self.epoch + int(index) // n
+        rng = np.random.default_rng([self.seed, epoch, video])
+        f = self.n_frames[video]
+        target = int(rng.integers(f))
+        others = np.delete(np.arange(f), target)
+        sources = rng.choice(others, size=self.k, replace=len(others) < self.k)
+        flip = bool(self.flip and rng.random() < 0.5)
+        return video, target, sources.astype(np.int64), flip
+
+    def _frame(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        import cv2
+
+        path = clip_dir / FRAMES_DIR / FRAME_NAME.format(i)
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise OSError(f"cannot read {path}")
+        img = bgr[:, :, ::-1]
+        p = points[i].astype(np.float64)
+        size = self.image_size
+        if img.shape[0] != size or img.shape[1] != size:
+            s = size / img.shape[1]
+            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+            img = cv2.resize(img, (size, size), interpolation=interp)
+            p = (p + 0.5) * s - 0.5
+        if flip:
+            img = img[:, ::-1]
+            p = flip_landmarks(p, size)
+        y = rasterize(p, size, self.line_thickness)
+        return to_tensor(img), to_tensor(y)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        video, target, sources, flip = self.sample(index)
+        clip_dir = self.root / CLIPS_DIR / self.clip_ids[video]
+        points = np.load(clip_dir / "landmarks.npy")
+        xs, ys = zip(*(self._frame(clip_dir, int(i), points, flip) for i in sources))
+        x_tgt, y_tgt = self._frame(clip_dir, target, points, flip)
+        return {"x_src": torch.stack(xs), "y_src": torch.stack(ys), "x_tgt": x_tgt, "y_tgt": y_tgt,
+                "video": torch.tensor(video, dtype=torch.int64)}

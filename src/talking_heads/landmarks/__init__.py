@@ -1,0 +1,23 @@
+"""Face landmarks (paper.md section 2): detection backends, video tracking, temporal filters, rasterisation.
+
+- `backend.py`: the detector interface (`LandmarkBackend`, `get_backend`, `detect_faces`); `dlib_backend.py`
+  the dlib HOG + 68-point implementation.
+- `tracking.py`: `FaceTracker`, `track_frames` -> `LandmarkTrack` (detect, then track; per-frame confidence).
+- `filters.py`: One Euro smoothing and gap filling for driving sequences.
+- `raster.py`: `rasterize(points, size)` -> the colour-coded landmark image y; `flip_landmarks`.
+
+Landmarks are computed once (preprocessing, or once per driving video at inference), never inside a data
+loader (paper.md section 9).
+"""
+
+from .backend import NUM_POINTS, Detection, LandmarkBackend, detect_faces, get_backend, register_backend
+from .filters import OneEuroFilter, fill_gaps, smooth_sequence
+from .raster import FLIP_PERMUTATION, SEGMENTS, flip_image, flip_landmarks, rasterize, rasterize_tensor, to_tensor
+from .tracking import FaceTracker, LandmarkTrack, track_frames
+
+__all__ = [
+    "NUM_POINTS", "Detection", "LandmarkBackend", "detect_faces", "get_backend", "register_backend",
+    "OneEuroFilter", "fill_gaps", "smooth_sequence",
+    "FLIP_PERMUTATION", "SEGMENTS", "flip_image", "flip_landmarks", "rasterize", "rasterize_tensor", "to_tensor",
+    "FaceTracker", "LandmarkTrack", "track_frames",
+]
