@@ -1,0 +1,92 @@
+"""`talking-heads train` (meta-learning) and `talking-heads bench` (speed and memory). Parsing only."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="meta-learn E, G, D on preprocessed videos (resumes when --out holds a run)",
+        description="Meta-learning (paper section 5). Single process: world size 1. Several GPUs or nodes: "
+                    "launch the same command with torchrun (see the README).")
+    p.add_argument("--preset", default=None, help="tiny | sample | paper (required for a new run)")
+    p.add_argument("--data", required=True, help="preprocessed data folder (talking-heads preprocess)")
+    p.add_argument("--out", required=True, help="run directory: log.jsonl, samples/, model/, training_state.pt")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override one config field (repeatable), e.g. --set train.batch_size=4")
+    p.add_argument("--steps", type=int, default=None, help="total E/G updates (same as --set train.steps=N)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+    b = sub.add_parser("bench", help="parameter counts, inference and training-step speed, peak memory",
+                       description="Benchmark the networks and one meta-learning step on synthetic inputs.")
+    b.add_argument("--preset", action="append", default=None, help="preset to measure (repeatable; default tiny)")
+    b.add_argument("--what", default="params,generator,embedder,train-step",
+                   help="comma-separated subset of params,generator,embedder,train-step")
+    b.add_argument("--device", default="cpu", help="cpu or cuda")
+    b.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median reported)")
+    b.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    b.add_argument("--write", default=None, metavar="MD",
+                   help="also write the results into the 'Networks and training step' section of this file")
+    b.set_defaults(func=run_bench)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..checkpoint import CheckpointError
+    from ..config import Config, apply_overrides, preset
+    from . import UserError
+    from ..train import meta
+
+    overrides = list(args.overrides)
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    resuming = meta.has_checkpoint(args.out)
+    if not resuming and args.preset is None:
+        raise UserError(f"{args.out} holds no run to resume: give --preset (tiny, sample or paper)")
+    if not Path(args.data).exists():
+        raise UserError(f"--data {args.data}: no such folder")
+    try:
+        cfg = preset(args.preset) if args.preset else None
+        apply_overrides(cfg or Config(), overrides)  # a bad --set fails here, before anything is built
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    try:
+        model_dir = meta.train(args.out, cfg=cfg, overrides=overrides, data_dir=args.data, device=args.device,
+                               progress=not args.no_progress)
+    except (meta.RunDirError, CheckpointError) as err:
+        raise UserError(str(err)) from None
+    finally:
+        from .. import dist
+
+        dist.cleanup()
+    print(f"model: {model_dir}")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    import sys
+
+    from . import UserError
+    from ..train import bench
+
+    presets = args.preset or ["tiny"]
+    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device available")
+    try:
+        results = bench.run_bench(presets, what, device=args.device, repeat=args.repeat,
+                                  log=lambda s: print(s, file=sys.stderr, flush=True))
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(bench.report(results, args.json))
+    if args.write:
+        bench.write_section(args.write, bench.markdown(results), f"### {results['device']}:")
+        print(f"wrote {args.write}", file=sys.stderr)
+    return 0

@@ -1,0 +1,346 @@
+"""Meta-learning (paper.md sections 1, 4, 5): the explicit training loop behind `talking-heads train`.
+
+One step simulates a K-shot task per episode: K source frames (x_src, y_src) and a distinct target
+(x_tgt, y_tgt) of video i. e_hat = mean_k E(x_k, y_k); psi = P e_hat; x_fake = G(y_tgt, psi). Then one
+E/G update (`steps.generator_step`: L_CNT + L_ADV + L_MCH) and `cfg.train.d_steps_per_g_step` (2) D updates
+(`steps.discriminator_step`: hinge on V, W, w0, b). Adam, lr 5e-5 (E, G) / 2e-4 (D), betas from the config.
+
+Decisions (paper silent; [LAB] does the same):
+- Order within a step: the E/G update first, then the D updates. Every D update of a step reuses the
+  same episodes and the same x_fake.detach() (produced by E/G before their update): no second generator
+  forward, and the E/G graph is freed before D runs (lower peak memory).
+- Distributed: E and G sit in one module (`EmbedderGenerator`) wrapped in a single DDP, D in another;
+  the global batch of step s is the same for any world size (`dist.EpisodeSampler`).
+- Resume: when RUN_DIR holds a checkpoint (model/ + training_state.pt) the run continues from it with the
+  run's own config (`--set` overrides applied on top, e.g. more steps). Parameters, optimiser states,
+  spectral-norm vectors (buffers in the model files), RNG states of python/numpy/torch/CUDA (per rank)
+  and the sampler position are restored, so a killed and resumed run equals an uninterrupted one.
+  log.jsonl lines written after the checkpoint by the killed run are dropped.
+
+Run directory: log.jsonl (one JSON object of scalars per `log_every` steps), samples/step_XXXXXXX.png
+(landmarks | ground truth | output, one row per episode), model/ (checkpoint.save_model_dir) and
+training_state.pt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import checkpoint, dist
+from ..atomic import atomic_path
+from ..config import Config
+from . import steps
+
+log = logging.getLogger(__name__)
+
+
+class RunDirError(ValueError):
+    """RUN_DIR cannot hold this run (not a run, no preset for a new run, another dataset)."""
+
+MODEL_DIR = "model"
+LOG_FILE = "log.jsonl"
+SAMPLES_DIR = "samples"
+
+
+class EmbedderGenerator(nn.Module):
+    """E and G (incl. P) as one module, so that one DDP wrapper and one forward cover the generator side."""
+
+    def __init__(self, embedder: nn.Module, generator: nn.Module):
+        super().__init__()
+        self.embedder, self.generator = embedder, generator
+
+    def forward(self, x_src: Tensor, y_src: Tensor, y_tgt: Tensor) -> tuple[Tensor, Tensor]:
+        b, k = x_src.shape[:2]
+        e = self.embedder(x_src.flatten(0, 1), y_src.flatten(0, 1))  # B*K,N
+        e_hat = e.view(b, k, -1).mean(1)  # B,N
+        psi = self.generator.adain_params(e_hat)  # B,num_adain_params
+        return self.generator(y_tgt, psi), e_hat  # B,3,H,W ; B,N
+
+
+@dataclass
+class MetaState:
+    """Everything one meta-learning step touches."""
+
+    networks: Any  # models.Networks: the plain modules (what checkpoints store)
+    eg: nn.Module  # EmbedderGenerator, DDP-wrapped in a world > 1
+    d: nn.Module  # Discriminator, DDP-wrapped in a world > 1 (used by the D step)
+    opt_g: torch.optim.Optimizer  # E and G (incl. P)
+    opt_d: torch.optim.Optimizer  # V, W, w0, b
+    content_loss: nn.Module
+
+
+def build_optimizers(networks, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+    t = cfg.train
+    g_params = list(networks.embedder.parameters()) + list(networks.generator.parameters())
+    opt_g = torch.optim.Adam(g_params, lr=t.lr_generator, betas=tuple(t.betas))
+    opt_d = torch.optim.Adam(networks.discriminator.parameters(), lr=t.lr_discriminator, betas=tuple(t.betas))
+    return opt_g, opt_d
+
+
+def build_meta_state(cfg: Config, networks, info: dist.DistInfo, content_loss: nn.Module | None = None) -> MetaState:
+    """Move networks to the device, wrap them for DDP / torch.compile, build optimisers and the content loss."""
+    from ..losses import ContentLoss
+
+    for m in (networks.embedder, networks.generator, networks.discriminator):
+        m.to(info.device).train()
+    opt_g, opt_d = build_optimizers(networks, cfg)
+    eg: nn.Module = EmbedderGenerator(networks.embedder, networks.generator)
+    d: nn.Module = networks.discriminator
+    eg, d = dist.wrap_ddp(eg, info), dist.wrap_ddp(d, info)
+    if cfg.train.compile:
+        eg, d = torch.compile(eg), torch.compile(d)
+    if content_loss is None:
+        content_loss = ContentLoss(cfg)
+    content_loss = content_loss.to(info.device).eval()
+    steps.set_requires_grad([content_loss], False)
+    return MetaState(networks, eg, d, opt_g, opt_d, content_loss)
+
+
+def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config) -> tuple[dict[str, float], Tensor]:
+    """One E/G update and `d_steps_per_g_step` D updates on one batch of episodes. Returns (logs, x_fake)."""
+    x_src, y_src = batch["x_src"], batch["y_src"]  # B,K,3,H,W
+    x_tgt, y_tgt, video = batch["x_tgt"], batch["y_tgt"], batch["video"]  # B,3,H,W ; B
+    device = x_tgt.device
+    amp = cfg.train.amp
+    disc = state.networks.discriminator  # unwrapped: no DDP collective for D in the G step
+    with steps.autocast(device, amp):
+        x_fake, e_hat = state.eg(x_src, y_src, y_tgt)
+    match = (e_hat, disc.video_embedding(video).detach()) if cfg.loss.match_loss else None
+    logs = steps.generator_step(x_fake=x_fake, x_real=x_tgt, y=y_tgt, video=video, discriminator=disc,
+                                content_loss=state.content_loss, optimizer=state.opt_g, loss_cfg=cfg.loss,
+                                match=match, amp=amp)
+    x_fake = x_fake.detach()
+    d_logs: dict[str, float] = {}
+    for _ in range(cfg.train.d_steps_per_g_step):
+        d_logs = steps.discriminator_step(x_real=x_tgt, x_fake=x_fake, y=y_tgt, video=video,
+                                          discriminator=state.d, optimizer=state.opt_d, amp=amp)
+    logs.update(d_logs)
+    return logs, x_fake
+
+
+# --- run directory ----------------------------------------------------------------------------------
+
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    run_dir = Path(run_dir)
+    return (run_dir / checkpoint.TRAINING_STATE_FILE).is_file() and (run_dir / MODEL_DIR / "config.json").is_file()
+
+
+def resolve_config(run_dir: str | os.PathLike, cfg: Config | None, overrides: list[str] = ()) -> tuple[Config, bool]:
+    """(config, resuming): the run's own config when RUN_DIR holds a checkpoint, else `cfg`; overrides on top."""
+    from ..config import apply_overrides
+
+    if has_checkpoint(run_dir):
+        run_cfg, _ = checkpoint.read_config(Path(run_dir) / MODEL_DIR)
+        if cfg is not None and cfg.preset != run_cfg.preset:
+            log.warning("resuming %s: using the run's preset %r, not %r", run_dir, run_cfg.preset, cfg.preset)
+        return apply_overrides(run_cfg, list(overrides)), True
+    if cfg is None:
+        raise RunDirError(f"{run_dir} holds no run to resume; give a preset")
+    run_dir = Path(run_dir)
+    if run_dir.exists() and any(run_dir.iterdir()) and not (run_dir / LOG_FILE).exists():
+        raise RunDirError(f"{run_dir} exists, is not empty and is not a training run; choose another --out")
+    return apply_overrides(cfg, list(overrides)), False
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_sample_grid(path: str | os.PathLike, y: Tensor, x_real: Tensor, x_fake: Tensor, max_rows: int = 8) -> Path:
+    """PNG grid: columns landmarks | ground truth | output, one row per episode."""
+    from PIL import Image
+
+    cols = [to_uint8(t[:max_rows]) for t in (y, x_real, x_fake)]
+    rows = [np.concatenate([c[i] for c in cols], axis=1) for i in range(cols[0].shape[0])]
+    grid = np.concatenate(rows, axis=0)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+    return Path(path)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after `step` (by a run killed after its last checkpoint)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(k + "\n" for k in keep))
+
+
+def save_checkpoint(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, *, step: int,
+                    sampler_state: dict[str, int], num_videos: int) -> None:
+    """Model directory + training state (rank 0 writes; every rank contributes its RNG state)."""
+    rngs = dist.all_gather_object(checkpoint.rng_state())
+    if info.is_main:
+        checkpoint.save_training_state(run_dir / checkpoint.TRAINING_STATE_FILE, {
+            "step": step,
+            "optimizers": {"generator": state.opt_g.state_dict(), "discriminator": state.opt_d.state_dict()},
+            "sampler": dict(sampler_state),
+            "rng": rngs,
+            "world_size": info.world_size,
+        })
+        checkpoint.save_model_dir(run_dir / MODEL_DIR, cfg, state.networks, num_videos=num_videos,
+                                  content_loss=state.content_loss.mode, step=step)
+    dist.barrier()
+
+
+def _restore(run_dir: Path, state: MetaState, info: dist.DistInfo) -> tuple[int, dict[str, int]]:
+    """Load the checkpoint of `run_dir` into `state`; returns (step, sampler state)."""
+    _, meta = checkpoint.read_config(run_dir / MODEL_DIR)
+    ts = checkpoint.load_training_state(run_dir / checkpoint.TRAINING_STATE_FILE)
+    if int(meta["step"]) != int(ts["step"]):
+        raise checkpoint.CheckpointError(
+            f"{run_dir}: model/ is at step {meta['step']} but training_state.pt at step {ts['step']} "
+            "(killed while checkpointing); delete the newer one's run or start a new run")
+    for name in checkpoint.NETWORK_NAMES:
+        checkpoint.load_module(run_dir / MODEL_DIR, name, getattr(state.networks, name))
+    state.opt_g.load_state_dict(ts["optimizers"]["generator"])
+    state.opt_d.load_state_dict(ts["optimizers"]["discriminator"])
+    rngs = ts["rng"]
+    if len(rngs) == info.world_size:
+        checkpoint.set_rng_state(rngs[info.rank])
+    else:
+        log.warning("world size changed (%d -> %d): RNG streams are re-seeded, not restored",
+                    len(rngs), info.world_size)
+        checkpoint.set_rng_state(rngs[0])
+        torch.manual_seed(int(ts["step"]) * 1000 + info.rank)
+    return int(ts["step"]), dict(ts["sampler"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+def make_dataset(cfg: Config, data_dir: str | os.PathLike):
+    """The real episode dataset over a preprocessed folder (talking_heads.data)."""
+    from ..data import EpisodeDataset
+
+    return EpisodeDataset(data_dir, cfg)
+
+
+def _loader(dataset, sampler: dist.EpisodeSampler, cfg: Config, info: dist.DistInfo):
+    g = torch.Generator().manual_seed(cfg.train.seed + 7919 * info.rank)  # keeps the global RNG untouched
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.train.num_workers,
+        pin_memory=info.device.type == "cuda", drop_last=True, generator=g,
+        persistent_workers=False)
+
+
+def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: list[str] = (),
+          data_dir: str | os.PathLike | None = None, dataset=None, device: str | None = None,
+          progress: bool = True, content_loss: nn.Module | None = None) -> Path:
+    """Meta-learn into `run_dir` (resuming it when it holds a checkpoint). Returns the model directory.
+
+    Give `data_dir` (a preprocessed folder) or a `dataset` yielding episode dicts (docs/interfaces.md)
+    with a `num_videos` attribute. Under torchrun every process calls this; a plain call is world size 1.
+    """
+    run_dir = Path(run_dir)
+    info = dist.init(device)
+    cfg, resuming = resolve_config(run_dir, cfg, overrides)
+    if dataset is None:
+        if data_dir is None:
+            raise ValueError("give data_dir or dataset")
+        dataset = make_dataset(cfg, data_dir)
+    num_videos = int(dataset.num_videos)
+    if resuming:
+        _, meta = checkpoint.read_config(run_dir / MODEL_DIR)
+        if int(meta["num_videos"]) != num_videos:
+            raise RunDirError(f"{run_dir}: the run was trained on {meta['num_videos']} videos, "
+                                             f"this dataset has {num_videos}")
+
+    from ..models import build_networks
+
+    seed_everything(cfg.train.seed)  # identical initial weights on every rank
+    networks = build_networks(cfg, num_videos)
+    state = build_meta_state(cfg, networks, info, content_loss)
+    if state.content_loss.mode == "offline":
+        log.warning("=" * 78 + "\nOFFLINE CONTENT LOSS: no VGG19 / VGGFace weight files were given "
+                    "(loss.vgg19_weights / loss.vggface_weights).\nThis is NOT the paper's L_CNT; the model "
+                    "directory records content_loss='offline'.\n" + "=" * 78)
+    sampler = dist.EpisodeSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size)
+    start = 0
+    if resuming:
+        start, sampler_state = _restore(run_dir, state, info)
+        sampler.load_state(sampler_state)
+        log.info("resuming %s at step %d of %d", run_dir, start, cfg.train.steps)
+    else:
+        seed_everything(cfg.train.seed + info.rank)  # per-rank streams for anything random after init
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resuming:
+            _truncate_log(run_dir / LOG_FILE, start)
+        else:
+            (run_dir / LOG_FILE).unlink(missing_ok=True)
+    dist.barrier()
+    _loop(run_dir, cfg, state, info, dataset, sampler, start, num_videos, progress)
+    return run_dir / MODEL_DIR
+
+
+def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dataset, sampler, start: int,
+          num_videos: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    t = cfg.train
+    total = t.steps
+    if start >= total:
+        log.info("%s already at step %d >= train.steps=%d: nothing to do", run_dir, start, total)
+        return
+    batches = iter(_loader(dataset, sampler, cfg, info))
+    bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1,
+               disable=not (progress and info.is_main), desc="meta-learning")
+    t0, last_step = time.perf_counter(), start
+    with open(run_dir / LOG_FILE, "a") if info.is_main else _null() as log_file:
+        for step in range(start + 1, total + 1):
+            batch = {k: v.to(info.device, non_blocking=True) for k, v in next(batches).items()}
+            logs, x_fake = meta_step(state, batch, cfg)
+            if not all(math.isfinite(v) for v in logs.values()):
+                raise FloatingPointError(f"non-finite loss at step {step}: {logs}")
+            bar.update(1)
+            bar.set_postfix(g=f"{logs['g_total']:.3f}", d=f"{logs.get('d_loss', float('nan')):.3f}", refresh=False)
+            if step % t.log_every == 0 or step == total:
+                logs = dist.all_reduce_mean(logs, info.device)
+                now = time.perf_counter()
+                record = {"step": step, "epoch": sampler.state_after(step - start - 1)["epoch"],
+                          "sec_per_step": (now - t0) / (step - last_step), **logs}
+                t0, last_step = now, step
+                if info.is_main:
+                    log_file.write(json.dumps(record) + "\n")
+                    log_file.flush()
+            if info.is_main and (step % t.sample_every == 0 or step == total):
+                save_sample_grid(run_dir / SAMPLES_DIR / f"step_{step:07d}.png", batch["y_tgt"], batch["x_tgt"], x_fake)
+            if step % t.checkpoint_every == 0 or step == total:
+                save_checkpoint(run_dir, cfg, state, info, step=step, sampler_state=sampler.state_after(step - start),
+                                num_videos=num_videos)
+    bar.close()
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

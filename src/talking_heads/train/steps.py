@@ -1,0 +1,126 @@
+"""The two adversarial updates, as plain functions shared by meta-learning and fine-tuning.
+
+Paper sections 4-6 (../shared/design/paper.md). Glossary: x_real target frame, x_fake = G(y, psi) its
+reconstruction, y landmark image, video row i of W (None for the single-person discriminator D'), e_hat mean
+embedding, W_i its row of the per-video table.
+
+generator_step   L = L_CNT + L_ADV (+ L_MCH), L_ADV = -D(x_fake, y, i) + 10 L_FM        (paper eq. in sec. 4)
+discriminator_step  L_DSC = max(0, 1 + D(x_fake)) + max(0, 1 - D(x_real))            hinge, sec. 4
+
+The callers run the generator forward (meta-learning: E over the K sources, psi = P e_hat, G; fine-tuning:
+G with the free psi'), then call these with its output. Each step is its own backward pass and its own
+optimiser step (paper.md section 9: never one summed backward).
+
+Decisions (the paper is silent):
+- D is frozen during the generator step by *restricting the backward pass* to the generator optimiser's
+  parameters (`loss.backward(inputs=...)`), not by toggling `requires_grad`: D's parameters get no `.grad`
+  at all (autograd does not even compute their weight gradients), D is not in that optimiser, and nothing
+  flips flags under DDP (whose reducer registers its hooks when it is built). The gradient still flows
+  through D into x_fake. D is called *unwrapped* in the generator step (no DDP collective for D there).
+- The generator step's D features of the real frame are computed under no_grad (constants for L_FM).
+- The discriminator step sees `x_fake.detach()`, and real and fake go through D in one concatenated batch
+  (one forward; V has no normalisation layer, so samples do not mix; one DDP forward per backward).
+- L_MCH's gradient goes to E only (losses.match_loss detaches W_i, and W is not a generator parameter),
+  as in [LAB]; W learns from the hinge loss alone.
+- All losses are means over the batch, so a DDP step over ranks equals one step over the global batch.
+- bf16 autocast wraps the forwards on CUDA only (and only when `amp`); backward runs outside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..config import LossConfig
+from .. import losses as L
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA when enabled; a no-op context on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[Tensor]:
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def generator_step(
+    *,
+    x_fake: Tensor,
+    x_real: Tensor,
+    y: Tensor,
+    video: Tensor | None,
+    discriminator: nn.Module,
+    content_loss: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_cfg: LossConfig,
+    match: tuple[Tensor, Tensor] | None = None,
+    amp: bool = True,
+) -> dict[str, float]:
+    """One update of the generator side: E and G (incl. P) in meta-learning, G and psi' in fine-tuning.
+
+    x_fake (B,3,H,W) must carry the graph of the generator forward; x_real, y (B,3,H,W); video (B,) or None;
+    `discriminator` is called as `discriminator(x, y, video) -> (score (B,), features)` and is not updated;
+    `match` = (e_hat (B,N), W_i (B,N)) adds L_MCH (meta-learning with cfg.match_loss only).
+    Returns the scalar losses (floats) for the log.
+    """
+    params = optimizer_params(optimizer)
+    with autocast(x_fake.device, amp):
+        with torch.no_grad():
+            _, feats_real = discriminator(x_real, y, video)
+        score_fake, feats_fake = discriminator(x_fake, y, video)
+        l_cnt = content_loss(x_fake, x_real)
+        l_adv = L.adversarial_generator_loss(score_fake)
+        l_fm = L.feature_matching_loss(feats_real, feats_fake)
+        total = l_cnt + loss_cfg.adversarial_weight * l_adv + loss_cfg.feature_matching_weight * l_fm
+        logs = {"g_cnt": l_cnt, "g_adv": l_adv, "g_fm": l_fm}
+        if match is not None:
+            l_mch = L.match_loss(*match)
+            total = total + L.match_loss_weight(loss_cfg) * l_mch  # 80 (v1) / 10 (v2)
+            logs["g_mch"] = l_mch
+    optimizer.zero_grad(set_to_none=True)
+    total.backward(inputs=params)
+    optimizer.step()
+    logs["g_total"] = total
+    return {k: float(v.detach()) for k, v in logs.items()}
+
+
+def discriminator_step(
+    *,
+    x_real: Tensor,
+    x_fake: Tensor,
+    y: Tensor,
+    video: Tensor | None,
+    discriminator: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    amp: bool = True,
+) -> dict[str, float]:
+    """One hinge update of D (V, W, w0, b in meta-learning; V, w', b in fine-tuning) on real vs x_fake.detach().
+
+    `discriminator` may be DDP-wrapped (it is called once per step, on the concatenated batch).
+    """
+    params = optimizer_params(optimizer)
+    b = x_real.shape[0]
+    x = torch.cat([x_real, x_fake.detach()])  # 2B,3,H,W
+    yy = torch.cat([y, y])
+    vv = None if video is None else torch.cat([video, video])
+    with autocast(x.device, amp):
+        score, _ = discriminator(x, yy, vv)  # 2B
+        score_real, score_fake = score[:b], score[b:]
+        loss = L.hinge_discriminator_loss(score_real, score_fake)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward(inputs=params)
+    optimizer.step()
+    return {"d_loss": float(loss.detach()), "d_real": float(score_real.detach().float().mean()),
+            "d_fake": float(score_fake.detach().float().mean())}
+
+
+def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
+    """For frozen parts that never train in a stage (E and P in fine-tuning, the perceptual networks)."""
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(flag)

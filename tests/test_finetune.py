@@ -1,0 +1,104 @@
+"""Few-shot fine-tuning FT (paper section 6) on the tiny preset."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from talking_heads.config import apply_overrides, preset
+from talking_heads.train import finetune as ft
+from talking_heads.train import steps
+
+
+@pytest.fixture
+def setup():
+    from talking_heads.models import build_networks
+
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    nets = build_networks(cfg, num_videos=3)
+    g = torch.Generator().manual_seed(2)
+    s = cfg.model.image_size
+    x = torch.nn.functional.interpolate(torch.rand(3, 3, 4, 4, generator=g), size=s, mode="bilinear") * 2 - 1
+    y = torch.rand(3, 3, s, s, generator=g) * 2 - 1
+    return cfg, nets, x, y
+
+
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_initialisation_follows_the_paper(setup):
+    cfg, nets, x, y = setup
+    result = ft.finetune(nets, x, y, cfg, epochs=0, progress=False)
+    nets.embedder.eval(), nets.generator.eval(), nets.discriminator.eval()
+    with torch.no_grad():
+        e_new = nets.embedder(x, y).mean(0, keepdim=True)  # mean over the T frames
+        torch.testing.assert_close(result.e_new, e_new, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(result.psi, nets.generator.adain_params(e_new), rtol=1e-5, atol=1e-6)  # P e_new
+        # D'(x, y) = V(x, y)^T (w0 + e_new) + b: the meta D with W_0 := e_new scores the same
+        d = copy.deepcopy(nets.discriminator)
+        d.W.weight[0] = e_new[0]
+        want, _ = d(x, y, torch.zeros(3, dtype=torch.long))
+        got, _ = result.discriminator.eval()(x, y)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        out = result.generator.eval()(y, result.psi.expand(3, -1))
+    assert out.shape == x.shape
+
+
+def test_finetuning_lowers_its_loss_and_changes_only_what_it_should(setup):
+    cfg, nets, x, y = setup
+    # T = 3: batches of 2 and 1; a higher learning rate than the paper's so that 12 epochs show progress
+    cfg = apply_overrides(cfg, ["finetune.batch_size=2", "finetune.lr_generator=5e-4"])
+    before = {n: _state(getattr(nets, n)) for n in ("embedder", "generator", "discriminator")}
+    calls = {"g": 0, "d": 0}
+    real_g, real_d = steps.generator_step, steps.discriminator_step
+
+    def count_g(**kw):
+        calls["g"] += 1
+        assert kw["match"] is None  # no L_MCH in fine-tuning
+        return real_g(**kw)
+
+    def count_d(**kw):
+        calls["d"] += 1
+        return real_d(**kw)
+
+    epochs = 12
+    mp = pytest.MonkeyPatch()
+    mp.setattr(steps, "generator_step", count_g)
+    mp.setattr(steps, "discriminator_step", count_d)
+    try:
+        result = ft.finetune(nets, x, y, cfg, epochs=epochs, progress=False)
+    finally:
+        mp.undo()
+    assert calls == {"g": epochs * 2, "d": epochs * 2 * 2}  # 2 D' updates per G' update
+    assert len(result.history) == epochs * 2
+    cnt = [h["g_cnt"] for h in result.history]
+    assert sum(cnt[-4:]) / 4 < 0.8 * sum(cnt[:4]) / 4, cnt
+    assert all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in result.history)
+
+    # E, the meta-learned G and the meta discriminator are untouched (parameters and buffers)
+    for n in ("embedder", "generator", "discriminator"):
+        after = _state(getattr(nets, n))
+        assert all(torch.equal(v, before[n][k]) for k, v in after.items()), n
+    # psi' and the generic G weights trained; P was not used
+    init_psi = ft.initial_psi(nets.generator, result.e_new)
+    assert not torch.equal(result.psi, init_psi)
+    g_after = dict(result.generator.named_parameters())
+    g_before = before["generator"]
+    proj = {k for k in g_after if k.startswith("projection.")}
+    assert proj and all(g_after[k].grad is None for k in proj)
+    assert all(torch.equal(g_after[k].detach(), g_before[k]) for k in proj)
+    changed = [k for k in g_after if k not in proj and not torch.equal(g_after[k].detach(), g_before[k])]
+    assert len(changed) > len(g_after) // 2
+    # D' trained: w' and V moved away from the meta values
+    d_state = _state(result.discriminator)
+    assert any(not torch.equal(v, before["discriminator"].get(k, v + 1)) for k, v in d_state.items())
+
+
+def test_rejects_mismatched_inputs(setup):
+    cfg, nets, x, y = setup
+    with pytest.raises(ValueError, match="T,3,H,W"):
+        ft.finetune(nets, x, y[:2], cfg, epochs=1, progress=False)

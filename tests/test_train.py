@@ -1,0 +1,350 @@
+"""Meta-learning: the two step functions, the loop, resume, the train and bench commands (tiny preset)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from talking_heads import checkpoint
+from talking_heads.config import apply_overrides, preset
+from talking_heads.train import meta, steps
+from talking_heads.train.bench import SyntheticEpisodes, collate
+
+
+def tiny(*overrides: str):
+    return apply_overrides(preset("tiny"), list(overrides))
+
+
+def make_state(cfg, num_videos: int = 3, seed: int = 0):
+    from talking_heads import dist
+    from talking_heads.models import build_networks
+
+    torch.manual_seed(seed)
+    nets = build_networks(cfg, num_videos)
+    return meta.build_meta_state(cfg, nets, dist.DistInfo())
+
+
+def batch_of(cfg, n: int = 2, num_videos: int = 3, seed: int = 1):
+    ds = SyntheticEpisodes(cfg, num_episodes=n, num_videos=num_videos, seed=seed)
+    return collate([ds[i] for i in range(n)])
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def grads(module: torch.nn.Module) -> dict[str, torch.Tensor | None]:
+    return {k: p.grad for k, p in module.named_parameters()}
+
+
+def zero_all(state) -> None:
+    for m in (state.networks.embedder, state.networks.generator, state.networks.discriminator):
+        m.zero_grad(set_to_none=True)
+
+
+def run_generator_step(state, batch, cfg):
+    with steps.autocast(batch["x_tgt"].device, cfg.train.amp):
+        x_fake, e_hat = state.eg(batch["x_src"], batch["y_src"], batch["y_tgt"])
+    disc = state.networks.discriminator
+    match = (e_hat, disc.video_embedding(batch["video"]).detach()) if cfg.loss.match_loss else None
+    logs = steps.generator_step(x_fake=x_fake, x_real=batch["x_tgt"], y=batch["y_tgt"], video=batch["video"],
+                                discriminator=disc, content_loss=state.content_loss, optimizer=state.opt_g,
+                                loss_cfg=cfg.loss, match=match, amp=cfg.train.amp)
+    return logs, x_fake
+
+
+# --- step functions -------------------------------------------------------------------------------
+
+def test_generator_step_updates_e_and_g_only():
+    cfg = tiny()
+    state, batch = make_state(cfg), batch_of(cfg)
+    zero_all(state)
+    d_before = snapshot(state.networks.discriminator)
+    logs, _ = run_generator_step(state, batch, cfg)
+    assert {"g_cnt", "g_adv", "g_fm", "g_mch", "g_total"} <= set(logs)
+    for net in (state.networks.embedder, state.networks.generator):
+        g = grads(net)
+        missing = [k for k, v in g.items() if v is None]
+        assert not missing, f"no gradient for {missing}"
+        assert all(torch.isfinite(v).all() for v in g.values())
+        assert sum(float(v.abs().sum()) for v in g.values()) > 0
+    assert all(p.grad is not None for p in state.networks.generator.projection.parameters()), "P must learn"
+    d_grads = grads(state.networks.discriminator)
+    assert all(v is None for v in d_grads.values()), [k for k, v in d_grads.items() if v is not None]
+    for k, v in snapshot(state.networks.discriminator).items():
+        assert torch.equal(v, d_before[k]), f"D parameter {k} changed in the G step"
+
+
+def test_discriminator_step_updates_d_only():
+    cfg = tiny()
+    state, batch = make_state(cfg), batch_of(cfg)
+    with torch.no_grad():
+        x_fake, _ = state.eg(batch["x_src"], batch["y_src"], batch["y_tgt"])
+    zero_all(state)
+    eg_before = snapshot(state.eg)
+    logs = steps.discriminator_step(x_real=batch["x_tgt"], x_fake=x_fake, y=batch["y_tgt"], video=batch["video"],
+                                    discriminator=state.d, optimizer=state.opt_d, amp=False)
+    assert set(logs) == {"d_loss", "d_real", "d_fake"}
+    d = state.networks.discriminator
+    missing = [k for k, v in grads(d).items() if v is None]
+    assert not missing, f"no gradient for {missing}"
+    for name in ("W", "w0", "b"):  # (b's hinge gradient is exactly 0 while every margin is active)
+        part = getattr(d, name)
+        tensors = list(part.parameters()) if isinstance(part, torch.nn.Module) else [part]
+        assert all(t.grad is not None for t in tensors), name
+    assert float(d.W.weight.grad.abs().sum()) > 0 and float(d.w0.grad.abs().sum()) > 0
+    assert float(sum(p.grad.abs().sum() for p in d.V.parameters())) > 0
+    for net in (state.networks.embedder, state.networks.generator):
+        assert all(v is None for v in grads(net).values())
+    assert all(torch.equal(v, eg_before[k]) for k, v in snapshot(state.eg).items())
+
+
+def test_match_loss_only_when_enabled_and_reaches_e_only():
+    cfg = tiny("loss.match_loss=false")
+    state, batch = make_state(cfg), batch_of(cfg)
+    logs, _ = run_generator_step(state, batch, cfg)
+    assert "g_mch" not in logs
+    cfg = tiny()
+    state = make_state(cfg)
+    w_before = state.networks.discriminator.W.weight.detach().clone()
+    zero_all(state)
+    logs, _ = run_generator_step(state, batch, cfg)
+    assert logs["g_mch"] > 0
+    assert state.networks.discriminator.W.weight.grad is None
+    assert torch.equal(state.networks.discriminator.W.weight, w_before)
+
+
+def test_meta_step_changes_parameters_without_nan():
+    cfg = tiny()
+    state, batch = make_state(cfg), batch_of(cfg)
+    before = {name: snapshot(getattr(state.networks, name)) for name in checkpoint.NETWORK_NAMES}
+    logs, x_fake = meta.meta_step(state, batch, cfg)
+    assert all(torch.isfinite(torch.tensor(v)) for v in logs.values()), logs
+    assert x_fake.shape == batch["x_tgt"].shape and torch.isfinite(x_fake).all()
+    for name in checkpoint.NETWORK_NAMES:
+        after = snapshot(getattr(state.networks, name))
+        assert all(torch.isfinite(v).all() for v in after.values())
+        changed = [k for k in after if not torch.equal(after[k], before[name][k])]
+        assert changed, f"{name} did not change"
+    p_before = before["generator"]
+    assert any(not torch.equal(p, p_before[f"projection.{k}"])
+               for k, p in state.networks.generator.projection.named_parameters())
+
+
+def test_meta_step_is_deterministic():
+    cfg = tiny()
+    results = []
+    for _ in range(2):
+        state, batch = make_state(cfg, seed=3), batch_of(cfg)
+        for _ in range(2):
+            meta.meta_step(state, batch, cfg)
+        results.append({n: snapshot(getattr(state.networks, n)) for n in checkpoint.NETWORK_NAMES})
+    for n in checkpoint.NETWORK_NAMES:
+        for k, v in results[0][n].items():
+            assert torch.equal(v, results[1][n][k]), f"{n}.{k}"
+
+
+def test_episode_target_is_never_a_source_in_synthetic_layout():
+    cfg = tiny()
+    item = SyntheticEpisodes(cfg)[0]
+    assert item["x_src"].shape == (cfg.train.k_shot, 3, 32, 32) and item["x_tgt"].shape == (3, 32, 32)
+    assert item["video"].dtype == torch.int64
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+def _train(run_dir, *overrides, num_episodes=5):
+    cfg = tiny("train.checkpoint_every=2", "train.sample_every=2", "train.batch_size=2")
+    ds = SyntheticEpisodes(cfg, num_episodes=num_episodes, num_videos=3)
+    return meta.train(run_dir, cfg=cfg, overrides=list(overrides), dataset=ds, progress=False)
+
+
+def test_two_d_updates_per_g_update(tmp_path, monkeypatch):
+    calls = {"g": 0, "d": 0}
+    real_g, real_d = steps.generator_step, steps.discriminator_step
+
+    def count_g(**kw):
+        calls["g"] += 1
+        return real_g(**kw)
+
+    def count_d(**kw):
+        calls["d"] += 1
+        return real_d(**kw)
+
+    monkeypatch.setattr(steps, "generator_step", count_g)
+    monkeypatch.setattr(steps, "discriminator_step", count_d)
+    _train(tmp_path / "run", "train.steps=3")
+    assert calls == {"g": 3, "d": 6}
+
+
+def _params(model_dir: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in checkpoint.NETWORK_NAMES:
+        out.update({f"{name}.{k}": v for k, v in load_file(str(model_dir / f"{name}.safetensors")).items()})
+    return out
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tmp_path, monkeypatch):
+    full = _train(tmp_path / "full", "train.steps=4")
+
+    # kill the second run inside its step 3 (after the step-2 checkpoint), then resume it
+    real_g, calls = steps.generator_step, {"n": 0}
+
+    def dies_at_step_3(**kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_g(**kw)
+
+    monkeypatch.setattr(steps, "generator_step", dies_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "killed", "train.steps=4")
+    monkeypatch.setattr(steps, "generator_step", real_g)
+    ts = checkpoint.load_training_state(tmp_path / "killed" / "training_state.pt")
+    assert ts["step"] == 2
+    # resume: the config comes from the run (no cfg given)
+    ds = SyntheticEpisodes(preset("tiny"), num_episodes=5, num_videos=3)
+    resumed = meta.train(tmp_path / "killed", dataset=ds, progress=False)
+
+    a, b = _params(full), _params(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    # the optimiser states and sampler position agree too
+    ta = torch.load(tmp_path / "full" / "training_state.pt", weights_only=True)
+    tb = torch.load(tmp_path / "killed" / "training_state.pt", weights_only=True)
+    assert ta["step"] == tb["step"] == 4 and ta["sampler"] == tb["sampler"]
+    sa, sb = ta["optimizers"]["generator"]["state"], tb["optimizers"]["generator"]["state"]
+    for i in sa:
+        torch.testing.assert_close(sb[i]["exp_avg_sq"], sa[i]["exp_avg_sq"], rtol=0, atol=1e-9)
+    steps_logged = [json.loads(line)["step"] for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
+    assert steps_logged == [1, 2, 3, 4]
+
+
+def test_resume_with_more_steps_and_weights_only_state(tmp_path):
+    run = tmp_path / "run"
+    _train(run, "train.steps=2")
+    cfg, meta_block = checkpoint.read_config(run / "model")
+    assert meta_block["step"] == 2 and meta_block["stage"] == "meta" and meta_block["content_loss"] in ("vgg", "offline")
+    assert cfg.train.steps == 2
+    state = torch.load(run / "training_state.pt", weights_only=True)
+    assert set(state) >= {"step", "optimizers", "rng", "sampler"}
+    assert {"python", "numpy", "torch"} <= set(state["rng"][0])
+    ds = SyntheticEpisodes(preset("tiny"), num_episodes=5, num_videos=3)
+    meta.train(run, overrides=["train.steps=3"], dataset=ds, progress=False)
+    cfg, meta_block = checkpoint.read_config(run / "model")
+    assert meta_block["step"] == 3 and cfg.train.steps == 3 and cfg.train.batch_size == 2  # run's own config
+
+
+def test_refuses_foreign_directory(tmp_path):
+    (tmp_path / "x.txt").write_text("not a run")
+    with pytest.raises(meta.RunDirError):
+        _train(tmp_path, "train.steps=1")
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+def test_train_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    """`talking-heads train` on tiny with synthetic episodes (the real-data version is test_overfit_*)."""
+    from talking_heads.cli import main
+
+    monkeypatch.setattr(meta, "make_dataset", lambda cfg, data_dir: SyntheticEpisodes(cfg, 3, 2))
+    run = tmp_path / "run"
+    base = ["train", "--data", str(tmp_path), "--out", str(run), "--no-progress"]
+    assert main(base + ["--preset", "tiny", "--steps", "3", "--set", "train.sample_every=2"]) == 0
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3] and all("g_total" in r and "d_loss" in r for r in lines)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000002.png", "step_0000003.png"]
+    from PIL import Image
+
+    grid = Image.open(run / "samples" / "step_0000003.png")
+    assert grid.size == (3 * 32, 1 * 32)  # landmarks | ground truth | output ; one row per episode
+    cfg, m, nets = checkpoint.load_model_dir(run / "model")
+    assert cfg.preset == "tiny" and m["step"] == 3 and m["num_videos"] == 2
+    torch.load(run / "training_state.pt", weights_only=True)
+    # running it again resumes; with more steps it continues
+    assert main(base + ["--steps", "4"]) == 0
+    assert checkpoint.read_config(run / "model")[1]["step"] == 4
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "new")]) == 2  # no preset
+    assert "give --preset" in capsys.readouterr().err
+
+
+def test_bench_cli_and_markdown_section(tmp_path, capsys):
+    from talking_heads.cli import main
+
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\n## Data pipeline\n\nkeep me\n")
+    assert main(["bench", "--preset", "tiny", "--what", "params,generator,embedder", "--json", "--repeat", "1",
+                 "--write", str(md)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    r = out["presets"]["tiny"]
+    assert r["params"]["generator"] > r["params"]["projection"] > 0
+    assert r["generator"]["ms_per_frame"] > 0 and r["embedder"]["k"] == 8
+    text = md.read_text()
+    assert "## Data pipeline\n\nkeep me" in text and "## Networks and training step" in text
+    assert text.count("### cpu:") == 1
+    main(["bench", "--preset", "tiny", "--what", "params", "--repeat", "1", "--write", str(md)])
+    text = md.read_text()
+    assert text.count("### cpu:") == 1 and "keep me" in text
+
+
+def test_bench_train_step_offline():
+    from talking_heads.train import bench
+
+    r = bench.bench_train_step(preset("tiny"), torch.device("cpu"), repeat=1, content="offline")
+    assert r["s_per_step"] > 0 and r["k"] == 8 and r["content_loss"] == "offline"
+
+
+# --- real footage (../shared/data) ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def real_clip(shared_data, tmp_path_factory):
+    """One real training clip preprocessed at the tiny preset's 32 px (12 frames)."""
+    from talking_heads.data.preprocess import preprocess
+
+    out = tmp_path_factory.mktemp("pp32")
+    report = preprocess(shared_data / "videos" / "train" / "dpe_s.mp4", out, size=32, max_frames=12, progress=False)
+    assert [r["status"] for r in report.records] == ["ok"]
+    return out
+
+
+def test_train_cli_on_real_clip(real_clip, tmp_path):
+    from talking_heads.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", str(real_clip), "--out", str(run), "--steps", "2",
+                 "--set", "train.sample_every=2", "--no-progress"]) == 0
+    assert len((run / "log.jsonl").read_text().splitlines()) == 2
+    assert (run / "samples" / "step_0000002.png").is_file() and (run / "training_state.pt").is_file()
+    cfg, m, _ = checkpoint.load_model_dir(run / "model")
+    assert m["num_videos"] == 1 and m["step"] == 2
+
+
+def _reconstruction_error(nets, dataset, n: int = 6) -> float:
+    """Mean L1 between G(y_tgt, P mean E(sources)) and x_tgt over fixed episodes (eval mode, no_grad)."""
+    eg = meta.EmbedderGenerator(nets.embedder, nets.generator).eval()
+    batch = collate([dataset[i] for i in range(n)])
+    with torch.no_grad():
+        x_fake, _ = eg(batch["x_src"], batch["y_src"], batch["y_tgt"])
+    return float((x_fake - batch["x_tgt"]).abs().mean())
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_one_real_clip(real_clip, tmp_path):
+    from talking_heads.data import EpisodeDataset
+    from talking_heads.models import build_networks
+
+    cfg = tiny("train.steps=60", "train.log_every=20", "train.sample_every=1000", "train.checkpoint_every=1000",
+               "train.lr_generator=1e-3", "train.lr_discriminator=1e-3", "train.flip=false")
+    eval_set = EpisodeDataset(real_clip, cfg)
+    eval_set.set_epoch(10_000)  # episodes the run never draws in its first epochs
+    torch.manual_seed(cfg.train.seed)
+    start = _reconstruction_error(build_networks(cfg, 1), eval_set)
+    model = meta.train(tmp_path / "run", cfg=cfg, data_dir=real_clip, progress=False)
+    _, _, nets = checkpoint.load_model_dir(model)
+    end = _reconstruction_error(nets, eval_set)
+    assert end < 0.5 * start, (start, end)
