@@ -178,3 +178,14 @@ def test_cli_with_two_workers(processed, tmp_path, capsys):
     assert "3 ok, 0 skipped, 0 failed" in capsys.readouterr().out
     assert len(pp.read_manifest(out)) == 3
     assert main(["preprocess", str(inp), str(out), "--merge-manifests"]) == 0
+
+
+def test_two_inputs_into_one_out_keep_both_in_the_manifest(shared_data, tmp_path):
+    """A folder of videos and then a folder of frames preprocessed into the same OUT: all clips listed."""
+    out = tmp_path / "out"
+    pp.preprocess(shared_data / "videos" / "test" / "lp_driving_d1_old.mp4", out, size=SIZE, max_frames=3,
+                  progress=False)
+    pp.preprocess(shared_data / "frames" / "pcavs_Pose_Source_517600078", out, size=SIZE, max_frames=3,
+                  progress=False)
+    ids = {r["clip_id"] for r in pp.read_manifest(out)}
+    assert len(ids) == 2 and ids == {p.name for p in (out / "clips").iterdir()}

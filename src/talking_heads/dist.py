@@ -142,6 +142,15 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(keys, t.tolist()))
 
 
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on any rank (so all ranks stop at the same step)."""
+    if not is_initialized():
+        return bool(flag)
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def all_gather_object(obj: Any) -> list[Any]:
     """Every rank's `obj`, in rank order ([obj] in a world of size 1)."""
     if not is_initialized():

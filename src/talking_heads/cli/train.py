@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override one config field (repeatable), e.g. --set train.batch_size=4")
     p.add_argument("--steps", type=int, default=None, help="total E/G updates (same as --set train.steps=N)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="checkpoint and stop after this much wall time (run again to resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
@@ -56,7 +58,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     try:
         model_dir = meta.train(args.out, cfg=cfg, overrides=overrides, data_dir=args.data, device=args.device,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, time_limit=args.time_limit)
     except (meta.RunDirError, CheckpointError) as err:
         raise UserError(str(err)) from None
     finally:

@@ -118,6 +118,11 @@ class EpisodeDataset(torch.utils.data.Dataset):
         return video, target, sources.astype(np.int64), flip
 
     def _frame(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        img, p = self._image(clip_dir, i, points, flip)
+        return to_tensor(img), to_tensor(rasterize(p, self.image_size, self.line_thickness))
+
+    def _image(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Stored frame i resized to image_size (uint8 RGB) and its landmarks (68,2) in those pixels."""
         import cv2
 
         path = clip_dir / FRAMES_DIR / FRAME_NAME.format(i)
@@ -135,8 +140,20 @@ class EpisodeDataset(torch.utils.data.Dataset):
         if flip:
             img = img[:, ::-1]
             p = flip_landmarks(p, size)
-        y = rasterize(p, size, self.line_thickness)
-        return to_tensor(img), to_tensor(y)
+        return np.ascontiguousarray(img), p
+
+    def clip_frames(self, video: int, indices: Iterable[int]) -> dict[str, torch.Tensor | np.ndarray]:
+        """Frames `indices` of clip `video` outside any episode (evaluation, avatars from preprocessed clips):
+        x, y (N,3,H,W) float32 in [-1,1] and points (N,68,2) float64 landmarks in image_size pixels. No flip."""
+        clip_dir = self.root / CLIPS_DIR / self.clip_ids[video]
+        stored = np.load(clip_dir / "landmarks.npy")
+        xs, ys, ps = [], [], []
+        for i in indices:
+            img, p = self._image(clip_dir, int(i), stored, False)
+            xs.append(to_tensor(img))
+            ys.append(to_tensor(rasterize(p, self.image_size, self.line_thickness)))
+            ps.append(p)
+        return {"x": torch.stack(xs), "y": torch.stack(ys), "points": np.stack(ps)}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video, target, sources, flip = self.sample(index)

@@ -500,7 +500,13 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, *, size: i
             log.warning("%s: %s", rec["clip_id"], "; ".join(rec["warnings"]))
     ordered = [records[s.clip_id] for s in sources]
     manifest_path = out / SHARD_MANIFEST.format(index=shard_index, count=num_shards)
-    _write_jsonl(manifest_path, ordered)
+    # OUT may collect several inputs (e.g. a folder of videos, then folders of frames): keep the records of
+    # clips this input does not list, so the manifest always describes every clip in OUT.
+    this_run = {r["clip_id"] for r in ordered}
+    earlier = [r for r in (_read_jsonl(manifest_path) if manifest_path.exists() else [])
+               if r["clip_id"] not in this_run
+               and ((out / CLIPS_DIR / r["clip_id"]).is_dir() or r.get("status") != "ok")]
+    _write_jsonl(manifest_path, sorted(earlier + ordered, key=lambda r: r["clip_id"]))
     if num_shards == 1:
         merge_manifests(out)
     return PreprocessReport(ordered, len(todo), manifest_path, time.perf_counter() - t0, frames_written)
