@@ -1,4 +1,4 @@
-"""Shared fixtures: the real footage folder (../shared/data) and the tiny preset."""
+"""Shared fixtures: the real footage folder (../shared/data), the tiny preset and a tiny model directory."""
 
 from __future__ import annotations
 
@@ -30,3 +30,20 @@ def tiny_config():
     from talking_heads.config import preset
 
     return preset("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A model directory of the tiny preset (random weights, seed 0), written once per session: what the
+    pipeline, avatar and animate tests load (no shipped weights needed)."""
+    import torch
+
+    from talking_heads.checkpoint import save_model_dir
+    from talking_heads.config import preset
+    from talking_heads.models import build_networks
+
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_model") / "model"
+    save_model_dir(path, cfg, build_networks(cfg, num_videos=3), num_videos=3, content_loss="offline", step=0)
+    return path

@@ -4,8 +4,9 @@ Dataclasses grouped by stage, one trailing comment per field, and named presets.
 `Config`; `--set section.field=value` on the command line overrides single fields (see `apply_overrides`).
 A saved model directory stores the whole `Config` as `config.json`, so it rebuilds itself with no flags.
 
-Paper references (../shared/design/paper.md): section 3 (architecture), 4 (losses), 5 (optimisation),
-6 (fine-tuning). Glossary: x frame, y landmark image, e embedding, psi AdaIN parameters, W per-video table.
+Paper references (../shared/design/paper.md): section 1 (few-shot avatars, puppeteering), 3 (architecture),
+4 (losses), 5 (optimisation), 6 (fine-tuning). Glossary: x frame, y landmark image, e embedding, psi AdaIN
+parameters, W per-video table.
 """
 
 from __future__ import annotations
@@ -91,6 +92,41 @@ class DataConfig:
 
 
 @dataclass
+class InferenceConfig:
+    """Few-shot avatars and puppeteering (paper section 1 stages 2-3; `talking_heads.pipeline`)."""
+
+    video_frames: int = 8  # T frames picked evenly spread over a source video when creating an avatar
+    batch_size: int = 8  # landmark images per generator call when rendering
+    output_size: int = 256  # smallest side (px) of rendered video frames and sheet tiles (model output upscaled)
+    motion_seconds: float = 4.0  # length of a built-in motion
+    motion_fps: float = 25.0  # frame rate of built-in motions and of saved landmark sequences (.npy)
+    thumbnail_size: int = 64  # side (px) of the source thumbnail stored in an avatar directory
+    contact_sheet_frames: int = 8  # evenly spaced frames shown on the PNG contact sheet
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol and metrics (paper section 7; `talking-heads evaluate`, talking_heads.evaluation)."""
+
+    shots: tuple[int, ...] = (1, 8, 32)  # few-shot set sizes T (nested: the T=1 frame is among the T=8 ones)
+    holdout: int = 32  # hold-out frames per test video, disjoint from every few-shot set [P]
+    variants: tuple[str, ...] = ("ff", "ft")  # avatars: "ff" feed-forward psi' = P e_new, "ft" fine-tuned
+    videos: int = 0  # test videos used, the first N in clip-id order (0 = all)
+    per_identity: int = 0  # at most this many videos per identity, first in clip-id order (0 = no limit)
+    epochs: int | None = None  # FT epochs (None = finetune.epochs, the paper's 40)
+    seed: int = 0  # seed of the few-shot draws (FT's batch order follows train.seed, as in the pipeline)
+    metrics: tuple[str, ...] = ("ssim", "psnr", "l1", "lpips", "csim", "landmark_error", "fid")  # registry names
+    render_batch: int = 1  # frames per generator call (1 = per-frame inference timing, as the paper reports)
+    cross: bool = False  # also run cross-identity puppeteering (adaptation on and off)
+    cross_frames: int = 16  # driver frames per cross-identity pair, evenly spaced over the driver clip
+    grid_rows: int = 4  # hold-out frames shown per image grid
+    fid_weights: str = ""  # path to pt_inception-2015-12-05-6726825d.pth (FID Inception); "" = FID not available
+    lpips_weights: str = ""  # path to LPIPS v0.1 linear layers (alex.pth / vgg.pth); "" = LPIPS not available
+    lpips_backbone: str = ""  # torchvision alexnet / vgg16 state_dict for LPIPS ("" = inside lpips_weights)
+    detect_size: int = 256  # frames are upscaled to this side before face detection (landmark error, CSIM)
+
+
+@dataclass
 class Config:
     """A complete, self-describing configuration (what `config.json` holds)."""
 
@@ -100,6 +136,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     # --- serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -125,7 +163,7 @@ class Config:
 
 
 _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
-             "finetune": FinetuneConfig, "data": DataConfig}
+             "finetune": FinetuneConfig, "data": DataConfig, "inference": InferenceConfig, "eval": EvalConfig}
 
 
 def _build_section(cls, values: dict[str, Any]):

@@ -5,6 +5,8 @@
 - `tracking.py`: `FaceTracker`, `track_frames` -> `LandmarkTrack` (detect, then track; per-frame confidence).
 - `filters.py`: One Euro smoothing and gap filling for driving sequences.
 - `raster.py`: `rasterize(points, size)` -> the colour-coded landmark image y; `flip_landmarks`.
+- `adaptation.py`: driver motion moved onto another person's face (puppeteering; paper section 8).
+- `motions.py`: built-in procedural driving motions (talk, blink, nod, ...).
 
 Landmarks are computed once (preprocessing, or once per driving video at inference), never inside a data
 loader (paper.md section 9).

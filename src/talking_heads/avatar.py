@@ -1,0 +1,170 @@
+"""A personalised talking head (paper.md section 1 stage 2): what few-shot learning produces, saved and loaded.
+
+FF (feed-forward): e_new = mean_t E(x_t, y_t) and psi' = P e_new; the meta-learned G renders it, so the
+saved avatar is tiny (psi', e_new, landmarks, a thumbnail: a few kB to a few hundred kB).
+FT (fine-tuned, paper section 6): psi' and a fine-tuned copy of G (and optionally D') are stored as well.
+
+Avatar directory (the model directory format of `checkpoint.py`, stage "avatar"):
+    config.json            the Config of the model it was made with + meta: kind ("ff" | "ft"), num_frames T,
+                           model_fingerprint (of the meta-learned E and G), epochs, sources (file names),
+                           source_path (first source, for paste-back), crop (its CropTransform), history
+    avatar.safetensors     tensors: psi (1,A), e_new (1,N), landmarks (T,68,2) in crop px at the model's
+                           image size, thumbnail (s,s,3) uint8 crop of the first source
+    generator.safetensors  FT only: the fine-tuned G (its P is the meta-learned one, unused)
+    discriminator.safetensors  FT, optional: D' = (V, w', b), only needed to fine-tune further
+Loading checks that the avatar fits the pipeline's model: the same architecture (`cfg.model`) always, the
+same weights (fingerprint) for FF avatars, whose psi' only means something to the G that made it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import CheckpointError, load_module, load_tensors, read_config, save_dir
+from .config import Config
+from .data.crop import CropTransform
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import TalkingHeadPipeline
+
+KINDS = ("ff", "ft")
+
+
+@dataclass
+class Avatar:
+    """A person's AdaIN parameters psi' (and, for FT, a fine-tuned generator), ready to render."""
+
+    cfg: Config  # the model's config (image size, ...)
+    kind: str  # "ff" or "ft"
+    psi: Tensor  # (1, num_adain_params) psi'
+    e_new: Tensor  # (1, N) mean embedding of the T frames
+    landmarks: np.ndarray | None  # (T,68,2) float32 source landmarks in crop px at cfg.model.image_size
+    thumbnail: np.ndarray | None = None  # (s,s,3) uint8 crop of the first source
+    generator: nn.Module | None = None  # FT: the fine-tuned G (eval mode); FF: None (the pipeline's G)
+    discriminator: nn.Module | None = None  # FT: D' (PersonDiscriminator), kept only when asked for
+    model_fingerprint: str = ""  # of the meta-learned E and G the avatar was made with
+    transform: CropTransform | None = None  # first source: frame -> crop (paste-back)
+    source_path: str | None = None  # first source's file (paste-back after loading)
+    sources: list[str] = field(default_factory=list)  # names of the source files (information)
+    background: np.ndarray | None = None  # first source's full image, in memory only (paste-back)
+    epochs: int = 0  # FT epochs
+    history: list[dict[str, float]] = field(default_factory=list)  # FT: one loss record per G' step
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"avatar kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "ft" and self.generator is None:
+            raise ValueError("an FT avatar needs its fine-tuned generator")
+
+    @property
+    def num_frames(self) -> int:
+        """T, the number of frames it was made from."""
+        return 0 if self.landmarks is None else int(self.landmarks.shape[0])
+
+    @property
+    def face(self) -> np.ndarray | None:
+        """(68,2) the landmarks whose shape adapted driving keeps: those of the first source frame."""
+        return None if self.landmarks is None else self.landmarks[0]
+
+    # --- saving ---------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, with_discriminator: bool = False) -> Path:
+        """Write the avatar directory atomically (module docstring). FT: `with_discriminator` adds D'.
+        An existing avatar directory at `path` is replaced; anything else there is an error (never overwritten)."""
+        _check_target(Path(path))
+        tensors: dict[str, Tensor] = {"psi": self.psi.detach().float().cpu(),
+                                      "e_new": self.e_new.detach().float().cpu()}
+        if self.landmarks is not None:
+            tensors["landmarks"] = torch.from_numpy(np.asarray(self.landmarks, np.float32))
+        if self.thumbnail is not None:
+            tensors["thumbnail"] = torch.from_numpy(np.ascontiguousarray(self.thumbnail, np.uint8))
+        parts: dict[str, Any] = {"avatar": tensors}
+        if self.kind == "ft":
+            parts["generator"] = self.generator
+            if with_discriminator and self.discriminator is not None:
+                parts["discriminator"] = self.discriminator
+        meta = {"kind": self.kind, "num_frames": self.num_frames, "model_fingerprint": self.model_fingerprint,
+                "epochs": int(self.epochs), "sources": list(self.sources), "source_path": self.source_path,
+                "crop": self.transform.to_dict() if self.transform is not None else None,
+                "history": self.history[-1:] if self.history else []}
+        return save_dir(path, self.cfg, parts, stage="avatar", meta=meta)
+
+    # --- loading --------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike, pipe: "TalkingHeadPipeline") -> "Avatar":
+        """Load an avatar directory for `pipe`; CheckpointError when it is not one or does not fit the model."""
+        cfg, meta = read_config(path)
+        if meta.get("stage") != "avatar":
+            raise CheckpointError(f"{path}: holds a {meta.get('stage')!r} directory, not an avatar "
+                                  "(make one with `talking-heads avatar create`)")
+        _check_model(path, cfg, meta, pipe)
+        tensors = load_tensors(path, "avatar", pipe.device)
+        for key in ("psi", "e_new"):
+            if key not in tensors:
+                raise CheckpointError(f"{path}: avatar.safetensors lacks {key!r}")
+        kind = meta.get("kind")
+        generator = discriminator = None
+        if kind == "ft":
+            generator = load_module(path, "generator", _fresh_generator(pipe)).to(pipe.device).eval()
+            if meta.get("files", {}).get("discriminator"):
+                discriminator = load_module(path, "discriminator", _fresh_discriminator(pipe)).to(pipe.device).eval()
+        crop = meta.get("crop")
+        lm = tensors.get("landmarks")
+        thumb = tensors.get("thumbnail")
+        try:
+            return cls(cfg=pipe.cfg, kind=kind, psi=tensors["psi"], e_new=tensors["e_new"],
+                       landmarks=None if lm is None else lm.cpu().numpy(),
+                       thumbnail=None if thumb is None else thumb.cpu().numpy(), generator=generator,
+                       discriminator=discriminator, model_fingerprint=str(meta.get("model_fingerprint", "")),
+                       transform=CropTransform.from_dict(crop) if crop else None,
+                       source_path=meta.get("source_path"), sources=list(meta.get("sources", [])),
+                       epochs=int(meta.get("epochs", 0)), history=list(meta.get("history", [])))
+        except ValueError as err:
+            raise CheckpointError(f"{path}: not a valid avatar ({err})") from None
+
+
+def _check_target(path: Path) -> None:
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    try:
+        _, meta = read_config(path)
+    except CheckpointError:
+        meta = {}
+    if meta.get("stage") != "avatar":
+        raise CheckpointError(f"{path} exists and is not an avatar directory: not overwriting it (choose another -o)")
+
+
+def _check_model(path, cfg: Config, meta: dict, pipe: "TalkingHeadPipeline") -> None:
+    """CheckpointError when the avatar was made for another architecture (or other weights, for FF)."""
+    if cfg.model != pipe.cfg.model:
+        diff = [f"{k}: avatar {v} vs model {getattr(pipe.cfg.model, k)}" for k, v in vars(cfg.model).items()
+                if getattr(pipe.cfg.model, k) != v]
+        raise CheckpointError(f"{path}: the avatar was made with a different model architecture "
+                              f"({'; '.join(diff[:4])}). Load it with the model it was made with (--model), or "
+                              "create the avatar again with this one.")
+    made_with = str(meta.get("model_fingerprint", ""))
+    if meta.get("kind") == "ff" and made_with != pipe.model_fingerprint:
+        raise CheckpointError(f"{path}: this feed-forward avatar was made with other model weights (fingerprint "
+                              f"{made_with or 'unknown'}, this model {pipe.model_fingerprint}); its AdaIN "
+                              "parameters only fit the generator that made them. Load it with that model "
+                              "(--model), or create the avatar again.")
+
+
+def _fresh_generator(pipe: "TalkingHeadPipeline") -> nn.Module:
+    from .models import Generator
+
+    return Generator(pipe.cfg.model)
+
+
+def _fresh_discriminator(pipe: "TalkingHeadPipeline") -> nn.Module:
+    from .models import ConvPart, PersonDiscriminator
+
+    n = pipe.cfg.model.embedding_dim
+    return PersonDiscriminator(ConvPart(pipe.cfg.model), torch.zeros(n), torch.zeros(()))

@@ -1,0 +1,174 @@
+"""`talking-heads avatar create`, `talking-heads animate` and `talking-heads verify`. Parsing only: the work is
+`talking_heads.pipeline.TalkingHeadPipeline` and `talking_heads.provenance.verify`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..landmarks.motions import MOTIONS
+
+VERIFY_EPILOG = ("Exit status: 0 when every file carries the synthetic marker or watermark, 1 when at least one "
+                 "carries neither (e.g. real footage), 2 when a file cannot be read.")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("avatar", help="create a personalised avatar from photos or a video",
+                       description="Few-shot learning of a new person (paper sections 1 and 6).")
+    actions = a.add_subparsers(dest="avatar_command", metavar="ACTION", required=True)
+    c = actions.add_parser("create", help="make an avatar directory from T photos or frames",
+                           description="FF (default): e_new = mean E over the T frames, psi' = P e_new, instant. "
+                                       "--finetune: FT, the paper's fine-tuning of G and D' on the T frames.")
+    c.add_argument("sources", nargs="+", metavar="PHOTO", help="photos of one person, or one video or folder of frames")
+    c.add_argument("-o", "--out", required=True, metavar="AVATAR", help="avatar directory to write")
+    c.add_argument("--with-discriminator", action="store_true", help="FT: also store D' (to fine-tune further)")
+    _few_shot_args(c)
+    _common_args(c)
+    c.set_defaults(func=run_create)
+
+    m = sub.add_parser("animate", help="drive an avatar with a video, landmarks or a built-in motion",
+                       description="Puppeteering (paper section 1 stage 3) with landmark adaptation to the avatar's "
+                                   "face. Writes OUT.mp4 (H.264, driver's frame rate and audio) and OUT.contact.png. "
+                                   "Every output is labelled synthetic (metadata and invisible watermark).")
+    who = m.add_mutually_exclusive_group(required=True)
+    who.add_argument("--avatar", metavar="DIR", help="an avatar directory (talking-heads avatar create)")
+    who.add_argument("--source", nargs="+", metavar="PHOTO", help="photos (or one video) to make the avatar from now")
+    drv = m.add_mutually_exclusive_group()
+    drv.add_argument("--driver", metavar="VIDEO|FRAMES_DIR|LANDMARKS.npy",
+                     help="driving video, folder of frames, or .npy landmarks (frames, 68, 2)")
+    drv.add_argument("--motion", choices=list(MOTIONS), default=None,
+                     help="built-in motion (default: talk): " + "; ".join(f"{k}: {v[1]}" for k, v in MOTIONS.items()))
+    m.add_argument("--duration", type=float, default=None, metavar="SECONDS",
+                   help="length of a built-in motion (default inference.motion_seconds)")
+    m.add_argument("-o", "--out", required=True, metavar="OUT.mp4", help="video to write")
+    m.add_argument("--no-adapt", action="store_true",
+                   help="use the driver's landmarks as they are (the paper's behaviour; shape mismatch)")
+    m.add_argument("--reference-frame", type=int, default=0, metavar="N",
+                   help="driver frame whose expression and pose count as neutral for adaptation (default 0)")
+    m.add_argument("--smooth", action="store_true", help="One Euro smoothing of the driver's landmarks")
+    m.add_argument("--side-by-side", action="store_true", help="driver | result in each frame")
+    m.add_argument("--paste-back", action="store_true", help="paste the result into the source photo's full frame")
+    m.add_argument("--no-contact-sheet", action="store_true", help="do not write OUT.contact.png")
+    _few_shot_args(m)
+    _common_args(m)
+    m.set_defaults(func=run_animate)
+
+    v = sub.add_parser("verify", help="check files for the synthetic marker and watermark",
+                       description="Reports per file whether it carries talking-heads' synthetic metadata marker "
+                                   "and invisible watermark.", epilog=VERIFY_EPILOG)
+    v.add_argument("files", nargs="+", metavar="FILE", help="videos or images")
+    v.set_defaults(func=run_verify)
+
+
+def _few_shot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--frames", type=int, default=None, metavar="T",
+                   help="T frames: spread over a source video (default inference.video_frames), or T of the photos")
+    p.add_argument("--finetune", action="store_true", help="FT: fine-tune on the T frames (paper section 6)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N", help="FT epochs (default finetune.epochs = 40)")
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _pipeline(args):
+    import torch
+
+    from ..pipeline import TalkingHeadPipeline
+    from . import UserError
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device available")
+    return _guard(lambda: TalkingHeadPipeline.from_pretrained(args.model, device=device))
+
+
+def _guard(fn):
+    """Run fn; input errors become UserError (one readable line, exit code 2)."""
+    from ..pipeline import INPUT_ERRORS
+    from . import UserError
+
+    try:
+        return fn()
+    except INPUT_ERRORS as err:
+        raise UserError(str(err)) from None
+
+
+def _create(pipe, args, sources):
+    return _guard(lambda: pipe.create_avatar(sources, frames=args.frames, finetune=args.finetune, epochs=args.epochs,
+                                             progress=not args.no_progress))
+
+
+def _describe(avatar) -> str:
+    kind = f"FT, {avatar.epochs} epochs" if avatar.kind == "ft" else "FF"
+    return f"{kind}, T={avatar.num_frames} from {', '.join(avatar.sources) or 'tensors'}"
+
+
+def run_create(args: argparse.Namespace) -> int:
+    from . import UserError
+
+    if args.epochs is not None and not args.finetune:
+        raise UserError("--epochs applies to fine-tuning: add --finetune")
+    pipe = _pipeline(args)
+    avatar = _create(pipe, args, args.sources)
+    path = _guard(lambda: avatar.save(args.out, with_discriminator=args.with_discriminator))
+    size = sum(f.stat().st_size for f in path.iterdir())
+    for msg in avatar.warnings:
+        print(f"warning: {msg}", file=sys.stderr)
+    print(f"avatar: {path} ({_describe(avatar)}; {size / 1024:.0f} kB)")
+    return 0
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..pipeline import Avatar
+    from . import UserError
+
+    if args.avatar and (args.frames is not None or args.finetune or args.epochs is not None):
+        raise UserError("--frames, --finetune and --epochs apply to --source (an avatar is already made)")
+    if args.epochs is not None and not args.finetune:
+        raise UserError("--epochs applies to fine-tuning: add --finetune")
+    if Path(args.out).suffix.lower() != ".mp4":
+        raise UserError(f"-o {args.out}: the output must be an .mp4 file")
+    if args.duration is not None and args.driver:
+        raise UserError("--duration applies to built-in motions (--motion), not to --driver")
+    pipe = _pipeline(args)
+    # the driver first: a bad driver fails before minutes of fine-tuning
+    seq = _guard(lambda: pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth,
+                                          duration=args.duration))
+    _guard(lambda: pipe.check_reference_frame(seq, args.reference_frame))
+    avatar = _guard(lambda: Avatar.load(args.avatar, pipe)) if args.avatar else _create(pipe, args, args.source)
+    result = _guard(lambda: pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt,
+                                         reference_frame=args.reference_frame, side_by_side=args.side_by_side,
+                                         paste_back=args.paste_back, contact_sheet=not args.no_contact_sheet,
+                                         progress=not args.no_progress))
+    for msg in avatar.warnings + result.warnings:
+        print(f"warning: {msg}", file=sys.stderr)
+    audio = "with the driver's audio" if seq.audio is not None else "no audio"
+    print(f"video: {result.video} ({result.frames} frames at {result.fps:g} fps, {audio}; avatar {_describe(avatar)}; "
+          f"landmarks {'adapted to the avatar' if not args.no_adapt else 'as driven'})")
+    if result.lost_frames:
+        print(f"driver frames without a face (held the last good landmarks): {result.lost_frames}")
+    if result.contact_sheet:
+        print(f"contact sheet: {result.contact_sheet}")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ..provenance import VerifyError, verify
+
+    status = 0
+    for name in args.files:
+        try:
+            report = verify(name)
+        except VerifyError as err:
+            print(f"{name}: error: {err}", file=sys.stderr)
+            status = 2
+            continue
+        print(report)
+        if not report.synthetic and status == 0:
+            status = 1
+    return status

@@ -1,0 +1,165 @@
+"""Driving sequences for puppeteering (paper.md section 1 stage 3): the landmarks of every output frame.
+
+A driver is a video file, a folder of frames, a saved landmark sequence (`.npy`, float (F,68,2) pixels of
+any frame size, rows of NaN where there is no face) or the name of a built-in motion
+(`landmarks/motions.py`). `load_driver` turns any of them into a `DriverSequence`: landmarks (F,68,2) in a
+`size` px crop of the driver cut by the same VoxCeleb-style rule as the avatar's photo (one stable box for
+the whole clip, `data/crop.py`), the frame rate, the audio source and the number of frames without a face.
+
+Frames where the face is lost hold the last good landmarks (frames before the first face take the first
+good ones) and are counted in `lost_frames`; a driver with no face at all is an error. Optional smoothing
+is the One Euro filter of `landmarks/filters.py`. Adapting the landmarks to the avatar's face is the
+pipeline's next step (`landmarks/adaptation.py`); `driver_points` keeps the driver's own for display.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .config import DataConfig, InferenceConfig
+from .data.crop import CropTransform, clip_crop
+from .data.video import FRAMES_FPS, VideoError, is_frames_folder, probe, read_frames
+from .landmarks.motions import MOTIONS, motion_landmarks
+from .landmarks.raster import rasterize
+
+log = logging.getLogger(__name__)
+
+AUDIO_BESIDE_FRAMES = (".mp3", ".wav", ".m4a", ".aac", ".flac", ".ogg")  # FOLDER.mp3 etc. for a frames folder
+
+
+class DriverError(ValueError):
+    """The driver cannot be used; the message says why and what to give instead."""
+
+
+@dataclass
+class DriverSequence:
+    """Landmarks of every output frame; see the module docstring."""
+
+    points: np.ndarray  # (F,68,2) float32 what is rendered: crop px at `size` (after adaptation: avatar's crop)
+    driver_points: np.ndarray  # (F,68,2) float32 the driver's own landmarks in its crop at `size`
+    size: int  # crop side the points refer to (the model's image size)
+    fps: float
+    kind: str  # "video", "frames", "landmarks" or "motion"
+    source: str  # path, or the motion's name
+    audio: Path | None = None  # media file whose audio is carried over
+    lost_frames: int = 0  # frames where no face was found (they hold the last good landmarks)
+    transform: CropTransform | None = None  # driver frame -> crop (video and frames): side-by-side panels
+    adapted: bool = False  # points were adapted to an avatar
+    warnings: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.points.shape[0])
+
+    def head(self, frames: int) -> "DriverSequence":
+        """The first `frames` frames (at least 1); audio is cut with the video when written."""
+        n = max(1, int(frames))
+        return dataclasses.replace(self, points=self.points[:n], driver_points=self.driver_points[:n],
+                                   lost_frames=min(self.lost_frames, n))  # an upper bound once cut
+
+    def panels(self, size: int) -> Iterator[np.ndarray]:
+        """What the driver looks like, one RGB uint8 (size,size,3) image per frame: the driver's crop for
+        footage, its landmark image for landmark sequences and motions."""
+        if self.transform is not None:
+            tf = self.transform.resized(size)
+            count = 0
+            for _, frame in read_frames(self.source):
+                if count >= len(self):
+                    return
+                yield tf.crop(frame)
+                count += 1
+            return
+        for p in self.driver_points:
+            yield rasterize(p * (size / self.size), size)
+
+
+def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, inference_cfg: InferenceConfig,
+                smooth: bool = False, duration: float | None = None) -> DriverSequence:
+    """A `DriverSequence` for a video, a folder of frames, a .npy landmark file or a motion name."""
+    if isinstance(driver, str) and driver in MOTIONS and not Path(driver).exists():
+        seconds = inference_cfg.motion_seconds if duration is None else duration
+        try:
+            points = motion_landmarks(driver, seconds, inference_cfg.motion_fps, size, data_cfg)
+        except ValueError as err:
+            raise DriverError(str(err)) from None
+        return DriverSequence(points, points.copy(), size, inference_cfg.motion_fps, "motion", driver)
+    path = Path(driver)
+    if not path.exists():
+        hint = f" (built-in motions: {', '.join(MOTIONS)})" if not path.suffix else ""
+        raise DriverError(f"{path}: no such file or folder{hint}")
+    if path.suffix.lower() == ".npy":
+        raw, frame_size = _read_npy(path), None
+        fps, kind, audio, warnings = inference_cfg.motion_fps, "landmarks", None, []
+    else:
+        raw, frame_size, fps, kind, audio, warnings = _track(path, data_cfg)
+    found = np.isfinite(raw).all(axis=(1, 2))
+    if not found.any():
+        raise DriverError(f"{path}: no face found in any of its {len(raw)} frames. Use a driver where one face "
+                          "is clearly visible, roughly frontal and at least 80 px across.")
+    points = hold_last_good(raw, found)
+    if smooth:
+        points = _smooth(points, fps)
+    if frame_size is None:
+        frame_size = tuple(int(np.ceil(v)) + 1 for v in np.nanmax(raw, axis=(0, 1)))
+    tf = clip_crop(points[found], frame_size, size, data_cfg.crop_scale, data_cfg.crop_shift).transform
+    crop_points = tf.to_crop(points)
+    lost = int((~found).sum())
+    if lost:
+        warnings.append(f"no face in {lost} of {len(raw)} driver frames: they hold the last good landmarks")
+    for msg in warnings:
+        log.warning("%s: %s", path.name, msg)
+    return DriverSequence(crop_points, crop_points.copy(), size, fps, kind, str(path), audio, lost,
+                          tf if kind != "landmarks" else None, warnings=warnings)
+
+
+def hold_last_good(points: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """(F,68,2) with every frame where `found` is False replaced by the last found frame before it (the
+    first found frame for those before it)."""
+    idx = np.where(found, np.arange(len(found)), -1)
+    idx = np.maximum.accumulate(idx)
+    idx[idx < 0] = int(np.argmax(found))
+    return np.asarray(points, np.float32)[idx]
+
+
+def _smooth(points: np.ndarray, fps: float) -> np.ndarray:
+    from .landmarks.filters import smooth_sequence
+
+    return smooth_sequence(points, fps)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise DriverError(f"{path}: not a readable .npy landmark file ({err})") from None
+    if arr.ndim != 3 or arr.shape[1:] != (68, 2) or arr.shape[0] < 1 or not np.issubdtype(arr.dtype, np.number):
+        raise DriverError(f"{path}: expected landmarks of shape (frames, 68, 2), got {arr.shape} {arr.dtype}")
+    return arr.astype(np.float32)
+
+
+def _track(path: Path, data_cfg: DataConfig):
+    """(points (F,68,2) NaN where lost, frame size, fps, kind, audio, warnings) of a video or frames folder."""
+    from .data.faces import track_video
+
+    try:
+        info = probe(path)
+        track = track_video(path, max_frames=0, data_cfg=data_cfg)
+    except VideoError as err:
+        raise DriverError(str(err)) from None
+    if len(track) == 0:
+        raise DriverError(f"{path}: no frame could be read")
+    kind = "frames" if is_frames_folder(path) else "video"
+    if kind == "frames":
+        beside = [path.parent / f"{path.name}{s}" for s in AUDIO_BESIDE_FRAMES]
+        audio = next((f for f in beside if f.is_file()), None)
+        fps = FRAMES_FPS
+    else:
+        audio = path if info.has_audio else None
+        fps = info.fps
+    return track.points, track.frame_size, fps, kind, audio, list(track.warnings)

@@ -1,0 +1,430 @@
+"""The inference pipeline: few-shot avatars and puppeteering (paper.md section 1 stages 2-3, sections 6, 8).
+
+One object, built from a model directory, used by the CLI, the evaluation, the demo and any later server
+(architecture.md principle 7). Python API:
+
+    from talking_heads.pipeline import TalkingHeadPipeline, Avatar
+
+    pipe = TalkingHeadPipeline.from_pretrained()              # shipped sample model; or ("runs/x/model", "cuda")
+    avatar = pipe.create_avatar(["me.jpg"])                   # FF: e_new = mean E, psi' = P e_new
+    avatar = pipe.create_avatar("me.mp4", frames=8, finetune=True, epochs=40)   # FT (paper section 6)
+    avatar.save("avatars/me")                                 # self-describing directory (stage "avatar")
+    avatar = Avatar.load("avatars/me", pipe)
+    result = pipe.animate(avatar, "driver.mp4", "out.mp4", side_by_side=True)  # or a motion: "talk", "nod"
+    print(result.video, result.contact_sheet, result.frames, result.lost_frames)
+
+Named stages (methods): `detect_and_crop` (largest face, 68 landmarks, VoxCeleb-style crop), `embed` (FF),
+`finetune` (FT, `train.finetune.finetune`: the training issue's step functions, no second loop), `render`
+(landmark images -> frames, batched, no grad), `paste_back` (into the source photo's full frame),
+`write_video` (H.264 + audio + provenance labels, `media.py`). `driver_landmarks` loads a driver
+(`driver.py`) and adapts its landmarks to the avatar (`landmarks/adaptation.py`); `animate` chains them.
+
+Errors caused by the input (no face, unreadable file, T larger than the frames available, an avatar made
+with another model, ...) are the `INPUT_ERRORS` classes, all ValueErrors with a message that says what to do.
+Outputs are written under a temporary name and renamed when complete: a failure leaves nothing at `out_path`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import media
+from .avatar import Avatar
+from .checkpoint import CheckpointError, load_model_dir
+from .config import Config
+from .data.crop import CropTransform
+from .data.faces import FaceCrop, FaceNotFoundError, min_face_size, prepare_photo
+from .data.video import VideoError, even_indices, is_frames_folder, is_video_file, probe, read_frames, read_image
+from .driver import DriverError, DriverSequence, load_driver
+from .landmarks.adaptation import adapt_landmarks
+from .landmarks.raster import rasterize, rasterize_tensor, to_tensor
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TalkingHeadPipeline", "Avatar", "AnimationResult", "DriverSequence", "PipelineError", "INPUT_ERRORS",
+           "sample_model_dir"]
+
+PASTE_MAX_SIDE = 1920  # paste-back frames larger than this (long side, px) are downscaled first
+
+
+class PipelineError(ValueError):
+    """A request the pipeline cannot satisfy with the given input; the message says what to do."""
+
+
+INPUT_ERRORS = (PipelineError, DriverError, FaceNotFoundError, VideoError, CheckpointError)
+
+
+@dataclass
+class AnimationResult:
+    """What `animate` wrote."""
+
+    video: Path
+    contact_sheet: Path | None
+    frames: int
+    lost_frames: int  # driver frames without a face (held the last good landmarks)
+    fps: float
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Sources:
+    """The first source's full image and where it came from (thumbnail, paste-back)."""
+
+    image: np.ndarray
+    path: str | None
+    names: list[str]
+
+
+def sample_model_dir() -> Path:
+    """The model directory shipped inside the package (talking_heads/assets/sample_model)."""
+    from importlib import resources
+
+    return Path(str(resources.files("talking_heads").joinpath("assets", "sample_model")))
+
+
+class TalkingHeadPipeline:
+    """Few-shot avatars and puppeteering with one meta-learned model (module docstring)."""
+
+    def __init__(self, cfg: Config, networks, *, device: str | torch.device = "cpu", meta: dict | None = None,
+                 model_dir: str | os.PathLike | None = None):
+        self.cfg = cfg
+        self.networks = networks
+        self.device = torch.device(device)
+        self.meta = dict(meta or {})
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        for name in ("embedder", "generator", "discriminator"):
+            getattr(networks, name).to(self.device).eval()  # eval: spectral-norm buffers never change
+        self._fingerprint: str | None = None
+        self._content_loss = None
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | os.PathLike | None = None,
+                        device: str | torch.device = "cpu") -> "TalkingHeadPipeline":
+        """Load a model directory (`talking-heads train` output); None: the shipped sample model."""
+        if model_dir is None:
+            model_dir = sample_model_dir()
+            if not (model_dir / "config.json").is_file():
+                raise PipelineError("no model directory given and this installation ships no sample model "
+                                    f"({model_dir}); pass the model directory of a `talking-heads train` run "
+                                    "(--model DIR)")
+        cfg, meta, networks = load_model_dir(model_dir, device)
+        return cls(cfg, networks, device=device, meta=meta, model_dir=model_dir)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.cfg.model.image_size)
+
+    @property
+    def output_size(self) -> int:
+        """Side of rendered frames in videos: the model's resolution, at least `inference.output_size`."""
+        return max(self.image_size, int(self.cfg.inference.output_size))
+
+    @property
+    def model_fingerprint(self) -> str:
+        """Hash of the meta-learned E and G weights: what an FF avatar's psi' depends on."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for name in ("embedder", "generator"):
+                for key, value in sorted(getattr(self.networks, name).state_dict().items()):
+                    h.update(key.encode())
+                    h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    # --- stage: detect and crop -----------------------------------------------------------------------
+    def detect_and_crop(self, sources, *, frames: int | None = None) -> list[FaceCrop]:
+        """Head crops (model resolution) with landmarks of photos (paths, arrays) or of T frames spread over
+        one video / folder of frames. frames: T (photos: pick T of them; video: default inference.video_frames)."""
+        return self._crop_sources(sources, frames)[0]
+
+    def _crop_sources(self, sources, frames: int | None) -> tuple[list[FaceCrop], _Sources]:
+        items = [sources] if isinstance(sources, (str, os.PathLike, np.ndarray)) or hasattr(sources, "mode") \
+            else list(sources)
+        if not items:
+            raise PipelineError("no source given: pass one or more photos, or one video")
+        if frames is not None and frames < 1:
+            raise PipelineError(f"the number of frames T must be at least 1, got {frames}")
+        videos = [s for s in items if isinstance(s, (str, os.PathLike)) and (is_video_file(s) or is_frames_folder(s))]
+        if videos:
+            if len(items) > 1:
+                raise PipelineError("give either photos or one video (or folder of frames) as the source, not both")
+            return self._crop_video(Path(videos[0]), frames or self.cfg.inference.video_frames)
+        return self._crop_photos(items, frames)
+
+    def _crop_photos(self, photos: list, frames: int | None) -> tuple[list[FaceCrop], _Sources]:
+        t = frames or len(photos)
+        if t > len(photos):
+            raise PipelineError(f"T={t} frames asked for but only {len(photos)} photo(s) given: give more photos, "
+                                f"a video, or T <= {len(photos)}")
+        chosen = [photos[i] for i in even_indices(len(photos), t)]
+        crops = [prepare_photo(p, self.image_size, self.cfg.data) for p in chosen]
+        first = chosen[0]
+        is_path = isinstance(first, (str, os.PathLike))
+        image = read_image(first) if is_path else _rgb(first)
+        names = [Path(p).name if isinstance(p, (str, os.PathLike)) else "<array>" for p in chosen]
+        return crops, _Sources(image, str(Path(first).resolve()) if is_path else None, names)
+
+    def _crop_video(self, path: Path, t: int) -> tuple[list[FaceCrop], _Sources]:
+        n = probe(path).num_frames
+        if n and t > n:
+            raise PipelineError(f"{path.name} has {n} frames: cannot pick T={t} of them (use T <= {n})")
+        crops, first, skipped = [], None, []
+        for i, frame in read_frames(path, even_indices(n, t) if n else None):
+            try:
+                crops.append(prepare_photo(frame, self.image_size, self.cfg.data))
+            except FaceNotFoundError:
+                skipped.append(i)
+                continue
+            first = frame if first is None else first
+            if len(crops) == t:
+                break
+        if not crops:
+            raise PipelineError(f"no usable face in the {t} frames picked from {path.name}. Use a video where one "
+                                f"face is clearly visible and at least {min_face_size(self.image_size)} px across.")
+        if skipped:
+            msg = f"{len(skipped)} of the {t} frames picked from {path.name} had no usable face and were skipped"
+            log.warning(msg)
+            crops[0].warnings.append(msg)
+        return crops, _Sources(first, None, [path.name])
+
+    def crops_to_tensors(self, crops: Sequence[FaceCrop]) -> tuple[Tensor, Tensor]:
+        """x (T,3,H,W) frames and y (T,3,H,W) landmark images in [-1,1] of `detect_and_crop`'s crops."""
+        x = torch.stack([to_tensor(c.image) for c in crops])
+        y = rasterize_tensor(np.stack([c.landmarks for c in crops]), self.image_size, self.cfg.data.line_thickness)
+        return x, y
+
+    # --- stages: embed (FF) and fine-tune (FT) --------------------------------------------------------
+    def embed(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """FF: (e_new (1,N) = mean_t E(x_t, y_t), psi' (1,A) = P e_new), E and P untouched."""
+        from .train.finetune import embed_frames, initial_psi
+
+        e_new = embed_frames(self.networks.embedder, x.to(self.device), y.to(self.device),
+                             chunk=max(1, self.cfg.inference.batch_size))
+        return e_new, initial_psi(self.networks.generator, e_new)
+
+    def finetune(self, x: Tensor, y: Tensor, *, epochs: int | None = None, progress: bool = True):
+        """FT (paper section 6) on T frames: `train.finetune.finetune` -> FinetuneResult (the pipeline's
+        networks are not modified; E stays frozen)."""
+        from .train.finetune import finetune
+
+        if epochs is not None and epochs < 0:
+            raise PipelineError(f"epochs must be >= 0, got {epochs}")
+        return finetune(self.networks, x.to(self.device), y.to(self.device), self.cfg,
+                        content_loss=self.content_loss(), epochs=epochs, seed=self.cfg.train.seed, progress=progress)
+
+    def content_loss(self):
+        """L_CNT for fine-tuning, with the model's VGG files when they exist here (else the offline loss)."""
+        if self._content_loss is None:
+            from .losses import ContentLoss
+
+            loss = self.cfg.loss
+            paths = {k: getattr(loss, k) for k in ("vgg19_weights", "vggface_weights")}
+            missing = {k: p for k, p in paths.items() if p and not Path(p).is_file()}
+            for k, p in missing.items():
+                log.warning("content loss: %s file %s not found on this machine; fine-tuning without it", k, p)
+            cfg = dataclasses.replace(self.cfg, loss=dataclasses.replace(loss, **{k: "" for k in missing}))
+            self._content_loss = ContentLoss(cfg).to(self.device)
+        return self._content_loss
+
+    def create_avatar(self, sources, *, frames: int | None = None, finetune: bool = False, epochs: int | None = None,
+                      progress: bool = True) -> Avatar:
+        """An avatar from photos or a video (module docstring): detect and crop, then FF or FT."""
+        crops, src = self._crop_sources(sources, frames)
+        x, y = self.crops_to_tensors(crops)
+        avatar = self.create_avatar_from_tensors(x, y, landmarks=np.stack([c.landmarks for c in crops]),
+                                                 finetune=finetune, epochs=epochs, progress=progress)
+        first = crops[0].transform
+        avatar.thumbnail = first.resized(self.cfg.inference.thumbnail_size).crop(src.image)
+        avatar.transform, avatar.background = first, src.image
+        avatar.source_path, avatar.sources = src.path, src.names
+        avatar.warnings = [w for c in crops for w in c.warnings]
+        return avatar
+
+    def create_avatar_from_tensors(self, x: Tensor, y: Tensor, *, landmarks: np.ndarray | None = None,
+                                   finetune: bool = False, epochs: int | None = None, progress: bool = True) -> Avatar:
+        """An avatar from T preprocessed frames x and landmark images y, (T,3,H,W) in [-1,1].
+        landmarks (T,68,2) crop px: needed for landmark adaptation when animating."""
+        s = self.image_size
+        if x.dim() != 4 or x.shape != y.shape or tuple(x.shape[1:]) != (3, s, s) or len(x) < 1:
+            raise PipelineError(f"x and y must both be (T,3,{s},{s}) for this model; got {tuple(x.shape)} and "
+                                f"{tuple(y.shape)}")
+        if landmarks is not None and np.asarray(landmarks).shape != (len(x), 68, 2):
+            raise PipelineError(f"landmarks must be ({len(x)},68,2), got {np.asarray(landmarks).shape}")
+        thumb = _to_uint8(x[:1])[0]
+        common = dict(cfg=self.cfg, landmarks=None if landmarks is None else np.asarray(landmarks, np.float32),
+                      thumbnail=media.resize(thumb, self.cfg.inference.thumbnail_size),
+                      model_fingerprint=self.model_fingerprint)
+        if finetune:
+            result = self.finetune(x, y, epochs=epochs, progress=progress)
+            return Avatar(kind="ft", psi=result.psi, e_new=result.e_new, generator=result.generator.eval(),
+                          discriminator=result.discriminator.eval(), history=result.history,
+                          epochs=self.cfg.finetune.epochs if epochs is None else epochs, **common)
+        e_new, psi = self.embed(x, y)
+        return Avatar(kind="ff", psi=psi, e_new=e_new, **common)
+
+    # --- stage: render --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def render(self, avatar: Avatar, y: Tensor, batch_size: int = 8) -> Tensor:
+        """Frames x_hat (B,3,H,W) in [-1,1] for landmark images y (B,3,H,W); no grad, on the pipeline's device."""
+        s = self.image_size
+        if y.dim() != 4 or tuple(y.shape[1:]) != (3, s, s):
+            raise PipelineError(f"landmark images must be (B,3,{s},{s}) for this model, got {tuple(y.shape)}")
+        generator = avatar.generator if avatar.generator is not None else self.networks.generator
+        generator.eval()
+        psi = avatar.psi.to(self.device)
+        out = [generator(yb.to(self.device), psi.expand(len(yb), -1)) for yb in y.split(max(1, batch_size))]
+        return torch.cat(out) if out else y.new_zeros((0, 3, s, s), device=self.device)
+
+    def render_sequence(self, avatar: Avatar, points: np.ndarray, *, progress: bool = True) -> Iterator[np.ndarray]:
+        """RGB uint8 frames (output_size px) for landmarks (F,68,2) in crop px, rendered in batches."""
+        from tqdm import tqdm
+
+        bs = max(1, self.cfg.inference.batch_size)
+        bar = tqdm(total=len(points), unit="frame", desc="rendering", disable=not progress, dynamic_ncols=True)
+        try:
+            for i in range(0, len(points), bs):
+                y = rasterize_tensor(points[i:i + bs], self.image_size, self.cfg.data.line_thickness)
+                for image in _to_uint8(self.render(avatar, y, batch_size=bs)):
+                    yield media.resize(image, self.output_size)
+                bar.update(len(y))
+        finally:
+            bar.close()
+
+    # --- driving --------------------------------------------------------------------------------------
+    def load_driver(self, driver, *, smooth: bool = False, duration: float | None = None) -> DriverSequence:
+        """The driver's own landmarks (no adaptation) in a crop at the model's resolution (`driver.py`)."""
+        if isinstance(driver, DriverSequence):
+            return driver
+        return load_driver(driver, size=self.image_size, data_cfg=self.cfg.data, inference_cfg=self.cfg.inference,
+                           smooth=smooth, duration=duration)
+
+    def driver_landmarks(self, driver, *, avatar: Avatar | None = None, adapt: bool = True, reference_frame: int = 0,
+                         smooth: bool = False, duration: float | None = None) -> DriverSequence:
+        """Landmarks (F,68,2) of every output frame in the avatar's crop (`.points`), with fps, audio source and
+        lost-frame count. adapt (with an avatar): the driver's motion relative to `reference_frame` applied to
+        the avatar's own face; otherwise the driver's landmarks placed by the crop rule (the paper)."""
+        seq = self.load_driver(driver, smooth=smooth, duration=duration)
+        if avatar is None or not adapt:
+            return dataclasses.replace(seq, points=seq.driver_points.copy(), adapted=False)
+        if avatar.face is None:
+            raise PipelineError("this avatar has no source landmarks (made from tensors without landmarks=), so "
+                                "landmarks cannot be adapted to it: animate it with adapt=False (--no-adapt)")
+        self.check_reference_frame(seq, reference_frame)
+        points = adapt_landmarks(seq.driver_points, avatar.face, reference_frame)
+        return dataclasses.replace(seq, points=points, adapted=True)
+
+    @staticmethod
+    def check_reference_frame(seq: DriverSequence, reference_frame: int) -> None:
+        if not 0 <= reference_frame < len(seq):
+            raise PipelineError(f"reference frame {reference_frame} is outside the driver's {len(seq)} frames "
+                                f"(0..{len(seq) - 1})")
+
+    # --- stage: paste back ----------------------------------------------------------------------------
+    def paste_target(self, avatar: Avatar) -> tuple[np.ndarray, CropTransform]:
+        """The first source's full frame and its crop transform, downscaled to PASTE_MAX_SIDE at most."""
+        if avatar.transform is None:
+            raise PipelineError("paste-back needs the avatar's source photo and crop; this avatar has none "
+                                "(made from tensors)")
+        frame = avatar.background if avatar.background is not None else self._reload_source(avatar)
+        tf = avatar.transform.resized(self.output_size)
+        scale = PASTE_MAX_SIDE / max(frame.shape[:2])
+        if scale < 1:
+            frame = media.resize(frame, int(round(frame.shape[0] * scale)), int(round(frame.shape[1] * scale)))
+            tf = CropTransform(int(round(tf.x0 * scale)), int(round(tf.y0 * scale)),
+                               max(2, int(round(tf.side * scale))), tf.size, frame.shape[1], frame.shape[0])
+        return frame, tf
+
+    def _reload_source(self, avatar: Avatar) -> np.ndarray:
+        path = avatar.source_path
+        tf = avatar.transform
+        if not path:
+            raise PipelineError("paste-back needs the avatar's source image, and this avatar was made from a video "
+                                "or an in-memory image: animate with --source instead of --avatar")
+        if not Path(path).is_file():
+            raise PipelineError(f"paste-back needs the avatar's source photo, which is no longer at {path or '?'}: "
+                                "animate with --source PHOTO instead of --avatar, or put the photo back")
+        image = read_image(path)
+        if (image.shape[1], image.shape[0]) != (tf.frame_width, tf.frame_height):
+            raise PipelineError(f"{path} is {image.shape[1]}x{image.shape[0]} px but the avatar was made from a "
+                                f"{tf.frame_width}x{tf.frame_height} image: the photo changed")
+        return image
+
+    @staticmethod
+    def paste_back(crop: np.ndarray, target: tuple[np.ndarray, CropTransform]) -> np.ndarray:
+        """A rendered crop blended into (a copy of) the source's full frame (feathered square)."""
+        frame, tf = target
+        return tf.paste_back(crop, frame)
+
+    # --- stage: write video ---------------------------------------------------------------------------
+    def write_video(self, frames: Iterator[np.ndarray], out_path: str | os.PathLike, fps: float,
+                    audio: str | os.PathLike | None = None) -> int:
+        """Encode RGB frames to a labelled H.264 mp4 (with `audio`'s sound), atomically; returns the count."""
+        with media.VideoWriter(out_path, fps, audio=audio) as writer:
+            for frame in frames:
+                writer.write(frame)
+        return writer.frames
+
+    # --- puppeteering ---------------------------------------------------------------------------------
+    def animate(self, avatar: Avatar, driver, out_path: str | os.PathLike, *, adapt: bool = True,
+                reference_frame: int = 0, smooth: bool = False, side_by_side: bool = False, paste_back: bool = False,
+                contact_sheet: bool = True, progress: bool = True, duration: float | None = None) -> AnimationResult:
+        """Drive `avatar` with a video, frames folder, .npy landmarks or motion name; write `out_path` (.mp4)
+        and, with `contact_sheet`, `<out>.contact.png`. duration: seconds of a built-in motion."""
+        out_path = Path(out_path)
+        if out_path.suffix.lower() != ".mp4":
+            raise PipelineError(f"{out_path}: the output must be an .mp4 file")
+        seq = self.driver_landmarks(driver, avatar=avatar, adapt=adapt, reference_frame=reference_frame,
+                                    smooth=smooth, duration=duration)
+        target = self.paste_target(avatar) if paste_back else None
+        picks = set(even_indices(len(seq), self.cfg.inference.contact_sheet_frames))
+        sheet: list[tuple[np.ndarray, ...]] = []
+
+        def frames() -> Iterator[np.ndarray]:
+            panels = seq.panels(self.output_size)
+            for i, crop in enumerate(self.render_sequence(avatar, seq.points, progress=progress)):
+                panel = next(panels, None)
+                if panel is None:
+                    panel = np.zeros_like(crop)
+                if i in picks:
+                    sheet.append((panel, rasterize(seq.points[i] * (crop.shape[0] / self.image_size), crop.shape[0]),
+                                  crop))
+                frame = self.paste_back(crop, target) if target is not None else crop
+                yield media.side_by_side([panel, frame], height=frame.shape[0]) if side_by_side else frame
+
+        count = self.write_video(frames(), out_path, seq.fps, audio=seq.audio)
+        sheet_path = None
+        if contact_sheet:
+            sheet_path = self.write_contact_sheet(avatar, sheet, out_path.with_suffix(".contact.png"))
+        return AnimationResult(out_path, sheet_path, count, seq.lost_frames, seq.fps, list(seq.warnings))
+
+    def write_contact_sheet(self, avatar: Avatar, columns: list[tuple[np.ndarray, ...]], path: Path) -> Path:
+        """PNG, one column per picked frame: driver, landmarks rendered (adapted), result; the source thumbnail
+        heads the first column. Labelled synthetic like every output."""
+        tile = max(128, self.output_size // 2)
+        blank = np.full((tile, tile, 3), 24, np.uint8)
+        source = avatar.thumbnail if avatar.thumbnail is not None else blank
+        columns = [(source, blank, blank)] + list(columns)
+        return media.write_png(path, media.contact_sheet([list(row) for row in zip(*columns)], tile))
+
+
+# --- small helpers ----------------------------------------------------------------------------------
+
+def _to_uint8(x: Tensor) -> np.ndarray:
+    """(B,3,H,W) in [-1,1] -> (B,H,W,3) uint8."""
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def _rgb(image) -> np.ndarray:
+    from .data.video import to_rgb_uint8
+
+    return to_rgb_uint8(image)
