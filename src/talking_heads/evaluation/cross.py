@@ -1,0 +1,112 @@
+"""Cross-identity puppeteering evaluation: avatars of one test person driven by another person's clip.
+
+The paper shows puppeteering only qualitatively (and chose drivers of similar face geometry, section 8).
+Here it is measured, with the avatars of the self-reenactment run (largest T, each variant):
+- pairs: every evaluated video is driven by the next evaluated video of a *different* identity (cyclic
+  order); no pair when all videos show one person;
+- driver frames: `EvalConfig.cross_frames` frames evenly spaced over the driver clip, their landmarks
+  (driver crop pixels at the model resolution; both clips are VoxCeleb-style crops, so without adaptation
+  these are the paper's raw driving landmarks);
+- adaptation off: those landmarks as they are; on: the driver's motion moved onto the avatar's own face
+  (`pipeline.driver_landmarks(..., adapt=True)`, i.e. `landmarks.adaptation.adapt_landmarks`, relative to
+  the driver's first used frame);
+- identity kept: CSIM of each generated frame to the *source* person, i.e. cosine between its dlib
+  descriptor (aligned with the landmarks it was driven with) and the mean unit descriptor of the source's
+  real hold-out frames (never used to build the avatar); also CSIM to the *driver* person (identity leakage:
+  lower is better);
+- motion followed: landmark error of the generated frame against the landmarks it was driven with
+  (adapted ones when adaptation is on), undetected faces counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..config import Config
+from ..metrics import MetricValue, as_uint8
+from ..metrics.csim import cosine
+
+
+def pick_drivers(videos: list[int], identities: list[str]) -> dict[int, int]:
+    """{source video: driver video}: the next video in `videos` (cyclic) whose identity differs."""
+    out: dict[int, int] = {}
+    for i, v in enumerate(videos):
+        for j in range(1, len(videos)):
+            d = videos[(i + j) % len(videos)]
+            if identities[d] != identities[v]:
+                out[v] = d
+                break
+    return out
+
+
+class CrossEvaluation:
+    """Runs the cross-identity measurements for one source video at a time (see the module docstring)."""
+
+    def __init__(self, pipe, test, metrics: dict[str, Any], cfg: Config, device: str = "cpu"):
+        self.pipe, self.test, self.cfg, self.device = pipe, test, cfg, device
+        self.csim = metrics.get("csim")
+        self.lmk = metrics.get("landmark_error")
+        if self.csim is None or self.lmk is None:  # cross needs them even if the table does not list them
+            from ..metrics import create
+
+            self.csim = self.csim or create("csim", cfg.eval, device)
+            self.lmk = self.lmk or create("landmark_error", cfg.eval, device)
+        self.records: list[dict[str, Any]] = []
+
+    def pick_drivers(self, videos: list[int]) -> dict[int, int]:
+        return pick_drivers(videos, self.test.identities)
+
+    def driver_frames(self, driver: int) -> dict[str, Any]:
+        n = self.test.n_frames[driver]
+        idx = np.unique(np.linspace(0, n - 1, min(n, self.cfg.eval.cross_frames)).round().astype(np.int64))
+        return self.test.clip_frames(driver, idx)
+
+    def driving_landmarks(self, avatar, driver_points: np.ndarray, clip: str, adapt: bool) -> np.ndarray:
+        """(F,68,2) landmarks that drive the avatar, in its crop pixels: the pipeline's driver stage given the
+        driver clip's own crop landmarks (already at the model's resolution, so no re-cropping)."""
+        from ..driver import DriverSequence
+
+        own = np.asarray(driver_points, np.float32)
+        seq = DriverSequence(points=own, driver_points=own.copy(), size=self.cfg.model.image_size,
+                             fps=self.cfg.inference.motion_fps, kind="landmarks", source=clip)
+        out = self.pipe.driver_landmarks(seq, avatar=avatar, adapt=adapt, reference_frame=0)
+        return np.asarray(out.points, np.float64)
+
+    def evaluate(self, source: int, driver: int, split, avatars: dict[str, Any], t: int) -> None:
+        from ..landmarks.raster import rasterize_tensor
+
+        hold = self.test.clip_frames(source, split.holdout)
+        drv = self.driver_frames(driver)
+        ok = self.csim.available
+        source_id = self.csim.net.identity(hold["x"], hold["points"]) if ok else None
+        driver_id = self.csim.net.identity(drv["x"], drv["points"]) if ok else None
+        size, thickness = self.cfg.model.image_size, self.cfg.data.line_thickness
+        for variant, avatar in avatars.items():
+            for adapt in (False, True):
+                points = self.driving_landmarks(avatar, drv["points"], self.test.clip_ids[driver], adapt)
+                y = rasterize_tensor(points, size, thickness).to(self.device)
+                fake = as_uint8(self.pipe.render(avatar, y, batch_size=self.cfg.eval.render_batch))
+                self.records.append(self.measure(source, driver, t, variant, adapt, fake, points, source_id,
+                                                 driver_id))
+
+    def measure(self, source: int, driver: int, t: int, variant: str, adapt: bool, fake: np.ndarray,
+                points: np.ndarray, source_id, driver_id) -> dict[str, Any]:
+        values: dict[str, MetricValue] = {}
+        if self.csim.available:
+            desc = self.csim.net.describe_all(fake, points)
+            values["csim_source"] = self.csim.summarize(cosine(desc, source_id))
+            values["csim_driver"] = self.csim.summarize(cosine(desc, driver_id))
+            values["csim_driver"].higher_is_better = False
+        else:
+            values["csim_source"], values["csim_driver"] = self.csim.unavailable(len(fake)), \
+                self.csim.unavailable(len(fake))
+        values["landmark_error"] = self.lmk(fake, fake, points) if self.lmk.available else \
+            self.lmk.unavailable(len(fake))
+        for name, v in values.items():
+            v.name = name
+        return {"source": self.test.clip_ids[source], "source_identity": self.test.identities[source],
+                "driver": self.test.clip_ids[driver], "driver_identity": self.test.identities[driver],
+                "T": t, "variant": variant, "adapt": adapt, "frames": len(fake),
+                "values": {k: v.to_dict() for k, v in values.items()}}
