@@ -17,8 +17,9 @@ Decisions (paper silent; [LAB] does the same):
   and the sampler position are restored, so a killed and resumed run equals an uninterrupted one.
   log.jsonl lines written after the checkpoint by the killed run are dropped.
 
-Run directory: log.jsonl (one JSON object of scalars per `log_every` steps), samples/step_XXXXXXX.png
-(landmarks | ground truth | output, one row per episode), model/ (checkpoint.save_model_dir) and
+Run directory: log.jsonl (one JSON object of scalars per `log_every` steps), loss_curves.png (redrawn at
+every checkpoint, `curves.py`), samples/step_XXXXXXX.png (landmarks | ground truth | output, one row per
+episode), model/ (checkpoint.save_model_dir) and
 training_state.pt.
 """
 
@@ -42,6 +43,7 @@ from .. import checkpoint, dist
 from ..atomic import atomic_path
 from ..config import Config
 from . import steps
+from .curves import CURVES_FILE, plot_losses
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +203,8 @@ def save_checkpoint(run_dir: Path, cfg: Config, state: MetaState, info: dist.Dis
         })
         checkpoint.save_model_dir(run_dir / MODEL_DIR, cfg, state.networks, num_videos=num_videos,
                                   content_loss=state.content_loss.mode, step=step)
+        if (run_dir / LOG_FILE).is_file():
+            plot_losses(run_dir / LOG_FILE, run_dir / CURVES_FILE)
     dist.barrier()
 
 
@@ -252,11 +256,13 @@ def _loader(dataset, sampler: dist.EpisodeSampler, cfg: Config, info: dist.DistI
 
 def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: list[str] = (),
           data_dir: str | os.PathLike | None = None, dataset=None, device: str | None = None,
-          progress: bool = True, content_loss: nn.Module | None = None) -> Path:
+          progress: bool = True, content_loss: nn.Module | None = None, time_limit: float | None = None) -> Path:
     """Meta-learn into `run_dir` (resuming it when it holds a checkpoint). Returns the model directory.
 
     Give `data_dir` (a preprocessed folder) or a `dataset` yielding episode dicts (docs/interfaces.md)
     with a `num_videos` attribute. Under torchrun every process calls this; a plain call is world size 1.
+    `time_limit` (seconds): checkpoint and stop cleanly once this much wall time has passed (for time-limited
+    jobs such as Slurm allocations); running the same command again resumes.
     """
     run_dir = Path(run_dir)
     info = dist.init(device)
@@ -296,12 +302,13 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
         else:
             (run_dir / LOG_FILE).unlink(missing_ok=True)
     dist.barrier()
-    _loop(run_dir, cfg, state, info, dataset, sampler, start, num_videos, progress)
+    deadline = None if time_limit is None else time.monotonic() + float(time_limit)
+    _loop(run_dir, cfg, state, info, dataset, sampler, start, num_videos, progress, deadline)
     return run_dir / MODEL_DIR
 
 
 def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dataset, sampler, start: int,
-          num_videos: int, progress: bool) -> None:
+          num_videos: int, progress: bool, deadline: float | None = None) -> None:
     from tqdm import tqdm
 
     t = cfg.train
@@ -321,7 +328,9 @@ def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dat
                 raise FloatingPointError(f"non-finite loss at step {step}: {logs}")
             bar.update(1)
             bar.set_postfix(g=f"{logs['g_total']:.3f}", d=f"{logs.get('d_loss', float('nan')):.3f}", refresh=False)
-            if step % t.log_every == 0 or step == total:
+            out_of_time = deadline is not None and dist.any_true(time.monotonic() > deadline, info.device)
+            last = step == total or out_of_time
+            if step % t.log_every == 0 or last:
                 logs = dist.all_reduce_mean(logs, info.device)
                 now = time.perf_counter()
                 record = {"step": step, "epoch": sampler.state_after(step - start - 1)["epoch"],
@@ -330,11 +339,15 @@ def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dat
                 if info.is_main:
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
-            if info.is_main and (step % t.sample_every == 0 or step == total):
+            if info.is_main and (step % t.sample_every == 0 or last):
                 save_sample_grid(run_dir / SAMPLES_DIR / f"step_{step:07d}.png", batch["y_tgt"], batch["x_tgt"], x_fake)
-            if step % t.checkpoint_every == 0 or step == total:
+            if step % t.checkpoint_every == 0 or last:
                 save_checkpoint(run_dir, cfg, state, info, step=step, sampler_state=sampler.state_after(step - start),
                                 num_videos=num_videos)
+            if out_of_time and step < total:
+                log.info("time limit reached at step %d of %d: checkpointed; run the same command to resume",
+                         step, total)
+                break
     bar.close()
 
 
