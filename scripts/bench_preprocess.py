@@ -14,10 +14,8 @@ Writes (or replaces) only the "## Preprocessing throughput" section of the given
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -33,19 +31,14 @@ CLIPS = [  # (label, path under ../shared/data)
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from talking_heads.machine import describe
+
+    info = describe()
     import cv2
     import dlib
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "date": datetime.date.today().isoformat(),
-            "python": platform.python_version(), "dlib": dlib.__version__, "opencv": cv2.__version__}
+    return {"cpu": info["cpu"], "cores": info["cpu_count"], "date": info["date"], "python": info["python"],
+            "dlib": dlib.__version__, "opencv": cv2.__version__}
 
 
 def run_one(src: Path, copies: int, workers: int, size: int, max_frames: int) -> dict:

@@ -263,6 +263,8 @@ def test_train_cli_end_to_end(tmp_path, monkeypatch, capsys):
 
     grid = Image.open(run / "samples" / "step_0000003.png")
     assert grid.size == (3 * 32, 1 * 32)  # landmarks | ground truth | output ; one row per episode
+    curves = Image.open(run / "loss_curves.png")  # redrawn at the last checkpoint from log.jsonl
+    assert curves.format == "PNG" and curves.size[0] > 600
     cfg, m, nets = checkpoint.load_model_dir(run / "model")
     assert cfg.preset == "tiny" and m["step"] == 3 and m["num_videos"] == 2
     torch.load(run / "training_state.pt", weights_only=True)
@@ -348,3 +350,14 @@ def test_tiny_model_overfits_one_real_clip(real_clip, tmp_path):
     _, _, nets = checkpoint.load_model_dir(model)
     end = _reconstruction_error(nets, eval_set)
     assert end < 0.5 * start, (start, end)
+
+
+def test_loss_curves_script_reads_a_log_with_a_cut_line(tmp_path):
+    from talking_heads.train import curves
+
+    rows = [{"step": i, "g_total": 10 - i * 0.1, "g_cnt": 2.0, "d_loss": 1.5, "d_real": 0.2, "d_fake": -0.3}
+            for i in range(1, 40)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 40, "g_to')
+    assert len(curves.read_log(tmp_path / "log.jsonl")) == 39
+    assert curves.main([str(tmp_path)]) == 0 and (tmp_path / curves.CURVES_FILE).stat().st_size > 10_000
+    assert curves.main([str(tmp_path / "nothing")]) == 2

@@ -31,7 +31,6 @@ from __future__ import annotations
 import datetime
 import logging
 import os
-import platform
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -205,19 +204,11 @@ class EvaluationResult:
 
 def machine_description(device: str) -> dict[str, Any]:
     """CPU model, cores, torch threads, GPU name, torch version, host OS (for the timing table)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "os": platform.platform(), "device": device}
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
+    from ..machine import describe
+
+    info = describe(device)
+    return {"cpu": info["cpu"], "cpu_cores": info["cpu_count"], "torch_threads": info["torch_threads"],
+            "torch": info["torch"], "os": info["os"], "device": device, **({"gpu": info["gpu"]} if "gpu" in info else {})}
 
 
 def timed(fn: Callable[[], Any], device: str) -> tuple[Any, float]:

@@ -21,10 +21,8 @@ docs/interfaces.md); timing does not depend on content.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -221,21 +219,9 @@ def bench_train_step(cfg: Config, device: torch.device, repeat: int, content: st
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_gib = None
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        mem_gib = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
-    info = {"date": datetime.date.today().isoformat(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "ram_gib": mem_gib, "torch": torch.__version__,
-            "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
+    from ..machine import describe
+
+    return describe()
 
 
 def run_bench(presets: list[str], what: list[str], device: str = "cpu", repeat: int = 3,
