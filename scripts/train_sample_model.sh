@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${TALKING_HEADS_DATA:-../shared/data}
 RUN=${1:-runs/sample_v1}
-SECONDS_LIMIT=${2:-5700}
+SECONDS_LIMIT=${2:-5400}
 TH=.venv/bin/talking-heads
 make setup
 
