@@ -341,7 +341,7 @@ class Evaluation:
     def settings(self, elapsed_s: float) -> dict[str, Any]:
         """What was used, for the report header and the JSON lines."""
         meta = getattr(self.pipe, "meta", {}) or {}
-        used = [c for c in self.test.clip_ids[:len(self.videos())] if c not in {s["video"] for s in self.skipped}]
+        used = [self.test.clip_ids[v] for v in self.videos() if self.test.clip_ids[v] not in {s["video"] for s in self.skipped}]
         return {
             **self.run_info,
             "data_dir": str(self.data_dir.resolve()),
