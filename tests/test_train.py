@@ -240,6 +240,30 @@ def test_resume_with_more_steps_and_weights_only_state(tmp_path):
     assert meta_block["step"] == 3 and cfg.train.steps == 3 and cfg.train.batch_size == 2  # run's own config
 
 
+def test_learning_rate_set_on_resume_is_used(tmp_path):
+    """Optimiser state restores the saved lr; a --set on resume must still win (the config is the source)."""
+    run = tmp_path / "run"
+    _train(run, "train.steps=1")
+    ds = SyntheticEpisodes(preset("tiny"), num_episodes=5, num_videos=3)
+    seen = {}
+    real_step = meta.meta_step
+
+    def spy(state, batch, cfg):
+        seen["g"] = {g["lr"] for g in state.opt_g.param_groups}
+        seen["d"] = {g["lr"] for g in state.opt_d.param_groups}
+        return real_step(state, batch, cfg)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(meta, "meta_step", spy)
+    try:
+        meta.train(run, overrides=["train.steps=2", "train.lr_generator=3e-4"], dataset=ds, progress=False)
+    finally:
+        mp.undo()
+    assert seen == {"g": {3e-4}, "d": {preset("tiny").train.lr_discriminator}}
+    cfg, _ = checkpoint.read_config(run / "model")
+    assert cfg.train.lr_generator == 3e-4
+
+
 def test_refuses_foreign_directory(tmp_path):
     (tmp_path / "x.txt").write_text("not a run")
     with pytest.raises(meta.RunDirError):

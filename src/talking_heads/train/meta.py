@@ -208,7 +208,7 @@ def save_checkpoint(run_dir: Path, cfg: Config, state: MetaState, info: dist.Dis
     dist.barrier()
 
 
-def _restore(run_dir: Path, state: MetaState, info: dist.DistInfo) -> tuple[int, dict[str, int]]:
+def _restore(run_dir: Path, state: MetaState, info: dist.DistInfo, cfg: Config) -> tuple[int, dict[str, int]]:
     """Load the checkpoint of `run_dir` into `state`; returns (step, sampler state)."""
     _, meta = checkpoint.read_config(run_dir / MODEL_DIR)
     ts = checkpoint.load_training_state(run_dir / checkpoint.TRAINING_STATE_FILE)
@@ -220,6 +220,11 @@ def _restore(run_dir: Path, state: MetaState, info: dist.DistInfo) -> tuple[int,
         checkpoint.load_module(run_dir / MODEL_DIR, name, getattr(state.networks, name))
     state.opt_g.load_state_dict(ts["optimizers"]["generator"])
     state.opt_d.load_state_dict(ts["optimizers"]["discriminator"])
+    # load_state_dict brings back the saved learning rates and betas; the run's config (with any --set given on
+    # resume) is the one source of truth, so it wins
+    for opt, lr in ((state.opt_g, cfg.train.lr_generator), (state.opt_d, cfg.train.lr_discriminator)):
+        for group in opt.param_groups:
+            group["lr"], group["betas"] = lr, tuple(cfg.train.betas)
     rngs = ts["rng"]
     if len(rngs) == info.world_size:
         checkpoint.set_rng_state(rngs[info.rank])
@@ -290,7 +295,7 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
     sampler = dist.EpisodeSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size)
     start = 0
     if resuming:
-        start, sampler_state = _restore(run_dir, state, info)
+        start, sampler_state = _restore(run_dir, state, info, cfg)
         sampler.load_state(sampler_state)
         log.info("resuming %s at step %d of %d", run_dir, start, cfg.train.steps)
     else:
