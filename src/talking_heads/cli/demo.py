@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     result = _guard(lambda: run_demo(args.out, pipe=pipe, data_dir=args.data, finetune=not args.ff,
                                      epochs=args.epochs, duration=args.duration, driver_seconds=args.driver_seconds,
                                      progress=not args.no_progress))
-    print(f"demo written to {Path(args.out).resolve()} in {sum(result.seconds.values()):.0f} s:")
+    parts = ", ".join(f"{name} {sec:.0f} s" for name, sec in result.seconds.items())
+    print(f"demo written to {Path(args.out).resolve()} in {sum(result.seconds.values()):.0f} s ({parts}):")
     for what, path in result.outputs:
         print(f"  {path}  ({what})")
     for msg in result.skipped:
