@@ -385,3 +385,25 @@ def test_loss_curves_script_reads_a_log_with_a_cut_line(tmp_path):
     assert len(curves.read_log(tmp_path / "log.jsonl")) == 39
     assert curves.main([str(tmp_path)]) == 0 and (tmp_path / curves.CURVES_FILE).stat().st_size > 10_000
     assert curves.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_embedder_collapse_is_logged_and_warned(tmp_path, caplog):
+    """mean |e_hat| goes into log.jsonl; an embedder whose output is exactly 0 gets a warning naming the cause."""
+    cfg = tiny("train.log_every=1")
+    ds = SyntheticEpisodes(cfg, num_episodes=4, num_videos=2)
+    meta.train(tmp_path / "alive", cfg=cfg, overrides=["train.steps=1"], dataset=ds, progress=False)
+    row = json.loads((tmp_path / "alive" / "log.jsonl").read_text().splitlines()[0])
+    assert row["e_hat_abs"] > 0
+
+    from talking_heads.models import Embedder
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(Embedder, "forward", lambda self, x, y: torch.zeros(x.shape[0], cfg.model.embedding_dim) * x.sum())
+    try:
+        with caplog.at_level("WARNING", logger="talking_heads.train.meta"):
+            meta.train(tmp_path / "dead", cfg=cfg, overrides=["train.steps=2"], dataset=ds, progress=False)
+    finally:
+        mp.undo()
+    rows = [json.loads(r) for r in (tmp_path / "dead" / "log.jsonl").read_text().splitlines()]
+    assert [r["e_hat_abs"] for r in rows] == [0.0, 0.0]
+    assert sum("embedder's output is exactly 0" in r.getMessage() for r in caplog.records) == 1

@@ -3,7 +3,7 @@
     python -m talking_heads.train.curves RUN_DIR [-o PNG]
 
 Panels: generator terms (L_CNT, -D as L_ADV's first term, L_FM, L_MCH, total), discriminator hinge loss, and the
-realism scores D(x_real), D(x_fake). Raw values are drawn thin, a moving average over `smooth` log lines thick.
+realism scores D(x_real), D(x_fake), and the embedder's mean |e_hat| (a collapse shows as 0). Raw values are drawn thin, a moving average over `smooth` log lines thick.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ PANELS = (
     ("generator side (E, G)", ("g_total", "g_cnt", "g_adv", "g_fm", "g_mch")),
     ("discriminator hinge loss", ("d_loss",)),
     ("realism score r", ("d_real", "d_fake")),
+    ("embedder output mean |e_hat| (0 = collapsed)", ("e_hat_abs",)),
 )
 
 

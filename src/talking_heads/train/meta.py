@@ -129,6 +129,7 @@ def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config) -> tup
         d_logs = steps.discriminator_step(x_real=x_tgt, x_fake=x_fake, y=y_tgt, video=video,
                                           discriminator=state.d, optimizer=state.opt_d, amp=amp)
     logs.update(d_logs)
+    logs["e_hat_abs"] = float(e_hat.detach().abs().mean())  # 0 = the embedder collapsed (all final ReLUs dead)
     return logs, x_fake
 
 
@@ -325,6 +326,7 @@ def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dat
     bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1,
                disable=not (progress and info.is_main), desc="meta-learning")
     t0, last_step = time.perf_counter(), start
+    collapse_warned = False
     with open(run_dir / LOG_FILE, "a") if info.is_main else _null() as log_file:
         for step in range(start + 1, total + 1):
             batch = {k: v.to(info.device, non_blocking=True) for k, v in next(batches).items()}
@@ -341,6 +343,11 @@ def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dat
                 record = {"step": step, "epoch": sampler.state_after(step - start - 1)["epoch"],
                           "sec_per_step": (now - t0) / (step - last_step), **logs}
                 t0, last_step = now, step
+                if info.is_main and logs.get("e_hat_abs", 1.0) == 0.0 and not collapse_warned:
+                    collapse_warned = True
+                    log.warning("step %d: the embedder's output is exactly 0 for every episode (collapsed: its "
+                                "final ReLUs are dead, so FF avatars will carry no identity). Usually L_MCH pulling "
+                                "e_hat onto a small W; see docs/model_card.md", step)
                 if info.is_main:
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
