@@ -68,7 +68,10 @@ def plot_losses(log_path: str | os.PathLike, out: str | os.PathLike, smooth: int
         ax.set_title(title)
         ax.set_xlabel("step (E/G updates)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, alpha=0.6)
     fig.suptitle(f"meta-learning: {Path(log_path).parent.name}", fontsize=10)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=90)
