@@ -73,7 +73,7 @@ def _common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def _pipeline(args):
+def pipeline_from_args(args):
     import torch
 
     from ..pipeline import TalkingHeadPipeline
@@ -82,10 +82,10 @@ def _pipeline(args):
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device available")
-    return _guard(lambda: TalkingHeadPipeline.from_pretrained(args.model, device=device))
+    return guard_input(lambda: TalkingHeadPipeline.from_pretrained(args.model, device=device))
 
 
-def _guard(fn):
+def guard_input(fn):
     """Run fn; input errors become UserError (one readable line, exit code 2)."""
     from ..pipeline import INPUT_ERRORS
     from . import UserError
@@ -97,7 +97,7 @@ def _guard(fn):
 
 
 def _create(pipe, args, sources):
-    return _guard(lambda: pipe.create_avatar(sources, frames=args.frames, finetune=args.finetune, epochs=args.epochs,
+    return guard_input(lambda: pipe.create_avatar(sources, frames=args.frames, finetune=args.finetune, epochs=args.epochs,
                                              progress=not args.no_progress))
 
 
@@ -111,9 +111,9 @@ def run_create(args: argparse.Namespace) -> int:
 
     if args.epochs is not None and not args.finetune:
         raise UserError("--epochs applies to fine-tuning: add --finetune")
-    pipe = _pipeline(args)
+    pipe = pipeline_from_args(args)
     avatar = _create(pipe, args, args.sources)
-    path = _guard(lambda: avatar.save(args.out, with_discriminator=args.with_discriminator))
+    path = guard_input(lambda: avatar.save(args.out, with_discriminator=args.with_discriminator))
     size = sum(f.stat().st_size for f in path.iterdir())
     for msg in avatar.warnings:
         print(f"warning: {msg}", file=sys.stderr)
@@ -135,13 +135,13 @@ def run_animate(args: argparse.Namespace) -> int:
         raise UserError(f"-o {args.out}: the output must be an .mp4 file")
     if args.duration is not None and args.driver:
         raise UserError("--duration applies to built-in motions (--motion), not to --driver")
-    pipe = _pipeline(args)
+    pipe = pipeline_from_args(args)
     # the driver first: a bad driver fails before minutes of fine-tuning
-    seq = _guard(lambda: pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth,
+    seq = guard_input(lambda: pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth,
                                           duration=args.duration))
-    _guard(lambda: pipe.check_reference_frame(seq, args.reference_frame))
-    avatar = _guard(lambda: Avatar.load(args.avatar, pipe)) if args.avatar else _create(pipe, args, args.source)
-    result = _guard(lambda: pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt,
+    guard_input(lambda: pipe.check_reference_frame(seq, args.reference_frame))
+    avatar = guard_input(lambda: Avatar.load(args.avatar, pipe)) if args.avatar else _create(pipe, args, args.source)
+    result = guard_input(lambda: pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt,
                                          reference_frame=args.reference_frame, side_by_side=args.side_by_side,
                                          paste_back=args.paste_back, contact_sheet=not args.no_contact_sheet,
                                          progress=not args.no_progress))

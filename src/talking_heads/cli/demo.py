@@ -31,15 +31,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..demo import run_demo
-    from .avatar import _guard, _pipeline
+    from .avatar import guard_input, pipeline_from_args
     from . import UserError
 
     if args.epochs is not None and args.ff:
         raise UserError("--epochs applies to fine-tuning; drop --ff")
     if args.data is not None and not Path(args.data).is_dir():
         raise UserError(f"--data {args.data}: no such folder")
-    pipe = _pipeline(args)
-    result = _guard(lambda: run_demo(args.out, pipe=pipe, data_dir=args.data, finetune=not args.ff,
+    pipe = pipeline_from_args(args)
+    result = guard_input(lambda: run_demo(args.out, pipe=pipe, data_dir=args.data, finetune=not args.ff,
                                      epochs=args.epochs, duration=args.duration, driver_seconds=args.driver_seconds,
                                      progress=not args.no_progress))
     parts = ", ".join(f"{name} {sec:.0f} s" for name, sec in result.seconds.items())
