@@ -13,13 +13,11 @@ Outputs are written atomically by the pipeline, so a failed demo leaves no half-
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger(__name__)
 
 PORTRAIT_NAME = "astronaut"  # skimage.data.astronaut(): Eileen Collins, NASA, public domain
 PORTRAIT_MOTION = "talk"
