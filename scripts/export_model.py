@@ -21,7 +21,7 @@ def export(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16)
     cfg, meta, networks = checkpoint.load_model_dir(src)
     parts = {}
     for name in checkpoint.NETWORK_NAMES:
-        state = checkpoint._unwrap(getattr(networks, name)).state_dict()
+        state = getattr(networks, name).state_dict()  # load_model_dir returns plain modules
         parts[name] = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     meta = {k: v for k, v in meta.items() if k not in ("format", "format_version", "stage", "created", "files",
                                                        "torch", "talking_heads")}
