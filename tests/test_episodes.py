@@ -78,7 +78,12 @@ def test_item_layout_and_ranges(root):
     ds = EpisodeDataset(root, k=4)
     assert len(ds) == ds.num_videos == 4 and ds.clip_ids == sorted(ds.clip_ids)
     item = ds[0]
-    assert set(item) == {"x_src", "y_src", "x_tgt", "y_tgt", "video"}
+    assert set(item) == {"x_src", "y_src", "x_tgt", "y_tgt", "p_tgt", "video"}
+    assert item["p_tgt"].shape == (68, 2) and item["p_tgt"].dtype == torch.float32
+    # the target's landmarks are the ones its landmark image was drawn from
+    from talking_heads.landmarks.raster import rasterize, to_tensor
+    drawn = to_tensor(rasterize(item["p_tgt"].double().numpy(), STORED, ds.line_thickness))
+    assert torch.equal(drawn, item["y_tgt"])
     assert item["x_src"].shape == item["y_src"].shape == (4, 3, STORED, STORED)
     assert item["x_tgt"].shape == item["y_tgt"].shape == (3, STORED, STORED)
     assert item["video"].dtype == torch.int64 and item["video"].ndim == 0 and int(item["video"]) == 0

@@ -42,6 +42,11 @@ class LossConfig:
     vgg19_weights: str = ""  # path to a torchvision-format VGG19 state_dict (.pth / .safetensors); "" = none
     vggface_weights: str = ""  # path to the common PyTorch conversion of the VGG-Face descriptor; "" = none
     offline_content_weight: float = 1.0  # weight of the offline content loss used when no VGG file is given
+    face_network: str = ""  # "dlib": add a face term and an identity term computed with dlib's face ResNet on aligned chips (not in the paper); "" = off
+    face_network_weights: str = ""  # dlib_face_recognition_resnet_model_v1.dat; "" = the copy inside face-recognition-models
+    face_content_weight: float = 1.0  # weight of the face term: L1 of the face ResNet's activations (VGGFace's role)
+    face_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)  # per activation: stem pool, level4, level3, level2, level1
+    identity_weight: float = 1.0  # weight of the identity term 1 - cos(descriptor(fake), descriptor(real))
     feature_matching_weight: float = 10.0  # weight of L_FM inside L_ADV
     match_loss: bool = True  # L_MCH on (FT variant) or off (FF variant)
     adversarial_weight: float = 1.0  # weight of -D(x_fake) in L_ADV
@@ -115,7 +120,8 @@ class EvalConfig:
     per_identity: int = 0  # at most this many videos per identity, first in clip-id order (0 = no limit)
     epochs: int | None = None  # FT epochs (None = finetune.epochs, the paper's 40)
     seed: int = 0  # seed of the few-shot draws (FT's batch order follows train.seed, as in the pipeline)
-    metrics: tuple[str, ...] = ("ssim", "psnr", "l1", "lpips", "csim", "landmark_error", "fid")  # registry names
+    metrics: tuple[str, ...] = ("ssim", "psnr", "l1", "lpips", "csim", "identity", "landmark_error", "fid",
+                                "fid_face")  # registry names (talking_heads.metrics)
     render_batch: int = 1  # frames per generator call (1 = per-frame inference timing, as the paper reports)
     cross: bool = False  # also run cross-identity puppeteering (adaptation on and off)
     cross_frames: int = 16  # driver frames per cross-identity pair, evenly spaced over the driver clip
@@ -124,6 +130,8 @@ class EvalConfig:
     lpips_weights: str = ""  # path to LPIPS v0.1 linear layers (alex.pth / vgg.pth); "" = LPIPS not available
     lpips_backbone: str = ""  # torchvision alexnet / vgg16 state_dict for LPIPS ("" = inside lpips_weights)
     detect_size: int = 256  # frames are upscaled to this side before face detection (landmark error, CSIM)
+    face_weights: str = ""  # dlib_face_recognition_resnet_model_v1.dat for CSIM and the identity metrics; "" = the copy inside face-recognition-models
+    identity_threshold: float = 0.6  # descriptor distance below which two faces count as one person (dlib's rule)
 
 
 @dataclass

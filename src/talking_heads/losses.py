@@ -22,7 +22,18 @@ Conventions (decisions where the paper is silent):
   grad real_s), with grad = horizontal and vertical finite differences; weight `offline_content_weight`.
   It is zero for identical images and keeps the low-level reconstruction signal a perceptual loss gives.
 
-Glossary: x_fake = G(y, psi), x_real target frame, e_hat mean embedding, W_i the video's row of W.
+- Face terms with dlib's face ResNet (`loss.face_network = "dlib"`; NOT in the paper, a stand-in for
+  VGGFace, which cannot be had offline; models/face_identity.py). Both frames are cut into dlib's aligned
+  150 px face chip with the transform of the *real* frame's landmarks (landmarks/face_chips.py), so the
+  comparison is differentiable and at the same place:
+    face term      sum_l w_l L1(phi_l(chip_fake), phi_l(chip_real)), phi_l the activations after the stem
+                   pool and levels 4, 3, 2, 1 (`face_layer_weights`), weight `face_content_weight`;
+    identity term  1 - cos(d(chip_fake), d(chip_real)), d the 128-D descriptor, weight `identity_weight`.
+  The network is frozen and in eval mode; real chips' activations are computed under no_grad. The modes
+  are named in logs and config.json: "offline+dlibface", "vgg+dlibface", ...
+
+Glossary: x_fake = G(y, psi), x_real target frame, e_hat mean embedding, W_i the video's row of W, points the
+real frame's 68 landmarks in its pixels.
 """
 
 from __future__ import annotations
@@ -107,13 +118,55 @@ def offline_content_loss(fake: Tensor, real: Tensor, scales: int = OFFLINE_SCALE
     return total
 
 
+class FaceContentLoss(nn.Module):
+    """The face and identity terms on aligned chips (see the module docstring): `forward(fake, real, points)`
+    -> (face term, identity term), both unweighted scalars. fake (B,3,H,W) with grad, real (B,3,H,W), points
+    (B,68,2) landmarks of the real frames in their pixels."""
+
+    def __init__(self, layer_weights=(1.0, 1.0, 1.0, 1.0, 1.0), weights_path: str = ""):
+        super().__init__()
+        from .models.face_identity import FEATURE_NAMES, load_face_identity
+
+        if len(layer_weights) != len(FEATURE_NAMES):
+            raise ValueError(f"face_layer_weights needs {len(FEATURE_NAMES)} values ({', '.join(FEATURE_NAMES)}), "
+                             f"got {len(layer_weights)}")
+        self.net = load_face_identity(weights_path or None)
+        self.layer_weights = tuple(float(w) for w in layer_weights)
+
+    def train(self, mode: bool = True) -> "FaceContentLoss":
+        super().train(mode)
+        self.net.eval()
+        return self
+
+    def chips(self, fake: Tensor, real: Tensor, points) -> tuple[Tensor, Tensor]:
+        """(fake chips, real chips) (B,3,150,150), both cut with the real frames' transforms."""
+        from .landmarks.face_chips import chip_transform, crop_chips
+
+        if points is None:
+            raise ValueError("the dlib face terms of the content loss need the real frames' landmarks (points)")
+        tf = chip_transform(points)
+        return crop_chips(fake.float(), tf), crop_chips(real.detach().float(), tf)
+
+    def forward(self, fake: Tensor, real: Tensor, points) -> tuple[Tensor, Tensor]:
+        chip_fake, chip_real = self.chips(fake, real, points)
+        with torch.no_grad():
+            feats_real, desc_real = self.net.features(chip_real)
+        feats_fake, desc_fake = self.net.features(chip_fake)
+        face = sum(w * F.l1_loss(f, r) for w, f, r in zip(self.layer_weights, feats_fake, feats_real))
+        identity = (1 - F.cosine_similarity(desc_fake, desc_real, dim=1)).mean()
+        return face, identity
+
+
 class ContentLoss(nn.Module):
-    """L_CNT (paper section 4): `forward(fake, real) -> scalar`.
+    """L_CNT (paper section 4): `forward(fake, real, points=None) -> scalar`; `.terms` holds the last call's
+    unweighted parts for the log.
 
     `.mode`: "vgg" (VGG19 and VGGFace files given: the paper's loss), "vgg19" or "vggface" (only that
-    file given: that net's term alone), "offline" (no file: the offline content loss, with a warning).
-    The perceptual nets are frozen; real features are computed under no_grad, fake features with grad,
-    each image passes once through each net, only up to its deepest used layer.
+    file given: that net's term alone), "offline" (no file: the offline content loss, with a warning), each
+    with "+dlibface" when `loss.face_network == "dlib"` adds the face and identity terms (which need
+    `points`, the real frames' landmarks). The perceptual nets are frozen; real features are computed under
+    no_grad, fake features with grad, each image passes once through each net, only up to its deepest used
+    layer.
     """
 
     def __init__(self, cfg: Config):
@@ -129,30 +182,45 @@ class ContentLoss(nn.Module):
                 self.nets[name] = cls.from_file(path)
                 self.net_weights[name] = weights[name]
         self.offline_weight = loss.offline_content_weight
-        self.mode = "vgg" if len(self.nets) == 2 else (next(iter(self.nets)) if self.nets else "offline")
-        if self.mode == "offline":
+        base = "vgg" if len(self.nets) == 2 else (next(iter(self.nets)) if self.nets else "offline")
+        if loss.face_network not in ("", "dlib"):
+            raise ValueError(f"loss.face_network must be \"dlib\" or \"\" (off), got {loss.face_network!r}")
+        self.face = FaceContentLoss(loss.face_layer_weights, loss.face_network_weights) if loss.face_network else None
+        self.face_weight, self.identity_weight = loss.face_content_weight, loss.identity_weight
+        self.mode = base + ("+dlibface" if self.face is not None else "")
+        self.terms: dict[str, Tensor] = {}
+        if base == "offline":
             log.warning("content loss: no VGG19 / VGGFace weight files given (loss.vgg19_weights, "
-                        "loss.vggface_weights); using the OFFLINE content loss (multi-scale L1 + gradient L1), "
-                        "not the paper's perceptual L_CNT")
-        elif self.mode != "vgg":
-            log.warning("content loss: only the %s file is given; L_CNT uses that network alone", self.mode)
+                        "loss.vggface_weights); using the OFFLINE content loss (multi-scale L1 + gradient L1)%s, "
+                        "not the paper's perceptual L_CNT",
+                        " with dlib face-ResNet face and identity terms" if self.face is not None else "")
+        elif base != "vgg":
+            log.warning("content loss: only the %s file is given; L_CNT uses that network alone", base)
 
     def train(self, mode: bool = True) -> "ContentLoss":
         """The perceptual nets always stay in eval mode (frozen feature extractors)."""
         super().train(mode)
         for net in self.nets.values():
             net.eval()
+        if self.face is not None:
+            self.face.train(mode)
         return self
 
-    def forward(self, fake: Tensor, real: Tensor) -> Tensor:
-        """fake (B,3,H,W) with grad, real (B,3,H,W) -> scalar L_CNT."""
-        if self.mode == "offline":
-            return self.offline_weight * offline_content_loss(fake, real)
-        total = fake.new_zeros((), dtype=torch.float32)
-        for name, net in self.nets.items():
-            with torch.no_grad():
-                feats_real = net(real)
-            feats_fake = net(fake)
-            per_layer = sum(F.l1_loss(f.float(), r.float()) for f, r in zip(feats_fake, feats_real))
-            total = total + self.net_weights[name] * per_layer
+    def forward(self, fake: Tensor, real: Tensor, points=None) -> Tensor:
+        """fake (B,3,H,W) with grad, real (B,3,H,W), points (B,68,2) of the real frames (face terms) -> L_CNT."""
+        self.terms = {}
+        if not self.nets:
+            total = self.offline_weight * offline_content_loss(fake, real)
+        else:
+            total = fake.new_zeros((), dtype=torch.float32)
+            for name, net in self.nets.items():
+                with torch.no_grad():
+                    feats_real = net(real)
+                feats_fake = net(fake)
+                per_layer = sum(F.l1_loss(f.float(), r.float()) for f, r in zip(feats_fake, feats_real))
+                total = total + self.net_weights[name] * per_layer
+        if self.face is not None:
+            face, identity = self.face(fake, real, points)
+            self.terms = {"cnt_face": face.detach(), "cnt_id": identity.detach()}
+            total = total + self.face_weight * face + self.identity_weight * identity
         return total

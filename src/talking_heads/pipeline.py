@@ -212,15 +212,18 @@ class TalkingHeadPipeline:
                              chunk=max(1, self.cfg.inference.batch_size))
         return e_new, initial_psi(self.networks.generator, e_new)
 
-    def finetune(self, x: Tensor, y: Tensor, *, epochs: int | None = None, progress: bool = True):
+    def finetune(self, x: Tensor, y: Tensor, *, epochs: int | None = None, progress: bool = True,
+                 landmarks: np.ndarray | None = None):
         """FT (paper section 6) on T frames: `train.finetune.finetune` -> FinetuneResult (the pipeline's
-        networks are not modified; E stays frozen)."""
+        networks are not modified; E stays frozen). `landmarks` (T,68,2) feed the face terms of the content
+        loss when the model uses them (`loss.face_network`)."""
         from .train.finetune import finetune
 
         if epochs is not None and epochs < 0:
             raise PipelineError(f"epochs must be >= 0, got {epochs}")
         return finetune(self.networks, x.to(self.device), y.to(self.device), self.cfg,
-                        content_loss=self.content_loss(), epochs=epochs, seed=self.cfg.train.seed, progress=progress)
+                        content_loss=self.content_loss(), epochs=epochs, seed=self.cfg.train.seed, progress=progress,
+                        points=None if landmarks is None else torch.as_tensor(np.asarray(landmarks, np.float32)))
 
     def content_loss(self):
         """L_CNT for fine-tuning, with the model's VGG files when they exist here (else the offline loss)."""
@@ -228,10 +231,12 @@ class TalkingHeadPipeline:
             from .losses import ContentLoss
 
             loss = self.cfg.loss
-            paths = {k: getattr(loss, k) for k in ("vgg19_weights", "vggface_weights")}
+            paths = {k: getattr(loss, k) for k in ("vgg19_weights", "vggface_weights", "face_network_weights")}
             missing = {k: p for k, p in paths.items() if p and not Path(p).is_file()}
             for k, p in missing.items():
-                log.warning("content loss: %s file %s not found on this machine; fine-tuning without it", k, p)
+                log.warning("content loss: %s file %s not found on this machine; fine-tuning %s", k, p,
+                            "with the copy inside face-recognition-models" if k == "face_network_weights"
+                            else "without it")
             cfg = dataclasses.replace(self.cfg, loss=dataclasses.replace(loss, **{k: "" for k in missing}))
             self._content_loss = ContentLoss(cfg).to(self.device)
         return self._content_loss
@@ -265,7 +270,10 @@ class TalkingHeadPipeline:
                       thumbnail=media.resize(thumb, self.cfg.inference.thumbnail_size),
                       model_fingerprint=self.model_fingerprint)
         if finetune:
-            result = self.finetune(x, y, epochs=epochs, progress=progress)
+            if landmarks is None and self.content_loss().face is not None:
+                raise PipelineError("this model fine-tunes with face terms that need the frames' landmarks: "
+                                    "pass landmarks= (T,68,2)")
+            result = self.finetune(x, y, epochs=epochs, progress=progress, landmarks=landmarks)
             return Avatar(kind="ft", psi=result.psi, e_new=result.e_new, generator=result.generator.eval(),
                           discriminator=result.discriminator.eval(), history=result.history,
                           epochs=self.cfg.finetune.epochs if epochs is None else epochs, **common)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import EvalConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -28,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cross", action="store_true", default=None,
                    help="also cross-identity puppeteering with landmark adaptation on and off")
     p.add_argument("--metrics", nargs="+", default=None, metavar="NAME",
-                   help="registry names (default ssim psnr l1 lpips csim landmark_error fid)")
+                   help="registry names (default: this version's full list, " + " ".join(EvalConfig().metrics)
+                        + ", whatever the model's config.json lists)")
     p.add_argument("--fid-weights", default=None, metavar="PATH",
                    help="pt_inception-2015-12-05-6726825d.pth (else FID is reported as not available)")
     p.add_argument("--lpips-weights", default=None, metavar="PATH",
@@ -92,6 +95,7 @@ def _eval_settings(args: argparse.Namespace) -> dict:
              "per_identity": args.per_identity, "epochs": args.epochs, "cross": args.cross, "metrics": args.metrics,
              "fid_weights": args.fid_weights, "lpips_weights": args.lpips_weights, "lpips_backbone": args.lpips_backbone, "seed": args.seed}
     settings.update({k: v for k, v in flags.items() if v is not None})
+    settings.setdefault("metrics", EvalConfig().metrics)  # metrics belong to the evaluation code, not the model
     if any(t < 1 for t in settings.get("shots", [1])) or settings.get("holdout", 1) < 1:
         raise UserError("--shots and --holdout must be >= 1")
     if settings.get("epochs") is not None and settings["epochs"] < 0:

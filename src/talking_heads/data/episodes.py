@@ -160,6 +160,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         clip_dir = self.root / CLIPS_DIR / self.clip_ids[video]
         points = np.load(clip_dir / "landmarks.npy")
         xs, ys = zip(*(self._frame(clip_dir, int(i), points, flip) for i in sources))
-        x_tgt, y_tgt = self._frame(clip_dir, target, points, flip)
+        img, p_tgt = self._image(clip_dir, target, points, flip)
+        x_tgt, y_tgt = to_tensor(img), to_tensor(rasterize(p_tgt, self.image_size, self.line_thickness))
         return {"x_src": torch.stack(xs), "y_src": torch.stack(ys), "x_tgt": x_tgt, "y_tgt": y_tgt,
-                "video": torch.tensor(video, dtype=torch.int64)}
+                "p_tgt": torch.from_numpy(p_tgt.astype(np.float32)), "video": torch.tensor(video, dtype=torch.int64)}

@@ -125,29 +125,40 @@ class Scores:
         self.real_features: dict[str, list[np.ndarray]] = {n: [] for n, m in metrics.items()
                                                            if isinstance(m, SetMetric) and m.available}
         self.per_video: list[dict[str, Any]] = []
+        self.keys: set[tuple[int, str]] = set()  # every (T, method) scored
 
-    def add_real(self, real: np.ndarray, points: np.ndarray) -> dict[str, Any]:
+    def add_real(self, real: np.ndarray, points: np.ndarray, *, video: str = "", identity: str = "",
+                 shots: dict | None = None, sizes: Sequence[int] = ()) -> dict[str, Any]:
         """One video's real hold-out frames: their set-metric features are stored (the reference set of FID);
+        verification metrics get the video's few-shot frames `shots` ({"x", "points"} in draw order) too;
         returns {paired metric: reference} to compare every method's frames with (computed once per video)."""
         refs = {}
         for name, metric in self.metrics.items():
             if not metric.available:
                 continue
             if isinstance(metric, SetMetric):
-                self.real_features[name].append(metric.features(real))
-            else:
+                self.real_features[name].append(metric.features(real, points))
+            elif isinstance(metric, PairedMetric):
                 refs[name] = metric.reference(real, points)
+            elif shots is not None:  # verification: references from the few-shot frames
+                metric.add_video(video, identity, shots["x"], shots["points"], real, points, sizes)
         return refs
 
     def add(self, video: str, identity: str, t: int, method: str, fake: np.ndarray, refs: dict[str, Any],
             points: np.ndarray) -> None:
         """Score one method's hold-out frames of one video (uint8 (H,h,w,3), driving points (H,68,2))."""
         key = (t, method)
+        self.keys.add(key)
         for name, metric in self.metrics.items():
             if not metric.available:
                 continue
             if isinstance(metric, SetMetric):
-                self.fake_features.setdefault(key, {}).setdefault(name, []).append(metric.features(fake))
+                self.fake_features.setdefault(key, {}).setdefault(name, []).append(metric.features(fake, points))
+                continue
+            if not isinstance(metric, PairedMetric):  # verification
+                values = metric.add_fake(video, t, method, fake, points)
+                self.per_video.append({"video": video, "identity": identity, "T": t, "method": method,
+                                       **metric.summarize_video(values).to_dict(), "values": [_num(v) for v in values]})
                 continue
             values = metric.compare(fake, refs[name], points)
             self.frame_values.setdefault(key, {}).setdefault(name, []).append(values)
@@ -158,7 +169,7 @@ class Scores:
     def table(self) -> dict[tuple[int, str], dict[str, MetricValue]]:
         """{(T, method): {metric: value over all videos}} for every (T, method) scored."""
         out: dict[tuple[int, str], dict[str, MetricValue]] = {}
-        keys = sorted(set(self.frame_values) | set(self.fake_features), key=lambda k: (k[0], _method_order(k[1])))
+        keys = sorted(self.keys, key=lambda k: (k[0], _method_order(k[1])))
         for key in keys:
             row: dict[str, MetricValue] = {}
             for name, metric in self.metrics.items():
@@ -166,6 +177,8 @@ class Scores:
                     row[name] = metric.unavailable()
                 elif isinstance(metric, PairedMetric):
                     row[name] = metric.summarize(np.concatenate(self.frame_values.get(key, {}).get(name, [[]])))
+                elif not isinstance(metric, SetMetric):  # verification
+                    row[name] = metric.value(*key)
                 else:
                     fake = self.fake_features.get(key, {}).get(name, [])
                     real = self.real_features.get(name, [])
@@ -300,7 +313,7 @@ class Evaluation:
         hold = self.test.clip_frames(v, split.holdout)
         shots = self.test.clip_frames(v, split.draw)  # the largest few-shot set, in draw order
         real = as_uint8(hold["x"])
-        refs = self.scores.add_real(real, hold["points"])
+        refs = self.scores.add_real(real, hold["points"], video=clip, identity=identity, shots=shots, sizes=self.shots)
         avatars: dict[str, Any] = {}
         for t in self.shots:
             outputs = {BASELINE: as_uint8(shots["x"][:t])[nearest_shot(shots["points"][:t], hold["points"])]}

@@ -7,8 +7,11 @@
 | l1              | pixel.py            | paired | lower  | mean absolute error in [0,1]                             |
 | lpips           | lpips.py            | paired | lower  | LPIPS v0.1, alex/vgg from standard weight files (paths)  |
 | csim            | csim.py             | paired | higher | cosine of dlib 128-D face descriptors (paper: ArcFace)   |
+| identity        | identity.py         | verif. | higher | verified at dlib's 0.6 vs few-shot reference; chance,   |
+|                 |                     |        |        | ceiling beside it                                        |
 | landmark_error  | landmark_error.py   | paired | lower  | 68-point error / inter-ocular, undetected faces counted  |
 | fid             | fid.py              | set    | lower  | FID with the TF-FID InceptionV3 weight file (path)       |
+| fid_face        | identity.py         | set    | lower  | Frechet distance of dlib face descriptors (not Inception)|
 
 Inputs (see `base.py`): uint8 RGB arrays (N,H,W,3), or the project's float tensors (N,3,H,W) in [-1,1], which
 are first converted to uint8 exactly as a saved frame would be. Landmarks are (N,68,2) in those pixels.
@@ -26,6 +29,7 @@ from ..config import EvalConfig
 from .base import Metric, MetricValue, PairedMetric, SetMetric, as_uint8
 from .csim import CSIM
 from .fid import FID
+from .identity import DescriptorFID, IdentityVerification
 from .landmark_error import LandmarkError
 from .lpips import LPIPSMetric
 from .pixel import L1, PSNR
@@ -42,7 +46,7 @@ def register(cls: type[Metric]) -> type[Metric]:
     return cls
 
 
-for _cls in (SSIM, PSNR, L1, LPIPSMetric, CSIM, LandmarkError, FID):
+for _cls in (SSIM, PSNR, L1, LPIPSMetric, CSIM, IdentityVerification, LandmarkError, FID, DescriptorFID):
     register(_cls)
 
 
@@ -59,4 +63,5 @@ def create_all(names, cfg: EvalConfig | None = None, device: str = "cpu") -> dic
 
 
 __all__ = ["METRICS", "Metric", "MetricValue", "PairedMetric", "SetMetric", "as_uint8", "create", "create_all",
-           "register", "SSIM", "PSNR", "L1", "LPIPSMetric", "CSIM", "LandmarkError", "FID"]
+           "register", "SSIM", "PSNR", "L1", "LPIPSMetric", "CSIM", "IdentityVerification", "LandmarkError", "FID",
+           "DescriptorFID"]

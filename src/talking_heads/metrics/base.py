@@ -11,8 +11,10 @@ Kinds:
   finite values and reports the NaN count as `failed` (never silently dropped). An evaluation comparing
   several methods with the same real frames calls `reference(real, points)` once and `compare(fake, ref,
   points)` per method (CSIM computes the real frames' descriptors only once).
-- `SetMetric`: a distance between two sets of images (FID): `features(images)` -> (N,D) per set, then
-  `distance(feats_fake, feats_real)`.
+- `SetMetric`: a distance between two sets of images (FID): `features(images, points)` -> (N,D) per set,
+  then `distance(feats_fake, feats_real)`.
+- kind "verification" (`identity.IdentityVerification`): a rate against per-video references built from the
+  few-shot frames, calibrated on real frames; the evaluation feeds it video by video.
 A metric whose weights or libraries are missing has `available = False` and a `reason`; its results are
 `MetricValue(available=False)` and reports print "not available", never a number.
 """
@@ -161,12 +163,13 @@ class SetMetric(Metric):
     kind = "set"
     min_items: ClassVar[int] = 2
 
-    def features(self, images) -> np.ndarray:
-        """(N,D) float64 features of uint8 images / [-1,1] tensors."""
+    def features(self, images, points: np.ndarray | None = None) -> np.ndarray:
+        """(N,D) float64 features of uint8 images / [-1,1] tensors; `points` (N,68,2) for metrics that align
+        faces (the others ignore them)."""
         self._check()
-        return self._features(as_uint8(images))
+        return self._features(as_uint8(images), points)
 
-    def _features(self, images: np.ndarray) -> np.ndarray:
+    def _features(self, images: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
         raise NotImplementedError  # pragma: no cover - interface
 
     def distance(self, feats_fake: np.ndarray, feats_real: np.ndarray) -> MetricValue:

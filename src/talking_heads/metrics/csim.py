@@ -3,29 +3,39 @@ the ground-truth frame (paper.md section 7).
 
 The paper used ArcFace embeddings (a network unlike the VGGFace of its content loss). No ArcFace weights
 can be had offline here, so this is **dlib's 128-D face-recognition ResNet**
-(`dlib_face_recognition_resnet_model_v1.dat`, shipped in `face-recognition-models`), which is also unlike
-VGGFace. Its values are not comparable with the paper's: dlib's descriptors of unrelated faces already have
-cosine similarities of about 0.75-0.9 (same person about 0.95+), while ArcFace's are near 0, so CSIM here
-lives on a compressed, high range. Compare methods with each other, not with the paper's numbers.
+(`dlib_face_recognition_resnet_model_v1.dat`, shipped in `face-recognition-models`), run by the project's
+own PyTorch port (`models/face_identity.py`: batched, GPU-able, equal to dlib's `compute_face_descriptor`
+within 1e-4 on the same chip and within 0.006 in distance through the whole landmarks -> chip -> descriptor
+path; tests/test_face_identity.py). Its values are not comparable with the paper's: dlib's descriptors of
+unrelated faces already have cosine similarities of about 0.75-0.9 (same person about 0.95+), while
+ArcFace's are near 0, so CSIM here lives on a compressed, high range; the calibrated identity figures of
+`metrics/identity.py` (verification at dlib's 0.6 distance, with chance level and ceiling) are the ones
+that tell people apart.
 
-Alignment: a descriptor is computed on dlib's 150 px aligned face chip (padding 0.25) cut with 68 points.
+Alignment: a descriptor is computed on dlib's 150 px aligned face chip (padding 0.25) cut with 68 points
+(`landmarks/face_chips.py`, which reproduces dlib's `get_face_chip` including its image pyramid and 8-bit
+rounding).
 - With `points` (the landmarks the frame was driven with, i.e. the ground truth's own in self-reenactment):
   both frames are cut with those same points, so no detection can fail on a poor generated frame, and a
   generated face in the wrong place is penalised rather than re-centred.
-- Without points: each image's face is detected (`faces.find_landmarks`); NaN where none is found.
-Frames smaller than `EvalConfig.detect_size` are upscaled first (bicubic). Higher is better; identical
-images give 1.
+- Without points: each image's face is detected (`faces.find_landmarks`, frames smaller than
+  `EvalConfig.detect_size` upscaled for the detector); NaN where none is found.
+Higher is better; identical images give 1.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import numpy as np
+import torch
 
 from .base import PairedMetric, as_uint8
-from .faces import find_landmarks, to_scaled, upscaled
+from .faces import find_landmarks
 
-RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
-CHIP_SIZE, CHIP_PADDING = 150, 0.25  # dlib's standard alignment for this network
+DESCRIPTOR_DIM = 128
+CHUNK = 32  # chips per network call
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -36,45 +46,67 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class FaceDescriptor:
-    """dlib's 128-D face-recognition ResNet with 68-point alignment (see the module docstring)."""
+    """dlib's 128-D face descriptor of images, with 68-point alignment (see the module docstring), batched on
+    `device`. The last few results are memoised, so CSIM, the identity rate and the descriptor FID of the
+    same frames cost one pass."""
 
-    def __init__(self, detect_size: int = 256):
-        import dlib
+    def __init__(self, detect_size: int = 256, device: str = "cpu", weights: str = ""):
+        from ..models.face_identity import shared_face_identity
 
-        from ..landmarks.dlib_backend import model_path
-
-        self._dlib = dlib
-        self._net = dlib.face_recognition_model_v1(str(model_path(RECOGNITION_MODEL)))
+        self.net = shared_face_identity(weights or None, device)
+        self.device = torch.device(device)
         self.detect_size = detect_size
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
 
     def describe(self, image: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
         """(128,) descriptor of the face in a uint8 RGB image (H,W,3), cut with `points` (68,2) or with detected
         landmarks; all-NaN when no face is found."""
-        if points is None:
-            points = find_landmarks(image, self.detect_size)
-            if points is None:
-                return np.full(128, np.nan)
-        big, s = upscaled(image, self.detect_size)
-        p = to_scaled(points, s)
-        dlib = self._dlib
-        x0, y0 = np.floor(p.min(0)).astype(int)
-        x1, y1 = np.ceil(p.max(0)).astype(int)
-        shape = dlib.full_object_detection(dlib.rectangle(int(x0), int(y0), int(x1), int(y1)),
-                                           [dlib.point(int(round(x)), int(round(y))) for x, y in p])
-        chip = dlib.get_face_chip(np.ascontiguousarray(big), shape, size=CHIP_SIZE, padding=CHIP_PADDING)
-        return np.asarray(self._net.compute_face_descriptor(chip), np.float64)
+        return self.describe_all(np.asarray(image)[None], None if points is None else np.asarray(points)[None])[0]
 
     def describe_all(self, images, points: np.ndarray | None = None) -> np.ndarray:
-        """(N,128) descriptors of uint8 images / [-1,1] tensors; NaN rows where no face is found."""
+        """(N,128) float64 descriptors of uint8 images / [-1,1] tensors (N,...); NaN rows where no face is found
+        (or the given points are not finite)."""
         images = as_uint8(images)
-        return np.stack([self.describe(img, None if points is None else points[i]) for i, img in enumerate(images)])
+        if points is not None:
+            points = np.asarray(points, np.float64).reshape(len(images), 68, 2)
+        key = hashlib.sha1(images.tobytes() + (b"" if points is None else points.tobytes())
+                           + str(images.shape).encode()).hexdigest()
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            return self._memo[key].copy()
+        out = self._compute(images, points)
+        self._memo[key] = out
+        while len(self._memo) > 8:
+            self._memo.popitem(last=False)
+        return out.copy()
+
+    def _compute(self, images: np.ndarray, points: np.ndarray | None) -> np.ndarray:
+        from ..landmarks.face_chips import chip_transform, crop_chips
+
+        if points is None:
+            found = [find_landmarks(img, self.detect_size) for img in images]
+            points = np.stack([np.full((68, 2), np.nan) if p is None else p for p in found]) if len(images) else \
+                np.zeros((0, 68, 2))
+        out = np.full((len(images), DESCRIPTOR_DIM), np.nan)
+        ok = np.flatnonzero(np.isfinite(points).all(axis=(1, 2)))
+        for start in range(0, len(ok), CHUNK):
+            idx = ok[start:start + CHUNK]
+            # one image size per call (frames of one evaluation share it; photos may not)
+            for shape in {images[i].shape for i in idx}:
+                sub = [i for i in idx if images[i].shape == shape]
+                x = torch.from_numpy(np.ascontiguousarray(images[sub])).to(self.device)
+                x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # B,3,H,W in [-1,1]
+                with torch.no_grad():
+                    chips = crop_chips(x, chip_transform(points[sub]), dlib_rounding=True)  # B,3,150,150
+                    out[sub] = self.net(chips).double().cpu().numpy()
+        return out
 
     def identity(self, images, points: np.ndarray | None = None) -> np.ndarray:
         """(128,) mean of the unit-normalised descriptors of several images of one person (NaN if none found)."""
         d = self.describe_all(images, points)
         d = d[~np.isnan(d).any(axis=1)]
         if not len(d):
-            return np.full(128, np.nan)
+            return np.full(DESCRIPTOR_DIM, np.nan)
         return (d / np.linalg.norm(d, axis=1, keepdims=True)).mean(0)
 
 
@@ -87,10 +119,9 @@ class CSIM(PairedMetric):
 
     def __init__(self, cfg=None, device: str = "cpu"):
         super().__init__(cfg, device)
-        try:
-            self.net = FaceDescriptor(self.cfg.detect_size)
-        except (ImportError, RuntimeError) as err:
-            self.available, self.reason = False, f"dlib face recognition model unavailable: {err}"
+        self.net = face_descriptor(self.cfg, device)
+        if isinstance(self.net, str):
+            self.available, self.reason = False, self.net
 
     def reference(self, real, points=None) -> np.ndarray:
         """(N,128) descriptors of the real frames."""
@@ -99,3 +130,13 @@ class CSIM(PairedMetric):
 
     def _per_frame(self, fake, reference, points):
         return cosine(self.net.describe_all(fake, points), reference)
+
+
+def face_descriptor(cfg, device: str = "cpu") -> "FaceDescriptor | str":
+    """A FaceDescriptor for an EvalConfig, or the reason why none can be built (for `available = False`)."""
+    from ..models.dlib_format import DlibFormatError
+
+    try:
+        return FaceDescriptor(cfg.detect_size, device, getattr(cfg, "face_weights", ""))
+    except (ImportError, RuntimeError, DlibFormatError) as err:
+        return f"dlib face recognition model unavailable: {err}"

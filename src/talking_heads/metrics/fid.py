@@ -286,7 +286,7 @@ class FID(SetMetric):
                 self.available, self.reason = False, str(err)
 
     @torch.no_grad()
-    def _features(self, images: np.ndarray) -> np.ndarray:
+    def _features(self, images: np.ndarray, points: np.ndarray | None = None) -> np.ndarray:
         out = [self.net(preprocess(images[i:i + self.batch_size]).to(self.device)).double().cpu()
                for i in range(0, len(images), self.batch_size)]
         return torch.cat(out).numpy() if out else np.zeros((0, FEATURE_DIM))

@@ -77,11 +77,13 @@ class PersonGenerator(nn.Module):
 
 
 def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Module | None = None,
-             epochs: int | None = None, seed: int = 0, progress: bool = True) -> FinetuneResult:
+             epochs: int | None = None, seed: int = 0, progress: bool = True,
+             points: Tensor | None = None) -> FinetuneResult:
     """Fine-tune a personalised G' and D' on T frames (paper section 6). See the module docstring.
 
     networks: models.Networks of a meta-learned model (on the device to use); x, y: (T,3,H,W) in [-1,1] on
-    that device. `epochs` overrides cfg.finetune.epochs. `seed` fixes the batch order.
+    that device. `epochs` overrides cfg.finetune.epochs. `seed` fixes the batch order. `points` (T,68,2):
+    the frames' landmarks, needed by the content loss's face terms (`loss.face_network`).
     """
     from tqdm import tqdm
 
@@ -117,7 +119,8 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
         order = torch.randperm(t, generator=order_rng).to(device)
         for i in range(0, t, bs):
             idx = order[i:i + bs]
-            logs = finetune_step(g_person, d_person, opt_g, opt_d, content_loss, x[idx], y[idx], cfg, amp)
+            logs = finetune_step(g_person, d_person, opt_g, opt_d, content_loss, x[idx], y[idx], cfg, amp,
+                                 None if points is None else points[idx.cpu()])
             history.append({"epoch": epoch, **logs})
             bar.update(1)
             bar.set_postfix(g=f"{logs['g_total']:.3f}", d=f"{logs.get('d_loss', float('nan')):.3f}", refresh=False)
@@ -127,12 +130,13 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
 
 
 def finetune_step(g_person: PersonGenerator, d_person: nn.Module, opt_g, opt_d, content_loss: nn.Module,
-                  x: Tensor, y: Tensor, cfg: Config, amp: bool) -> dict[str, float]:
+                  x: Tensor, y: Tensor, cfg: Config, amp: bool, points: Tensor | None = None) -> dict[str, float]:
     """One G' update and `d_steps_per_g_step` D' updates on a batch of the T frames (B,3,H,W)."""
     with steps.autocast(x.device, amp):
         x_fake = g_person(y)  # B,3,H,W
     logs = steps.generator_step(x_fake=x_fake, x_real=x, y=y, video=None, discriminator=d_person,
-                                content_loss=content_loss, optimizer=opt_g, loss_cfg=cfg.loss, match=None, amp=amp)
+                                content_loss=content_loss, optimizer=opt_g, loss_cfg=cfg.loss, match=None, amp=amp,
+                                points=points)
     x_fake = x_fake.detach()
     d_logs: dict[str, float] = {}
     for _ in range(cfg.finetune.d_steps_per_g_step):

@@ -122,7 +122,7 @@ def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config) -> tup
     match = (e_hat, disc.video_embedding(video).detach()) if cfg.loss.match_loss else None
     logs = steps.generator_step(x_fake=x_fake, x_real=x_tgt, y=y_tgt, video=video, discriminator=disc,
                                 content_loss=state.content_loss, optimizer=state.opt_g, loss_cfg=cfg.loss,
-                                match=match, amp=amp)
+                                match=match, amp=amp, points=batch.get("p_tgt"))
     x_fake = x_fake.detach()
     d_logs: dict[str, float] = {}
     for _ in range(cfg.train.d_steps_per_g_step):

@@ -60,12 +60,14 @@ def generator_step(
     loss_cfg: LossConfig,
     match: tuple[Tensor, Tensor] | None = None,
     amp: bool = True,
+    points: Tensor | None = None,
 ) -> dict[str, float]:
     """One update of the generator side: E and G (incl. P) in meta-learning, G and psi' in fine-tuning.
 
     x_fake (B,3,H,W) must carry the graph of the generator forward; x_real, y (B,3,H,W); video (B,) or None;
     `discriminator` is called as `discriminator(x, y, video) -> (score (B,), features)` and is not updated;
-    `match` = (e_hat (B,N), W_i (B,N)) adds L_MCH (meta-learning with cfg.match_loss only).
+    `match` = (e_hat (B,N), W_i (B,N)) adds L_MCH (meta-learning with cfg.match_loss only); `points` (B,68,2)
+    are x_real's landmarks, for the content loss's face terms (`loss.face_network`).
     Returns the scalar losses (floats) for the log.
     """
     params = optimizer_params(optimizer)
@@ -73,11 +75,12 @@ def generator_step(
         with torch.no_grad():
             _, feats_real = discriminator(x_real, y, video)
         score_fake, feats_fake = discriminator(x_fake, y, video)
-        l_cnt = content_loss(x_fake, x_real)
+        l_cnt = content_loss(x_fake, x_real, points)
         l_adv = L.adversarial_generator_loss(score_fake)
         l_fm = L.feature_matching_loss(feats_real, feats_fake)
         total = l_cnt + loss_cfg.adversarial_weight * l_adv + loss_cfg.feature_matching_weight * l_fm
-        logs = {"g_cnt": l_cnt, "g_adv": l_adv, "g_fm": l_fm}
+        logs = {"g_cnt": l_cnt, "g_adv": l_adv, "g_fm": l_fm,
+                **{f"g_{k}": v for k, v in getattr(content_loss, "terms", {}).items()}}
         if match is not None:
             l_mch = L.match_loss(*match)
             total = total + L.match_loss_weight(loss_cfg) * l_mch  # 80 (v1) / 10 (v2)
