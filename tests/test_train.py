@@ -407,3 +407,17 @@ def test_embedder_collapse_is_logged_and_warned(tmp_path, caplog):
     rows = [json.loads(r) for r in (tmp_path / "dead" / "log.jsonl").read_text().splitlines()]
     assert [r["e_hat_abs"] for r in rows] == [0.0, 0.0]
     assert sum("embedder's output is exactly 0" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_train_with_the_dlib_face_terms_on_a_real_clip(real_clip, tmp_path):
+    """loss.face_network=dlib: the episodes carry the target's landmarks, the face and identity terms are
+    logged, and the model directory names the content loss offline+dlibface."""
+    from talking_heads.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--data", str(real_clip), "--out", str(run), "--steps", "2",
+                 "--set", "loss.face_network=dlib", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all(r["g_cnt_face"] > 0 and 0 <= r["g_cnt_id"] <= 2 for r in rows)
+    cfg, m, _ = checkpoint.load_model_dir(run / "model")
+    assert m["content_loss"] == "offline+dlibface" and cfg.loss.face_network == "dlib"
