@@ -394,3 +394,15 @@ def test_identity_compare_bad_inputs_exit_2_with_one_line(tmp_path):
         assert len(lines) == 1 and words in lines[0] and bad in lines[0] and "Traceback" not in r.stderr
     one = _cli(good)
     assert one.returncode == 2 and "at least two" in one.stderr
+
+
+@needs_photos
+def test_avatar_of_two_different_people_warns():
+    from talking_heads.pipeline import TalkingHeadPipeline
+
+    pipe = TalkingHeadPipeline.from_pretrained()
+    mixed = pipe.create_avatar([PHOTOS / "lp_source_s9.jpg", PHOTOS / "avatarify_obama.jpg"], progress=False)
+    assert any("avatarify_obama.jpg does not look like the same person" in w for w in mixed.warnings)
+    same = pipe.create_avatar([PHOTOS / "lp_source_s9.jpg", PHOTOS / "avatarify_mona.jpg",
+                               PHOTOS / "lia_vox_mona_lisa.png"], progress=False)
+    assert not any("same person" in w for w in same.warnings)

@@ -252,8 +252,29 @@ class TalkingHeadPipeline:
         avatar.thumbnail = first.resized(self.cfg.inference.thumbnail_size).crop(src.image)
         avatar.transform, avatar.background = first, src.image
         avatar.source_path, avatar.sources = src.path, src.names
-        avatar.warnings = [w for c in crops for w in c.warnings]
+        avatar.warnings = [w for c in crops for w in c.warnings] + self.check_same_person(crops, src.names)
         return avatar
+
+    def check_same_person(self, crops: Sequence[FaceCrop], names: Sequence[str]) -> list[str]:
+        """Warnings for sources that do not look like the first one's person: dlib face descriptors of the
+        crops (`identity.py`) farther apart than dlib's same-person distance 0.6. An avatar of two people is
+        allowed (it may be wanted), but never silently."""
+        if len(crops) < 2:
+            return []
+        from .identity import SAME_PERSON
+        from .metrics.csim import face_descriptor
+
+        net = face_descriptor(self.cfg.eval, "cpu")
+        if isinstance(net, str):
+            return [f"could not check that the sources show one person ({net})"]
+        desc = net.describe_all(np.stack([c.image for c in crops]),
+                                np.stack([c.landmarks for c in crops]).astype(np.float64))
+        dist = np.linalg.norm(desc - desc[0], axis=1)
+        names = list(names) + [f"source {i + 1}" for i in range(len(names), len(crops))]
+        out = [f"{names[i]} does not look like the same person as {names[0]} (face descriptor distance "
+               f"{d:.2f} > {SAME_PERSON}): the avatar mixes their faces" for i, d in enumerate(dist)
+               if i and np.isfinite(d) and d > SAME_PERSON]
+        return out  # reported with the avatar's other warnings (avatar.warnings; the CLI prints them)
 
     def create_avatar_from_tensors(self, x: Tensor, y: Tensor, *, landmarks: np.ndarray | None = None,
                                    finetune: bool = False, epochs: int | None = None, progress: bool = True) -> Avatar:
