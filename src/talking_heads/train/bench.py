@@ -61,7 +61,17 @@ class SyntheticEpisodes(torch.utils.data.Dataset):
         k, s = self.k, self.size
         rand = lambda *shape: torch.rand(*shape, generator=g) * 2 - 1  # noqa: E731
         return {"x_src": rand(k, 3, s, s), "y_src": rand(k, 3, s, s), "x_tgt": rand(3, s, s),
-                "y_tgt": rand(3, s, s), "video": torch.tensor((i % self.n) % self.num_videos, dtype=torch.int64)}
+                "y_tgt": rand(3, s, s), "p_tgt": neutral_landmarks(s),
+                "video": torch.tensor((i % self.n) % self.num_videos, dtype=torch.int64)}
+
+
+def neutral_landmarks(size: int) -> Tensor:
+    """(68,2) float32: the built-in motions' neutral face, centred in a `size` px frame (a plausible target
+    shape for losses that align faces)."""
+    from ..landmarks.motions import FaceControls, face_landmarks
+
+    p = face_landmarks(FaceControls())
+    return torch.from_numpy(((p - p.mean(0)) * (0.3 * size) + size / 2).astype("float32"))
 
 
 def collate(items: list[dict[str, Tensor]], device: torch.device | str = "cpu") -> dict[str, Tensor]:
@@ -196,19 +206,22 @@ def random_vgg_files(cfg: Config):
 
 
 def bench_train_step(cfg: Config, device: torch.device, repeat: int, content: str, k: int = 8) -> dict[str, Any]:
-    """Seconds per meta-learning step at batch 1, K = k, with the offline or the (random-weight) VGG loss."""
+    """Seconds per meta-learning step at batch 1, K = k, with the offline or the (random-weight) VGG loss, or
+    the offline loss plus the dlib face terms ("offline+dlibface", the real pretrained weights)."""
     from .. import dist
     from ..models import build_networks
     from .meta import build_meta_state, meta_step
 
     cfg = replace(cfg, train=replace(cfg.train, k_shot=k, batch_size=1))
+    if content == "offline+dlibface":
+        cfg = replace(cfg, loss=replace(cfg.loss, face_network="dlib"))
     ctx = random_vgg_files(cfg) if content == "vgg" else contextlib.nullcontext(cfg)
     out: dict[str, Any] = {"k": k, "batch": 1, "content_loss": content}
     with ctx as run_cfg:
         torch.manual_seed(0)
         nets = build_networks(run_cfg, num_videos=2)
         state = build_meta_state(run_cfg, nets, dist.DistInfo(device=device))
-        if state.content_loss.mode != ("vgg" if content == "vgg" else "offline"):
+        if state.content_loss.mode != content:
             raise RuntimeError(f"expected the {content} content loss, got {state.content_loss.mode}")
         batch = collate([SyntheticEpisodes(run_cfg, num_episodes=1, k_shot=k)[0]], device)
         with peak_memory(device, out):
