@@ -78,7 +78,8 @@ def test_item_layout_and_ranges(root):
     ds = EpisodeDataset(root, k=4)
     assert len(ds) == ds.num_videos == 4 and ds.clip_ids == sorted(ds.clip_ids)
     item = ds[0]
-    assert set(item) == {"x_src", "y_src", "x_tgt", "y_tgt", "p_tgt", "video"}
+    assert set(item) == {"x_src", "y_src", "x_tgt", "y_tgt", "p_tgt", "video", "aug_seed"}
+    assert item["aug_seed"] == ds[0]["aug_seed"] != ds[1]["aug_seed"]  # a function of the episode
     assert item["p_tgt"].shape == (68, 2) and item["p_tgt"].dtype == torch.float32
     # the target's landmarks are the ones its landmark image was drawn from
     from talking_heads.landmarks.raster import rasterize, to_tensor

@@ -248,10 +248,10 @@ def test_learning_rate_set_on_resume_is_used(tmp_path):
     seen = {}
     real_step = meta.meta_step
 
-    def spy(state, batch, cfg):
+    def spy(state, batch, cfg, step=None):
         seen["g"] = {g["lr"] for g in state.opt_g.param_groups}
         seen["d"] = {g["lr"] for g in state.opt_d.param_groups}
-        return real_step(state, batch, cfg)
+        return real_step(state, batch, cfg, step)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(meta, "meta_step", spy)

@@ -32,6 +32,7 @@ class ModelConfig:
     generator_up_channels: tuple[int, ...] = (512, 256, 128, 64)  # G decoder AdaIN up blocks; each doubles H [LAB: 38M]
     generator_up_attention_at: tuple[int, ...] = (64,)  # G decoder self-attention resolutions
     spectral_norm: bool = True  # spectral norm on every conv and linear layer (paper: all networks)
+    embedder_activation: str = "relu"  # E's activation before the sum pool: "relu" (paper) or "leaky_relu" (0.2; e_hat may be negative)
 
 
 @dataclass
@@ -49,6 +50,9 @@ class LossConfig:
     identity_weight: float = 1.0  # weight of the identity term 1 - cos(descriptor(fake), descriptor(real))
     feature_matching_weight: float = 10.0  # weight of L_FM inside L_ADV
     match_loss: bool = True  # L_MCH on (FT variant) or off (FF variant)
+    match_weight: float | None = None  # L_MCH weight; None = the weight set's (v1 80, v2 10)
+    match_warmup_steps: int = 0  # L_MCH weight is 0 for this many steps (not in the paper; 0 = from step 1)
+    match_ramp_steps: int = 0  # then rises linearly to match_weight over this many steps (0 = at once)
     adversarial_weight: float = 1.0  # weight of -D(x_fake) in L_ADV
 
 
@@ -71,6 +75,12 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps between checkpoints
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the networks
+    init_w_from_data: bool = False  # before step 1: W_i := mean E output over K frames of video i with the initial E (not in the paper)
+    diffaugment: str = ""  # DiffAugment policy for every D call, e.g. "translation,cutout,color"; "" = off (paper)
+    lecam_weight: float = 0.0  # LeCam regularisation of D (0 = off, the paper); 0.3 in the LeCam paper's GAN
+    lecam_decay: float = 0.99  # decay of LeCam's moving averages of D's real / fake scores
+    probe_frames: int = 0  # frames held back at the end of every clip (never in episodes) for the identity probe
+    probe_every: int = 0  # steps between identity-probe log entries (nearest-centroid accuracy of e_hat); 0 = off
 
 
 @dataclass

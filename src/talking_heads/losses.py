@@ -65,9 +65,18 @@ def content_weights(loss_cfg: LossConfig) -> dict[str, float]:
     return dict(CONTENT_WEIGHTS[_weight_set(loss_cfg)])
 
 
-def match_loss_weight(loss_cfg: LossConfig) -> float:
-    """Weight of L_MCH: 80 (v1) or 10 (v2)."""
-    return MATCH_WEIGHTS[_weight_set(loss_cfg)]
+def match_loss_weight(loss_cfg: LossConfig, step: int | None = None) -> float:
+    """Weight of L_MCH: 80 (v1) or 10 (v2), or `loss.match_weight`; at meta-learning step `step` (1-based)
+    with the optional warm-up (0 for `match_warmup_steps`, then a linear ramp over `match_ramp_steps`)."""
+    w = MATCH_WEIGHTS[_weight_set(loss_cfg)] if loss_cfg.match_weight is None else float(loss_cfg.match_weight)
+    if step is None:
+        return w
+    warm, ramp = int(loss_cfg.match_warmup_steps), int(loss_cfg.match_ramp_steps)
+    if step <= warm:
+        return 0.0
+    if ramp > 0 and step < warm + ramp:
+        return w * (step - warm) / ramp
+    return w
 
 
 # --- adversarial pieces ------------------------------------------------------------------------------

@@ -54,13 +54,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, k=8, image_size: int | None = None, flip: bool = False,
                  seed: int = 0, identities: Iterable[str] | None = None,
                  exclude_identities: Iterable[str] | None = None, clip_ids: Iterable[str] | None = None,
-                 line_thickness: float | None = None):
+                 line_thickness: float | None = None, probe_frames: int | None = None):
         from ..config import Config
 
         if isinstance(k, Config):  # EpisodeDataset(root, cfg), as the training loop builds it
             cfg = k
             k, image_size, flip, seed = cfg.train.k_shot, cfg.model.image_size, cfg.train.flip, cfg.train.seed
             line_thickness = cfg.data.line_thickness if line_thickness is None else line_thickness
+            probe_frames = cfg.train.probe_frames if probe_frames is None else probe_frames
         if int(k) < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.root = Path(root)
@@ -87,6 +88,19 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.stored_size = self._stored_size()
         self.image_size = int(image_size or self.stored_size)
         self.epoch = 0
+        self.probe_frames = max(0, int(probe_frames or 0))
+
+    def train_indices(self, video: int) -> np.ndarray:
+        """Stored-frame indices episodes draw from: all but the last `probe_frames` (clips with fewer than
+        probe_frames + 2 frames keep all theirs and hold none back)."""
+        f = self.n_frames[video]
+        p = self.probe_frames if f >= self.probe_frames + 2 else 0
+        return np.arange(f - p)
+
+    def probe_indices(self, video: int) -> np.ndarray:
+        """The held-back frames of a clip (never a target or a source), for the identity probe."""
+        f = self.n_frames[video]
+        return np.arange(len(self.train_indices(video)), f)
 
     def _stored_size(self) -> int:
         settings = self.root / SETTINGS_FILE
@@ -110,12 +124,18 @@ class EpisodeDataset(torch.utils.data.Dataset):
         n = len(self.clip_ids)
         video, epoch = int(index) % n, self.epoch + int(index) // n
         rng = np.random.default_rng([self.seed, epoch, video])
-        f = self.n_frames[video]
+        f = len(self.train_indices(video))  # the usable frames are 0 .. f-1
         target = int(rng.integers(f))
         others = np.delete(np.arange(f), target)
         sources = rng.choice(others, size=self.k, replace=len(others) < self.k)
         flip = bool(self.flip and rng.random() < 0.5)
         return video, target, sources.astype(np.int64), flip
+
+    def aug_seed(self, index: int) -> int:
+        """A seed for the episode's DiffAugment transforms (train/augment.py), a function of the episode alone."""
+        n = len(self.clip_ids)
+        video, epoch = int(index) % n, self.epoch + int(index) // n
+        return int(np.random.default_rng([self.seed, epoch, video, 1]).integers(2**62))
 
     def _frame(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         img, p = self._image(clip_dir, i, points, flip)
@@ -163,4 +183,5 @@ class EpisodeDataset(torch.utils.data.Dataset):
         img, p_tgt = self._image(clip_dir, target, points, flip)
         x_tgt, y_tgt = to_tensor(img), to_tensor(rasterize(p_tgt, self.image_size, self.line_thickness))
         return {"x_src": torch.stack(xs), "y_src": torch.stack(ys), "x_tgt": x_tgt, "y_tgt": y_tgt,
-                "p_tgt": torch.from_numpy(p_tgt.astype(np.float32)), "video": torch.tensor(video, dtype=torch.int64)}
+                "p_tgt": torch.from_numpy(p_tgt.astype(np.float32)), "video": torch.tensor(video, dtype=torch.int64),
+                "aug_seed": torch.tensor(self.aug_seed(index), dtype=torch.int64)}

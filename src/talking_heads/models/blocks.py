@@ -234,6 +234,11 @@ class DownStack(nn.Module):
         return feats
 
 
-def sum_pool(h: Tensor) -> Tensor:
-    """ReLU, then global sum pooling over space (paper section 3; never max or average): (B,C,H,W) -> (B,C)."""
-    return F.relu(h).sum(dim=(2, 3))
+ACTIVATIONS = ("relu", "leaky_relu")
+
+
+def sum_pool(h: Tensor, activation: str = "relu") -> Tensor:
+    """ReLU (paper section 3; or LeakyReLU 0.2, an option of E), then global sum pooling over space (never max
+    or average): (B,C,H,W) -> (B,C)."""
+    h = F.relu(h) if activation == "relu" else F.leaky_relu(h, 0.2)
+    return h.sum(dim=(2, 3))

@@ -62,6 +62,7 @@ class SyntheticEpisodes(torch.utils.data.Dataset):
         rand = lambda *shape: torch.rand(*shape, generator=g) * 2 - 1  # noqa: E731
         return {"x_src": rand(k, 3, s, s), "y_src": rand(k, 3, s, s), "x_tgt": rand(3, s, s),
                 "y_tgt": rand(3, s, s), "p_tgt": neutral_landmarks(s),
+                "aug_seed": torch.tensor(self.seed * 100_003 + i, dtype=torch.int64),
                 "video": torch.tensor((i % self.n) % self.num_videos, dtype=torch.int64)}
 
 

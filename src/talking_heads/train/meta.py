@@ -17,6 +17,18 @@ Decisions (paper silent; [LAB] does the same):
   and the sampler position are restored, so a killed and resumed run equals an uninterrupted one.
   log.jsonl lines written after the checkpoint by the killed run are dropped.
 
+Options for a live embedder and data-efficient training (not in the paper; all off in the `paper` preset,
+each a named setting; ../shared/design/quality.md has the evidence):
+- `train.init_w_from_data`: before step 1, W_i := mean_k E(x_k, y_k) over the K source frames of one episode
+  of video i, computed with the *initial* E (`init_w_from_embedder`), so L_MCH starts at its fixed point
+  instead of pulling every e_hat onto a random U(-0.1, 0.1) row (the collapse of the v1 sample model);
+- `loss.match_weight`, `loss.match_warmup_steps`, `loss.match_ramp_steps`: L_MCH's weight and a warm-up
+  (0, then a linear ramp), logged as `mch_weight`;
+- `train.diffaugment`, `train.lecam_weight` (train/augment.py) for the discriminator;
+- `train.probe_frames` + `train.probe_every`: an identity probe (`identity_probe`) on frames held back from
+  every episode. Every log line also carries mean |e_hat| (`e_hat_abs`) and the fraction of exactly-zero
+  entries of e_hat (`e_hat_zero`).
+
 Run directory: log.jsonl (one JSON object of scalars per `log_every` steps), loss_curves.png (redrawn at
 every checkpoint, `curves.py`), samples/step_XXXXXXX.png (landmarks | ground truth | output, one row per
 episode), model/ (checkpoint.save_model_dir) and
@@ -81,6 +93,8 @@ class MetaState:
     opt_g: torch.optim.Optimizer  # E and G (incl. P)
     opt_d: torch.optim.Optimizer  # V, W, w0, b
     content_loss: nn.Module
+    augment: Any = None  # augment.DiffAugment, or None (train.diffaugment = "")
+    lecam: Any = None  # augment.LeCam, or None (train.lecam_weight = 0)
 
 
 def build_optimizers(networks, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
@@ -107,11 +121,19 @@ def build_meta_state(cfg: Config, networks, info: dist.DistInfo, content_loss: n
         content_loss = ContentLoss(cfg)
     content_loss = content_loss.to(info.device).eval()
     steps.set_requires_grad([content_loss], False)
-    return MetaState(networks, eg, d, opt_g, opt_d, content_loss)
+    from .augment import DiffAugment, LeCam
+
+    augment = DiffAugment(cfg.train.diffaugment) or None
+    lecam = LeCam(cfg.train.lecam_decay) if cfg.train.lecam_weight > 0 else None
+    return MetaState(networks, eg, d, opt_g, opt_d, content_loss, augment, lecam)
 
 
-def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config) -> tuple[dict[str, float], Tensor]:
-    """One E/G update and `d_steps_per_g_step` D updates on one batch of episodes. Returns (logs, x_fake)."""
+def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config,
+              step: int | None = None) -> tuple[dict[str, float], Tensor]:
+    """One E/G update and `d_steps_per_g_step` D updates on one batch of episodes. Returns (logs, x_fake).
+    `step` (1-based) sets the L_MCH warm-up; None = the full weight."""
+    from ..losses import match_loss_weight
+
     x_src, y_src = batch["x_src"], batch["y_src"]  # B,K,3,H,W
     x_tgt, y_tgt, video = batch["x_tgt"], batch["y_tgt"], batch["video"]  # B,3,H,W ; B
     device = x_tgt.device
@@ -120,17 +142,83 @@ def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config) -> tup
     with steps.autocast(device, amp):
         x_fake, e_hat = state.eg(x_src, y_src, y_tgt)
     match = (e_hat, disc.video_embedding(video).detach()) if cfg.loss.match_loss else None
+    w_mch = match_loss_weight(cfg.loss, step)
     logs = steps.generator_step(x_fake=x_fake, x_real=x_tgt, y=y_tgt, video=video, discriminator=disc,
                                 content_loss=state.content_loss, optimizer=state.opt_g, loss_cfg=cfg.loss,
-                                match=match, amp=amp, points=batch.get("p_tgt"))
+                                match=match, amp=amp, points=batch.get("p_tgt"), augment=_augment(state, batch, 0),
+                                match_weight=w_mch)
     x_fake = x_fake.detach()
     d_logs: dict[str, float] = {}
-    for _ in range(cfg.train.d_steps_per_g_step):
+    for call in range(cfg.train.d_steps_per_g_step):
         d_logs = steps.discriminator_step(x_real=x_tgt, x_fake=x_fake, y=y_tgt, video=video,
-                                          discriminator=state.d, optimizer=state.opt_d, amp=amp)
+                                          discriminator=state.d, optimizer=state.opt_d, amp=amp,
+                                          augment=_augment(state, batch, 1 + call), lecam=state.lecam,
+                                          lecam_weight=cfg.train.lecam_weight)
     logs.update(d_logs)
-    logs["e_hat_abs"] = float(e_hat.detach().abs().mean())  # 0 = the embedder collapsed (all final ReLUs dead)
+    e = e_hat.detach()
+    logs["e_hat_abs"] = float(e.abs().mean())  # 0 = the embedder collapsed (all final ReLUs dead)
+    logs["e_hat_zero"] = float((e == 0).float().mean())  # fraction of exactly-zero entries
+    if cfg.loss.match_loss:
+        logs["mch_weight"] = float(w_mch)
     return logs, x_fake
+
+
+def _augment(state: MetaState, batch: Mapping[str, Tensor], call: int):
+    """The DiffAugment of one discriminator call of a step: each episode's transform from its `aug_seed` and
+    the call's number (the G step and each D step see different transforms); None when augmentation is off."""
+    if state.augment is None:
+        return None
+    seeds = batch.get("aug_seed")
+    if seeds is None:
+        return state.augment
+    seeds = seeds.detach().cpu().long() * 16 + call
+    return lambda images, y: state.augment(images, y, seeds)
+
+
+@torch.no_grad()
+def init_w_from_embedder(networks, dataset, device: torch.device) -> None:
+    """W_i := mean_k E(x_k, y_k) over the K source frames of episode i (= video i) of `dataset`, with the
+    current E in eval mode (no spectral-norm power iteration, so E's state is untouched)."""
+    emb = networks.embedder
+    was_training = emb.training
+    emb.eval()
+    table = networks.discriminator.W.weight
+    for i in range(int(dataset.num_videos)):
+        item = dataset[i]
+        e = emb(item["x_src"].to(device), item["y_src"].to(device))  # K,N
+        table[int(item["video"])] = e.mean(0).to(table)
+    emb.train(was_training)
+
+
+@torch.no_grad()
+def identity_probe(embedder, dataset, device: torch.device) -> float | None:
+    """Nearest-centroid accuracy of e_hat over identities on frames never used in episodes: per identity a
+    centroid of e_hat over K episode frames of each of its videos, per video a query e_hat over its held-back
+    probe frames; the fraction of queries whose nearest centroid (Euclidean) is their own identity. Chance is
+    1 / number of identities. None when the dataset holds no probe frames."""
+    probe = getattr(dataset, "probe_indices", None)
+    if probe is None:
+        return None
+    was_training = embedder.training
+    embedder.eval()
+    centroids: dict[str, list[Tensor]] = {}
+    queries: list[tuple[str, Tensor]] = []
+    for v in range(dataset.num_videos):
+        held = probe(v)
+        if not len(held):
+            continue
+        ident = dataset.identities[v]
+        seen = dataset.clip_frames(v, dataset.train_indices(v)[:dataset.k])
+        centroids.setdefault(ident, []).append(embedder(seen["x"].to(device), seen["y"].to(device)).mean(0))
+        q = dataset.clip_frames(v, held)
+        queries.append((ident, embedder(q["x"].to(device), q["y"].to(device)).mean(0)))
+    embedder.train(was_training)
+    if len(centroids) < 2 or not queries:
+        return None
+    names = sorted(centroids)
+    c = torch.stack([torch.stack(centroids[n]).mean(0) for n in names])  # I,N
+    hits = [names[int(torch.cdist(q[None], c).argmin())] == ident for ident, q in queries]
+    return float(np.mean(hits))
 
 
 # --- run directory ----------------------------------------------------------------------------------
@@ -201,6 +289,7 @@ def save_checkpoint(run_dir: Path, cfg: Config, state: MetaState, info: dist.Dis
             "sampler": dict(sampler_state),
             "rng": rngs,
             "world_size": info.world_size,
+            **({"lecam": state.lecam.state_dict()} if state.lecam is not None else {}),
         })
         checkpoint.save_model_dir(run_dir / MODEL_DIR, cfg, state.networks, num_videos=num_videos,
                                   content_loss=state.content_loss.mode, step=step)
@@ -221,6 +310,8 @@ def _restore(run_dir: Path, state: MetaState, info: dist.DistInfo, cfg: Config) 
         checkpoint.load_module(run_dir / MODEL_DIR, name, getattr(state.networks, name))
     state.opt_g.load_state_dict(ts["optimizers"]["generator"])
     state.opt_d.load_state_dict(ts["optimizers"]["discriminator"])
+    if state.lecam is not None and "lecam" in ts:
+        state.lecam.load_state_dict(ts["lecam"])
     # load_state_dict brings back the saved learning rates and betas; the run's config (with any --set given on
     # resume) is the one source of truth, so it wins
     for opt, lr in ((state.opt_g, cfg.train.lr_generator), (state.opt_d, cfg.train.lr_discriminator)):
@@ -300,6 +391,9 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
         sampler.load_state(sampler_state)
         log.info("resuming %s at step %d of %d", run_dir, start, cfg.train.steps)
     else:
+        if cfg.train.init_w_from_data:
+            init_w_from_embedder(networks, dataset, info.device)
+            log.info("W initialised from the initial embedder's output on one episode per video")
         seed_everything(cfg.train.seed + info.rank)  # per-rank streams for anything random after init
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -330,18 +424,24 @@ def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dat
     with open(run_dir / LOG_FILE, "a") if info.is_main else _null() as log_file:
         for step in range(start + 1, total + 1):
             batch = {k: v.to(info.device, non_blocking=True) for k, v in next(batches).items()}
-            logs, x_fake = meta_step(state, batch, cfg)
+            logs, x_fake = meta_step(state, batch, cfg, step)
             if not all(math.isfinite(v) for v in logs.values()):
                 raise FloatingPointError(f"non-finite loss at step {step}: {logs}")
             bar.update(1)
             bar.set_postfix(g=f"{logs['g_total']:.3f}", d=f"{logs.get('d_loss', float('nan')):.3f}", refresh=False)
             out_of_time = deadline is not None and dist.any_true(time.monotonic() > deadline, info.device)
             last = step == total or out_of_time
-            if step % t.log_every == 0 or last:
+            probe = t.probe_every > 0 and (step % t.probe_every == 0 or last) and info.is_main
+            if step % t.log_every == 0 or last or probe:
                 logs = dist.all_reduce_mean(logs, info.device)
                 now = time.perf_counter()
                 record = {"step": step, "epoch": sampler.state_after(step - start - 1)["epoch"],
                           "sec_per_step": (now - t0) / (step - last_step), **logs}
+                if probe:
+                    acc = identity_probe(state.networks.embedder, dataset, info.device)
+                    if acc is not None:
+                        record["id_probe_acc"] = acc
+                        record["id_probe_chance"] = 1.0 / len(set(dataset.identities))
                 t0, last_step = now, step
                 if info.is_main and logs.get("e_hat_abs", 1.0) == 0.0 and not collapse_warned:
                     collapse_warned = True

@@ -24,6 +24,9 @@ Decisions (the paper is silent):
   as in [LAB]; W learns from the hinge loss alone.
 - All losses are means over the batch, so a DDP step over ranks equals one step over the global batch.
 - bf16 autocast wraps the forwards on CUDA only (and only when `amp`); backward runs outside it.
+- Optional (not in the paper, train/augment.py): `augment` (DiffAugment) transforms real and fake frames and
+  their landmark image with one sampled transform per sample before *every* discriminator call, in both
+  steps (the content loss sees the un-augmented frames); `lecam` adds the LeCam penalty to L_DSC.
 """
 
 from __future__ import annotations
@@ -61,20 +64,24 @@ def generator_step(
     match: tuple[Tensor, Tensor] | None = None,
     amp: bool = True,
     points: Tensor | None = None,
+    augment=None,
+    match_weight: float | None = None,
 ) -> dict[str, float]:
     """One update of the generator side: E and G (incl. P) in meta-learning, G and psi' in fine-tuning.
 
     x_fake (B,3,H,W) must carry the graph of the generator forward; x_real, y (B,3,H,W); video (B,) or None;
     `discriminator` is called as `discriminator(x, y, video) -> (score (B,), features)` and is not updated;
     `match` = (e_hat (B,N), W_i (B,N)) adds L_MCH (meta-learning with cfg.match_loss only); `points` (B,68,2)
-    are x_real's landmarks, for the content loss's face terms (`loss.face_network`).
+    are x_real's landmarks, for the content loss's face terms (`loss.face_network`); `match_weight` overrides
+    the L_MCH weight of the config (meta-learning passes the warm-up schedule's value for its step).
     Returns the scalar losses (floats) for the log.
     """
     params = optimizer_params(optimizer)
     with autocast(x_fake.device, amp):
+        (d_real, d_fake), d_y = augment([x_real, x_fake], y) if augment else ((x_real, x_fake), y)
         with torch.no_grad():
-            _, feats_real = discriminator(x_real, y, video)
-        score_fake, feats_fake = discriminator(x_fake, y, video)
+            _, feats_real = discriminator(d_real, d_y, video)
+        score_fake, feats_fake = discriminator(d_fake, d_y, video)
         l_cnt = content_loss(x_fake, x_real, points)
         l_adv = L.adversarial_generator_loss(score_fake)
         l_fm = L.feature_matching_loss(feats_real, feats_fake)
@@ -83,7 +90,8 @@ def generator_step(
                 **{f"g_{k}": v for k, v in getattr(content_loss, "terms", {}).items()}}
         if match is not None:
             l_mch = L.match_loss(*match)
-            total = total + L.match_loss_weight(loss_cfg) * l_mch  # 80 (v1) / 10 (v2)
+            w_mch = L.match_loss_weight(loss_cfg) if match_weight is None else match_weight  # 80 (v1) / 10 (v2)
+            total = total + w_mch * l_mch
             logs["g_mch"] = l_mch
     optimizer.zero_grad(set_to_none=True)
     total.backward(inputs=params)
@@ -101,13 +109,18 @@ def discriminator_step(
     discriminator: nn.Module,
     optimizer: torch.optim.Optimizer,
     amp: bool = True,
+    augment=None,
+    lecam=None,
+    lecam_weight: float = 0.0,
 ) -> dict[str, float]:
     """One hinge update of D (V, W, w0, b in meta-learning; V, w', b in fine-tuning) on real vs x_fake.detach().
 
-    `discriminator` may be DDP-wrapped (it is called once per step, on the concatenated batch).
+    `discriminator` may be DDP-wrapped (it is called once per step, on the concatenated batch). `augment`:
+    DiffAugment (same transform for a sample's real and fake); `lecam` (augment.LeCam) with `lecam_weight`.
     """
     params = optimizer_params(optimizer)
     b = x_real.shape[0]
+    (x_real, x_fake), y = augment([x_real, x_fake.detach()], y) if augment else ((x_real, x_fake), y)
     x = torch.cat([x_real, x_fake.detach()])  # 2B,3,H,W
     yy = torch.cat([y, y])
     vv = None if video is None else torch.cat([video, video])
@@ -115,11 +128,18 @@ def discriminator_step(
         score, _ = discriminator(x, yy, vv)  # 2B
         score_real, score_fake = score[:b], score[b:]
         loss = L.hinge_discriminator_loss(score_real, score_fake)
+        logs = {}
+        if lecam is not None and lecam_weight > 0:
+            penalty = lecam.penalty(score_real, score_fake)
+            loss = loss + lecam_weight * penalty
+            logs["d_lecam"] = float(penalty.detach())
     optimizer.zero_grad(set_to_none=True)
     loss.backward(inputs=params)
     optimizer.step()
+    if lecam is not None and lecam_weight > 0:
+        lecam.update(score_real, score_fake)
     return {"d_loss": float(loss.detach()), "d_real": float(score_real.detach().float().mean()),
-            "d_fake": float(score_fake.detach().float().mean())}
+            "d_fake": float(score_fake.detach().float().mean()), **logs}
 
 
 def set_requires_grad(modules: Iterable[nn.Module], flag: bool) -> None:
