@@ -1,5 +1,6 @@
-# The README's commands. `make demo` sets everything up and runs the main job; `make test` sets everything
-# up and runs the test suite (CI calls it through .ci/run). torch==2.13.0 is installed first and every later
+# The README's commands. `make demo` sets everything up and runs the main job; `make web` sets everything up
+# and starts the web app (open the address it prints; WEB_ARGS="--port 8000" passes options); `make test` sets
+# everything up and runs the test suite (CI calls it through .ci/run). torch==2.13.0 is installed first and every later
 # pip call is constrained to it, so no dependency can replace it with a CUDA build.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo web bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +28,9 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/talking-heads demo --out outputs/demo
+
+web: setup
+	$(VENV)/bin/talking-heads web $(WEB_ARGS)
 
 bench: setup
 	$(VENV)/bin/talking-heads bench --preset tiny --preset sample

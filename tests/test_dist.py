@@ -62,7 +62,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _one_step(batch_size: int, info: dist.DistInfo) -> dict[str, torch.Tensor]:
+OPTIONS = ["train.diffaugment=translation,cutout,color", "train.lecam_weight=0.3",
+           "model.embedder_activation=leaky_relu", "loss.match_weight=1.0"]
+
+
+def _one_step(batch_size: int, info: dist.DistInfo, options: bool = False) -> dict[str, torch.Tensor]:
     """Build tiny networks (seed 0), take this rank's share of global batch 0, run one meta step.
 
     Returns parameters and buffers after the step ("p:" keys) and the gradients of that step ("g:" keys:
@@ -77,7 +81,8 @@ def _one_step(batch_size: int, info: dist.DistInfo) -> dict[str, torch.Tensor]:
     from talking_heads.train import meta
     from talking_heads.train.bench import SyntheticEpisodes, collate
 
-    cfg = apply_overrides(preset("tiny"), [f"train.batch_size={batch_size}", "train.d_steps_per_g_step=1"])
+    cfg = apply_overrides(preset("tiny"), [f"train.batch_size={batch_size}", "train.d_steps_per_g_step=1",
+                                           *(OPTIONS if options else [])])
     torch.manual_seed(0)
     nets = build_networks(cfg, num_videos=2)
     for name in checkpoint.NETWORK_NAMES:
@@ -96,14 +101,14 @@ def _one_step(batch_size: int, info: dist.DistInfo) -> dict[str, torch.Tensor]:
     return out
 
 
-def _worker(rank: int, world: int, port: int, path: str) -> None:
+def _worker(rank: int, world: int, port: int, path: str, options: bool = False) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     info = dist.init("cpu")
     try:
         assert info.world_size == world and dist.world_size() == world
-        result = _one_step(1, info)
+        result = _one_step(1, info, options)
         gathered = dist.all_gather_object({k: v for k, v in result.items()})
         if rank == 0:
             for other in gathered[1:]:  # every rank holds the same parameters after the step
@@ -115,13 +120,14 @@ def _worker(rank: int, world: int, port: int, path: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_equal_single_process(tmp_path, monkeypatch):
+@pytest.mark.parametrize("options", [False, True], ids=["paper", "diffaugment+lecam+leaky"])
+def test_ddp_two_processes_equal_single_process(tmp_path, monkeypatch, options):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)
     path = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(2, _free_port(), path), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), path, options), nprocs=2, join=True)
     ddp = torch.load(path, weights_only=True)
-    single = _one_step(2, dist.DistInfo())
+    single = _one_step(2, dist.DistInfo(), options)
     assert ddp.keys() == single.keys()
     # DDP's averaged gradients = the global batch's (tolerance relative to each network's largest gradient)
     scale = {n: max(float(v.abs().max()) for k, v in single.items() if k.startswith(f"g:{n}."))

@@ -138,9 +138,15 @@ class LeCam:
                 + F.relu(self.ema_real - score_fake.float()).pow(2).mean())
 
     def update(self, score_real: Tensor, score_fake: Tensor) -> None:
+        """Move the averages towards this step's mean scores (over the global batch under DDP, so every rank
+        keeps the same averages as a single process would)."""
+        means = torch.stack([score_real.detach().float().mean(), score_fake.detach().float().mean()])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(means)
+            means = means / torch.distributed.get_world_size()
         d = self.decay
-        self.ema_real = d * self.ema_real + (1 - d) * float(score_real.detach().float().mean())
-        self.ema_fake = d * self.ema_fake + (1 - d) * float(score_fake.detach().float().mean())
+        self.ema_real = d * self.ema_real + (1 - d) * float(means[0])
+        self.ema_fake = d * self.ema_fake + (1 - d) * float(means[1])
 
     def state_dict(self) -> dict[str, float]:
         return {"ema_real": self.ema_real, "ema_fake": self.ema_fake, "decay": self.decay}
