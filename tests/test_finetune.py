@@ -126,3 +126,90 @@ def test_finetune_with_face_terms_uses_the_frames_landmarks(shared_data):
     ids = [h["g_cnt_id"] for h in result.history]
     assert all("g_cnt_face" in h for h in result.history)
     assert np.mean(ids[-5:]) < np.mean(ids[:5])
+
+
+def test_few_shot_copies_move_frame_and_landmarks_together():
+    """A bright dot drawn at a landmark stays on that landmark through flip, scale and shift (the flip
+    re-indexes: the dot at the right eye corner 45 ends up at the mirrored image's point 36)."""
+    import numpy as np
+
+    from talking_heads.landmarks.motions import FaceControls, face_landmarks
+    from talking_heads.train.augment import few_shot_copies
+
+    s = 64
+    p = face_landmarks(FaceControls())
+    p = torch.from_numpy(((p - p.mean(0)) * 0.3 * s + s / 2).astype(np.float32))[None].repeat(16, 1, 1)
+    x = -torch.ones(16, 3, s, s)
+    cx, cy = (int(round(float(v))) for v in p[0, 45])
+    x[:, :, cy - 1:cy + 2, cx - 1:cx + 2] = 1.0
+    g = torch.Generator().manual_seed(0)
+    xa, ya, pa = few_shot_copies(x, p, g)
+    assert xa.shape == ya.shape == (16, 3, s, s) and pa.shape == (16, 68, 2)
+    flipped = 0
+    for i in range(16):
+        bright = (xa[i, 0] > 0).nonzero().float()
+        centre = bright.mean(0).flip(0)  # (x, y)
+        near45, near36 = (centre - pa[i, 45]).norm(), (centre - pa[i, 36]).norm()
+        assert min(near45, near36) < 1.0, i
+        flipped += int(near36 < near45)
+    assert 0 < flipped < 16  # both flipped and unflipped copies were drawn
+    from talking_heads.landmarks.raster import rasterize_tensor
+
+    torch.testing.assert_close(ya, rasterize_tensor(pa.numpy(), s))
+
+
+def test_step_budget_psi_rate_and_ema(setup):
+    cfg, nets, x, y = setup
+    from talking_heads.train.bench import neutral_landmarks
+
+    pts = neutral_landmarks(cfg.model.image_size)[None].repeat(3, 1, 1)
+    budget = apply_overrides(cfg, ["finetune.steps=5", "finetune.batch_size=4", "finetune.augment=true",
+                                   "finetune.lr_psi=1e-2"])
+    seen = {}
+    real_step = ft.finetune_step
+
+    def spy(g, d, opt_g, opt_d, loss, xb, yb, c, amp, pb=None):
+        seen.setdefault("shapes", []).append(tuple(xb.shape))
+        seen["lrs"] = sorted(group["lr"] for group in opt_g.param_groups)
+        return real_step(g, d, opt_g, opt_d, loss, xb, yb, c, amp, pb)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ft, "finetune_step", spy)
+    try:
+        result = ft.finetune(nets, x, y, budget, progress=False, points=pts)
+    finally:
+        mp.undo()
+    assert len(result.history) == 5 and seen["shapes"] == [(4, 3, 32, 32)] * 5  # 4 draws from T=3 frames
+    assert seen["lrs"] == [budget.finetune.lr_generator, 1e-2]
+    assert len(ft.finetune(nets, x, y, budget, epochs=2, progress=False, points=pts).history) == 2  # epochs win
+    with pytest.raises(ValueError, match="landmarks"):
+        ft.finetune(nets, x, y, budget, progress=False)
+    plain = ft.finetune(nets, x, y, apply_overrides(cfg, ["finetune.steps=5"]), progress=False)
+    smooth = ft.finetune(nets, x, y, apply_overrides(cfg, ["finetune.steps=5", "finetune.ema=0.5"]), progress=False)
+    assert not torch.equal(plain.psi, smooth.psi)
+    start = ft.initial_psi(nets.generator, plain.e_new)
+    # the average lies between the start and the last iterate along the path taken
+    assert (smooth.psi - start).norm() < (plain.psi - start).norm()
+
+
+def test_recipe_on_a_real_photo_lowers_the_identity_loss(shared_data):
+    import numpy as np
+
+    from talking_heads.data.faces import prepare_photo
+    from talking_heads.landmarks.raster import rasterize_tensor, to_tensor
+    from talking_heads.models import build_networks
+
+    cfg = apply_overrides(preset("tiny"), ["loss.face_network=dlib", "finetune.steps=30", "finetune.augment=true",
+                                           "finetune.lr_generator=1e-3", "finetune.lr_psi=1e-2", "finetune.ema=0.9"])
+    torch.manual_seed(0)
+    nets = build_networks(cfg, num_videos=3)
+    crop = prepare_photo(shared_data / "photos" / "lp_source_s9.jpg", cfg.model.image_size)
+    x = to_tensor(crop.image)[None]
+    y = rasterize_tensor(crop.landmarks[None], cfg.model.image_size, cfg.data.line_thickness)
+    points = torch.from_numpy(np.asarray(crop.landmarks, np.float32))[None]
+    result = ft.finetune(nets, x, y, cfg, progress=False, points=points)
+    ids = [h["g_cnt_id"] for h in result.history]
+    assert np.mean(ids[-5:]) < np.mean(ids[:5])
+    with torch.no_grad():
+        out = result.generator(y, result.psi)
+    assert out.min() >= -1 and out.max() <= 1 and torch.isfinite(out).all()

@@ -92,6 +92,10 @@ class FinetuneConfig:
     lr_generator: float = 5e-5  # Adam learning rate for G and psi'
     lr_discriminator: float = 2e-4  # Adam learning rate for V, w', b
     d_steps_per_g_step: int = 2  # discriminator updates per G update
+    steps: int = 0  # G' updates instead of epochs (0 = the paper's epochs x batches; an explicit epochs argument wins)
+    augment: bool = False  # batches of augmented copies of the T frames: flip, +-5 % scale, +-4 % shift (not in the paper)
+    lr_psi: float | None = None  # learning rate of psi' (None = lr_generator, the paper)
+    ema: float = 0.0  # decay of an exponential moving average of G' and psi', used as the result (0 = off, the paper)
 
 
 @dataclass

@@ -153,3 +153,40 @@ class LeCam:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.ema_real, self.ema_fake = float(state["ema_real"]), float(state["ema_fake"])
+
+
+# --- few-shot fine-tuning: augmented copies of the T frames ----------------------------------------------
+
+def few_shot_copies(x: Tensor, points: Tensor, generator: torch.Generator, *, flip: bool = True,
+                    scale: float = 0.05, shift: float = 0.04, thickness: float | None = None
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """Augmented copies of few-shot frames for fine-tuning (not in the paper; `finetune.augment`): per copy a
+    random horizontal flip (landmarks mirrored and re-indexed, so point i stays iBUG point i), a scale in
+    [1 - scale, 1 + scale] and a shift of up to `shift` of the side, identical on the frame and its
+    landmarks; the landmark image is drawn again from the moved points. x (B,3,S,S) in [-1,1], points
+    (B,68,2) px -> (x', y', points'). Border pixels are replicated, as the crops are."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    from ..landmarks.raster import flip_landmarks, rasterize_tensor
+
+    b, _, h, w = x.shape
+    u = torch.rand(b, 4, generator=generator)
+    s = 1 + scale * (2 * u[:, 0] - 1)  # B
+    t = shift * (2 * u[:, 1:3] - 1) * torch.tensor([w, h])  # B,2 px
+    mirror = (u[:, 3] < 0.5) & flip
+    p = points.detach().cpu().double().numpy().copy()
+    for i in np.flatnonzero(mirror.numpy()):
+        p[i] = flip_landmarks(p[i], w)
+    x = torch.where(mirror.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
+    c = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64)
+    # output pixel q shows input pixel c + (q - c - t) / s; points move p -> c + s (p - c) + t
+    p = (c + s.double().view(b, 1, 1) * (torch.from_numpy(p) - c) + t.double().view(b, 1, 2)).float()
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1] = 1 / s, 1 / s
+    theta[:, 0, 2] = -2 * t[:, 0] / (s * w)
+    theta[:, 1, 2] = -2 * t[:, 1] / (s * h)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    y = rasterize_tensor(p.numpy(), w, thickness).to(x)
+    return x, y, p.to(points.device)

@@ -11,6 +11,12 @@ Given T frames x (T,3,H,W) of a new person with landmark images y (T,3,H,W) and 
   batches of min(T, cfg.finetune.batch_size). No learning-rate schedule [P].
 The updates are `steps.generator_step` / `steps.discriminator_step`, the same functions meta-learning uses.
 
+Options beyond the paper (`FinetuneConfig`; the defaults are the paper's recipe): a step budget
+(`steps`) instead of epochs, batches of augmented copies of the T frames (`augment`: flip with re-indexed
+landmarks, +-5 % scale, +-4 % shift, identical on x and y), a learning rate of its own for psi' (`lr_psi`),
+and an exponential moving average of G' and psi' as the result (`ema`). With `loss.face_network = "dlib"`
+the content loss also holds an identity term against the T frames themselves.
+
 The caller's networks are never modified: G and D' are copies; E and P are only read (in eval mode, so
 not even the spectral-norm power iteration touches their buffers).
 """
@@ -82,17 +88,19 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
     """Fine-tune a personalised G' and D' on T frames (paper section 6). See the module docstring.
 
     networks: models.Networks of a meta-learned model (on the device to use); x, y: (T,3,H,W) in [-1,1] on
-    that device. `epochs` overrides cfg.finetune.epochs. `seed` fixes the batch order. `points` (T,68,2):
-    the frames' landmarks, needed by the content loss's face terms (`loss.face_network`).
+    that device. `epochs` overrides cfg.finetune.epochs (and the step budget). `seed` fixes the batch order and
+    the augmentations. `points` (T,68,2): the frames' landmarks, needed by the content loss's face terms
+    (`loss.face_network`) and by `finetune.augment`.
     """
     from tqdm import tqdm
 
     ft = cfg.finetune
-    epochs = ft.epochs if epochs is None else epochs
     device = x.device
     amp = cfg.train.amp
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"x and y must both be (T,3,H,W); got {tuple(x.shape)} and {tuple(y.shape)}")
+    if ft.augment and points is None:
+        raise ValueError("finetune.augment needs the frames' landmarks (points)")
     if content_loss is None:
         from ..losses import ContentLoss
 
@@ -103,30 +111,91 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
     e_new = embed_frames(networks.embedder, x, y, chunk=max(1, ft.batch_size))  # 1,N
     g_person = PersonGenerator(copy.deepcopy(networks.generator), initial_psi(networks.generator, e_new)).train()
     d_person = networks.discriminator.single_person(e_new.detach()).to(device).train()
+    opt_g, opt_d = _optimizers(g_person, d_person, cfg)
+    ema = _Ema(g_person, ft.ema) if ft.ema > 0 else None
 
-    projection = {id(p) for p in g_person.generator.projection.parameters()}
-    g_params = [p for p in g_person.parameters() if id(p) not in projection]  # G's generic weights + psi'
-    opt_g = torch.optim.Adam(g_params, lr=ft.lr_generator, betas=tuple(cfg.train.betas))
-    opt_d = torch.optim.Adam(d_person.parameters(), lr=ft.lr_discriminator, betas=tuple(cfg.train.betas))
-
-    t = x.shape[0]
-    bs = min(t, ft.batch_size)
-    per_epoch = -(-t // bs)
-    order_rng = torch.Generator().manual_seed(seed)
+    batches = _batches(x, y, points, cfg, epochs, seed)
     history: list[dict[str, float]] = []
-    bar = tqdm(total=epochs * per_epoch, unit="step", desc="fine-tuning", disable=not progress, dynamic_ncols=True)
-    for epoch in range(epochs):
-        order = torch.randperm(t, generator=order_rng).to(device)
-        for i in range(0, t, bs):
-            idx = order[i:i + bs]
-            logs = finetune_step(g_person, d_person, opt_g, opt_d, content_loss, x[idx], y[idx], cfg, amp,
-                                 None if points is None else points[idx.cpu()])
-            history.append({"epoch": epoch, **logs})
-            bar.update(1)
-            bar.set_postfix(g=f"{logs['g_total']:.3f}", d=f"{logs.get('d_loss', float('nan')):.3f}", refresh=False)
+    bar = tqdm(total=len(batches), unit="step", desc="fine-tuning", disable=not progress, dynamic_ncols=True)
+    for epoch, make in batches:
+        xb, yb, pb = make()
+        logs = finetune_step(g_person, d_person, opt_g, opt_d, content_loss, xb, yb, cfg, amp, pb)
+        if ema is not None:
+            ema.update(g_person)
+        history.append({"epoch": epoch, **logs})
+        bar.update(1)
+        bar.set_postfix(g=f"{logs['g_total']:.3f}", d=f"{logs.get('d_loss', float('nan')):.3f}", refresh=False)
     bar.close()
+    if ema is not None:
+        ema.copy_to(g_person)
     return FinetuneResult(generator=g_person.generator, psi=g_person.psi.detach(), discriminator=d_person,
                           e_new=e_new, history=history)
+
+
+def _optimizers(g_person: PersonGenerator, d_person: nn.Module, cfg: Config):
+    """Adam for G' (generic G weights + psi', P excluded; psi' at `finetune.lr_psi` when set) and for D'."""
+    ft = cfg.finetune
+    projection = {id(p) for p in g_person.generator.projection.parameters()}
+    generic = [p for p in g_person.generator.parameters() if id(p) not in projection]
+    groups = [{"params": generic, "lr": ft.lr_generator},
+              {"params": [g_person.psi], "lr": ft.lr_generator if ft.lr_psi is None else ft.lr_psi}]
+    opt_g = torch.optim.Adam(groups, lr=ft.lr_generator, betas=tuple(cfg.train.betas))
+    opt_d = torch.optim.Adam(d_person.parameters(), lr=ft.lr_discriminator, betas=tuple(cfg.train.betas))
+    return opt_g, opt_d
+
+
+def _batches(x: Tensor, y: Tensor, points: Tensor | None, cfg: Config, epochs: int | None, seed: int):
+    """[(epoch, make_batch)] of the whole run. The paper's recipe (no step budget, or `epochs` given):
+    `epochs` shuffled passes over the T frames in batches of min(T, batch_size). With `finetune.steps`: that
+    many batches of `batch_size` frames drawn from the T frames (with repetition when T is smaller: at T = 1
+    a batch is copies of the one photo). With `finetune.augment` every drawn frame is an augmented copy."""
+    from .augment import few_shot_copies
+
+    ft = cfg.finetune
+    t = x.shape[0]
+    order_rng = torch.Generator().manual_seed(seed)
+    aug_rng = torch.Generator().manual_seed(seed + 1)
+    plan: list[tuple[int, Tensor]] = []
+    if ft.steps > 0 and epochs is None:
+        for i in range(ft.steps):
+            plan.append((i * max(1, ft.batch_size) // t, torch.randint(t, (max(1, ft.batch_size),), generator=order_rng)))
+    else:
+        bs = min(t, ft.batch_size)
+        for epoch in range(ft.epochs if epochs is None else epochs):
+            order = torch.randperm(t, generator=order_rng)
+            plan += [(epoch, order[i:i + bs]) for i in range(0, t, bs)]
+
+    def maker(idx: Tensor):
+        def make():
+            dev_idx = idx.to(x.device)
+            pb = None if points is None else points[idx]
+            if not ft.augment:
+                return x[dev_idx], y[dev_idx], pb
+            return few_shot_copies(x[dev_idx], pb, aug_rng, thickness=cfg.data.line_thickness)
+        return make
+
+    return [(epoch, maker(idx)) for epoch, idx in plan]
+
+
+class _Ema:
+    """Exponential moving average of G' (generic weights and psi')."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        if not 0 < decay < 1:
+            raise ValueError(f"finetune.ema must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            if v.is_floating_point():
+                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, module: nn.Module) -> None:
+        module.load_state_dict(self.shadow)
 
 
 def finetune_step(g_person: PersonGenerator, d_person: nn.Module, opt_g, opt_d, content_loss: nn.Module,
