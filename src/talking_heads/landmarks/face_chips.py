@@ -1,7 +1,8 @@
 """Aligned face chips for the face-identity network, differentiable (dlib's `get_face_chip_details` in torch).
 
 dlib aligns a face for its recognition ResNet with `get_face_chip_details(shape, size=150, padding=0.25)`
-(`dlib/image_transforms/interpolation.h`): a least-squares similarity transform (Umeyama) from a template of
+(`dlib/image_transforms/interpolation.h`): a least-squares similarity transform (Umeyama; the project's
+`adaptation.fit_similarity`) from a template of
 mean landmark positions to 51 of the 68 points (eyebrows and lower lip left out), then `extract_image_chip`,
 which maps chip pixel (0, 0) to the rotated top-left corner of the chip rectangle and (size-1, size-1) to
 its bottom-right, i.e.
@@ -54,46 +55,27 @@ def template(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray
     return (padding + xy) / (2 * padding + 1) * size
 
 
-def similarity_transform(src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor]:
-    """Umeyama's least-squares similarity dst ~ c R src + t, as dlib's find_similarity_transform.
-    src (P,2), dst (B,P,2) float64 -> (cR (B,2,2), t (B,2))."""
-    mean_s, mean_d = src.mean(0), dst.mean(1)  # 2 ; B,2
-    s0, d0 = src - mean_s, dst - mean_d[:, None]  # P,2 ; B,P,2
-    sigma_s = (s0 ** 2).sum(-1).mean()
-    cov = torch.einsum("bpi,pj->bij", d0, s0) / src.shape[0]  # B,2,2 = mean (d - md)(s - ms)^T
-    u, d, vh = torch.linalg.svd(cov)
-    sign = torch.ones_like(d)  # B,2 diagonal of dlib's s
-    flip = torch.linalg.det(cov) < 0
-    smaller = d[:, 1] < d[:, 0]
-    sign[flip & smaller, 1] = -1
-    sign[flip & ~smaller, 0] = -1
-    r = u @ torch.diag_embed(sign) @ vh  # B,2,2
-    c = (d * sign).sum(-1) / sigma_s if float(sigma_s) != 0 else torch.ones_like(d[:, 0])  # B
-    cr = c[:, None, None] * r
-    t = mean_d - torch.einsum("bij,j->bi", cr, mean_s)
-    return cr, t
-
-
 def chip_transform(points, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> Tensor:
     """(B,2,3) float64 maps chip pixel (x, y, 1) -> image pixel of dlib's aligned chip for 68-point landmarks
     `points` (B,68,2) or (68,2) (numpy or torch; not differentiated)."""
-    p = torch.as_tensor(np.asarray(points, np.float64) if not isinstance(points, Tensor) else points.detach(),
-                        dtype=torch.float64).cpu()
-    if p.dim() == 2:
+    from .adaptation import fit_similarity
+
+    p = points.detach().cpu().numpy() if isinstance(points, Tensor) else np.asarray(points)
+    p = np.asarray(p, np.float64)
+    if p.ndim == 2:
         p = p[None]
     if p.shape[1:] != (68, 2):
         raise ValueError(f"expected 68-point landmarks (B,68,2), got {tuple(p.shape)}")
-    if not torch.isfinite(p).all():
+    if not np.isfinite(p).all():
         raise ValueError("landmarks contain NaN or inf; cannot align a face chip")
-    src = torch.from_numpy(template(size, padding))
-    cr, t = similarity_transform(src, p[:, list(ALIGN_POINTS)])
-    scale = torch.linalg.norm(cr[:, :, 0], dim=-1)  # B: length of cR (1, 0)
-    rot = cr / scale[:, None, None]  # B,2,2 rotation
-    centre = torch.einsum("bij,j->bi", cr, torch.tensor([size / 2.0, size / 2.0], dtype=torch.float64)) + t
+    # Umeyama chip -> image, as dlib's find_similarity_transform (same reflection rule for real faces)
+    scale, rot, t = fit_similarity(np.broadcast_to(template(size, padding), (len(p), len(ALIGN_POINTS), 2)),
+                                   p[:, list(ALIGN_POINTS)])
+    centre = scale[:, None] * np.einsum("bij,j->bi", rot, np.full(2, size / 2.0)) + t  # image of (size/2, size/2)
     k = (size * scale - 1.0) / (size - 1.0)  # image px per chip px along the chip's axes
     lin = rot * k[:, None, None]
-    offset = centre - torch.einsum("bij,j->bi", lin, torch.tensor([(size - 1) / 2.0] * 2, dtype=torch.float64))
-    return torch.cat([lin, offset[:, :, None]], dim=2)  # B,2,3
+    offset = centre - np.einsum("bij,j->bi", lin, np.full(2, (size - 1) / 2.0))
+    return torch.from_numpy(np.concatenate([lin, offset[:, :, None]], axis=2))  # B,2,3 float64
 
 
 def pyramid_levels(transform: Tensor, size: int = CHIP_SIZE) -> Tensor:
