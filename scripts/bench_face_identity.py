@@ -113,24 +113,6 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(path: Path, body: str, device: str) -> None:
-    from talking_heads.atomic import write_text
-
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    head = f"## {SECTION}"
-    if head not in text:
-        text = text.rstrip("\n") + f"\n\n{head}\n\n" \
-            "dlib's face-recognition ResNet read from `face-recognition-models` into PyTorch " \
-            "(`models/face_identity.py`): the CSIM / identity metrics and the face terms of the content loss.\n"
-    start = text.index(head)
-    nxt = text.find("\n## ", start + len(head))
-    end = len(text) if nxt < 0 else nxt + 1
-    blocks = text[start:end].split("\n### ")
-    kept = [b for b in blocks[1:] if not b.startswith(f"{device}:")]
-    section = blocks[0].rstrip("\n") + "\n" + "".join("\n### " + b.rstrip("\n") + "\n" for b in kept) + "\n" + body
-    write_text(path, text[:start] + section + ("\n" if nxt >= 0 else "") + text[end:])
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -144,7 +126,11 @@ def main(argv=None) -> int:
     body = markdown(r)
     print(body)
     if args.write:
-        write(args.write, body, r["device"])
+        from talking_heads.train.bench import write_section
+
+        write_section(args.write, body, f"### {r['device']}:", SECTION,
+                      "dlib's face-recognition ResNet read from `face-recognition-models` into PyTorch "
+                      "(`models/face_identity.py`): the CSIM / identity metrics and the face terms of the content loss.")
         print(f"wrote {args.write}")
     return 0
 

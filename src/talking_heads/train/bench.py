@@ -308,19 +308,18 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: str | os.PathLike, body: str, device_heading: str) -> None:
-    """Insert or replace this device's block inside the "## Networks and training step" section of `path`.
-
-    Other sections (other engineers' benchmarks) and other devices' blocks are kept as they are.
-    """
+def write_section(path: str | os.PathLike, body: str, device_heading: str, section: str = SECTION,
+                  intro: str = "Reproduce: `talking-heads bench --preset tiny --preset sample --preset paper --write "
+                               "docs/benchmarks.md` (add `--device cuda` on a GPU).") -> None:
+    """Insert or replace this device's block inside the "## `section`" section of `path` (created with
+    `intro` when missing). Other sections (other engineers' benchmarks) and other devices' blocks are kept."""
     from ..atomic import write_text
 
     path = Path(path)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    head = f"## {SECTION}"
+    head = f"## {section}"
     if head not in text:
-        text = text.rstrip("\n") + f"\n\n{head}\n\nReproduce: `talking-heads bench --preset tiny --preset sample " \
-                                   f"--preset paper --write docs/benchmarks.md` (add `--device cuda` on a GPU).\n"
+        text = text.rstrip("\n") + f"\n\n{head}\n\n{intro}\n"
     start = text.index(head)
     nxt = text.find("\n## ", start + len(head))
     end = len(text) if nxt < 0 else nxt + 1
