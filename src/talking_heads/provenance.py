@@ -168,14 +168,19 @@ class VerifyReport:
     def synthetic(self) -> bool:
         return self.marker is not None or self.watermark
 
-    def __str__(self) -> str:
-        verdict = "SYNTHETIC" if self.synthetic else "no synthetic marker found"
+    def parts(self) -> tuple[str, str]:
+        """(metadata marker, watermark) in words, for reports in any layout."""
         mark = "present" if self.marker is not None else "absent"
         if self.matching_bits is None:
-            wm = "not checked (smaller than 256x256)"
+            wm = "not checked (smaller than 256 x 256 px)"
         else:
-            wm = (f"{'present' if self.watermark else 'absent'} ({self.matching_bits}/{PAYLOAD.size} bits over "
-                  f"{self.frames_checked} frame{'s' if self.frames_checked != 1 else ''})")
+            wm = (f"{'present' if self.watermark else 'absent'} ({self.matching_bits} of {PAYLOAD.size} bits match, "
+                  f"{self.frames_checked} frame{'s' if self.frames_checked != 1 else ''} checked)")
+        return mark, wm
+
+    def __str__(self) -> str:
+        verdict = "SYNTHETIC" if self.synthetic else "no synthetic marker found"
+        mark, wm = self.parts()
         return f"{self.path}: {verdict} (metadata marker: {mark}; watermark: {wm})"
 
 

@@ -1,0 +1,75 @@
+"""`talking-heads web`: the web app. Parsing only: the work is `talking_heads.web.app.serve`."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..web.settings import WebSettings
+
+DEFAULTS = WebSettings()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("web", help="a web page to create, animate, download and verify avatars",
+                       description="Starts the web app (Gradio) on this machine: create an avatar from photos or a "
+                                   "video (FF or FT), drive it with a built-in motion, a video or the webcam, "
+                                   "watch and download the result, and check any file's synthetic label. Offline; "
+                                   "bound to 127.0.0.1 unless --host says otherwise. See docs/web.md.")
+    p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--host", default=DEFAULTS.host,
+                   help=f"address to bind (default {DEFAULTS.host}: only this machine; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=DEFAULTS.port, help=f"port (default {DEFAULTS.port})")
+    p.add_argument("--share-dir", default=None, metavar="DIR",
+                   help="folder of avatar directories every visitor may load (read-only), e.g. made with "
+                        "`talking-heads avatar create -o DIR/NAME --finetune`")
+    p.add_argument("--avatars-dir", default=DEFAULTS.avatars_dir, metavar="DIR",
+                   help=f"where avatars saved from the page go, one private folder per browser "
+                        f"(default {DEFAULTS.avatars_dir})")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="per-session temporary files (default: a new folder in the system temp dir, removed on exit)")
+    p.add_argument("--max-jobs", type=int, default=DEFAULTS.max_jobs, metavar="N",
+                   help=f"avatar / animation jobs running at once; more wait in line (default {DEFAULTS.max_jobs})")
+    p.add_argument("--queue-size", type=int, default=DEFAULTS.queue_size, metavar="N",
+                   help=f"jobs that may wait in line (default {DEFAULTS.queue_size})")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULTS.max_upload_mb, metavar="MB",
+                   help=f"largest upload (default {DEFAULTS.max_upload_mb:g})")
+    p.add_argument("--max-driver-seconds", type=float, default=DEFAULTS.max_driver_seconds, metavar="S",
+                   help="longer driving videos are cut to this, with a warning "
+                        f"(default {DEFAULTS.max_driver_seconds:g})")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import UserError
+    from .avatar import pipeline_from_args
+
+    try:
+        settings = WebSettings(host=args.host, port=args.port, share_dir=args.share_dir or "",
+                               avatars_dir=args.avatars_dir, work_dir=args.work_dir or "", max_jobs=args.max_jobs,
+                               queue_size=args.queue_size, max_upload_mb=args.max_upload_mb,
+                               max_driver_seconds=args.max_driver_seconds)
+    except ValueError as err:  # "max_jobs must be ..." -> "--max-jobs must be ..."
+        field, _, rest = str(err).partition(" ")
+        raise UserError(f"--{field.replace('_', '-')} {rest}") from None
+    if settings.share_dir:
+        from pathlib import Path
+
+        if not Path(settings.share_dir).is_dir():
+            raise UserError(f"--share-dir {settings.share_dir}: no such folder")
+    try:
+        from ..web.app import serve
+    except ModuleNotFoundError as err:
+        if err.name not in ("gradio", "gradio_client"):
+            raise
+        raise UserError("the web app needs gradio: run `make setup`, or pip install 'talking-heads[web]'") from None
+    pipe = pipeline_from_args(args)
+
+    try:
+        serve(pipe, settings, announce=lambda line: print(line, flush=True))
+    except OSError as err:  # e.g. the port is taken
+        if "empty port" in str(err):
+            raise UserError(f"port {settings.port} is already in use on {settings.host}: choose another with "
+                            "--port") from None
+        raise UserError(f"cannot start the server on {settings.host}:{settings.port} ({err})") from None
+    return 0

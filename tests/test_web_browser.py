@@ -1,0 +1,270 @@
+"""The web app in a real browser: Debian's headless Chromium driven by Selenium (chromium-driver), against
+`talking-heads web` started as a user would (a subprocess on a free loopback port).
+
+A new user's path: open the page, upload a real photo, make an FF avatar with the shipped sample model,
+animate it with the `nod` motion for 2 s, watch the video element, download the mp4 (it decodes to 50 frames
+and carries the synthetic marker and watermark); a photo without a face shows its error in the page; every
+request the page made stayed on this machine. The screenshot goes to docs/images/web.png only with
+UPDATE_SCREENSHOT=1 (otherwise into the test's temporary folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gradio", reason="the web app needs gradio (make setup installs it)")
+webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (make setup)")
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = "photos/lp_source_s9.jpg"  # Mona Lisa
+SCREENSHOT = ROOT / "docs" / "images" / "web.png"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+WAIT = 90  # s, the longest any step may take on a busy 2-core machine
+
+
+def _browser() -> tuple[str, str]:
+    chrome = next((p for p in map(shutil.which, ("chromium", "chromium-browser")) if p), None)
+    driver = shutil.which("chromedriver")
+    if not chrome or not driver:
+        pytest.skip("Chromium or chromedriver not installed (apt-get install chromium chromium-driver; .ci/run "
+                    "installs them)")
+    return chrome, driver
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(shared_data, tmp_path_factory):
+    """`talking-heads web` in a subprocess; yields (url, the lines it printed, its folder)."""
+    root = tmp_path_factory.mktemp("webserver")
+    port = _free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TALKING_HEADS_DATA=str(shared_data))
+    proc = subprocess.Popen([sys.executable, "-m", "talking_heads", "web", "--port", str(port), "--avatars-dir",
+                             str(root / "avatars"), "--work-dir", str(root / "work")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
+    lines: queue.Queue[str] = queue.Queue()
+    printed: list[str] = []
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + WAIT
+    while not any(url in line for line in printed):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the server did not start:\n" + "".join(printed))
+        try:
+            printed.append(lines.get(timeout=1))
+        except queue.Empty:
+            pass
+    time.sleep(0.5)
+    yield url, printed, root
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    from selenium.webdriver.chrome.service import Service
+
+    chrome, chromedriver = _browser()
+    downloads = tmp_path_factory.mktemp("downloads")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-dev-shm-usage", "--window-size=1280,1000", "--lang=en-US",
+                 # Chrome's own test-pattern webcam, allowed without asking
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver.downloads = downloads
+    yield driver
+    driver.quit()
+
+
+def _wait(driver, condition, what: str):
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    toasts: list[str] = []  # the notices seen meanwhile (they close by themselves): for the failure message
+
+    def check(d):
+        toasts.extend(t for t in (e.text for e in _css(d, "[data-testid=toast-body]")) if t and t not in toasts)
+        return condition(d)
+
+    try:  # the page re-renders parts of itself: an element found a moment ago may be gone (stale)
+        return WebDriverWait(driver, WAIT, poll_frequency=0.2,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(check)
+    except TimeoutException:
+        body = driver.find_element("tag name", "body").text
+        pytest.fail(f"timed out waiting for {what}; notices seen: {toasts}; the page says:\n{body[-2000:]}")
+
+
+def _css(driver, selector):
+    return driver.find_elements("css selector", selector)
+
+
+def _tab(driver, name: str) -> None:
+    next(b for b in _css(driver, "button[role=tab]") if name in b.text).click()
+
+
+def _set_number(element, value) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    element.send_keys(Keys.CONTROL, "a")
+    element.send_keys(str(value))
+    element.send_keys(Keys.TAB)
+
+
+def _requests(driver) -> list[str]:
+    """Every URL the page requested (DevTools Network events from Chrome's performance log)."""
+    urls = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+        elif message["method"] == "Network.webSocketCreated":
+            urls.append(message["params"]["url"])
+    return urls
+
+
+def _save_screenshot(driver, tmp_path: Path) -> Path:
+    from PIL import Image
+
+    target = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "web.png"
+    raw = tmp_path / "raw.png"
+    driver.save_screenshot(str(raw))
+    with Image.open(raw) as img:
+        img = img.convert("RGB")
+        img = img.resize((960, round(img.height * 960 / img.width)), Image.LANCZOS)
+        img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+    return target
+
+
+def test_new_user_makes_watches_and_downloads_an_animation(browser, server, shared_data, tmp_path):
+    import av
+
+    from talking_heads.provenance import verify
+
+    url, printed, root = server
+    assert any("bound to 127.0.0.1: only this machine" in line for line in printed), printed
+    started = time.monotonic()
+    browser.get(url)
+    _wait(browser, lambda d: _css(d, "#create") and _css(d, "#examples img"), "the page")
+
+    # Avatar tab: a real photo -> its face crop with landmarks -> an FF avatar -> its first frame
+    _css(browser, "#sources input[type=file]")[0].send_keys(str(shared_data / PHOTO))
+    _wait(browser, lambda d: _css(d, "#faces img"), "the detected face")
+    next(label for label in _css(browser, "#mode label") if "feed-forward" in label.text).click()
+    _css(browser, "#create")[0].click()
+    _wait(browser, lambda d: "Avatar ready" in _css(d, "#avatar-status")[0].text, "the avatar")
+    assert _css(browser, "#first-frame img")
+    assert "feed-forward (FF), made from 1 frame of lp_source_s9.jpg" in _css(browser, "#avatar-status")[0].text
+
+    # Animate tab: the nod motion for 2 s
+    _tab(browser, "Animate")
+    motion = _wait(browser, lambda d: _css(d, "#motion input"), "the motion menu")[0]
+    motion.click()
+    _wait(browser, lambda d: [o for o in _css(d, "[role=option]") if o.text.startswith("nod")],
+          "the motions")[0].click()
+    _set_number(_css(browser, "#duration input[type=number]")[0], 2)
+    assert motion.get_attribute("value").startswith("nod")
+    next(b for b in _css(browser, "#options button") if "Options" in b.text).click()
+    _wait(browser, lambda d: [c for c in _css(d, "#side-by-side input[type=checkbox]") if c.is_displayed()],
+          "the options")[0].click()
+    _css(browser, "#animate")[0].click()
+    video = _wait(browser, lambda d: [v for v in _css(d, "#result video") if v.get_attribute("src")], "the video")[0]
+    assert "50 frames at 25 fps (2.0 s" in _css(browser, "#animate-status")[0].text
+    _wait(browser, lambda d: d.execute_script("return arguments[0].readyState >= 2 && arguments[0].videoWidth > 0",
+                                              video), "the video to play")
+    assert video.get_property("videoWidth") == 2 * video.get_property("videoHeight")  # side by side
+
+    # download the mp4 as a user would: click its link
+    link = next(a for a in _css(browser, "#downloads a") if (a.get_attribute("download") or "").endswith(".mp4"))
+    link.click()
+    mp4 = _wait(browser, lambda d: [p for p in browser.downloads.glob("*.mp4")], "the download")[0]
+    _wait(browser, lambda d: not list(browser.downloads.glob("*.crdownload")), "the download to finish")
+    with av.open(str(mp4)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 50
+    report = verify(mp4)
+    assert report.marker is not None and report.watermark, report
+    shot = _save_screenshot(browser, tmp_path)
+    assert shot.stat().st_size < 200_000
+
+    # a webcam recording (Chrome's fake camera: a test pattern, no face) drives it: a readable error, no result
+    next(label for label in _css(browser, "#driver-kind label") if "video" in label.text).click()
+    _wait(browser, lambda d: [b for b in _css(d, "#driver-video button")
+                              if b.get_attribute("aria-label") == "Capture from camera"],
+          "the webcam source")[0].click()
+    _wait(browser, lambda d: [b for b in _css(d, "#driver-video button") if "Access Webcam" in b.text],
+          "the webcam button")[0].click()
+    _wait(browser, lambda d: [b for b in _css(d, "#driver-video button") if b.text == "Record"], "Record")[0].click()
+    stop = lambda d: [b for b in _css(d, "#driver-video button") if b.text == "Stop"]  # noqa: E731
+    _wait(browser, stop, "the recording to start")
+    time.sleep(2.5)  # recording
+    _wait(browser, stop, "Stop")[0].click()
+    recording = _wait(browser, lambda d: [v for v in _css(d, "#driver-video video")
+                                          if ".webm" in (v.get_attribute("src") or "")], "the recording")[0]
+    _wait(browser, lambda d: d.execute_script("return arguments[0].readyState >= 1 && arguments[0].videoWidth > 0",
+                                              recording), "the recording to load")
+    _css(browser, "#animate")[0].click()
+    errors = _wait(browser, lambda d: [t.text for t in _css(d, "[data-testid=toast-body]") if "Error" in t.text],
+                   "the error about the webcam recording")
+    assert any("no face found in any of its" in e for e in errors), errors
+
+    # a photo without a face: the error is readable text in the page
+    from PIL import Image
+
+    gradient = tmp_path / "gradient.png"
+    ramp = np.linspace(0, 255, 400, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(ramp, (300, 1))] * 3, axis=-1)).save(gradient)
+    _tab(browser, "Avatar")
+    clear = [b for b in _css(browser, "#sources button") if (b.get_attribute("aria-label") or "") == "Clear"]
+    if clear:
+        clear[0].click()
+    _css(browser, "#sources input[type=file]")[0].send_keys(str(gradient))
+    _wait(browser, lambda d: "no face found in gradient.png" in d.find_element("tag name", "body").text,
+          "the no-face error")
+    body = browser.find_element("tag name", "body").text
+    assert "Traceback" not in body
+
+    # a built-in example: one click puts the astronaut in and shows her face crop
+    _css(browser, "#examples img")[0].click()
+    _wait(browser, lambda d: "astronaut.png" in _css(d, "#faces")[0].text and _css(d, "#faces img"),
+          "the example's face preview")
+
+    # nothing left the machine: every request went to this server (or was data: / blob:)
+    urls = _requests(browser)
+    assert any(u.startswith(url) for u in urls)
+    outside = [u for u in urls if urlparse(u).scheme not in ("data", "blob")
+               and urlparse(u).hostname not in LOCAL_HOSTS]
+    assert not outside, outside
+    assert time.monotonic() - started < 150
+
+    # leaving the page ends the session: its folder goes
+    sessions = root / "work" / "sessions"
+    assert any(sessions.iterdir())
+    browser.get("about:blank")
+    _wait(browser, lambda d: not any(sessions.iterdir()), "the session's folder to be removed")
