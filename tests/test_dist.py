@@ -63,7 +63,7 @@ def _free_port() -> int:
 
 
 OPTIONS = ["train.diffaugment=translation,cutout,color", "train.lecam_weight=0.3",
-           "model.embedder_activation=leaky_relu", "loss.match_weight=1.0"]
+           "model.embedder_activation=leaky_relu", "loss.match_weight=1.0", "model.generator=warp"]
 
 
 def _one_step(batch_size: int, info: dist.DistInfo, options: bool = False) -> dict[str, torch.Tensor]:
@@ -120,7 +120,7 @@ def _worker(rank: int, world: int, port: int, path: str, options: bool = False) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [False, True], ids=["paper", "diffaugment+lecam+leaky"])
+@pytest.mark.parametrize("options", [False, True], ids=["paper", "diffaugment+lecam+leaky+warp"])
 def test_ddp_two_processes_equal_single_process(tmp_path, monkeypatch, options):
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(var, raising=False)

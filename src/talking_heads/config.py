@@ -32,6 +32,9 @@ class ModelConfig:
     generator_up_channels: tuple[int, ...] = (512, 256, 128, 64)  # G decoder AdaIN up blocks; each doubles H [LAB: 38M]
     generator_up_attention_at: tuple[int, ...] = (64,)  # G decoder self-attention resolutions
     spectral_norm: bool = True  # spectral norm on every conv and linear layer (paper: all networks)
+    generator: str = "adain"  # "adain": the paper's direct-synthesis G; "warp": warp-then-refine (models/warp.py; not in the paper)
+    warp_channels: tuple[int, ...] = (32, 64, 128)  # warp generator: flow network encoder widths (decoder mirrors them)
+    warp_scale: float = 0.5  # warp generator: resolution of the flow network relative to the image
     embedder_activation: str = "relu"  # E's activation before the sum pool: "relu" (paper) or "leaky_relu" (0.2; e_hat may be negative)
 
 
@@ -54,6 +57,7 @@ class LossConfig:
     match_warmup_steps: int = 0  # L_MCH weight is 0 for this many steps (not in the paper; 0 = from step 1)
     match_ramp_steps: int = 0  # then rises linearly to match_weight over this many steps (0 = at once)
     adversarial_weight: float = 1.0  # weight of -D(x_fake) in L_ADV
+    warp_smoothness_weight: float = 0.1  # warp generator: weight of the flow's total variation
 
 
 @dataclass

@@ -4,6 +4,11 @@
 - `Generator` G(y, psi), psi = P e (`adain_params`)     models/generator.py
 - `Discriminator` D(x, y, i) = V^T (W_i + w0) + b        models/discriminator.py (`single_person` -> D')
 - `VGG19`, `VGGFace`                                     models/perceptual.py (loaded by path, frozen)
+- `WarpGenerator` (option `model.generator = "warp"`)     models/warp.py: warp-then-refine, same interface
+- `FaceIdentityNet` (dlib's face ResNet, frozen)         models/face_identity.py + dlib_format.py (its reader)
+
+Generators are built from `GENERATORS` by `model.generator`; they share one interface (Generator's
+docstring), so training steps, checkpoints, fine-tuning and the pipeline take either.
 
 `build_networks(cfg, num_videos)` builds E, G, D for a Config; `parameter_counts(cfg)` counts them.
 Initialisation is deterministic given torch.manual_seed (modules are built in a fixed order E, G, D).
@@ -20,8 +25,12 @@ from ..config import Config
 from .discriminator import ConvPart, Discriminator, PersonDiscriminator
 from .embedder import Embedder
 from .generator import Generator
+from .warp import WarpGenerator
 
-__all__ = ["Embedder", "Generator", "Discriminator", "PersonDiscriminator", "ConvPart", "Networks",
+# generators by `model.generator` (one interface: see Generator's docstring)
+GENERATORS = {"adain": Generator, "warp": WarpGenerator}
+
+__all__ = ["Embedder", "Generator", "WarpGenerator", "GENERATORS", "build_generator", "Discriminator", "PersonDiscriminator", "ConvPart", "Networks",
            "build_networks", "parameter_counts"]
 
 
@@ -34,9 +43,16 @@ class Networks:
     discriminator: Discriminator
 
 
+def build_generator(cfg: Config) -> nn.Module:
+    """The generator `cfg.model.generator` names (GENERATORS)."""
+    if cfg.model.generator not in GENERATORS:
+        raise ValueError(f"model.generator must be one of {sorted(GENERATORS)}, got {cfg.model.generator!r}")
+    return GENERATORS[cfg.model.generator](cfg.model)
+
+
 def build_networks(cfg: Config, num_videos: int) -> Networks:
     """E, G, D for `cfg.model`, with a W table of `num_videos` rows. On the default device, train mode."""
-    return Networks(embedder=Embedder(cfg.model), generator=Generator(cfg.model),
+    return Networks(embedder=Embedder(cfg.model), generator=build_generator(cfg),
                     discriminator=Discriminator(cfg.model, num_videos))
 
 

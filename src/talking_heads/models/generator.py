@@ -28,15 +28,22 @@ from .blocks import AdaIN, DownStack, ResBlock, SelfAttention, check_resolutions
 
 
 class Generator(nn.Module):
-    """G: `adain_params(e) -> psi`, `forward(y, psi) -> x_hat`. Pure: tensors in, tensors out."""
+    """G: `adain_params(e) -> psi`, `forward(y, psi) -> x_hat`. Pure: tensors in, tensors out.
 
-    def __init__(self, cfg: ModelConfig):
+    The generator interface every generator of `models.GENERATORS` shares (see models/warp.py for the other):
+    `forward(y, psi, sources=None)` (this one ignores sources), `forward_with_aux(...) -> (x_hat, aux)`,
+    `person_parameters()`, `needs_sources`. `in_channels`: 3 for a landmark image (the paper); more when
+    another generator feeds it extra input planes."""
+
+    needs_sources = False
+
+    def __init__(self, cfg: ModelConfig, in_channels: int = 3):
         super().__init__()
         spectral = cfg.spectral_norm
         if len(cfg.generator_up_channels) != len(cfg.generator_down_channels):
             raise ValueError(f"generator: {len(cfg.generator_down_channels)} down blocks but "
                              f"{len(cfg.generator_up_channels)} up blocks; the output must be image_size")
-        self.encoder = DownStack(3, cfg.generator_down_channels, cfg.image_size, cfg.generator_down_attention_at,
+        self.encoder = DownStack(in_channels, cfg.generator_down_channels, cfg.image_size, cfg.generator_down_attention_at,
                                  norm="instance", spectral=spectral, name="generator encoder")
         c, res = self.encoder.out_channels, self.encoder.out_resolution
         self.bottleneck = nn.ModuleList(ResBlock(c, c, norm="adain", spectral=spectral)
@@ -68,8 +75,16 @@ class Generator(nn.Module):
         """psi_hat = P e: (B,N) -> (B,num_adain_params)."""
         return self.projection(e)
 
-    def forward(self, y: Tensor, psi: Tensor) -> Tensor:
-        """y (B,3,H,W), psi (B or 1, num_adain_params) -> x_hat (B,3,H,W) in [-1,1]."""
+    def person_parameters(self) -> list[nn.Parameter]:
+        """The generic weights psi that fine-tuning trains (paper section 6): everything but P."""
+        projection = {id(p) for p in self.projection.parameters()}
+        return [p for p in self.parameters() if id(p) not in projection]
+
+    def forward_with_aux(self, y: Tensor, psi: Tensor, sources=None) -> tuple[Tensor, dict[str, Tensor]]:
+        return self(y, psi), {}
+
+    def forward(self, y: Tensor, psi: Tensor, sources=None) -> Tensor:
+        """y (B,C_in,H,W), psi (B or 1, num_adain_params) -> x_hat (B,3,H,W) in [-1,1]."""
         if psi.dim() != 2 or psi.shape[1] != self.num_adain_params:
             raise ValueError(f"psi must be (B, {self.num_adain_params}), got {tuple(psi.shape)}")
         chunks = iter(psi.split(self.adain_sizes(), dim=1))  # same order as adain_layers()

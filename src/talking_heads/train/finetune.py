@@ -71,15 +71,20 @@ def initial_psi(generator: nn.Module, e_new: Tensor) -> Tensor:
 
 
 class PersonGenerator(nn.Module):
-    """G' = G with its own free AdaIN parameters psi' (P is bypassed)."""
+    """G' = G with its own free AdaIN parameters psi' (P is bypassed). A generator that `needs_sources` (the
+    warp generator) is given the person's T frames and landmark images, `sources` (T,3,H,W) each."""
 
-    def __init__(self, generator: nn.Module, psi: Tensor):
+    def __init__(self, generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None):
         super().__init__()
         self.generator = generator
         self.psi = nn.Parameter(psi.detach().clone())  # 1,num_adain_params
+        self.sources = sources if getattr(generator, "needs_sources", False) else None
+
+    def forward_with_aux(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.generator.forward_with_aux(y, self.psi.expand(y.shape[0], -1), self.sources)  # B,3,H,W
 
     def forward(self, y: Tensor) -> Tensor:
-        return self.generator(y, self.psi.expand(y.shape[0], -1))  # B,3,H,W
+        return self.forward_with_aux(y)[0]
 
 
 def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Module | None = None,
@@ -109,7 +114,8 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
     steps.set_requires_grad([content_loss], False)
 
     e_new = embed_frames(networks.embedder, x, y, chunk=max(1, ft.batch_size))  # 1,N
-    g_person = PersonGenerator(copy.deepcopy(networks.generator), initial_psi(networks.generator, e_new)).train()
+    g_person = PersonGenerator(copy.deepcopy(networks.generator), initial_psi(networks.generator, e_new),
+                               (x.detach(), y.detach())).train()
     d_person = networks.discriminator.single_person(e_new.detach()).to(device).train()
     opt_g, opt_d = _optimizers(g_person, d_person, cfg)
     ema = _Ema(g_person, ft.ema) if ft.ema > 0 else None
@@ -135,8 +141,7 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
 def _optimizers(g_person: PersonGenerator, d_person: nn.Module, cfg: Config):
     """Adam for G' (generic G weights + psi', P excluded; psi' at `finetune.lr_psi` when set) and for D'."""
     ft = cfg.finetune
-    projection = {id(p) for p in g_person.generator.projection.parameters()}
-    generic = [p for p in g_person.generator.parameters() if id(p) not in projection]
+    generic = g_person.generator.person_parameters()
     groups = [{"params": generic, "lr": ft.lr_generator},
               {"params": [g_person.psi], "lr": ft.lr_generator if ft.lr_psi is None else ft.lr_psi}]
     opt_g = torch.optim.Adam(groups, lr=ft.lr_generator, betas=tuple(cfg.train.betas))
@@ -202,10 +207,11 @@ def finetune_step(g_person: PersonGenerator, d_person: nn.Module, opt_g, opt_d, 
                   x: Tensor, y: Tensor, cfg: Config, amp: bool, points: Tensor | None = None) -> dict[str, float]:
     """One G' update and `d_steps_per_g_step` D' updates on a batch of the T frames (B,3,H,W)."""
     with steps.autocast(x.device, amp):
-        x_fake = g_person(y)  # B,3,H,W
+        x_fake, aux = g_person.forward_with_aux(y)  # B,3,H,W
+    extra = {"g_warp_tv": (cfg.loss.warp_smoothness_weight, aux["flow_tv"])} if "flow_tv" in aux else None
     logs = steps.generator_step(x_fake=x_fake, x_real=x, y=y, video=None, discriminator=d_person,
                                 content_loss=content_loss, optimizer=opt_g, loss_cfg=cfg.loss, match=None, amp=amp,
-                                points=points)
+                                points=points, extra=extra)
     x_fake = x_fake.detach()
     d_logs: dict[str, float] = {}
     for _ in range(cfg.finetune.d_steps_per_g_step):

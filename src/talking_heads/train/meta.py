@@ -75,12 +75,16 @@ class EmbedderGenerator(nn.Module):
         super().__init__()
         self.embedder, self.generator = embedder, generator
 
-    def forward(self, x_src: Tensor, y_src: Tensor, y_tgt: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x_src: Tensor, y_src: Tensor, y_tgt: Tensor, with_aux: bool = False):
+        """(x_fake (B,3,H,W), e_hat (B,N)), plus the generator's aux dict with `with_aux` (the warp
+        generator's flow smoothness). A generator that `needs_sources` gets the K source frames too."""
         b, k = x_src.shape[:2]
         e = self.embedder(x_src.flatten(0, 1), y_src.flatten(0, 1))  # B*K,N
         e_hat = e.view(b, k, -1).mean(1)  # B,N
         psi = self.generator.adain_params(e_hat)  # B,num_adain_params
-        return self.generator(y_tgt, psi), e_hat  # B,3,H,W ; B,N
+        sources = (x_src, y_src) if self.generator.needs_sources else None
+        x_fake, aux = self.generator.forward_with_aux(y_tgt, psi, sources)  # B,3,H,W
+        return (x_fake, e_hat, aux) if with_aux else (x_fake, e_hat)
 
 
 @dataclass
@@ -140,13 +144,14 @@ def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config,
     amp = cfg.train.amp
     disc = state.networks.discriminator  # unwrapped: no DDP collective for D in the G step
     with steps.autocast(device, amp):
-        x_fake, e_hat = state.eg(x_src, y_src, y_tgt)
+        x_fake, e_hat, aux = state.eg(x_src, y_src, y_tgt, with_aux=True)
+    extra = {"g_warp_tv": (cfg.loss.warp_smoothness_weight, aux["flow_tv"])} if "flow_tv" in aux else None
     match = (e_hat, disc.video_embedding(video).detach()) if cfg.loss.match_loss else None
     w_mch = match_loss_weight(cfg.loss, step)
     logs = steps.generator_step(x_fake=x_fake, x_real=x_tgt, y=y_tgt, video=video, discriminator=disc,
                                 content_loss=state.content_loss, optimizer=state.opt_g, loss_cfg=cfg.loss,
                                 match=match, amp=amp, points=batch.get("p_tgt"), augment=_augment(state, batch, 0),
-                                match_weight=w_mch)
+                                match_weight=w_mch, extra=extra)
     x_fake = x_fake.detach()
     d_logs: dict[str, float] = {}
     for call in range(cfg.train.d_steps_per_g_step):

@@ -66,6 +66,7 @@ def generator_step(
     points: Tensor | None = None,
     augment=None,
     match_weight: float | None = None,
+    extra: dict[str, tuple[float, Tensor]] | None = None,
 ) -> dict[str, float]:
     """One update of the generator side: E and G (incl. P) in meta-learning, G and psi' in fine-tuning.
 
@@ -73,7 +74,8 @@ def generator_step(
     `discriminator` is called as `discriminator(x, y, video) -> (score (B,), features)` and is not updated;
     `match` = (e_hat (B,N), W_i (B,N)) adds L_MCH (meta-learning with cfg.match_loss only); `points` (B,68,2)
     are x_real's landmarks, for the content loss's face terms (`loss.face_network`); `match_weight` overrides
-    the L_MCH weight of the config (meta-learning passes the warm-up schedule's value for its step).
+    the L_MCH weight of the config (meta-learning passes the warm-up schedule's value for its step); `extra`
+    {name: (weight, term)} adds generator-specific regularisers (the warp generator's flow smoothness).
     Returns the scalar losses (floats) for the log.
     """
     params = optimizer_params(optimizer)
@@ -93,6 +95,9 @@ def generator_step(
             w_mch = L.match_loss_weight(loss_cfg) if match_weight is None else match_weight  # 80 (v1) / 10 (v2)
             total = total + w_mch * l_mch
             logs["g_mch"] = l_mch
+        for name, (weight, term) in (extra or {}).items():
+            total = total + weight * term
+            logs[name] = term
     optimizer.zero_grad(set_to_none=True)
     total.backward(inputs=params)
     optimizer.step()
