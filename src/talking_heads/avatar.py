@@ -9,7 +9,8 @@ Avatar directory (the model directory format of `checkpoint.py`, stage "avatar")
                            model_fingerprint (of the meta-learned E and G), epochs, sources (file names),
                            source_path (first source, for paste-back), crop (its CropTransform), history
     avatar.safetensors     tensors: psi (1,A), e_new (1,N), landmarks (T,68,2) in crop px at the model's
-                           image size, thumbnail (s,s,3) uint8 crop of the first source
+                           image size, thumbnail (s,s,3) uint8 crop of the first source; with a generator that
+                           needs sources (the warp generator) also source_images (T,S,S,3) uint8, the T crops
     generator.safetensors  FT only: the fine-tuned G (its P is the meta-learned one, unused)
     discriminator.safetensors  FT, optional: D' = (V, w', b), only needed to fine-tune further
 Loading checks that the avatar fits the pipeline's model: the same architecture (`cfg.model`) always, the
@@ -57,6 +58,7 @@ class Avatar:
     epochs: int = 0  # FT epochs
     history: list[dict[str, float]] = field(default_factory=list)  # FT: one loss record per G' step
     warnings: list[str] = field(default_factory=list)
+    source_images: np.ndarray | None = None  # (T,S,S,3) uint8 crops at the model's size: the warp generator's sources
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -68,6 +70,16 @@ class Avatar:
     def num_frames(self) -> int:
         """T, the number of frames it was made from."""
         return 0 if self.landmarks is None else int(self.landmarks.shape[0])
+
+    def source_tensors(self, device, thickness: float | None = None) -> tuple[Tensor, Tensor] | None:
+        """(x, y) (T,3,S,S) in [-1,1] of the T source crops and their landmark images (None without them)."""
+        if self.source_images is None or self.landmarks is None:
+            return None
+        from .landmarks.raster import rasterize_tensor, to_tensor
+
+        x = torch.stack([to_tensor(img) for img in self.source_images])
+        y = rasterize_tensor(self.landmarks, self.source_images.shape[1], thickness)
+        return x.to(device), y.to(device)
 
     @property
     def face(self) -> np.ndarray | None:
@@ -85,6 +97,8 @@ class Avatar:
             tensors["landmarks"] = torch.from_numpy(np.asarray(self.landmarks, np.float32))
         if self.thumbnail is not None:
             tensors["thumbnail"] = torch.from_numpy(np.ascontiguousarray(self.thumbnail, np.uint8))
+        if self.source_images is not None:
+            tensors["source_images"] = torch.from_numpy(np.ascontiguousarray(self.source_images, np.uint8))
         parts: dict[str, Any] = {"avatar": tensors}
         if self.kind == "ft":
             parts["generator"] = self.generator
@@ -118,6 +132,10 @@ class Avatar:
         crop = meta.get("crop")
         lm = tensors.get("landmarks")
         thumb = tensors.get("thumbnail")
+        src = tensors.get("source_images")
+        if getattr(pipe.networks.generator, "needs_sources", False) and src is None:
+            raise CheckpointError(f"{path}: this model's generator needs the avatar's source frames, which the "
+                                  "avatar does not hold; create the avatar again")
         try:
             return cls(cfg=pipe.cfg, kind=kind, psi=tensors["psi"], e_new=tensors["e_new"],
                        landmarks=None if lm is None else lm.cpu().numpy(),
@@ -125,7 +143,8 @@ class Avatar:
                        discriminator=discriminator, model_fingerprint=str(meta.get("model_fingerprint", "")),
                        transform=CropTransform.from_dict(crop) if crop else None,
                        source_path=meta.get("source_path"), sources=list(meta.get("sources", [])),
-                       epochs=int(meta.get("epochs", 0)), history=list(meta.get("history", [])))
+                       epochs=int(meta.get("epochs", 0)), history=list(meta.get("history", [])),
+                       source_images=None if src is None else src.cpu().numpy())
         except ValueError as err:
             raise CheckpointError(f"{path}: not a valid avatar ({err})") from None
 
@@ -158,9 +177,9 @@ def _check_model(path, cfg: Config, meta: dict, pipe: "TalkingHeadPipeline") -> 
 
 
 def _fresh_generator(pipe: "TalkingHeadPipeline") -> nn.Module:
-    from .models import Generator
+    from .models import build_generator
 
-    return Generator(pipe.cfg.model)
+    return build_generator(pipe.cfg)
 
 
 def _fresh_discriminator(pipe: "TalkingHeadPipeline") -> nn.Module:
