@@ -17,7 +17,12 @@ Named stages (methods): `detect_and_crop` (largest face, 68 landmarks, VoxCeleb-
 `finetune` (FT, `train.finetune.finetune`: the training issue's step functions, no second loop), `render`
 (landmark images -> frames, batched, no grad), `paste_back` (into the source photo's full frame),
 `write_video` (H.264 + audio + provenance labels, `media.py`). `driver_landmarks` loads a driver
-(`driver.py`) and adapts its landmarks to the avatar (`landmarks/adaptation.py`); `animate` chains them.
+(`driver.py`) and adapts its landmarks to the avatar (`landmarks/adaptation.py`).
+
+The live stage, `pipe.live(avatar) -> LiveStage` with `.step(points) -> frame`, does puppeteering one frame at a
+time: crop (a box fixed by the first frame with a face, `StreamCrop`), optional One Euro smoothing,
+adaptation against a reference frame, render. `animate` is a loop over it (a driver file's landmarks in, an
+mp4 out); the telepresence receiver feeds it decoded landmarks as they arrive, so both share one code path.
 
 Errors caused by the input (no face, unreadable file, T larger than the frames available, an avatar made
 with another model, ...) are the `INPUT_ERRORS` classes, all ValueErrors with a message that says what to do.
@@ -51,8 +56,8 @@ from .landmarks.raster import rasterize, rasterize_tensor, to_tensor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TalkingHeadPipeline", "Avatar", "AnimationResult", "DriverSequence", "PipelineError", "INPUT_ERRORS",
-           "sample_model_dir"]
+__all__ = ["TalkingHeadPipeline", "Avatar", "AnimationResult", "DriverSequence", "LiveStage", "StreamCrop",
+           "PipelineError", "INPUT_ERRORS", "sample_model_dir"]
 
 PASTE_MAX_SIDE = 1920  # paste-back frames larger than this (long side, px) are downscaled first
 
@@ -322,12 +327,15 @@ class TalkingHeadPipeline:
         bar = tqdm(total=len(points), unit="frame", desc="rendering", disable=not progress, dynamic_ncols=True)
         try:
             for i in range(0, len(points), bs):
-                y = rasterize_tensor(points[i:i + bs], self.image_size, self.cfg.data.line_thickness)
-                for image in _to_uint8(self.render(avatar, y, batch_size=bs)):
-                    yield media.resize(image, self.output_size)
-                bar.update(len(y))
+                yield from self.render_frames(avatar, points[i:i + bs])
+                bar.update(len(points[i:i + bs]))
         finally:
             bar.close()
+
+    def render_frames(self, avatar: Avatar, points: np.ndarray) -> list[np.ndarray]:
+        """RGB uint8 frames (output_size px) for landmarks (B,68,2) in the avatar's crop px, one generator call."""
+        y = rasterize_tensor(points, self.image_size, self.cfg.data.line_thickness)
+        return [media.resize(image, self.output_size) for image in _to_uint8(self.render(avatar, y, batch_size=len(y)))]
 
     # --- driving --------------------------------------------------------------------------------------
     def load_driver(self, driver, *, smooth: bool = False, duration: float | None = None) -> DriverSequence:
@@ -404,31 +412,55 @@ class TalkingHeadPipeline:
         return writer.frames
 
     # --- puppeteering ---------------------------------------------------------------------------------
+    def live(self, avatar: Avatar, *, adapt: bool = True, reference: np.ndarray | None = None, smooth: bool = False,
+             fps: float = 25.0, crop: CropTransform | None = None) -> "LiveStage":
+        """The per-frame live stage (`LiveStage`): driver landmarks in, rendered frames out, one at a time.
+        reference (68,2): the driver's neutral frame in the points' pixels (None: the first frame with a face);
+        crop: driver pixels -> the model's crop for adapt=False (None: fixed by the first frame with a face)."""
+        if adapt and avatar.face is None:
+            raise PipelineError("this avatar has no source landmarks (made from tensors without landmarks=), so "
+                                "landmarks cannot be adapted to it: animate it with adapt=False (--no-adapt)")
+        return LiveStage(self, avatar, adapt=adapt, reference=reference, smooth=smooth, fps=fps, crop=crop)
+
     def animate(self, avatar: Avatar, driver, out_path: str | os.PathLike, *, adapt: bool = True,
                 reference_frame: int = 0, smooth: bool = False, side_by_side: bool = False, paste_back: bool = False,
                 contact_sheet: bool = True, progress: bool = True, duration: float | None = None) -> AnimationResult:
         """Drive `avatar` with a video, frames folder, .npy landmarks or motion name; write `out_path` (.mp4)
-        and, with `contact_sheet`, `<out>.contact.png`. duration: seconds of a built-in motion."""
+        and, with `contact_sheet`, `<out>.contact.png`. duration: seconds of a built-in motion. A loop over
+        the live stage: the driver's landmarks (in its clip-stable crop, `driver.py`) one frame at a time."""
+        from tqdm import tqdm
+
         out_path = Path(out_path)
         if out_path.suffix.lower() != ".mp4":
             raise PipelineError(f"{out_path}: the output must be an .mp4 file")
-        seq = self.driver_landmarks(driver, avatar=avatar, adapt=adapt, reference_frame=reference_frame,
-                                    smooth=smooth, duration=duration)
+        seq = self.load_driver(driver, smooth=smooth, duration=duration)
+        if adapt:
+            if avatar.face is None:
+                self.live(avatar, adapt=True)  # the error for an avatar without landmarks
+            self.check_reference_frame(seq, reference_frame)
+        live = self.live(avatar, adapt=adapt, reference=seq.driver_points[reference_frame] if adapt else None,
+                         fps=seq.fps, crop=CropTransform(0, 0, seq.size, self.image_size, seq.size, seq.size))
         target = self.paste_target(avatar) if paste_back else None
         picks = set(even_indices(len(seq), self.cfg.inference.contact_sheet_frames))
         sheet: list[tuple[np.ndarray, ...]] = []
 
         def frames() -> Iterator[np.ndarray]:
             panels = seq.panels(self.output_size)
-            for i, crop in enumerate(self.render_sequence(avatar, seq.points, progress=progress)):
-                panel = next(panels, None)
-                if panel is None:
-                    panel = np.zeros_like(crop)
-                if i in picks:
-                    sheet.append((panel, rasterize(seq.points[i] * (crop.shape[0] / self.image_size), crop.shape[0]),
-                                  crop))
-                frame = self.paste_back(crop, target) if target is not None else crop
-                yield media.side_by_side([panel, frame], height=frame.shape[0]) if side_by_side else frame
+            bar = tqdm(total=len(seq), unit="frame", desc="rendering", disable=not progress, dynamic_ncols=True)
+            try:
+                for i, points in enumerate(seq.driver_points):
+                    crop = live.step(points)
+                    panel = next(panels, None)
+                    if panel is None:
+                        panel = np.zeros_like(crop)
+                    if i in picks:
+                        sheet.append((panel, rasterize(live.points * (crop.shape[0] / self.image_size),
+                                                       crop.shape[0]), crop))
+                    frame = self.paste_back(crop, target) if target is not None else crop
+                    yield media.side_by_side([panel, frame], height=frame.shape[0]) if side_by_side else frame
+                    bar.update(1)
+            finally:
+                bar.close()
 
         count = self.write_video(frames(), out_path, seq.fps, audio=seq.audio)
         sheet_path = None
@@ -444,6 +476,121 @@ class TalkingHeadPipeline:
         source = avatar.thumbnail if avatar.thumbnail is not None else blank
         columns = [(source, blank, blank)] + list(columns)
         return media.write_png(path, media.contact_sheet([list(row) for row in zip(*columns)], tile))
+
+
+# --- the live stage ---------------------------------------------------------------------------------
+
+class StreamCrop:
+    """The VoxCeleb-style crop of a stream whose frames arrive one by one (`data/crop.py`'s rule on the first
+    frame with a face, instead of the median over a whole clip). The box then stays put, so that the points'
+    coordinates only move with the head; it is refitted on the current frame when a landmark leaves the box
+    by more than `refit` x its side (the person moved away), and `changed` says so."""
+
+    def __init__(self, size: int, data_cfg=None, refit: float = 0.25):
+        from .config import DataConfig
+
+        self.size, self.cfg, self.refit = int(size), data_cfg or DataConfig(), refit
+        self.transform: CropTransform | None = None
+        self.changed = False  # the last update fitted a new box
+
+    def update(self, points: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+        """(68,2) frame px (finite) -> crop px at `size`; fits or refits the box as needed."""
+        from .data.crop import clip_crop
+
+        tf = self.transform
+        self.changed = tf is None
+        if tf is not None:
+            x0, y0, x1, y1 = tf.box
+            m = self.refit * tf.side
+            self.changed = bool((points < [x0 - m, y0 - m]).any() or (points > [x1 + m, y1 + m]).any())
+        if self.changed:
+            self.transform = clip_crop(points[None], frame_size, self.size, self.cfg.crop_scale,
+                                       self.cfg.crop_shift).transform
+        return self.transform.to_crop(points)
+
+
+class LiveStage:
+    """Puppeteering one frame at a time (`TalkingHeadPipeline.live`): `step(points) -> frame`.
+
+    points (68,2) are the driver's landmarks in its own pixels (a camera frame, the sender's crop, or a
+    driver clip's crop); None or NaN = no face in this frame (the last good landmarks are held; before the
+    first face the avatar's own face is shown). Per frame: 1. the crop (adapt=False: the paper's placement of
+    the driver's landmarks by the crop rule, with `crop` or a `StreamCrop` fixed by the first face); 2. One
+    Euro smoothing (optional, in the units of a 256 px crop, where the filter's defaults are tuned);
+    3. adaptation (`landmarks/adaptation.py`) of the motion since the reference frame to the avatar's face;
+    4. render (`render_frames`). `points` holds what was rendered (the avatar's crop px), `driver_points` the
+    driver's landmarks in its crop at the model's resolution.
+    """
+
+    def __init__(self, pipe: TalkingHeadPipeline, avatar: Avatar, *, adapt: bool, reference: np.ndarray | None,
+                 smooth: bool, fps: float, crop: CropTransform | None):
+        from .landmarks.filters import OneEuroFilter
+
+        self.pipe, self.avatar, self.adapt, self.fps = pipe, avatar, adapt, float(fps)
+        self.crop = StreamCrop(pipe.image_size, pipe.cfg.data)
+        self.crop.transform = crop
+        self.fixed_crop = crop is not None
+        self.reference = None if reference is None else np.asarray(reference, np.float64)
+        self.filter = OneEuroFilter() if smooth else None
+        self._last_t: float | None = None
+        neutral = avatar.face if avatar.face is not None else np.full((68, 2), np.nan, np.float32)
+        self.points = np.asarray(neutral, np.float32)  # (68,2) rendered last, avatar crop px
+        self.driver_points: np.ndarray | None = None  # (68,2) the driver's last landmarks, its crop px
+        self.frames = 0  # frames stepped
+        self.lost = 0  # of which without a face (held the last good landmarks)
+
+    def landmarks(self, points: np.ndarray | None, t: float | None = None,
+                  frame_size: tuple[int, int] | None = None) -> np.ndarray:
+        """Stages 1-3 for one frame: the landmarks to render (68,2) in the avatar's crop px. t: capture time
+        (s) for the smoothing filter (default: frames 1/fps apart); frame_size (w, h) of the driver's frames
+        for a new crop box (default: just big enough for the points)."""
+        self.frames += 1
+        p = None if points is None else np.asarray(points, np.float64)
+        if p is not None and p.shape != (68, 2):
+            raise PipelineError(f"landmarks must be (68,2), got {p.shape}")
+        if p is None or not np.isfinite(p).all():
+            self.lost += 1
+            return self.points
+        size = frame_size or tuple(int(np.ceil(v)) + 1 for v in p.max(axis=0))
+        if self.fixed_crop:
+            in_crop = self.crop.transform.to_crop(p)
+        else:
+            in_crop = self.crop.update(p, size)
+        p = self._smooth(p, t)
+        if self.filter is not None:
+            in_crop = self.crop.transform.to_crop(p)
+        self.driver_points = np.asarray(in_crop, np.float32)
+        if not self.adapt:
+            self.points = self.driver_points
+            return self.points
+        if self.reference is None:
+            self.reference = p
+        from .landmarks.adaptation import adapt_landmarks
+
+        self.points = adapt_landmarks(np.stack([self.reference, p]), self.avatar.face, 0)[1]
+        return self.points
+
+    def _smooth(self, p: np.ndarray, t: float | None) -> np.ndarray:
+        """One Euro filter on the points in 256-px-crop units (the crop box fixes the scale); frame px out."""
+        if self.filter is None:
+            return p
+        dt = 1.0 / self.fps if t is None or self._last_t is None else max(1e-3, t - self._last_t)
+        self._last_t = t
+        if self.crop.changed and not self.fixed_crop:
+            self.filter.reset()  # a new box: the old positions are in other units
+        unit = 256.0 / self.crop.transform.side
+        return self.filter(p * unit, dt) / unit
+
+    def render(self, points: np.ndarray) -> np.ndarray:
+        """Stage 4: one RGB uint8 frame (output_size px) for landmarks (68,2) in the avatar's crop px."""
+        if not np.isfinite(points).all():  # nothing to show yet (no face, and an avatar without landmarks)
+            return np.zeros((self.pipe.output_size, self.pipe.output_size, 3), np.uint8)
+        return self.pipe.render_frames(self.avatar, np.asarray(points, np.float32)[None])[0]
+
+    def step(self, points: np.ndarray | None, t: float | None = None,
+             frame_size: tuple[int, int] | None = None) -> np.ndarray:
+        """One frame: landmarks in, RGB uint8 (output_size, output_size, 3) frame out (class docstring)."""
+        return self.render(self.landmarks(points, t, frame_size))
 
 
 # --- small helpers ----------------------------------------------------------------------------------

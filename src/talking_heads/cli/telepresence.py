@@ -1,0 +1,237 @@
+"""`talking-heads send`, `receive`, `token` and `telepresence-demo` (issue 14). Parsing only: the work is in
+`talking_heads.telepresence` (sender, receiver, transport, demo) and the pipeline's live stage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..telepresence.settings import TelepresenceConfig
+
+    d = TelepresenceConfig()
+    s = sub.add_parser("send", help="stream face landmarks from a camera or a video to a receiver",
+                       description="Tracks 68 face landmarks per frame, encodes them (a few hundred bits per frame) "
+                                   "and sends them over a WebSocket to `talking-heads receive`. A video file is "
+                                   "played at its own frame rate, as a camera would deliver it.")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
+    src.add_argument("--video", metavar="FILE", help="a video file (or folder of frames) played as a camera")
+    s.add_argument("--to", required=True, metavar="HOST:PORT", help="the receiver's address")
+    s.add_argument("--token-file", required=True, metavar="F", help="the shared token (talking-heads token F)")
+    s.add_argument("--tls-ca", metavar="CERT", default=None,
+                   help="use TLS (wss) and trust this certificate (e.g. the receiver's self-signed one)")
+    s.add_argument("--tls", action="store_true", help="use TLS (wss) with the system's certificate authorities")
+    s.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    s.add_argument("--step", type=float, default=d.step, help=f"quantisation step in px at the crop (default {d.step})")
+    s.add_argument("--key-interval", type=int, default=d.key_interval,
+                   help=f"frames between key frames (default {d.key_interval})")
+    s.add_argument("--no-smooth", action="store_true", help="send the tracked landmarks without One Euro smoothing")
+    s.add_argument("--no-basis", action="store_true", help="code point by point instead of on the shape basis")
+    s.set_defaults(func=run_send)
+
+    r = sub.add_parser("receive", help="render an avatar from received landmarks, live (page on the same port)",
+                       description="Listens for one sender (WebSocket, shared token), drives the avatar with the "
+                                   "received landmarks in real time (stale frames are dropped and counted), serves a "
+                                   "page with the live picture, fps, latency and bitrate, and optionally records a "
+                                   "labelled mp4. Binds 127.0.0.1 unless told otherwise.")
+    r.add_argument("--avatar", required=True, metavar="DIR", help="an avatar directory (talking-heads avatar create)")
+    r.add_argument("--listen", default=f"{d.host}:{d.port}", metavar="HOST:PORT",
+                   help=f"address to listen on (default {d.host}:{d.port}; port 0: any free port)")
+    r.add_argument("--token-file", required=True, metavar="F", help="the shared token (talking-heads token F)")
+    r.add_argument("--out", metavar="FILE.mp4", default=None, help="also record what is rendered (labelled synthetic)")
+    r.add_argument("--view", action="store_true", help="open the page in a web browser")
+    r.add_argument("--once", action="store_true", help="exit when the first sender has finished")
+    r.add_argument("--stats", metavar="FILE.json", default=None, help="write the final statistics here")
+    r.add_argument("--tls-cert", default=None, metavar="CERT", help="serve TLS (wss/https) with this certificate")
+    r.add_argument("--tls-key", default=None, metavar="KEY", help="... and this private key")
+    r.add_argument("--no-adapt", action="store_true", help="use the sender's landmarks as they are (the paper)")
+    r.add_argument("--smooth", action="store_true", help="One Euro smoothing at the receiver too")
+    r.add_argument("--max-senders", type=int, default=d.max_senders, help=f"senders at once (default {d.max_senders})")
+    _model_args(r)
+    r.set_defaults(func=run_receive)
+
+    t = sub.add_parser("token", help="make a shared token file for send/receive (mode 0600)",
+                       description="Writes 32 random bytes (URL-safe base64) to FILE, readable by its owner only. "
+                                   "Give the same file to both ends (copy it over a secure channel).")
+    t.add_argument("file", metavar="FILE")
+    t.add_argument("--force", action="store_true", help="replace an existing token file")
+    t.set_defaults(func=run_token)
+
+    m = sub.add_parser("telepresence-demo", help="sender and receiver on loopback with a test-split video",
+                       description="Runs a receiver and a sender on 127.0.0.1 with a test-split video of "
+                                   "../shared/data and an avatar, and writes OUT/side_by_side.mp4 (original | what "
+                                   "the receiver rendered), OUT/received.mp4 and OUT/stats.json; prints bitrate, "
+                                   "fps and latency.")
+    m.add_argument("--video", default=None, metavar="FILE",
+                   help="driving video (default: a test-split clip of ../shared/data or $TALKING_HEADS_DATA)")
+    m.add_argument("--avatar", default=None, metavar="DIR",
+                   help="avatar directory (default: outputs/demo/avatar_astronaut from `make demo` when present, "
+                        "else a new FT avatar of the astronaut portrait)")
+    m.add_argument("--epochs", type=int, default=None, help="FT epochs for a new avatar (default finetune.epochs)")
+    m.add_argument("--seconds", type=float, default=10.0, help="stream at most this many seconds (default 10)")
+    m.add_argument("--out", default="outputs/telepresence", help="output folder (default outputs/telepresence)")
+    m.add_argument("--step", type=float, default=d.step, help=f"quantisation step (default {d.step})")
+    _model_args(m)
+    m.set_defaults(func=run_demo)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def _guard(fn):
+    """Transport and input errors -> UserError (one line, exit code 2)."""
+    from ..telepresence.transport import TransportError
+    from .avatar import guard_input
+    from . import UserError
+
+    try:
+        return guard_input(fn)
+    except TransportError as err:
+        raise UserError(str(err)) from None
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from ..telepresence.transport import write_token_file
+
+    path = _guard(lambda: write_token_file(args.file, force=args.force))
+    print(f"token: {path} (mode 0600; give the same file to `send` and `receive`)")
+    return 0
+
+
+def run_send(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+
+    from ..telepresence.sender import CameraSource, FileSource, send
+    from ..telepresence.settings import TelepresenceConfig
+    from ..telepresence.transport import client_ssl, parse_address, read_token_file
+    from . import UserError
+
+    if args.step <= 0 or args.step * 64 < 1 or args.step * 64 > 255:
+        raise UserError(f"--step {args.step}: must be between 1/64 and 255/64 px")
+    if not 1 <= args.key_interval <= 255:
+        raise UserError(f"--key-interval {args.key_interval}: must be between 1 and 255 frames")
+    host, port = _guard(lambda: parse_address(args.to))
+    token = _guard(lambda: read_token_file(args.token_file))
+    tls = _guard(lambda: client_ssl(args.tls_ca)) if (args.tls_ca or args.tls) else None
+    settings = dataclasses.replace(TelepresenceConfig(), step=args.step, key_interval=args.key_interval,
+                                   smooth=not args.no_smooth, use_basis=not args.no_basis)
+    source = _guard(lambda: CameraSource(args.camera, seconds=args.seconds) if args.camera is not None
+                    else FileSource(args.video, seconds=args.seconds))
+    print(f"sending {'camera ' + str(args.camera) if args.camera is not None else args.video} at {source.fps:g} fps "
+          f"to {'wss' if tls else 'ws'}://{host}:{port}", flush=True)
+    stats = _guard(lambda: asyncio.run(send(source, host, port, token, settings=settings, ssl_context=tls)))
+    print(f"sent: {stats.summary()}")
+    return 0
+
+
+def run_receive(args: argparse.Namespace) -> int:
+    import asyncio
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from ..pipeline import Avatar
+    from ..telepresence.basis import known_bases
+    from ..telepresence.receiver import Receiver
+    from ..telepresence.settings import TelepresenceConfig
+    from ..telepresence.transport import parse_address, read_token_file, server_ssl
+    from .avatar import pipeline_from_args
+    from . import UserError
+
+    if args.out is not None and Path(args.out).suffix.lower() != ".mp4":
+        raise UserError(f"--out {args.out}: the recording must be an .mp4 file")
+    if args.max_senders < 1:
+        raise UserError("--max-senders must be at least 1")
+    host, port = _guard(lambda: parse_address(args.listen))
+    token = _guard(lambda: read_token_file(args.token_file))
+    tls = _guard(lambda: server_ssl(args.tls_cert, args.tls_key))
+    if not getattr(args, "verbose", False):  # one log line per refused connection would let a flood fill the disk
+        import logging
+
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    pipe = pipeline_from_args(args)
+    avatar = _guard(lambda: Avatar.load(args.avatar, pipe))
+    if not args.no_adapt and avatar.face is None:
+        raise UserError(f"{args.avatar}: this avatar has no source landmarks: use --no-adapt")
+    settings = dataclasses.replace(TelepresenceConfig(), host=host, port=port, max_senders=args.max_senders)
+    receiver = Receiver(pipe, avatar, settings=settings, bases=known_bases(), adapt=not args.no_adapt,
+                        smooth=args.smooth, out=args.out, once=args.once)
+    scheme = "https" if tls else "http"
+
+    def ready(bound: int, key: str) -> None:
+        where = "loopback only" if host in LOOPBACK else "REACHABLE FROM OTHER MACHINES"
+        print(f"listening on {host}:{bound} ({where}); sender URL {'wss' if tls else 'ws'}://{host}:{bound}/send",
+              flush=True)
+        if host not in LOOPBACK and tls is None:
+            print("warning: no TLS (--tls-cert/--tls-key): landmarks and the page travel unencrypted", file=sys.stderr)
+        page = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}/?key={key}"
+        print(f"page: {page}", flush=True)
+        if args.view:
+            import webbrowser
+
+            webbrowser.open(page)
+
+    try:
+        stats = asyncio.run(receiver.run(token, host=host, port=port, ssl_context=tls, ready=ready))
+    except OSError as err:
+        raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err})") from None
+    except KeyboardInterrupt:
+        stats = receiver.snapshot()
+    if args.stats:
+        from ..atomic import write_text
+
+        write_text(args.stats, json.dumps(stats, indent=2, default=list))
+    print(f"received: {stats['decoded']} frames decoded, {stats['rendered']} rendered, {stats['dropped']} dropped as "
+          f"stale, {stats['bad_packets']} bad packets; {stats['bytes']} codec bytes"
+          + (f"; recording: {args.out} ({stats['recorded']} frames)" if args.out else ""))
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from ..demo import default_data_dir, portrait
+    from ..pipeline import Avatar
+    from ..telepresence.demo import DEMO_VIDEO, run_telepresence_demo
+    from ..telepresence.settings import TelepresenceConfig
+    from .avatar import pipeline_from_args
+    from . import UserError
+
+    video = args.video
+    if video is None:
+        data = default_data_dir()
+        if data is None or not (data / DEMO_VIDEO).is_file():
+            raise UserError("no driving video: pass --video FILE (the test-split clips of ../shared/data or "
+                            "$TALKING_HEADS_DATA are not here)")
+        video = data / DEMO_VIDEO
+    if not Path(video).exists():
+        raise UserError(f"--video {video}: no such file")
+    pipe = pipeline_from_args(args)
+    default_avatar = Path("outputs/demo/avatar_astronaut")
+    if args.avatar is not None:
+        avatar = _guard(lambda: Avatar.load(args.avatar, pipe))
+        what = args.avatar
+    elif (default_avatar / "config.json").is_file():
+        avatar = _guard(lambda: Avatar.load(default_avatar, pipe))
+        what = str(default_avatar)
+    else:
+        avatar = _guard(lambda: pipe.create_avatar(portrait(), finetune=True, epochs=args.epochs))
+        avatar.save(Path(args.out) / "avatar_astronaut")
+        what = f"a new FT avatar of the astronaut portrait ({Path(args.out) / 'avatar_astronaut'})"
+    print(f"avatar: {what}; driver: {video}", flush=True)
+    settings = dataclasses.replace(TelepresenceConfig(), step=args.step)
+    result = _guard(lambda: run_telepresence_demo(pipe, avatar, video, args.out, settings=settings,
+                                                  seconds=args.seconds))
+    print(result.summary())
+    print(f"side by side (original | received): {result.side_by_side}")
+    print(f"receiver's recording: {result.received}; statistics: {result.stats}")
+    print("every output carries a synthetic marker and watermark: check with `talking-heads verify FILE`")
+    return 0

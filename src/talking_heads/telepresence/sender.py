@@ -1,0 +1,264 @@
+"""The sending end: a camera (or a video file played as one) -> 68 landmarks per frame -> packets (issue 14, item 2).
+
+Per frame (`LandmarkStream.process`): track the face (`landmarks.tracking.FaceTracker`: a full detection on the
+first frame and now and then, otherwise a search around the last box), express the points in the sender's
+head crop (`pipeline.StreamCrop`: the VoxCeleb box of the first face, refitted only when the head leaves it),
+smooth them (One Euro, optional) and encode them (`codec.LandmarkEncoder`). Frames without a face are sent as
+such (the receiver holds the last picture).
+
+A video file stands in for a camera (`FileSource`): frame i is "captured" at t0 + i / fps on the wall clock,
+and frames that the sender had no time for are skipped and counted, exactly as a camera's frames would be
+missed; `realtime=False` reads every frame as fast as it can (measurements). `CameraSource` reads an OpenCV
+camera. The capture timestamp in each packet is the wall-clock time of capture (ms mod 2^32), so the
+receiver's latency includes tracking, coding, the network and rendering. Audio is not sent (yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .codec import PREDICT_PREVIOUS, Basis, CropBox, LandmarkEncoder
+from .settings import TelepresenceConfig
+from .transport import TransportError, connect_sender
+
+log = logging.getLogger(__name__)
+
+PREDICT_RAW, PREDICT_SMOOTHED = 1, 2  # the shipped basis's predictors (basis.py)
+
+
+# --- sources -------------------------------------------------------------------------------------------
+
+class FileSource:
+    """A video file (or folder of frames) played as a camera (module docstring)."""
+
+    def __init__(self, path: str | Path, *, realtime: bool = True, seconds: float | None = None):
+        from ..data.video import probe
+
+        self.path = Path(path)
+        info = probe(self.path)
+        self.fps = float(info.fps)
+        self.frame_size = (info.width, info.height)
+        self.realtime = realtime
+        self.limit = None if seconds is None else max(1, int(round(seconds * self.fps)))
+        self.skipped = 0  # frames missed because the sender was busy
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray, float]]:
+        """(frame index, RGB frame, capture time in s on the wall clock)."""
+        from ..data.video import read_frames
+
+        t0 = time.time()
+        for i, frame in read_frames(self.path):
+            if self.limit is not None and i >= self.limit:
+                return
+            due = t0 + i / self.fps
+            if self.realtime:
+                now = time.time()
+                if now > due + 1.0 / self.fps:  # this frame's slot has passed: a camera would have dropped it
+                    self.skipped += 1
+                    continue
+                if now < due:
+                    time.sleep(due - now)
+            yield i, frame, (due if self.realtime else time.time())
+
+
+class CameraSource:
+    """An OpenCV camera (index N): frames as they come, timestamped when read."""
+
+    def __init__(self, index: int, *, seconds: float | None = None):
+        import cv2
+
+        self.capture = cv2.VideoCapture(int(index))
+        if not self.capture.isOpened():
+            raise TransportError(f"camera {index}: cannot open it (no such camera, or no permission)")
+        self.fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 30.0)
+        w, h = int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.frame_size = (w, h)
+        self.seconds = seconds
+        self.skipped = 0
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray, float]]:
+        t0, i = time.time(), 0
+        try:
+            while self.seconds is None or time.time() - t0 < self.seconds:
+                ok, bgr = self.capture.read()
+                if not ok:
+                    return
+                yield i, np.ascontiguousarray(bgr[:, :, ::-1]), time.time()
+                i += 1
+        finally:
+            self.capture.release()
+
+
+# --- frames -> packets ----------------------------------------------------------------------------------
+
+@dataclass
+class SenderStats:
+    """What a sender did."""
+
+    frames: int = 0  # frames tracked and sent
+    skipped: int = 0  # frames the source delivered too late to be processed (a busy sender)
+    no_face: int = 0  # frames sent without landmarks
+    key_frames: int = 0
+    bytes: int = 0  # codec bytes sent (all packets, the end marker included)
+    seconds: float = 0.0  # wall time of the stream
+    process_ms: float = 0.0  # mean tracking + coding time per frame
+    fps: float = 0.0  # source frame rate
+    sent: list = field(default_factory=list)  # (seq, source frame index) of every packet, when asked for
+
+    @property
+    def kbps(self) -> float:
+        """Average codec bitrate over the stream's duration in frames (frames / fps)."""
+        return self.bytes * 8 / max(1e-9, self.frames / self.fps) / 1000 if self.frames and self.fps else 0.0
+
+    @property
+    def bits_per_frame(self) -> float:
+        return self.bytes * 8 / max(1, self.frames)
+
+    def summary(self) -> str:
+        return (f"{self.frames} frames sent ({self.no_face} without a face, {self.key_frames} key frames, "
+                f"{self.skipped} skipped as late), {self.bytes} codec bytes = {self.bits_per_frame:.0f} bit/frame, "
+                f"{self.kbps:.2f} kbit/s at {self.fps:g} fps; tracking + coding {self.process_ms:.1f} ms/frame")
+
+
+def make_encoder(settings: TelepresenceConfig, fps: float) -> LandmarkEncoder:
+    """The codec as the settings ask (the shipped basis unless use_basis is off or it is missing)."""
+    basis, predictor = Basis.identity(), PREDICT_PREVIOUS
+    if settings.use_basis:
+        from .basis import load_basis
+
+        try:
+            basis = load_basis()
+            predictor = PREDICT_SMOOTHED if settings.smooth else PREDICT_RAW
+        except FileNotFoundError:
+            log.warning("the codec's shape basis is not installed: coding point by point (higher bitrate)")
+    return LandmarkEncoder(basis, fps=fps, step=settings.step, deadzone=settings.deadzone,
+                           key_interval=settings.key_interval, predictor=predictor)
+
+
+class LandmarkStream:
+    """Frames -> packets (module docstring). One per stream; `process` is called once per frame in order."""
+
+    def __init__(self, fps: float, settings: TelepresenceConfig | None = None, *, backend: str = "dlib"):
+        from ..config import DataConfig
+        from ..landmarks.filters import OneEuroFilter
+        from ..landmarks.tracking import FaceTracker
+        from ..pipeline import StreamCrop
+
+        self.settings = settings or TelepresenceConfig()
+        self.fps = float(fps)
+        self.tracker = FaceTracker(backend, redetect_every=DataConfig.redetect_every)
+        self.crop = StreamCrop(self.settings.crop_size)
+        self.filter = OneEuroFilter() if self.settings.smooth else None
+        self.encoder = make_encoder(self.settings, self.fps)
+        self.box: CropBox | None = None
+        self.points: np.ndarray | None = None  # (68,2) crop px of the last frame sent (None: no face)
+        self._last_t: float | None = None
+
+    def landmarks(self, frame: np.ndarray, t: float) -> np.ndarray | None:
+        """(68,2) landmarks of `frame` in the crop (smoothed), or None without a face."""
+        points, _, _ = self.tracker.update(frame)
+        if points is None:
+            if self.filter is not None:
+                self.filter.reset()
+            return None
+        crop = self.crop.update(points, (frame.shape[1], frame.shape[0]))
+        tf = self.crop.transform
+        self.box = CropBox(tf.x0, tf.y0, tf.side, tf.size)
+        if self.filter is not None:
+            if self.crop.changed:
+                self.filter.reset()
+            dt = 1.0 / self.fps if self._last_t is None else max(1e-3, t - self._last_t)
+            crop = self.filter(crop, dt)
+        self._last_t = t
+        return np.asarray(crop, np.float32)
+
+    def process(self, frame: np.ndarray, t: float) -> bytes:
+        """One packet for one RGB frame captured at wall-clock time t (s)."""
+        self.points = self.landmarks(frame, t)
+        box = self.box or CropBox(0, 0, max(frame.shape[:2]), self.settings.crop_size)
+        return self.encoder.encode(self.points, _ms(t), box)
+
+    def end(self, t: float) -> bytes:
+        """The end-of-stream marker."""
+        box = self.box or CropBox(0, 0, self.settings.crop_size, self.settings.crop_size)
+        return self.encoder.encode(None, _ms(t), box, end=True)
+
+
+def _ms(t: float) -> int:
+    return int(round(t * 1000)) & 0xFFFFFFFF
+
+
+# --- streaming -------------------------------------------------------------------------------------------
+
+async def send(source, host: str, port: int, token: str, *, settings: TelepresenceConfig | None = None,
+               ssl_context=None, record_sent: bool = False, on_frame: Callable | None = None,
+               stop: threading.Event | None = None) -> SenderStats:
+    """Stream `source` (FileSource or CameraSource) to a receiver; returns the statistics when the source
+    ends (or `stop` is set) and the connection is closed cleanly. on_frame(seq, index, frame, stream) is
+    called for every frame sent (the demo keeps the originals this way)."""
+    settings = settings or TelepresenceConfig()
+    stop = stop or threading.Event()
+    connection = await connect_sender(host, port, token, ssl_context=ssl_context)
+    stream = LandmarkStream(source.fps, settings)
+    stats = SenderStats(fps=source.fps)
+    loop = asyncio.get_running_loop()
+    packets: asyncio.Queue = asyncio.Queue(maxsize=4)  # backpressure: a slow link makes the source skip frames
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        total = 0.0
+        try:
+            for index, frame, t in source.frames():
+                if stop.is_set():
+                    break
+                t0 = time.perf_counter()
+                seq = stream.encoder.seq
+                packet = stream.process(frame, t)
+                total += time.perf_counter() - t0
+                stats.frames += 1
+                stats.no_face += stream.points is None
+                stats.key_frames += packet[:4] == b"THLM"
+                if record_sent:
+                    stats.sent.append((seq, index))
+                if on_frame is not None:
+                    on_frame(seq, index, frame, stream)
+                asyncio.run_coroutine_threadsafe(packets.put(packet), loop).result()
+            asyncio.run_coroutine_threadsafe(packets.put(stream.end(time.time())), loop).result()
+        except BaseException as err:  # re-raised below, after a clean close
+            failure.append(err)
+        finally:
+            stats.process_ms = 1000 * total / max(1, stats.frames)
+            asyncio.run_coroutine_threadsafe(packets.put(None), loop).result()
+
+    from websockets.exceptions import ConnectionClosed
+
+    started = time.perf_counter()
+    worker = threading.Thread(target=produce, name="telepresence-sender", daemon=True)
+    worker.start()
+    try:
+        while (packet := await packets.get()) is not None:
+            await connection.send(packet)
+            stats.bytes += len(packet)
+        await connection.close()
+    except ConnectionClosed as err:
+        raise TransportError(f"the receiver closed the connection ({err})") from None
+    finally:
+        stop.set()
+        while worker.is_alive():  # let the producer finish (it may wait on the queue)
+            try:
+                packets.get_nowait()
+            except asyncio.QueueEmpty:
+                await asyncio.sleep(0.01)
+        stats.seconds = time.perf_counter() - started
+        stats.skipped = getattr(source, "skipped", 0)
+    if failure:
+        raise failure[0]
+    return stats

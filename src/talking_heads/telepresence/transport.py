@@ -1,0 +1,415 @@
+"""Transport: landmark packets over a WebSocket (TCP, TLS when given a certificate), with the browser page on
+the same port. Independent of the codec: it moves opaque byte strings (a WebRTC data channel could carry the
+same packets later).
+
+Endpoints of the receiver (`PacketServer`; the websockets library does the HTTP and WebSocket protocol):
+- `GET /send` + `Authorization: Bearer TOKEN`: the sender's WebSocket. The token is compared in constant time
+  (`hmac.compare_digest`) during the HTTP handshake, so a wrong or missing token gets HTTP 401 and never a
+  WebSocket; the handler (and with it the decoder and the renderer) only ever sees authenticated senders.
+  One sender at a time by default (`max_senders`; others get 409).
+- `GET /?key=VIEW_KEY`: the page; `GET /view?key=VIEW_KEY`: its WebSocket (JPEG frames as binary messages,
+  statistics as JSON text). The view key is random per run and printed by the receiver: the sender's token
+  never goes into a URL, and nobody without the key can watch.
+Limits (`TelepresenceConfig`): a connection must finish its (TLS and) HTTP handshake within `open_timeout`
+(2 s: slow or silent clients are closed); messages over `max_packet` bytes close the connection (1009); a token
+bucket allows `max_packet_rate` packets/s with bursts of `rate_burst`, and `rate_violations` packets over it
+close the connection (1008); `bad_packets` undecodable packets close it too; a sender silent for
+`idle_timeout` is closed; at most `max_connections` connections are open past the handshake. Every buffer is
+bounded: websockets' own queue (`max_queue` messages of at most `max_packet` bytes), one pending frame per
+viewer. Compression is off (no decompression bombs, nothing to gain on 20-byte messages).
+
+Tokens: `generate_token` (32 random bytes, URL-safe base64), `write_token_file` (mode 0600, created
+exclusively), `read_token_file` (refuses files that others can read, like ssh does with keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import http
+import json
+import logging
+import os
+import secrets
+import ssl
+import stat
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+from .settings import TelepresenceConfig
+
+log = logging.getLogger(__name__)
+
+SEND_PATH = "/send"
+VIEW_PATH = "/view"
+CLOSE_POLICY = 1008  # WebSocket close code: policy violation (rate limit, bad packets, idle)
+
+
+class TransportError(ValueError):
+    """A problem with the user's transport settings (token file, certificate, address); one readable line."""
+
+
+# --- tokens ------------------------------------------------------------------------------------------
+
+def generate_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def write_token_file(path: str | os.PathLike, *, force: bool = False) -> Path:
+    """A new token in a file only its owner can read (0600), created atomically; refuses to overwrite
+    unless `force`."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise TransportError(f"{path} exists: not overwriting a token file (use --force to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(generate_token() + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_token_file(path: str | os.PathLike) -> str:
+    path = Path(path)
+    try:
+        info = path.stat()
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise TransportError(f"{path}: no such token file (make one with `talking-heads token {path}`)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise TransportError(f"{path}: cannot read the token file ({err})") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TransportError(f"{path}: permissions {stat.S_IMODE(info.st_mode):04o} let others read the token; "
+                             f"run `chmod 600 {path}`")
+    if len(text) < 16 or any(c.isspace() for c in text):
+        raise TransportError(f"{path}: not a token file (expected one line of at least 16 characters)")
+    return text
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    """Constant-time comparison (the time taken does not depend on where the strings differ)."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
+
+
+# --- TLS and addresses ---------------------------------------------------------------------------------
+
+def server_ssl(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    if not cert and not key:
+        return None
+    if not cert or not key:
+        raise TransportError("TLS needs both --tls-cert and --tls-key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        raise TransportError(f"cannot load the TLS certificate/key ({cert}, {key}): {err}") from None
+    return ctx
+
+
+def client_ssl(ca: str | None) -> ssl.SSLContext:
+    """Verify the receiver's certificate: against `ca` (e.g. a self-signed certificate) or the system's CAs."""
+    try:
+        return ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    except (OSError, ssl.SSLError) as err:
+        raise TransportError(f"cannot load the certificate to trust ({ca}): {err}") from None
+
+
+def parse_address(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """"HOST:PORT", ":PORT" or "PORT" -> (host, port); IPv6 as [::1]:PORT."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = "", text
+    host = host.strip("[]") or default_host
+    try:
+        number = int(port)
+    except ValueError:
+        raise TransportError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:8765") from None
+    if not 0 <= number <= 65535:
+        raise TransportError(f"{text!r}: port {number} outside 0..65535")
+    return host, number
+
+
+# --- server --------------------------------------------------------------------------------------------
+
+class TokenBucket:
+    """`allow()` is False when more than `rate` events/s on average (bursts of `burst`) arrive."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
+        self.rate, self.burst, self.clock = float(rate), float(burst), clock
+        self.tokens, self.last = float(burst), clock()
+
+    def allow(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class ConnectionCounts:
+    """What the server refused, by reason (shown on the page and in the receiver's summary)."""
+
+    senders: int = 0  # sender connections accepted (authenticated)
+    bad_token: int = 0  # HTTP 401
+    busy: int = 0  # HTTP 409 (a sender is already streaming) / 503 (too many connections or viewers)
+    bad_view_key: int = 0  # HTTP 403
+    not_found: int = 0  # HTTP 404
+    too_large: int = 0  # messages over max_packet (connection closed, 1009)
+    rate_limited: int = 0  # packets dropped by the token bucket
+    closed_policy: int = 0  # connections closed for rate, bad packets or idleness (1008)
+    extra: dict = field(default_factory=dict)
+
+
+class PacketSink:
+    """What the server hands authenticated packets to (the receiver)."""
+
+    def open_stream(self, peer: str) -> None:  # a sender connected
+        pass
+
+    def packet(self, data: bytes) -> bool:  # True: decoded; False: undecodable (counted towards bad_packets)
+        return True
+
+    def close_stream(self, reason: str) -> None:  # the sender's connection ended
+        pass
+
+
+class PacketServer:
+    """The receiver's network side (module docstring). Start with `await start(host, port)`; `publish_frame`
+    and `publish_stats` may be called from any thread."""
+
+    def __init__(self, sink: PacketSink, token: str, settings: TelepresenceConfig, *, page: Callable[[str], str],
+                 ssl_context: ssl.SSLContext | None = None):
+        self.sink, self.token, self.settings, self.page, self.ssl = sink, token, settings, page, ssl_context
+        self.view_key = secrets.token_urlsafe(16)
+        self.counts = ConnectionCounts()
+        self.open_connections = 0
+        self.senders = 0
+        self.viewers: set = set()
+        self._latest_frame: bytes | None = None
+        self._latest_stats: str | None = None
+        self._wake: dict = {}  # viewer -> asyncio.Event
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server = None
+
+    # --- lifecycle ---
+    async def start(self, host: str, port: int) -> int:
+        from websockets.asyncio.server import serve
+
+        self.loop = asyncio.get_running_loop()
+        s = self.settings
+        self.server = await serve(self._handler, host, port, process_request=self._process_request,
+                                  ssl=self.ssl, compression=None, open_timeout=s.open_timeout,
+                                  max_size=s.max_packet, max_queue=16, ping_interval=5, ping_timeout=5,
+                                  close_timeout=2, server_header=None)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    # --- HTTP routing and authentication (before any WebSocket exists) ---
+    def _process_request(self, connection, request):
+        url = urlsplit(request.path)
+        s = self.settings
+        if url.path == SEND_PATH:
+            auth = request.headers.get("Authorization", "")
+            given = auth[7:].strip() if auth.startswith("Bearer ") else None
+            if not token_matches(given, self.token):
+                self.counts.bad_token += 1
+                return connection.respond(http.HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
+            if self.senders >= s.max_senders:
+                self.counts.busy += 1
+                return connection.respond(http.HTTPStatus.CONFLICT, "another sender is streaming\n")
+        elif url.path in ("/", VIEW_PATH):
+            key = parse_qs(url.query).get("key", [None])[0]
+            if not token_matches(key, self.view_key):
+                self.counts.bad_view_key += 1
+                return connection.respond(http.HTTPStatus.FORBIDDEN, "this page needs the receiver's view key\n")
+            if url.path == "/":
+                return _html(connection, self.page(self.view_key))
+            if len(self.viewers) >= s.max_viewers:
+                self.counts.busy += 1
+                return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many viewers\n")
+        else:
+            self.counts.not_found += 1
+            return connection.respond(http.HTTPStatus.NOT_FOUND, "not found\n")
+        if self.open_connections >= s.max_connections:
+            self.counts.busy += 1
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        connection.role = "sender" if url.path == SEND_PATH else "viewer"
+        return None  # counted in _handler: a handshake that fails after this point reserves nothing
+
+    async def _handler(self, connection) -> None:
+        s = self.settings
+        role = getattr(connection, "role", None)
+        if role == "sender" and self.senders >= s.max_senders:  # two handshakes raced past _process_request
+            self.counts.busy += 1
+            await connection.close(1013, "another sender is streaming")
+            return
+        self.open_connections += 1
+        try:
+            if role == "sender":
+                self.senders += 1
+                try:
+                    await self._sender(connection)
+                finally:
+                    self.senders -= 1
+            elif role == "viewer":
+                await self._viewer(connection)
+        finally:
+            self.open_connections -= 1
+
+    # --- the sender ---
+    async def _sender(self, connection) -> None:
+        from websockets.exceptions import ConnectionClosed, PayloadTooBig
+
+        s = self.settings
+        self.counts.senders += 1
+        bucket = TokenBucket(s.max_packet_rate, s.rate_burst)
+        over, bad = 0, 0
+        reason = "closed by the sender"
+        peer = f"{connection.remote_address[0]}:{connection.remote_address[1]}"
+        self.sink.open_stream(peer)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(connection.recv(), s.idle_timeout)
+                except asyncio.TimeoutError:
+                    reason = f"idle for {s.idle_timeout:g} s"
+                    self.counts.closed_policy += 1
+                    await connection.close(CLOSE_POLICY, "idle")
+                    break
+                if isinstance(data, str):
+                    data = data.encode()[: s.max_packet]  # text is not the protocol: counted as a bad packet
+                    ok = False
+                elif not bucket.allow():
+                    self.counts.rate_limited += 1
+                    over += 1
+                    if over >= s.rate_violations:
+                        reason = "over the packet rate limit"
+                        self.counts.closed_policy += 1
+                        await connection.close(CLOSE_POLICY, "rate limit")
+                        break
+                    continue
+                else:
+                    ok = self.sink.packet(data)
+                if not ok:
+                    bad += 1
+                    if bad >= s.bad_packets:
+                        reason = f"{bad} undecodable packets"
+                        self.counts.closed_policy += 1
+                        await connection.close(CLOSE_POLICY, "bad packets")
+                        break
+        except PayloadTooBig:
+            self.counts.too_large += 1
+            reason = f"message over {s.max_packet} bytes"
+        except ConnectionClosed as err:
+            if err.sent is not None and err.sent.code == 1009:
+                self.counts.too_large += 1
+                reason = f"message over {s.max_packet} bytes"
+            elif err.rcvd is None or err.rcvd.code not in (1000, 1001):
+                reason = f"connection lost ({err})"
+        finally:
+            self.sink.close_stream(reason)
+
+    # --- viewers ---
+    async def _viewer(self, connection) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        wake = asyncio.Event()
+        self.viewers.add(connection)
+        self._wake[connection] = wake
+        sent_frame = sent_stats = None
+        closed = asyncio.ensure_future(connection.wait_closed())
+        try:
+            wake.set()
+            while True:
+                waiter = asyncio.ensure_future(wake.wait())
+                await asyncio.wait({waiter, closed}, return_when=asyncio.FIRST_COMPLETED)
+                if closed.done():  # the page went away, or the server is closing
+                    waiter.cancel()
+                    break
+                wake.clear()
+                frame, stats = self._latest_frame, self._latest_stats
+                if stats is not None and stats is not sent_stats:
+                    await connection.send(stats)
+                    sent_stats = stats
+                if frame is not None and frame is not sent_frame:
+                    await connection.send(frame)  # a slow viewer skips the frames published meanwhile
+                    sent_frame = frame
+        except ConnectionClosed:
+            pass
+        finally:
+            closed.cancel()
+            self.viewers.discard(connection)
+            self._wake.pop(connection, None)
+
+    def _wake_all(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+    def publish_frame(self, jpeg: bytes) -> None:
+        """The newest picture for the page (thread-safe; the older one is dropped if not sent yet)."""
+        self._latest_frame = jpeg
+        if self.loop is not None and self._wake:
+            self.loop.call_soon_threadsafe(self._wake_all)
+
+    def publish_stats(self, stats: dict) -> None:
+        self._latest_stats = json.dumps(stats)
+        if self.loop is not None and self._wake:
+            self.loop.call_soon_threadsafe(self._wake_all)
+
+
+def _html(connection, body: str):
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+
+    data = body.encode()
+    headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
+                       ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                       ("Content-Security-Policy", "default-src 'self'; img-src 'self' blob:; "
+                                                   "style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+                                                   "connect-src 'self' ws: wss:"),
+                       ("Connection", "close")])
+    return Response(200, "OK", headers, data)
+
+
+# --- client --------------------------------------------------------------------------------------------
+
+async def connect_sender(host: str, port: int, token: str, *, ssl_context: ssl.SSLContext | None = None,
+                         open_timeout: float = 5.0):
+    """The sender's WebSocket to a receiver (raises TransportError with the receiver's reason when refused)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus, InvalidHandshake
+
+    scheme = "wss" if ssl_context is not None else "ws"
+    uri = f"{scheme}://{_host_in_uri(host)}:{port}{SEND_PATH}"
+    try:
+        return await connect(uri, additional_headers={"Authorization": f"Bearer {token}"}, ssl=ssl_context,
+                             compression=None, open_timeout=open_timeout, max_size=2 ** 16, proxy=None,
+                             ping_interval=5, ping_timeout=5, close_timeout=2)
+    except InvalidStatus as err:
+        code = err.response.status_code
+        why = {401: "the receiver refused the token", 409: "another sender is already streaming to it"}
+        raise TransportError(f"{uri}: {why.get(code, f'HTTP {code}')}") from None
+    except (OSError, InvalidHandshake, asyncio.TimeoutError, ssl.SSLError) as err:
+        raise TransportError(f"{uri}: cannot connect ({err or type(err).__name__})") from None
+
+
+def _host_in_uri(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+

@@ -1,0 +1,354 @@
+"""Telepresence over loopback (issue 14, items 3-5 and 7): a real receiver (the tiny model, an avatar of a real
+photo) and a real sender (a real test-split clip played as a camera) talking WebSocket on 127.0.0.1 only:
+frames rendered in order and recorded, the page and its statistics, wrong tokens, slow clients, limits, and a
+flood of hostile clients while a good sender streams (the receiver runs as the real `talking-heads receive`
+process, whose memory is watched)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from talking_heads.telepresence.settings import TelepresenceConfig
+
+HOST = "127.0.0.1"  # loopback only, always
+PHOTO = "photos/avatarify_jobs.jpg"
+SHORT = "videos/test/lp_driving_d1_old.mp4"  # 16 frames at 30 fps
+LONG = "videos/test/edtalk_mouth_source.mp4"  # 250 frames at 25 fps (10 s)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    from talking_heads.pipeline import TalkingHeadPipeline
+
+    return TalkingHeadPipeline.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def avatar_dir(pipe, shared_data, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tp") / "avatar"
+    pipe.create_avatar(shared_data / PHOTO, progress=False).save(path)
+    return path
+
+
+class ReceiverThread:
+    """`Receiver.run` on its own event loop in a thread; `stop()` ends it and returns the final statistics."""
+
+    def __init__(self, pipe, avatar, token, **kwargs):
+        from talking_heads.telepresence.basis import known_bases
+        from talking_heads.telepresence.receiver import Receiver
+
+        self.receiver = Receiver(pipe, avatar, bases=known_bases(), **kwargs)
+        self.token, self.ready, self.result, self.error = token, threading.Event(), None, None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        async def main():
+            self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
+            return await self.receiver.run(self.token, host=HOST, port=0, stop=self.stop_event,
+                                           ready=lambda port, key: (setattr(self, "port", port),
+                                                                    setattr(self, "key", key), self.ready.set()))
+        try:
+            self.result = asyncio.run(main())
+        except BaseException as err:
+            self.error = err
+            self.ready.set()
+
+    def __enter__(self):
+        self.thread.start()
+        assert self.ready.wait(30) and self.error is None, self.error
+        return self
+
+    def stop(self, timeout=30):
+        if self.thread.is_alive() and not self.receiver.done.is_set():
+            self.loop.call_soon_threadsafe(self.stop_event.set)
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the receiver did not shut down"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+    def __exit__(self, *exc):
+        if self.thread.is_alive():
+            self.stop()
+
+
+@pytest.fixture(scope="module")
+def avatar(pipe, avatar_dir):
+    from talking_heads.pipeline import Avatar
+
+    return Avatar.load(avatar_dir, pipe)
+
+
+def _send(path, port, token, **kwargs):
+    from talking_heads.telepresence.sender import FileSource, send
+
+    return asyncio.run(send(FileSource(path), HOST, port, token, **kwargs))
+
+
+async def _view(port, key, seconds):
+    """What a page's WebSocket receives for `seconds`: (JPEG frames, statistics)."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    frames, stats = [], []
+    async with connect(f"ws://{HOST}:{port}/view?key={key}", proxy=None, max_size=2 ** 22) as ws:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                msg = await asyncio.wait_for(ws.recv(), max(0.05, deadline - time.monotonic()))
+            except (asyncio.TimeoutError, ConnectionClosed):  # the receiver has finished
+                break
+            (stats if isinstance(msg, str) else frames).append(msg)
+    return frames, [json.loads(s) for s in stats]
+
+
+def test_loopback_end_to_end(pipe, avatar, shared_data, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from talking_heads import provenance
+    from talking_heads.data.video import probe
+
+    token = "t" * 40
+    with ReceiverThread(pipe, avatar, token, out=tmp_path / "rec.mp4", once=True) as rx:
+        page = urllib.request.urlopen(f"http://{HOST}:{rx.port}/?key={rx.key}", timeout=5).read().decode()
+        assert "SYNTHETIC" in page and "/view?key=" in page
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(f"http://{HOST}:{rx.port}/?key=wrong", timeout=5)
+        viewer = {}
+        watch = threading.Thread(target=lambda: viewer.update(out=asyncio.run(_view(rx.port, rx.key, 4.0))))
+        watch.start()
+        time.sleep(0.3)
+        sent = _send(shared_data / SHORT, rx.port, token, record_sent=True)
+        assert rx.receiver.done.wait(30)  # once: the receiver finishes by itself when the sender has
+        stats = rx.stop()
+        watch.join()
+    assert sent.frames + sent.skipped == 16 and sent.frames >= 12
+    assert [s for s, _ in sent.sent] == list(range(sent.frames))
+    assert stats["decoded"] == sent.frames + 1  # and the end marker
+    assert stats["rendered"] >= 1 and stats["rendered"] + stats["dropped"] == sent.frames
+    assert stats["out_of_order"] == 0 and stats["bad_packets"] == 0 and stats["gaps"] == 0
+    assert stats["last_rendered_seq"] == sent.frames - 1  # the last frame is always shown
+    assert stats["last_reason"] == "closed by the sender"
+    assert sent.kbps < 10  # default step 0.5: about 4-6 kbit/s on this clip (docs/benchmarks.md)
+    info = probe(tmp_path / "rec.mp4")
+    assert info.num_frames == sent.frames and abs(info.fps - 30) < 0.01  # one video frame per sequence number
+    assert provenance.verify(tmp_path / "rec.mp4").synthetic
+    frames, page_stats = viewer["out"]
+    assert frames and all(f[:2] == b"\xff\xd8" for f in frames)  # JPEG pictures for the page
+    import cv2
+
+    jpeg = cv2.imdecode(np.frombuffer(frames[-1], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert provenance.matching_bits([provenance.read_watermark(jpeg)]) >= provenance.MIN_MATCHING_BITS
+    assert page_stats and {"fps", "latency_ms", "kbps", "dropped", "refused"} <= set(page_stats[-1])
+    assert any(s["rendered"] > 0 and s["latency_ms"] is not None and s["latency_ms"] > 0 for s in page_stats)
+
+
+def test_a_wrong_token_is_refused_and_nothing_is_rendered(pipe, avatar, shared_data):
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    from talking_heads.telepresence.transport import TransportError, connect_sender
+
+    async def attempts(port):
+        with pytest.raises(TransportError, match="refused the token"):
+            await connect_sender(HOST, port, "not the token at all")
+        with pytest.raises(InvalidStatus, match="401"):
+            await connect(f"ws://{HOST}:{port}/send", proxy=None)  # no token
+        with pytest.raises(InvalidStatus, match="404"):
+            await connect(f"ws://{HOST}:{port}/elsewhere", proxy=None)
+
+    with ReceiverThread(pipe, avatar, "right-token-" * 3) as rx:
+        asyncio.run(attempts(rx.port))
+        with pytest.raises(Exception, match="refused the token"):
+            _send(shared_data / SHORT, rx.port, "wrong-token-" * 3)
+        counts = rx.receiver.server.counts
+        stats = rx.stop()
+    assert counts.bad_token == 3 and counts.not_found == 1 and counts.senders == 0
+    assert stats["streams"] == 0 and stats["packets"] == 0 and stats["rendered"] == 0
+
+
+def _closed_by_server(sock: socket.socket, limit: float = 6.0) -> bool:
+    """True when the server closes the connection before `limit` seconds (recv returns EOF)."""
+    sock.settimeout(limit)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_slow_and_silent_clients_are_closed(pipe, avatar):
+    settings = TelepresenceConfig()
+    assert settings.open_timeout == 2.0
+    with ReceiverThread(pipe, avatar, "x" * 32, settings=settings) as rx:
+        silent = socket.create_connection((HOST, rx.port))
+        slow = socket.create_connection((HOST, rx.port))
+        slow.sendall(b"GET /send HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ... and the rest never comes
+        assert _closed_by_server(silent) and _closed_by_server(slow)  # open_timeout 2 s; 6 s would fail
+        stats = rx.stop()
+    assert stats["streams"] == 0 and stats["rendered"] == 0
+
+
+def test_packet_size_rate_and_sender_limits(pipe, avatar, shared_data):
+    from websockets.exceptions import ConnectionClosed
+
+    from talking_heads.telepresence.transport import TransportError, connect_sender
+
+    token = "limit-token-" * 3
+
+    async def abuse(port):
+        big = await connect_sender(HOST, port, token)
+        await big.send(b"\xd1\x01" + bytes(4000))  # over max_packet
+        with pytest.raises(ConnectionClosed) as closed:
+            await big.recv()
+        assert closed.value.rcvd.code == 1009
+        first = await connect_sender(HOST, port, token)
+        with pytest.raises(TransportError, match="another sender"):
+            await connect_sender(HOST, port, token)  # one sender per receiver
+        for _ in range(300):  # far over 60 packets/s: dropped, then closed
+            try:
+                await first.send(b"\xd1\x00")
+            except ConnectionClosed:
+                break
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(first.recv(), 5)
+        assert closed.value.rcvd.code == 1008
+        junk = await connect_sender(HOST, port, token)
+        for _ in range(40):
+            try:
+                await junk.send(b"JUNK" * 4)  # undecodable: closed after bad_packets
+            except ConnectionClosed:
+                break
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(junk.recv(), 5)
+        assert closed.value.rcvd.code == 1008
+
+    with ReceiverThread(pipe, avatar, token) as rx:
+        asyncio.run(abuse(rx.port))
+        counts = rx.receiver.server.counts
+        stats = rx.stop()
+    assert counts.too_large == 1 and counts.busy == 1 and counts.rate_limited > 0 and counts.closed_policy == 2
+    assert stats["bad_packets"] >= 25 and stats["rendered"] == 0
+
+
+# --- flood -----------------------------------------------------------------------------------------------
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def _bad_client(port: int, kind: int, deadline: float, counter: list) -> None:
+    """One hostile client, looping until `deadline` (and at most 500 attempts): wrong tokens, no token,
+    garbage, slow or silent connections, oversized junk, wrong view keys."""
+    from websockets.asyncio.client import connect
+
+    for _ in range(500):
+        if time.monotonic() >= deadline:
+            return
+        counter[0] += 1
+        try:
+            if kind == 0:
+                async with connect(f"ws://{HOST}:{port}/send", proxy=None, open_timeout=2,
+                                   additional_headers={"Authorization": "Bearer guess" + str(counter[0])}):
+                    pass
+            elif kind == 1:
+                reader, writer = await asyncio.open_connection(HOST, port)
+                writer.write(os.urandom(2048))
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), 3)
+                writer.close()
+            elif kind == 2:
+                reader, writer = await asyncio.open_connection(HOST, port)
+                writer.write(b"GET /send HTTP/1.1\r\n")
+                await asyncio.wait_for(reader.read(), 4)  # the server closes it after open_timeout
+                writer.close()
+            elif kind == 3:
+                async with connect(f"ws://{HOST}:{port}/view?key=nope", proxy=None, open_timeout=2):
+                    pass
+            else:
+                reader, writer = await asyncio.open_connection(HOST, port)
+                writer.write(b"POST /send HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n" + bytes(60000))
+                await writer.drain()
+                await asyncio.wait_for(reader.read(), 3)
+                writer.close()
+        except Exception:  # refused, reset or closed: what we expect
+            pass
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_flood_of_bad_clients_does_not_starve_a_good_sender(tiny_model_dir, avatar_dir, shared_data, tmp_path):
+    from talking_heads.telepresence.transport import write_token_file
+
+    token_file = write_token_file(tmp_path / "token")
+    stats_file = tmp_path / "stats.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen([sys.executable, "-m", "talking_heads", "receive", "--avatar", str(avatar_dir),
+                                 "--model", str(tiny_model_dir), "--listen", f"{HOST}:0", "--token-file",
+                                 str(token_file), "--once", "--stats", str(stats_file), "--device", "cpu"],
+                                stdout=fo, stderr=fe, text=True, env=env)
+    try:
+        line = ""
+        for _ in range(300):  # wait for the "listening on" line (at most 30 s)
+            line = next((x for x in out.read_text().splitlines() if x.startswith("listening on")), "")
+            if line or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert line.startswith("listening on 127.0.0.1:"), err.read_text()
+        port = int(line.split()[2].rsplit(":", 1)[1])
+        token = token_file.read_text().strip()
+        result, rss = {}, []
+        good = threading.Thread(target=lambda: result.update(sent=_send(shared_data / LONG, port, token)))
+        good.start()
+        time.sleep(2.0)  # the good sender is streaming, the receiver warmed up
+        baseline = _rss_kb(proc.pid)
+        counter = [0]
+
+        async def flood():
+            deadline = time.monotonic() + 10.0
+            tasks = [asyncio.create_task(_bad_client(port, i % 5, deadline, counter)) for i in range(20)]
+            while time.monotonic() < deadline:
+                rss.append(_rss_kb(proc.pid))
+                await asyncio.sleep(0.5)
+            await asyncio.gather(*tasks)
+
+        asyncio.run(flood())
+        good.join(60)
+        assert not good.is_alive()
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.read_text()[-2000:]
+    assert "Traceback" not in err.read_text()
+    stats = json.loads(stats_file.read_text())
+    sent = result["sent"]
+    source_frames = sent.frames + sent.skipped
+    print(f"flood: {counter[0]} hostile attempts in 10 s; good stream {stats['decoded'] - 1}/{source_frames} frames "
+          f"decoded, {stats['rendered']} rendered; receiver RSS {baseline} kB -> max {max(rss)} kB")
+    assert counter[0] >= 100  # the flood did happen
+    assert stats["decoded"] - 1 >= 0.8 * source_frames, (stats["decoded"], source_frames)
+    assert stats["out_of_order"] == 0 and stats["rendered"] > 0
+    assert stats["refused"]["bad_token"] > 20 and stats["refused"]["bad_view_key"] > 20
+    assert max(rss) - baseline < 60_000, (baseline, rss)  # kB: memory stays flat under load
