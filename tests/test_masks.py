@@ -43,3 +43,52 @@ def test_neutral_frame_of_an_expressive_real_driver(shared_data):
     gap = np.linalg.norm(points[:, 66] - points[:, 62], axis=-1) / np.linalg.norm(points[:, 45] - points[:, 36], axis=-1)
     assert gap[i] <= np.median(gap)  # a closed-mouth frame, not frame 0 by default
     assert neutrality(points)[i] == neutrality(points).min()
+
+
+def test_masked_paste_back_leaves_everything_outside_the_person_untouched(shared_data):
+    """Puppeteering a photo with paste-back through the head masks: pixels outside every frame's mask are
+    the photo's own, so the background does not flicker at all (the model re-paints only the head)."""
+    from talking_heads.landmarks.motions import motion_landmarks
+    from talking_heads.pipeline import TalkingHeadPipeline
+
+    pipe = TalkingHeadPipeline.from_pretrained()
+    avatar = pipe.create_avatar(shared_data / "photos" / "lp_source_s9.jpg", progress=False)
+    target = pipe.paste_target(avatar)
+    frame, tf = target
+    live = pipe.live(avatar)
+    points = motion_landmarks("turn", 1.0, 10.0, pipe.image_size)
+    outs, square, union = [], [], np.zeros(frame.shape[:2], np.float32)
+    for p in points:
+        crop = live.step(p)
+        mask = pipe.paste_mask(avatar, live.points)
+        outs.append(pipe.paste_back(crop, target, mask).astype(np.int16))
+        square.append(pipe.paste_back(crop, target).astype(np.int16))
+        union = np.maximum(union, tf.paste_back(np.ones_like(mask), np.zeros(frame.shape[:2], np.float32), mask))
+    outside = union < 1e-3
+    assert outside.mean() > 0.5  # most of the photo is background
+    for out in outs:
+        assert np.abs(out - frame.astype(np.int16))[outside].max() == 0
+    # the old feathered square does move pixels outside the person
+    changes = np.mean([np.abs(a - b)[outside].mean() for a, b in zip(square[1:], square[:-1])])
+    assert changes > 0.1
+
+
+def test_animate_chooses_the_neutral_reference_frame(shared_data, tmp_path, monkeypatch):
+    from talking_heads import pipeline as pl
+    from talking_heads.pipeline import TalkingHeadPipeline
+
+    pipe = TalkingHeadPipeline.from_pretrained()
+    avatar = pipe.create_avatar(shared_data / "photos" / "lp_source_s9.jpg", progress=False)
+    seq = pipe.load_driver(shared_data / "videos" / "test" / "lp_driving_d1_old.mp4")
+    seen = {}
+    real_live = pl.TalkingHeadPipeline.live
+
+    def spy(self, avatar, **kw):
+        seen["reference"] = kw.get("reference")
+        return real_live(self, avatar, **kw)
+
+    monkeypatch.setattr(pl.TalkingHeadPipeline, "live", spy)
+    pipe.animate(avatar, seq, tmp_path / "a.mp4", contact_sheet=False, progress=False)
+    np.testing.assert_array_equal(seen["reference"], seq.driver_points[neutral_frame(seq.driver_points)])
+    pipe.animate(avatar, seq, tmp_path / "b.mp4", reference_frame=3, contact_sheet=False, progress=False)
+    np.testing.assert_array_equal(seen["reference"], seq.driver_points[3])

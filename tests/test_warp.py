@@ -140,3 +140,24 @@ def test_tiny_warp_model_overfits_a_real_clip(shared_data, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert all("g_warp_tv" in r for r in rows)
     assert end < 0.5 * start, (start, end)
+
+
+def test_pipeline_renders_a_warp_avatar_from_its_source_crops(shared_data, tmp_path):
+    """A warp model end to end: the avatar keeps its crops, renders, and renders the same after save/load."""
+    from talking_heads.avatar import Avatar
+    from talking_heads.pipeline import TalkingHeadPipeline
+
+    cfg = warp_cfg()
+    torch.manual_seed(0)
+    checkpoint.save_model_dir(tmp_path / "model", cfg, build_networks(cfg, 2), num_videos=2, content_loss="offline",
+                              step=0)
+    pipe = TalkingHeadPipeline.from_pretrained(tmp_path / "model")
+    avatar = pipe.create_avatar(shared_data / "photos" / "lp_source_s9.jpg", progress=False)
+    assert avatar.source_images.shape == (1, 32, 32, 3)
+    y = torch.rand(2, 3, 32, 32) * 2 - 1
+    first = pipe.render(avatar, y)
+    again = pipe.render(Avatar.load(avatar.save(tmp_path / "avatar"), pipe), y)
+    torch.testing.assert_close(again, first)
+    avatar.source_images = None
+    with pytest.raises(ValueError, match="source frames"):
+        pipe.render(avatar, y)

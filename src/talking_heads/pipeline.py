@@ -292,9 +292,14 @@ class TalkingHeadPipeline:
         if landmarks is not None and np.asarray(landmarks).shape != (len(x), 68, 2):
             raise PipelineError(f"landmarks must be ({len(x)},68,2), got {np.asarray(landmarks).shape}")
         thumb = _to_uint8(x[:1])[0]
+        needs_sources = getattr(self.networks.generator, "needs_sources", False)
+        if needs_sources and landmarks is None:
+            raise PipelineError("this model's generator warps the source frames and needs their landmarks: pass "
+                                "landmarks= (T,68,2)")
         common = dict(cfg=self.cfg, landmarks=None if landmarks is None else np.asarray(landmarks, np.float32),
                       thumbnail=media.resize(thumb, self.cfg.inference.thumbnail_size),
-                      model_fingerprint=self.model_fingerprint)
+                      model_fingerprint=self.model_fingerprint,
+                      source_images=_to_uint8(x) if needs_sources else None)
         if finetune:
             if landmarks is None and self.content_loss().face is not None:
                 raise PipelineError("this model fine-tunes with face terms that need the frames' landmarks: "
@@ -316,7 +321,13 @@ class TalkingHeadPipeline:
         generator = avatar.generator if avatar.generator is not None else self.networks.generator
         generator.eval()
         psi = avatar.psi.to(self.device)
-        out = [generator(yb.to(self.device), psi.expand(len(yb), -1)) for yb in y.split(max(1, batch_size))]
+        sources = None
+        if getattr(generator, "needs_sources", False):  # the warp generator: the avatar's T crops
+            sources = avatar.source_tensors(self.device, self.cfg.data.line_thickness)
+            if sources is None:
+                raise PipelineError("this model's generator needs the avatar's source frames; create the avatar "
+                                    "again with this model")
+        out = [generator(yb.to(self.device), psi.expand(len(yb), -1), sources) for yb in y.split(max(1, batch_size))]
         return torch.cat(out) if out else y.new_zeros((0, 3, s, s), device=self.device)
 
     def render_sequence(self, avatar: Avatar, points: np.ndarray, *, progress: bool = True) -> Iterator[np.ndarray]:
@@ -397,10 +408,24 @@ class TalkingHeadPipeline:
         return image
 
     @staticmethod
-    def paste_back(crop: np.ndarray, target: tuple[np.ndarray, CropTransform]) -> np.ndarray:
-        """A rendered crop blended into (a copy of) the source's full frame (feathered square)."""
+    def paste_back(crop: np.ndarray, target: tuple[np.ndarray, CropTransform], mask: np.ndarray | None = None
+                   ) -> np.ndarray:
+        """A rendered crop blended into (a copy of) the source's full frame: through `mask` (crop-space
+        weights, e.g. `paste_mask`) or, without one, a feathered square."""
         frame, tf = target
-        return tf.paste_back(crop, frame)
+        return tf.paste_back(crop, frame, mask)
+
+    def paste_mask(self, avatar: Avatar, points: np.ndarray) -> np.ndarray | None:
+        """Crop-space (S,S) paste-back weights for one frame: the union of the head masks of the avatar's own
+        face (where the photo's head is) and of the landmarks being rendered (where the head is now), so the
+        rendered pixels cover both and everything else is the untouched photo: no background flicker.
+        None for an avatar without landmarks (then the feathered square is used)."""
+        from .landmarks.masks import head_mask
+
+        if avatar.face is None or not np.isfinite(points).all():
+            return None
+        s = self.image_size
+        return np.maximum(head_mask(avatar.face, s), head_mask(points, s))
 
     # --- stage: write video ---------------------------------------------------------------------------
     def write_video(self, frames: Iterator[np.ndarray], out_path: str | os.PathLike, fps: float,
@@ -423,11 +448,15 @@ class TalkingHeadPipeline:
         return LiveStage(self, avatar, adapt=adapt, reference=reference, smooth=smooth, fps=fps, crop=crop)
 
     def animate(self, avatar: Avatar, driver, out_path: str | os.PathLike, *, adapt: bool = True,
-                reference_frame: int = 0, smooth: bool = False, side_by_side: bool = False, paste_back: bool = False,
-                contact_sheet: bool = True, progress: bool = True, duration: float | None = None) -> AnimationResult:
+                reference_frame: int | None = None, smooth: bool = False, side_by_side: bool = False,
+                paste_back: bool = False, paste_mask: bool = True, contact_sheet: bool = True, progress: bool = True,
+                duration: float | None = None) -> AnimationResult:
         """Drive `avatar` with a video, frames folder, .npy landmarks or motion name; write `out_path` (.mp4)
         and, with `contact_sheet`, `<out>.contact.png`. duration: seconds of a built-in motion. A loop over
-        the live stage: the driver's landmarks (in its clip-stable crop, `driver.py`) one frame at a time."""
+        the live stage: the driver's landmarks (in its clip-stable crop, `driver.py`) one frame at a time.
+        reference_frame: the driver frame adaptation measures motion from (None: the most neutral one, mouth
+        closed, eyes open, frontal: `landmarks.masks.neutral_frame`). paste_back with paste_mask: blended
+        through the head mask (`paste_mask`), so only the person moves; without: a feathered square."""
         from tqdm import tqdm
 
         out_path = Path(out_path)
@@ -437,6 +466,10 @@ class TalkingHeadPipeline:
         if adapt:
             if avatar.face is None:
                 self.live(avatar, adapt=True)  # the error for an avatar without landmarks
+            if reference_frame is None:
+                from .landmarks.masks import neutral_frame
+
+                reference_frame = neutral_frame(seq.driver_points)
             self.check_reference_frame(seq, reference_frame)
         live = self.live(avatar, adapt=adapt, reference=seq.driver_points[reference_frame] if adapt else None,
                          fps=seq.fps, crop=CropTransform(0, 0, seq.size, self.image_size, seq.size, seq.size))
@@ -456,7 +489,8 @@ class TalkingHeadPipeline:
                     if i in picks:
                         sheet.append((panel, rasterize(live.points * (crop.shape[0] / self.image_size),
                                                        crop.shape[0]), crop))
-                    frame = self.paste_back(crop, target) if target is not None else crop
+                    mask = self.paste_mask(avatar, live.points) if target is not None and paste_mask else None
+                    frame = self.paste_back(crop, target, mask) if target is not None else crop
                     yield media.side_by_side([panel, frame], height=frame.shape[0]) if side_by_side else frame
                     bar.update(1)
             finally:

@@ -43,11 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("-o", "--out", required=True, metavar="OUT.mp4", help="video to write")
     m.add_argument("--no-adapt", action="store_true",
                    help="use the driver's landmarks as they are (the paper's behaviour; shape mismatch)")
-    m.add_argument("--reference-frame", type=int, default=0, metavar="N",
-                   help="driver frame whose expression and pose count as neutral for adaptation (default 0)")
+    m.add_argument("--reference-frame", type=int, default=None, metavar="N",
+                   help="driver frame whose expression and pose count as neutral for adaptation (default: the "
+                        "most neutral one: mouth closed, eyes open, frontal)")
     m.add_argument("--smooth", action="store_true", help="One Euro smoothing of the driver's landmarks")
     m.add_argument("--side-by-side", action="store_true", help="driver | result in each frame")
-    m.add_argument("--paste-back", action="store_true", help="paste the result into the source photo's full frame")
+    m.add_argument("--paste-back", action="store_true",
+                   help="paste the result into the source photo's full frame, through a head mask (only the "
+                        "person moves)")
+    m.add_argument("--square-paste", action="store_true",
+                   help="with --paste-back: blend the whole crop square instead of the head mask")
     m.add_argument("--no-contact-sheet", action="store_true", help="do not write OUT.contact.png")
     _few_shot_args(m)
     _common_args(m)
@@ -139,11 +144,13 @@ def run_animate(args: argparse.Namespace) -> int:
     # the driver first: a bad driver fails before minutes of fine-tuning
     seq = guard_input(lambda: pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth,
                                           duration=args.duration))
-    guard_input(lambda: pipe.check_reference_frame(seq, args.reference_frame))
+    if args.reference_frame is not None:
+        guard_input(lambda: pipe.check_reference_frame(seq, args.reference_frame))
     avatar = guard_input(lambda: Avatar.load(args.avatar, pipe)) if args.avatar else _create(pipe, args, args.source)
     result = guard_input(lambda: pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt,
                                          reference_frame=args.reference_frame, side_by_side=args.side_by_side,
-                                         paste_back=args.paste_back, contact_sheet=not args.no_contact_sheet,
+                                         paste_back=args.paste_back, paste_mask=not args.square_paste,
+                                         contact_sheet=not args.no_contact_sheet,
                                          progress=not args.no_progress))
     for msg in avatar.warnings + result.warnings:
         print(f"warning: {msg}", file=sys.stderr)

@@ -257,8 +257,9 @@ class Page:
                 with gr.Accordion("Options", open=False, elem_id="options"):
                     self.adapt = gr.Checkbox(True, label="Adapt the driver's motion to the avatar's face shape",
                                              elem_id="adapt")
-                    self.reference = gr.Number(0, precision=0, minimum=0, label="Reference frame of the driver (its "
-                                               "neutral expression, for adaptation)", elem_id="reference")
+                    self.reference = gr.Number(None, precision=0, minimum=0, label="Reference frame of the driver (its "
+                                               "neutral expression, for adaptation; blank: the most neutral "
+                                               "frame)", elem_id="reference")
                     self.smooth = gr.Checkbox(False, label="Smooth the driver's landmarks (One Euro filter)",
                                               elem_id="smooth")
                     self.side = gr.Checkbox(False, label="Side by side: driver | result", elem_id="side-by-side")

@@ -387,18 +387,19 @@ class AnimateResult:
 
 def animate(pipe: TalkingHeadPipeline, avatar: Avatar | None, settings: WebSettings, job: Job, *,
             video: str | Path | None = None, motion: str | None = "talk", duration: float | None = None,
-            adapt: bool = True, reference_frame: int = 0, smooth: bool = False, side_by_side: bool = False,
+            adapt: bool = True, reference_frame: int | None = None, smooth: bool = False, side_by_side: bool = False,
             paste_back: bool = False, progress: bool = True) -> AnimateResult:
     """Drive the avatar (`pipe.animate`): result video and contact sheet in `job.results`."""
     if avatar is None:
         raise WebInputError("no avatar yet: create one (or load a saved one) on the Avatar tab first")
-    try:
-        reference_frame = int(reference_frame or 0)
+    try:  # blank / None: the most neutral frame (the pipeline chooses it)
+        reference_frame = None if reference_frame in (None, "") else int(reference_frame)
     except (TypeError, ValueError):
         raise WebInputError(f"the reference frame must be a whole number, got {reference_frame!r}") from None
     seq, warnings = prepare_driver(pipe, settings, job.temp, video=video, motion=motion, duration=duration,
                                    smooth=smooth)
-    pipe.check_reference_frame(seq, reference_frame)
+    if reference_frame is not None:
+        pipe.check_reference_frame(seq, reference_frame)
     name = f"{_stem(avatar)}_{'driven' if video else motion}.mp4"
     result = pipe.animate(avatar, seq, job.results / name, adapt=adapt, reference_frame=reference_frame,
                           side_by_side=side_by_side, paste_back=paste_back, contact_sheet=True, progress=progress)
