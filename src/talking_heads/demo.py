@@ -81,7 +81,9 @@ def run_demo(out_dir: str | os.PathLike, *, pipe=None, model_dir: str | os.PathL
     if driver_seconds is not None:
         driver = driver.head(int(round(driver_seconds * driver.fps)))
     painting = pipe.create_avatar([data / PAINTING], finetune=finetune, epochs=epochs, progress=progress)
-    anim = pipe.animate(painting, driver, out / "mona_lisa_puppeteered.mp4", side_by_side=True, progress=progress)
+    # pasted back into the whole painting through the head mask: the background stays the painting's own
+    anim = pipe.animate(painting, driver, out / "mona_lisa_puppeteered.mp4", side_by_side=True, paste_back=True,
+                        progress=progress)
     result.outputs += [("Mona Lisa driven by a test-split video (driver | result, driver's audio)", anim.video),
                        ("contact sheet of the puppeteering", anim.contact_sheet)]
     result.seconds["puppeteering"] = time.perf_counter() - t0
