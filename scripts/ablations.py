@@ -101,11 +101,12 @@ def _fmt(v, pct=False, digits=3):
 
 
 def table() -> Path:
-    lines = ["# Training ablations (the training issue's A/B runs)", "",
-             "Produced by `.venv/bin/python scripts/ablations.py all` (see its docstring for the arms, budgets and "
+    lines = ["## Results", "",
+             "Written by `.venv/bin/python scripts/ablations.py table` (see its docstring for the arms, budgets and "
              "the evaluation settings). Each arm adds one option to the previous one; sample preset, 128 px, "
              "trained from scratch on the train split (66 clips, 44 people), same seed; judged on the test split "
-             "(10 clips, one per test identity, people never seen in training).", "",
+             "(10 clips, one per test identity, people never seen in training). Arms without an evaluation yet "
+             "show dashes.", "",
              "| arm | steps | s/step | mean abs(e_hat) | zero e_hat | id probe (chance) | FF T=1 identity | FF T=8 identity "
              "| chance | ceiling | FF T=8 CSIM | FF T=8 SSIM | FF T=8 landmark err. | FF T=8 FID faces | cross: verified as source |",
              "|" + "---|" * 15]
@@ -127,8 +128,10 @@ def table() -> Path:
     lines += ["", "Sample grids of each arm: `runs/ablation/ARM/samples/` and `runs/ablation/ARM/eval/grids/` (kept "
               "on the training machine); the ones committed are under `docs/ablations/`.", ""]
     path = ROOT / "docs" / "training_ablations.md"
-    path.write_text("\n".join(lines))
-    print(path.read_text())
+    text = path.read_text() if path.exists() else "# Training ablations (the training issue's A/B runs)\n\n"
+    head = text.split("## Results")[0].rstrip("\n")  # the hand-written design and findings are kept
+    path.write_text(head + "\n\n" + "\n".join(lines))
+    print("\n".join(lines))
     return path
 
 
