@@ -480,19 +480,22 @@ class TalkingHeadPipeline:
         def frames() -> Iterator[np.ndarray]:
             panels = seq.panels(self.output_size)
             bar = tqdm(total=len(seq), unit="frame", desc="rendering", disable=not progress, dynamic_ncols=True)
+            bs = max(1, self.cfg.inference.batch_size)
             try:
-                for i, points in enumerate(seq.driver_points):
-                    crop = live.step(points)
-                    panel = next(panels, None)
-                    if panel is None:
-                        panel = np.zeros_like(crop)
-                    if i in picks:
-                        sheet.append((panel, rasterize(live.points * (crop.shape[0] / self.image_size),
-                                                       crop.shape[0]), crop))
-                    mask = self.paste_mask(avatar, live.points) if target is not None and paste_mask else None
-                    frame = self.paste_back(crop, target, mask) if target is not None else crop
-                    yield media.side_by_side([panel, frame], height=frame.shape[0]) if side_by_side else frame
-                    bar.update(1)
+                for start in range(0, len(seq), bs):
+                    # the live stage's landmarks frame by frame, rendered in batches (offline: throughput)
+                    chunk = [live.landmarks(p).copy() for p in seq.driver_points[start:start + bs]]
+                    for i, (points, crop) in enumerate(zip(chunk, live.render_batch(chunk)), start):
+                        panel = next(panels, None)
+                        if panel is None:
+                            panel = np.zeros_like(crop)
+                        if i in picks:
+                            sheet.append((panel, rasterize(points * (crop.shape[0] / self.image_size),
+                                                           crop.shape[0]), crop))
+                        mask = self.paste_mask(avatar, points) if target is not None and paste_mask else None
+                        frame = self.paste_back(crop, target, mask) if target is not None else crop
+                        yield media.side_by_side([panel, frame], height=frame.shape[0]) if side_by_side else frame
+                        bar.update(1)
             finally:
                 bar.close()
 
@@ -620,6 +623,12 @@ class LiveStage:
         if not np.isfinite(points).all():  # nothing to show yet (no face, and an avatar without landmarks)
             return np.zeros((self.pipe.output_size, self.pipe.output_size, 3), np.uint8)
         return self.pipe.render_frames(self.avatar, np.asarray(points, np.float32)[None])[0]
+
+    def render_batch(self, points: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Stage 4 for several frames' landmarks at once (one generator call): offline jobs."""
+        if not all(np.isfinite(p).all() for p in points):
+            return [self.render(p) for p in points]
+        return self.pipe.render_frames(self.avatar, np.stack(points).astype(np.float32)) if len(points) else []
 
     def step(self, points: np.ndarray | None, t: float | None = None,
              frame_size: tuple[int, int] | None = None) -> np.ndarray:
