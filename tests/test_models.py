@@ -279,18 +279,15 @@ def test_generator_loss_reaches_every_embedder_and_generator_parameter_and_no_di
         for m in (*e_net.modules(), *g_net.modules(), *d_net.modules()):
             if isinstance(m, SelfAttention):
                 m.gamma.fill_(0.5)
+    from talking_heads.train import steps
+
     x, y, video = _inputs(cfg)
-    content = L.ContentLoss(cfg)
     e_hat = e_net(x, y)
     x_fake = g_net(y, g_net.adain_params(e_hat))
-    with torch.no_grad():
-        _, feats_real = d_net(x, y, video)
-    score_fake, feats_fake = d_net(x_fake, y, video)
-    loss = (content(x_fake, x) + L.adversarial_generator_loss(score_fake)
-            + cfg.loss.feature_matching_weight * L.feature_matching_loss(feats_real, feats_fake)
-            + L.match_loss_weight(cfg.loss) * L.match_loss(e_hat, d_net.video_embedding(video)))
-    g_params = _params(e_net, g_net)
-    loss.backward(inputs=g_params)
+    # the training code's own G/E update (lr 0: the gradients are what is checked, not the step)
+    steps.generator_step(x_fake=x_fake, x_real=x, y=y, video=video, discriminator=d_net,
+                         content_loss=L.ContentLoss(cfg), optimizer=torch.optim.SGD(_params(e_net, g_net), lr=0.0),
+                         loss_cfg=cfg.loss, match=(e_hat, d_net.video_embedding(video).detach()), amp=False)
     for name, p in [*e_net.named_parameters(), *g_net.named_parameters()]:
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
@@ -305,11 +302,13 @@ def test_hinge_loss_reaches_discriminator_only(tiny):
         for m in nets.discriminator.modules():
             if isinstance(m, SelfAttention):
                 m.gamma.fill_(0.5)
+    from talking_heads.train import steps
+
     e_hat = nets.embedder(x, y)
     x_fake = nets.generator(y, nets.generator.adain_params(e_hat))
-    score, _ = nets.discriminator(torch.cat([x, x_fake.detach()]), torch.cat([y, y]), torch.cat([video, video]))
-    loss = L.hinge_discriminator_loss(score[:2], score[2:])
-    loss.backward()
+    # the training code's own D update (lr 0: the gradients are what is checked)
+    steps.discriminator_step(x_real=x, x_fake=x_fake, y=y, video=video, discriminator=nets.discriminator,
+                             optimizer=torch.optim.SGD(nets.discriminator.parameters(), lr=0.0), amp=False)
     d = nets.discriminator
     for name, p in d.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

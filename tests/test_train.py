@@ -47,14 +47,10 @@ def zero_all(state) -> None:
 
 
 def run_generator_step(state, batch, cfg):
-    with steps.autocast(batch["x_tgt"].device, cfg.train.amp):
-        x_fake, e_hat = state.eg(batch["x_src"], batch["y_src"], batch["y_tgt"])
-    disc = state.networks.discriminator
-    match = (e_hat, disc.video_embedding(batch["video"]).detach()) if cfg.loss.match_loss else None
-    logs = steps.generator_step(x_fake=x_fake, x_real=batch["x_tgt"], y=batch["y_tgt"], video=batch["video"],
-                                discriminator=disc, content_loss=state.content_loss, optimizer=state.opt_g,
-                                loss_cfg=cfg.loss, match=match, amp=cfg.train.amp)
-    return logs, x_fake
+    """The E/G update of a meta-learning step, exactly as the loop runs it: `meta.meta_step` with no D update."""
+    from dataclasses import replace
+
+    return meta.meta_step(state, batch, replace(cfg, train=replace(cfg.train, d_steps_per_g_step=0)))
 
 
 # --- step functions -------------------------------------------------------------------------------
@@ -148,11 +144,16 @@ def test_meta_step_is_deterministic():
             assert torch.equal(v, results[1][n][k]), f"{n}.{k}"
 
 
-def test_episode_target_is_never_a_source_in_synthetic_layout():
+def test_synthetic_episodes_have_the_real_datasets_item_layout(tmp_path):
+    """Benchmarks and these tests stand in SyntheticEpisodes for EpisodeDataset: same keys, shapes, dtypes.
+    (That a target is never a source is a property of the real dataset: tests/test_episodes.py.)"""
     cfg = tiny()
     item = SyntheticEpisodes(cfg)[0]
-    assert item["x_src"].shape == (cfg.train.k_shot, 3, 32, 32) and item["x_tgt"].shape == (3, 32, 32)
-    assert item["video"].dtype == torch.int64
+    real_keys = {"x_src", "y_src", "x_tgt", "y_tgt", "p_tgt", "video", "aug_seed"}  # EpisodeDataset.__getitem__
+    assert set(item) == real_keys
+    assert item["x_src"].shape == item["y_src"].shape == (cfg.train.k_shot, 3, 32, 32)
+    assert item["x_tgt"].shape == item["y_tgt"].shape == (3, 32, 32) and item["p_tgt"].shape == (68, 2)
+    assert item["video"].dtype == item["aug_seed"].dtype == torch.int64 and item["video"].ndim == 0
 
 
 # --- the loop ---------------------------------------------------------------------------------------
