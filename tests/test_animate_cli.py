@@ -147,3 +147,33 @@ def test_incompatible_avatar_directory(shared_data, tiny_model_dir, tmp_path, ca
     code, _, err = run(capsys, "animate", "--avatar", tmp_path / "av", "-o", tmp_path / "x.mp4", "--model",
                        tmp_path / "other")
     assert code == 2 and "made with other model weights" in err and not (tmp_path / "x.mp4").exists()
+
+
+def test_output_equal_to_the_driver_is_refused_and_the_driver_kept(shared_data, tmp_path, capsys):
+    """Issue 15: `animate --driver d.mp4 -o d.mp4` used to replace the driver with the result."""
+    import shutil
+
+    from talking_heads.cli import main
+
+    driver = tmp_path / "d.mp4"
+    shutil.copy(shared_data / "videos" / "test" / "lp_driving_d1_old.mp4", driver)
+    before = driver.read_bytes()
+    code = main(["animate", "--source", str(shared_data / "photos" / "lp_source_s9.jpg"), "--driver", str(driver),
+                 "-o", str(driver), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "destroy the input" in err and "Traceback" not in err
+    assert driver.read_bytes() == before
+    folder = tmp_path / "out.mp4"
+    folder.mkdir()
+    assert main(["animate", "--source", str(shared_data / "photos" / "lp_source_s9.jpg"), "--motion", "nod",
+                 "-o", str(folder), "--no-progress"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_unknown_device_is_one_line(shared_data, capsys, tmp_path):
+    from talking_heads.cli import main
+
+    assert main(["animate", "--source", str(shared_data / "photos" / "lp_source_s9.jpg"), "--motion", "nod",
+                 "-o", str(tmp_path / "x.mp4"), "--device", "tpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--device tpu" in err and "Traceback" not in err and not (tmp_path / "x.mp4").exists()

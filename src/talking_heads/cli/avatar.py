@@ -85,6 +85,8 @@ def pipeline_from_args(args):
     from . import UserError
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise UserError(f"--device {device}: expected cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device available")
     return guard_input(lambda: TalkingHeadPipeline.from_pretrained(args.model, device=device))
