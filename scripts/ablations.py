@@ -30,10 +30,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TH = str(ROOT / ".venv" / "bin" / "talking-heads")
-DATA_TRAIN = ROOT / "runs" / "data_train_128"
-DATA_TEST = ROOT / "runs" / "data_test_128"
-OUT = ROOT / "runs" / "ablation"
+# paths relative to the project root, where every command runs (reports then record no machine's paths)
+TH = ".venv/bin/talking-heads"
+DATA_TRAIN = Path("runs/data_train_128")
+DATA_TEST = Path("runs/data_test_128")
+OUT = Path("runs/ablation")
 BASE_STEPS = 1200
 FACE_COST = 1.16  # measured on an idle CPU: 0.505 vs 0.437 s per step (docs/benchmarks.md)
 COMMON = ["train.lr_generator=2e-4", "train.probe_frames=8", "train.probe_every=250", "train.checkpoint_every=200",
@@ -57,20 +58,20 @@ def train(arm: str) -> None:
     cmd = [TH, "train", "--preset", "sample", "--data", str(DATA_TRAIN), "--out", str(OUT / arm), "--steps", str(steps),
            "--no-progress", *[a for o in COMMON + options for a in ("--set", o)]]
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
 
 
 def evaluate(arm: str) -> None:
     cmd = [TH, "evaluate", "--model", str(OUT / arm / "model"), "--data", str(DATA_TEST), "--out",
            str(OUT / arm / "eval"), *EVAL]
     print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
 
 
 def _table_values(arm: str) -> dict:
     """{(T, method): {metric: value}} and cross means from an arm's values.jsonl, plus training facts."""
     out: dict = {"table": {}, "cross": {}, "train": {}}
-    path = OUT / arm / "eval" / "values.jsonl"
+    path = ROOT / OUT / arm / "eval" / "values.jsonl"
     if path.is_file():
         for line in path.read_text().splitlines():
             r = json.loads(line)
@@ -80,7 +81,7 @@ def _table_values(arm: str) -> dict:
                 for k, v in r["values"].items():
                     if isinstance(v.get("value"), (int, float)):
                         out["cross"].setdefault(k, []).append(v["value"])
-    log = OUT / arm / "log.jsonl"
+    log = ROOT / OUT / arm / "log.jsonl"
     if log.is_file():
         rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         if rows:

@@ -148,3 +148,15 @@ def test_evaluate_refuses_bad_inputs(tiny_model_and_data, tmp_path, capsys):
     assert main([*base, "--model", str(model), "--data", str(data), "--set", "train.steps=1"]) == 2
     assert main([*base, "--model", str(model), "--data", str(data), "--metrics", "arcface"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_reports_record_project_paths_relative(tmp_path, monkeypatch):
+    """Paths inside the working directory (the project) are written relative to it, never as this machine's
+    absolute path; others stay as given."""
+    from talking_heads.evaluation import portable_path
+
+    (tmp_path / "runs" / "data").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert portable_path(tmp_path / "runs" / "data") == "runs/data"
+    assert portable_path("runs/data") == "runs/data"
+    assert portable_path("/elsewhere/model") == "/elsewhere/model"

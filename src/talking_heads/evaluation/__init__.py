@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .protocol import (BASELINE, METHOD_LABELS, VARIANTS, Evaluation, EvaluationResult, FrameSplit, NotEnoughFrames,
-                       nearest_shot, normalise_landmarks, select_videos, split_frames)
+                       nearest_shot, normalise_landmarks, portable_path, select_videos, split_frames)
 
 
 def default_device() -> str:
@@ -47,7 +47,7 @@ def evaluate(model_dir: str | os.PathLike, data_dir: str | os.PathLike, out: str
     device = device or default_device()
     pipe = TalkingHeadPipeline.from_pretrained(model_dir, device=device)
     cfg = with_eval_settings(pipe.cfg, **settings)
-    run_info = {"model_dir": str(Path(model_dir).resolve()), "command": command}
+    run_info = {"model_dir": portable_path(model_dir), "command": command}
     result = Evaluation(pipe, data_dir, cfg, device=device, progress=progress, run_info=run_info).run()
     return result, write_report(result, out)
 

@@ -215,6 +215,16 @@ class EvaluationResult:
     metric_info: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> available, reason, text
 
 
+def portable_path(path: str | os.PathLike) -> str:
+    """A path as a report should record it: relative to the working directory (the project, when run from its
+    root) when it lies inside it, else as given. Never this machine's absolute path of a project file."""
+    p = Path(path)
+    try:
+        return p.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def machine_description(device: str) -> dict[str, Any]:
     """CPU model, cores, torch threads, GPU name, torch version, host OS (for the timing table)."""
     from ..machine import describe
@@ -357,7 +367,7 @@ class Evaluation:
         used = [self.test.clip_ids[v] for v in self.videos() if self.test.clip_ids[v] not in {s["video"] for s in self.skipped}]
         return {
             **self.run_info,
-            "data_dir": str(self.data_dir.resolve()),
+            "data_dir": portable_path(self.data_dir),
             "videos": used,
             "identities": {c: self.test.identities[self.test.clip_ids.index(c)] for c in used},
             "videos_available": len(self.test.clip_ids),
