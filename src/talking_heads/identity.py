@@ -74,8 +74,9 @@ def _images(path: Path, frames: int) -> tuple[list[tuple[str, np.ndarray]], bool
         raise IdentityInputError(f"{path}: cannot be read ({err})") from None
 
 
-def _one_face(label: str, image: np.ndarray) -> np.ndarray:
-    """68 landmarks (68,2) of the single face of an image; IdentityInputError for none or several."""
+def _one_face(label: str, image: np.ndarray) -> tuple[np.ndarray, float]:
+    """(68 landmarks (68,2), face size px) of the single face of an image; IdentityInputError for none or
+    several."""
     from .data.faces import DETECT_MAX_SIDE
     from .landmarks.backend import detect_faces, get_backend
 
@@ -93,7 +94,7 @@ def _one_face(label: str, image: np.ndarray) -> np.ndarray:
     if extent < MIN_FACE_PX:
         raise IdentityInputError(f"{label}: the face is only {extent:.0f} px across (at least {MIN_FACE_PX} px "
                                  "are needed); use a closer or higher-resolution image")
-    return np.asarray(points, np.float64)
+    return np.asarray(points, np.float64), extent
 
 
 def describe(path: str | os.PathLike, *, frames: int = 8, descriptor=None) -> FaceIdentity:
@@ -108,13 +109,13 @@ def describe(path: str | os.PathLike, *, frames: int = 8, descriptor=None) -> Fa
     descs, sizes = [], []
     for label, image in images:
         try:
-            points = _one_face(label, image)
+            points, extent = _one_face(label, image)
         except IdentityInputError as err:
             if not video or "faces found" in str(err):  # several faces is ambiguous even in a video
                 raise
             continue
         descs.append(net.describe(image, points))
-        sizes.append(float(np.ptp(points, axis=0).max()))
+        sizes.append(extent)
     if not descs:
         raise IdentityInputError(f"{path}: no face found in any of the {len(images)} frames read")
     return FaceIdentity(str(path), np.mean(descs, axis=0), len(descs), min(sizes))

@@ -72,9 +72,14 @@ def _few_shot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="FT epochs (default finetune.epochs = 40)")
 
 
-def _common_args(p: argparse.ArgumentParser) -> None:
+def model_args(p: argparse.ArgumentParser) -> None:
+    """--model and --device, what `pipeline_from_args` reads (every command that builds the pipeline)."""
     p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def _common_args(p: argparse.ArgumentParser) -> None:
+    model_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

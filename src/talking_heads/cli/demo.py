@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from .avatar import model_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="animate a sample portrait with the shipped model (the README's first command)",
@@ -13,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "puppeteers a painting with a test-split video. Writes mp4 videos, PNG contact "
                                    "sheets and the avatar directory into --out, all labelled synthetic.")
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
+    model_args(p)
     p.add_argument("--data", default=None, metavar="DIR",
                    help="real footage folder (default $TALKING_HEADS_DATA or ../shared/data when present)")
     p.add_argument("--ff", action="store_true", help="feed-forward avatars only (no fine-tuning; instant)")
@@ -22,7 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="length of the built-in motion (default inference.motion_seconds)")
     p.add_argument("--driver-seconds", type=float, default=None, metavar="SECONDS",
                    help="use only the first SECONDS of the puppeteering driver (default: all of it)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 

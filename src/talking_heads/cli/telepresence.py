@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from .avatar import model_args
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-adapt", action="store_true", help="use the sender's landmarks as they are (the paper)")
     r.add_argument("--smooth", action="store_true", help="One Euro smoothing at the receiver too")
     r.add_argument("--max-senders", type=int, default=d.max_senders, help=f"senders at once (default {d.max_senders})")
-    _model_args(r)
+    model_args(r)
     r.set_defaults(func=run_receive)
 
     t = sub.add_parser("token", help="make a shared token file for send/receive (mode 0600)",
@@ -75,13 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--seconds", type=float, default=10.0, help="stream at most this many seconds (default 10)")
     m.add_argument("--out", default="outputs/telepresence", help="output folder (default outputs/telepresence)")
     m.add_argument("--step", type=float, default=d.step, help=f"quantisation step (default {d.step})")
-    _model_args(m)
+    model_args(m)
     m.set_defaults(func=run_demo)
-
-
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
 
 
 def _guard(fn):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..web.settings import WebSettings
+from .avatar import model_args
 
 DEFAULTS = WebSettings()
 
@@ -15,8 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "video (FF or FT), drive it with a built-in motion, a video or the webcam, "
                                    "watch and download the result, and check any file's synthetic label. Offline; "
                                    "bound to 127.0.0.1 unless --host says otherwise. See docs/web.md.")
-    p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    model_args(p)
     p.add_argument("--host", default=DEFAULTS.host,
                    help=f"address to bind (default {DEFAULTS.host}: only this machine; 0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=DEFAULTS.port, help=f"port (default {DEFAULTS.port})")

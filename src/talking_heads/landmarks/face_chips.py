@@ -101,7 +101,7 @@ def pyramid_down(images: Tensor) -> Tensor:
     return F.conv2d(images, kernel, stride=2, groups=images.shape[1])
 
 
-def _truncate(x: Tensor, fill: float, enabled: bool) -> Tensor:
+def _truncate(x: Tensor, enabled: bool) -> Tensor:
     """dlib's 8-bit truncation of [-1,1] images (pixel = floor(value)), straight-through for gradients."""
     if not enabled:
         return x
@@ -131,7 +131,7 @@ def _pyramid_source(image: Tensor, transform: Tensor, levels: int, size: int, tr
     for _ in range(levels):
         if min(src.shape[2:]) <= 8:
             break
-        src = _truncate(pyramid_down(src + 1.0) - 1.0, -1.0, truncate)
+        src = _truncate(pyramid_down(src + 1.0) - 1.0, truncate)
         tf = tf / 2
         tf[:, 2] -= torch.tensor([1.25, 0.75], dtype=torch.float64)
     return src, tf
@@ -158,13 +158,17 @@ def crop_chips(images: Tensor, transform: Tensor, size: int = CHIP_SIZE, antiali
                          f"{tuple(transform.shape)}")
     transform = transform.to(torch.float64).cpu()
     levels = pyramid_levels(transform, size) if antialias else torch.zeros(len(transform), dtype=torch.long)
-    out = []
-    for b in range(images.shape[0]):
-        src, tf = images[b:b + 1], transform[b]
-        if int(levels[b]):
-            src, tf = _pyramid_source(src, tf, int(levels[b]), size, dlib_rounding)
-        grid = _grid(tf[None], size, src.shape[2], src.shape[3], src.dtype, src.device)
+    def sample(src: Tensor, tf: Tensor) -> Tensor:
+        grid = _grid(tf, size, src.shape[2], src.shape[3], src.dtype, src.device)
         chip = F.grid_sample(src - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
-        out.append(_truncate(chip, fill, dlib_rounding))
-    out = torch.cat(out)
+        return _truncate(chip, dlib_rounding)
+
+    direct = (levels == 0).nonzero().flatten().tolist()
+    chips: dict[int, Tensor] = {}
+    if direct:  # every chip that needs no pyramid: one batched call (the losses' case)
+        chips.update(zip(direct, sample(images[direct], transform[direct]).unbind(0)))
+    for b in (levels > 0).nonzero().flatten().tolist():  # large faces: each its own cropped pyramid
+        src, tf = _pyramid_source(images[b:b + 1], transform[b], int(levels[b]), size, dlib_rounding)
+        chips[b] = sample(src, tf[None])[0]
+    out = torch.stack([chips[b] for b in range(images.shape[0])])
     return out

@@ -67,12 +67,11 @@ class SyntheticEpisodes(torch.utils.data.Dataset):
 
 
 def neutral_landmarks(size: int) -> Tensor:
-    """(68,2) float32: the built-in motions' neutral face, centred in a `size` px frame (a plausible target
-    shape for losses that align faces)."""
-    from ..landmarks.motions import FaceControls, face_landmarks
+    """(68,2) float32: the built-in motions' neutral face placed in a `size` px crop (a plausible target shape
+    for losses that align faces)."""
+    from ..landmarks.motions import neutral_face
 
-    p = face_landmarks(FaceControls())
-    return torch.from_numpy(((p - p.mean(0)) * (0.3 * size) + size / 2).astype("float32"))
+    return torch.from_numpy(neutral_face(size).astype("float32"))
 
 
 def collate(items: list[dict[str, Tensor]], device: torch.device | str = "cpu") -> dict[str, Tensor]:
