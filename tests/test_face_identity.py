@@ -89,6 +89,11 @@ def test_reader_consumes_the_whole_file_and_counts_the_parameters():
     assert len([w for w in weights if w.layer.kind == "affine"]) == 29
     np.testing.assert_allclose(meta["mean"], [122.782, 117.001, 104.298], atol=1e-3)
     assert meta["distance_threshold"] == pytest.approx(0.6, abs=1e-6)
+    from talking_heads.config import EvalConfig
+    from talking_heads.models.face_identity import SAME_PERSON_DISTANCE
+
+    # the file's own threshold is the one every verdict uses (metrics, identity compare, avatar warnings)
+    assert EvalConfig().identity_threshold == SAME_PERSON_DISTANCE == pytest.approx(meta["distance_threshold"])
     loaded = FaceIdentityNet()
     loaded.load_dlib(_weights())
     assert not torch.equal(loaded.stem_conv.weight, net.stem_conv.weight)  # the file's weights replaced the init

@@ -149,7 +149,7 @@ class EvalConfig:
     lpips_backbone: str = ""  # torchvision alexnet / vgg16 state_dict for LPIPS ("" = inside lpips_weights)
     detect_size: int = 256  # frames are upscaled to this side before face detection (landmark error, CSIM)
     face_weights: str = ""  # dlib_face_recognition_resnet_model_v1.dat for CSIM and the identity metrics; "" = the copy inside face-recognition-models
-    identity_threshold: float = 0.6  # descriptor distance below which two faces count as one person (dlib's rule)
+    identity_threshold: float = 0.6  # descriptor distance below which two faces count as one person (dlib's rule, models.face_identity.SAME_PERSON_DISTANCE)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-SAME_PERSON = 0.6  # dlib's threshold on the descriptor distance
+from .models.face_identity import SAME_PERSON_DISTANCE as SAME_PERSON  # dlib's threshold on the distance
 MIN_FACE_PX = 40  # a face smaller than this (landmark extent) carries too little to describe
 
 

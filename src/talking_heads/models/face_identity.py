@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from .dlib_format import DlibFormatError, Layer, parameter_count, read_network
 
 RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
-CHIP_SIZE = 150  # input side of the network
+from ..landmarks.face_chips import CHIP_SIZE  # input side of the network: dlib's 150 px chip
 PARAMETERS = 5_614_592  # of the shipped file (29 convolutions, 29 affine layers, fc 256 -> 128)
 SAME_PERSON_DISTANCE = 0.6  # dlib's verification threshold on the Euclidean descriptor distance
 INPUT_MEAN = (122.782, 117.001, 104.298)  # RGB mean subtracted by input_rgb_image_sized
