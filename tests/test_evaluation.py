@@ -138,6 +138,29 @@ def test_evaluate_command_writes_a_report_that_parses(tiny_model_and_data, tmp_p
         assert any("synthetic" in str(v).lower() for v in image.info.values())  # provenance label
 
 
+def test_evaluate_takes_an_ft_recipe_from_set(tiny_model_and_data, tmp_path, one_thread):
+    """--set finetune.* / loss.* change the FT recipe of the evaluation (a step budget here), and the report
+    records the recipe that ran; the model's own config is left as it was."""
+    from talking_heads.cli import main
+
+    model, data = tiny_model_and_data
+    before = (model / "config.json").read_text()
+    out = tmp_path / "report"
+    code = main(["evaluate", "--model", str(model), "--data", str(data), "--out", str(out), "--shots", "1",
+                 "--holdout", "2", "--videos", "1", "--variants", "ft", "--metrics", "ssim", "--device", "cpu",
+                 "--set", "finetune.steps=3", "--set", "finetune.batch_size=2", "--set", "finetune.ema=0.5",
+                 "--no-progress"])
+    assert code == 0
+    run = next(json.loads(line) for line in (out / "values.jsonl").read_text().splitlines()
+               if json.loads(line)["record"] == "run")
+    assert run["ft_recipe"] == "3 steps of 2 frames (EMA 0.5)" and run["ft_epochs"] is None
+    assert run["ft_recipe_overrides"] == ["finetune.steps=3", "finetune.batch_size=2", "finetune.ema=0.5"]
+    assert "3 steps of 2 frames" in (out / "report.md").read_text(encoding="utf-8")
+    assert (model / "config.json").read_text() == before
+    assert main(["evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "r2"),
+                 "--set", "finetune.no_such_field=1", "--no-progress"]) == 2
+
+
 def test_evaluate_refuses_bad_inputs(tiny_model_and_data, tmp_path, capsys):
     from talking_heads.cli import main
 

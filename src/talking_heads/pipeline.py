@@ -125,6 +125,13 @@ class TalkingHeadPipeline:
         cfg, meta, networks = load_model_dir(model_dir, device)
         return cls(cfg, networks, device=device, meta=meta, model_dir=model_dir)
 
+    def set_config(self, cfg: Config) -> None:
+        """Use another Config with the same networks, e.g. another FT recipe (finetune.*, loss.*); the
+        architecture (`model`) must stay the model's own. Cached state built from the old one is dropped."""
+        if cfg.model != self.cfg.model:
+            raise PipelineError("a config with another architecture (model.*) does not fit this model's networks")
+        self.cfg, self._content_loss = cfg, None
+
     @property
     def image_size(self) -> int:
         return int(self.cfg.model.image_size)

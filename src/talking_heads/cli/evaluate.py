@@ -39,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips-backbone", default=None, metavar="PATH",
                    help="torchvision alexnet-owt-7be5be79.pth / vgg16-397923af.pth for LPIPS")
     p.add_argument("--seed", type=int, default=None, help="seed of the few-shot draws (default 0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="eval.FIELD=VALUE",
-                   help="override any eval setting, e.g. --set eval.render_batch=8 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                   help="override any eval setting, e.g. --set eval.render_batch=8, or the FT recipe with finetune.* "
+                        "and loss.* settings, e.g. --set finetune.steps=60 (repeatable; recorded in the report)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; 1 is much faster for tiny models on shared cores)")
@@ -77,19 +78,23 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+RECIPE_SECTIONS = ("finetune.", "loss.")  # --set sections that change the FT recipe (evaluation.evaluate's `recipe`)
+
+
 def _eval_settings(args: argparse.Namespace) -> dict:
     """EvalConfig overrides from the flags and --set eval.*, validated."""
     from ..config import Config, apply_overrides
     from . import UserError
 
-    bad = [o for o in args.overrides if not o.startswith("eval.")]
+    bad = [o for o in args.overrides if not o.startswith(("eval.",) + RECIPE_SECTIONS)]
     if bad:
-        raise UserError(f"only eval.* settings apply to evaluation, got {bad}")
+        raise UserError(f"only eval.*, finetune.* and loss.* settings apply to evaluation, got {bad}")
+    overrides = [o for o in args.overrides if o.startswith("eval.")]
     try:
         from_set = apply_overrides(Config(), args.overrides).eval
     except ValueError as err:
         raise UserError(str(err)) from None
-    settings = {o.split("=", 1)[0].split(".", 1)[1]: None for o in args.overrides}
+    settings = {o.split("=", 1)[0].split(".", 1)[1]: None for o in overrides}
     settings = {k: getattr(from_set, k) for k in settings}
     flags = {"shots": args.shots, "holdout": args.holdout, "variants": args.variants, "videos": args.videos,
              "per_identity": args.per_identity, "epochs": args.epochs, "cross": args.cross, "metrics": args.metrics,
@@ -148,7 +153,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         result, paths = evaluate(args.model, args.data, args.out, device=args.device, progress=not args.no_progress,
-                                 command=shlex.join(["talking-heads", *sys.argv[1:]]), **settings)
+                                 command=shlex.join(["talking-heads", *sys.argv[1:]]),
+                                 recipe=[o for o in args.overrides if o.startswith(RECIPE_SECTIONS)], **settings)
     except (CheckpointError, PipelineError) as err:
         raise UserError(str(err)) from None
     table = result.table

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .protocol import (BASELINE, METHOD_LABELS, VARIANTS, Evaluation, EvaluationResult, FrameSplit, NotEnoughFrames,
                        nearest_shot, normalise_landmarks, portable_path, select_videos, split_frames)
@@ -35,19 +35,24 @@ def with_eval_settings(cfg, **settings: Any):
 
 def evaluate(model_dir: str | os.PathLike, data_dir: str | os.PathLike, out: str | os.PathLike, *,
              device: str | None = None, progress: bool = True, command: str | None = None,
-             **settings: Any) -> tuple[EvaluationResult, dict[str, Path]]:
+             recipe: Sequence[str] = (), **settings: Any) -> tuple[EvaluationResult, dict[str, Path]]:
     """Evaluate `model_dir` on the preprocessed test clips in `data_dir`, write the report into `out`.
 
     `settings` override `EvalConfig` fields (shots, holdout, variants, videos, epochs, cross, fid_weights, ...);
-    the rest come from the model's config (`cfg.eval`, defaults = the paper's protocol).
+    the rest come from the model's config (`cfg.eval`, defaults = the paper's protocol). `recipe` holds
+    `finetune.FIELD=VALUE` / `loss.FIELD=VALUE` overrides of the model's config for fine-tuning FT avatars
+    (e.g. a step budget, augmentation, the identity term), recorded in the report.
     """
+    from ..config import apply_overrides
     from ..pipeline import TalkingHeadPipeline
     from .report import write_report
 
     device = device or default_device()
     pipe = TalkingHeadPipeline.from_pretrained(model_dir, device=device)
+    if recipe:
+        pipe.set_config(apply_overrides(pipe.cfg, list(recipe)))
     cfg = with_eval_settings(pipe.cfg, **settings)
-    run_info = {"model_dir": portable_path(model_dir), "command": command}
+    run_info = {"model_dir": portable_path(model_dir), "command": command, "ft_recipe_overrides": list(recipe)}
     result = Evaluation(pipe, data_dir, cfg, device=device, progress=progress, run_info=run_info).run()
     return result, write_report(result, out)
 

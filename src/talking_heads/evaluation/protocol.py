@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from ..config import Config
+from ..train.finetune import describe_recipe
 from ..metrics import MetricValue, PairedMetric, SetMetric, as_uint8, create_all
 
 log = logging.getLogger(__name__)
@@ -268,7 +269,7 @@ class Evaluation:
         if bad or not self.ecfg.variants:
             raise ValueError(f"variants must be a non-empty subset of {list(VARIANTS)}, got {list(self.ecfg.variants)}")
         self.shots = sorted(set(int(t) for t in self.ecfg.shots))
-        self.epochs = cfg.finetune.epochs if self.ecfg.epochs is None else int(self.ecfg.epochs)
+        self.epochs = None if self.ecfg.epochs is None else int(self.ecfg.epochs)  # None: the model's FT recipe
         self.test = open_test_set(self.data_dir, cfg)
         self.metrics = create_all(self.ecfg.metrics, self.ecfg, self.device)
         self.scores = Scores(self.metrics)
@@ -376,7 +377,8 @@ class Evaluation:
             "holdout_per_video": dict(self.holdout_counts),
             "frames": dict(self.frames_used),
             "variants": list(self.ecfg.variants),
-            "ft_epochs": self.epochs,
+            "ft_epochs": self.epochs if self.epochs is not None or self.cfg.finetune.steps > 0 else self.cfg.finetune.epochs,
+            "ft_recipe": describe_recipe(self.cfg, self.epochs),
             "ft_batch_size": self.cfg.finetune.batch_size,
             "seed": self.ecfg.seed,
             "image_size": self.cfg.model.image_size,

@@ -87,6 +87,11 @@ def _paper(t: int, method: str) -> tuple[float, ...] | None:
     return PAPER_TABLE1.get(("VoxCeleb2", METHOD_LABELS.get(method, ""), t))
 
 
+def _ft_recipe(s: dict) -> str:
+    """The FT recipe line of a run's settings (older reports recorded only epochs and batch size)."""
+    return s.get("ft_recipe") or f"{s['ft_epochs']} epochs, batch min(T, {s['ft_batch_size']})"
+
+
 def _md_table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -126,7 +131,7 @@ def settings_section(s: dict[str, Any], info: dict[str, dict[str, Any]]) -> list
         ["hold-out frames", hold + " (stored-frame indices of every set: values.jsonl, record \"run\", key "
                                    "\"frames\")"],
         ["variants", ", ".join(METHOD_LABELS[v] for v in s["variants"]) + f" + {METHOD_LABELS[BASELINE]} baseline"],
-        ["FT", f"{s['ft_epochs']} epochs, batch min(T, {s['ft_batch_size']}), content loss {s['ft_content_loss']}"
+        ["FT", f"{_ft_recipe(s)}, content loss {s['ft_content_loss']}"
          + (" (paper: 40 epochs)" if s["ft_epochs"] != 40 else "")],
         ["seed", str(s["seed"])],
         ["metrics", metrics],
@@ -288,8 +293,8 @@ def timing_section(result: EvaluationResult) -> list[str]:
              fmt(PAPER_TIMING_FT_S.get(r["T"]), 1)] for r in timing_rows(result)]
     ms = inference_ms(result)
     return ["## Timing", "",
-            f"Few-shot learning (avatar creation: FF = embedding + projection, FT = that + {s['ft_epochs']} epochs "
-            f"of fine-tuning), mean seconds per video on {where}, {s['date']}. Paper: one NVIDIA P40, "
+            f"Few-shot learning (avatar creation: FF = embedding + projection, FT = that + fine-tuning, "
+            f"{_ft_recipe(s)}), mean seconds per video on {where}, {s['date']}. Paper: one NVIDIA P40, "
             "256 px model, 40 epochs.", "",
             *_md_table(["T", "FF (s)", "FT (s)", "paper FF (s)", "paper FT (s)"], rows), "",
             f"Inference: **{fmt(ms, 1)} ms per frame** (generator only, {s['render_batch']} frame(s) per call, "

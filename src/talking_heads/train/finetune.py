@@ -138,6 +138,23 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
                           e_new=e_new, history=history)
 
 
+def describe_recipe(cfg: Config, epochs: int | None = None) -> str:
+    """One line naming the FT recipe `finetune` runs with these settings (for reports and model cards)."""
+    ft = cfg.finetune
+    if ft.steps > 0 and epochs is None:
+        text = f"{ft.steps} steps of {max(1, ft.batch_size)} frames"
+    else:
+        text = f"{ft.epochs if epochs is None else epochs} epochs, batch min(T, {ft.batch_size})"
+    extras = [name for name, on in (("augmented copies", ft.augment),) if on]
+    if ft.lr_psi is not None:
+        extras.append(f"psi' lr {ft.lr_psi:g}")
+    if ft.ema > 0:
+        extras.append(f"EMA {ft.ema:g}")
+    if cfg.loss.face_network and cfg.loss.identity_weight > 0:
+        extras.append(f"identity term {cfg.loss.identity_weight:g}")
+    return text + (f" ({', '.join(extras)})" if extras else "")
+
+
 def _optimizers(g_person: PersonGenerator, d_person: nn.Module, cfg: Config):
     """Adam for G' (generic G weights + psi', P excluded; psi' at `finetune.lr_psi` when set) and for D'."""
     ft = cfg.finetune
