@@ -213,8 +213,7 @@ def bench_train_step(cfg: Config, device: torch.device, repeat: int, content: st
     from .meta import build_meta_state, meta_step
 
     cfg = replace(cfg, train=replace(cfg.train, k_shot=k, batch_size=1))
-    if content == "offline+dlibface":
-        cfg = replace(cfg, loss=replace(cfg.loss, face_network="dlib"))
+    cfg = replace(cfg, loss=replace(cfg.loss, face_network="dlib" if content == "offline+dlibface" else ""))
     ctx = random_vgg_files(cfg) if content == "vgg" else contextlib.nullcontext(cfg)
     out: dict[str, Any] = {"k": k, "batch": 1, "content_loss": content}
     with ctx as run_cfg:
