@@ -97,7 +97,10 @@ class WarpGenerator(nn.Module):
         self.core = Generator(cfg, in_channels=7)  # y (3) + fused warp (3) + confidence (1)
         self.flow = FlowNet(tuple(cfg.warp_channels))
         self.scale = float(cfg.warp_scale)
-        self.num_adain_params = self.core.num_adain_params
+
+    @property
+    def num_adain_params(self) -> int:
+        return self.core.num_adain_params
 
     @property
     def projection(self) -> nn.Module:
@@ -132,7 +135,7 @@ class WarpGenerator(nn.Module):
         conf = (torch.sigmoid(logit.view(b, k, 1, h, w)) * weights).sum(1)  # B,1,H,W
         return fused, conf, flow
 
-    def forward_with_aux(self, y: Tensor, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None
+    def forward_with_aux(self, y: Tensor, psi: Tensor | None, sources: tuple[Tensor, Tensor] | None = None
                          ) -> tuple[Tensor, dict[str, Tensor]]:
         if sources is None:
             raise ValueError("the warp generator needs the person's source frames and landmark images")
@@ -140,5 +143,5 @@ class WarpGenerator(nn.Module):
         x_hat = self.core(torch.cat([y, fused, conf * 2 - 1], 1), psi)  # B,3,H,W
         return x_hat, {"warped": fused, "confidence": conf, "flow_tv": total_variation(flow)}
 
-    def forward(self, y: Tensor, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, y: Tensor, psi: Tensor | None, sources: tuple[Tensor, Tensor] | None = None) -> Tensor:
         return self.forward_with_aux(y, psi, sources)[0]
