@@ -25,6 +25,7 @@ Glossary: y landmark images (B,3,H,W) in [-1,1], x_hat rendered frames (B,3,H,W)
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -121,6 +122,31 @@ def avatar_fingerprint(generator: nn.Module, psi: Tensor, sources: tuple[Tensor,
     return h.hexdigest()[:16]
 
 
+def _resize_matrix(n: int, m: int, align_corners: bool) -> Tensor:
+    """(m, n): PyTorch's antialiased bilinear resize of a length-n signal to length m, as a matrix (the resize
+    is linear and separable, so applying it to the identity gives it exactly)."""
+    import torch.nn.functional as F
+
+    eye = torch.eye(n)[:, None, None, :]  # n signals of 1 x n
+    out = F.interpolate(eye, size=(1, m), mode="bilinear", antialias=True, align_corners=align_corners)
+    return out[:, 0, 0, :].T.contiguous()
+
+
+def _antialiased_resize_symbolic(g, x, output_size, align_corners, scale_factors, *, image_size: int):
+    """ONNX for aten::_upsample_bilinear2d_aa (the warp generator's downscaling of its inputs), which the
+    exporter lacks (ONNX Resize's antialias differs from PyTorch's by up to 0.05): A_h @ x @ A_w^T with the
+    resize matrices as constants, exact to float rounding. The input's H, W: its traced size or, where the
+    tracer lost it (after a concatenation), `image_size`, the only size these models resize from."""
+    from torch.onnx import symbolic_helper as sh
+
+    sizes = sh._get_tensor_sizes(x) or [None] * 4
+    h, w = (v if isinstance(v, int) else image_size for v in sizes[-2:])
+    oh, ow = sh._maybe_get_const(output_size, "is")
+    ac = bool(sh._maybe_get_const(align_corners, "b"))
+    rows = g.op("MatMul", g.op("Constant", value_t=_resize_matrix(h, oh, ac)), x)  # B,C,oh,W
+    return g.op("MatMul", rows, g.op("Constant", value_t=_resize_matrix(w, ow, ac).T.contiguous()))  # B,C,oh,ow
+
+
 def export_onnx(model: AvatarGenerator, image_size: int, metadata: dict[str, str],
                 path: str | os.PathLike | None = None) -> bytes:
     """The AvatarGenerator as ONNX (fp32, opset ONNX_OPSET, input "landmarks" (B,3,S,S), output "frame"
@@ -131,6 +157,9 @@ def export_onnx(model: AvatarGenerator, image_size: int, metadata: dict[str, str
     model = model.float().to("cpu", memory_format=torch.contiguous_format).eval()
     example = torch.zeros(1, 3, image_size, image_size)
     buffer = io.BytesIO()
+    torch.onnx.register_custom_op_symbolic(
+        "aten::_upsample_bilinear2d_aa", functools.partial(_antialiased_resize_symbolic, image_size=image_size),
+        ONNX_OPSET)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and instance-norm notes
         torch.onnx.export(model, (example,), buffer, input_names=["landmarks"], output_names=["frame"],

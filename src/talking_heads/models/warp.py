@@ -118,6 +118,7 @@ class WarpGenerator(nn.Module):
         if x_src.dim() == 4:  # (K,3,H,W) shared by the whole batch (an avatar's T frames)
             x_src, y_src = x_src[None].expand(y.shape[0], -1, -1, -1, -1), y_src[None].expand(y.shape[0], -1, -1, -1, -1)
         b, k, _, h, w = x_src.shape
+        h, w = int(h), int(w)  # the image size: constants when traced for ONNX (batch stays dynamic)
         if y.shape[0] != b or y_src.shape != x_src.shape:
             raise ValueError(f"sources {tuple(x_src.shape)} / {tuple(y_src.shape)} do not fit y {tuple(y.shape)}")
         xs, ys = x_src.reshape(b * k, 3, h, w), y_src.reshape(b * k, 3, h, w)
