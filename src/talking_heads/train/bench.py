@@ -21,6 +21,7 @@ docs/interfaces.md); timing does not depend on content.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -209,43 +210,63 @@ def _random_avatar(cfg: Config, device: torch.device):
     return g, psi, sources, y
 
 
+def interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, *, warmup: int = 2, repeat: int = 5
+                ) -> dict[str, float]:
+    """Median seconds of each fn, timed in interleaved rounds (one call of each per round), so that other load
+    on the machine weighs on all of them alike; after `warmup` calls of each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
 def bench_render(cfg: Config, device: torch.device, repeat: int) -> dict[str, Any]:
     """ms per frame at batch 1 of the generator as it was rendered before issue 16 (spectral norm evaluated
     every frame, psi routed every frame, no_grad: `sn`) and of the avatar-specialised renderer
-    (`inference.TorchRenderer`) in fp32 and, where the device has native bf16, bf16; `default` names what
+    (`inference.TorchRenderer`) in fp32 and, where the device has native bf16, bf16; with `onnx`, also
+    onnxruntime on its ONNX export (CPU). Interleaved rounds (`interleaved`). `default` names what
     `inference.precision = auto` picks here."""
-    from ..inference import TorchRenderer, cpu_supports_bf16, resolve_precision
+    from ..inference import OnnxRenderer, TorchRenderer, cpu_supports_bf16, export_onnx, resolve_precision
     from ..models.specialise import specialise
 
     g, psi, sources, y = _random_avatar(cfg, device)
     out: dict[str, Any] = {"default": resolve_precision("auto", device), "generator": cfg.model.generator}
-    with torch.no_grad():
-        t = time_it(lambda: g(y, psi, sources), device, warmup=2, repeat=repeat)
-    out["sn_ms"] = round(t["median_s"] * 1e3, 2)
-    precisions = ["fp32"] + (["bf16"] if device.type == "cuda" or cpu_supports_bf16() else [])
-    for precision in precisions:
-        renderer = TorchRenderer(specialise(g, psi, sources), device, precision)
-        t = time_it(lambda: renderer(y), device, warmup=2, repeat=repeat)
-        out[f"{precision}_ms"] = round(t["median_s"] * 1e3, 2)
+
+    def sn():
+        with torch.no_grad():
+            return g(y, psi, sources)
+
+    fns: dict[str, Callable[[], Any]] = {"sn": sn}
+    for precision in ["fp32"] + (["bf16"] if device.type == "cuda" or cpu_supports_bf16() else []):
+        fns[precision] = functools.partial(TorchRenderer(specialise(g, psi, sources), device, precision), y)
+    with contextlib.suppress(ModuleNotFoundError):
+        data = export_onnx(specialise(g, psi, sources).cpu(), cfg.model.image_size, {"generator": cfg.model.generator})
+        fns["onnxruntime"] = functools.partial(OnnxRenderer(data), y.cpu())
+    for k, t in interleaved(fns, device, repeat=repeat).items():
+        out[f"{k}_ms"] = round(t * 1e3, 2)
     return out
 
 
 def bench_export(cfg: Config, device: torch.device, repeat: int) -> dict[str, Any]:
-    """Seconds to export the specialised generator to ONNX, its size, and onnxruntime's ms per frame at batch
-    1 (CPU, torch's thread count) with its largest difference from PyTorch fp32 on the timed input."""
+    """Seconds to export the specialised generator to ONNX, its size, and the largest difference of
+    onnxruntime's frame from PyTorch fp32's (random weights and input; onnxruntime's speed: `render`)."""
     from ..inference import OnnxRenderer, TorchRenderer, export_onnx
     from ..models.specialise import specialise
 
     g, psi, sources, y = _random_avatar(cfg, torch.device("cpu"))
-    model = specialise(g, psi, sources)
     t0 = time.perf_counter()
-    data = export_onnx(model, cfg.model.image_size, {"generator": cfg.model.generator})
+    data = export_onnx(specialise(g, psi, sources), cfg.model.image_size, {"generator": cfg.model.generator})
     out: dict[str, Any] = {"export_s": round(time.perf_counter() - t0, 2), "mib": round(len(data) / 2**20, 1)}
-    onnx_renderer = OnnxRenderer(data)
-    t = time_it(lambda: onnx_renderer(y), torch.device("cpu"), warmup=2, repeat=repeat)
-    out["onnxruntime_ms"] = round(t["median_s"] * 1e3, 2)
     ref = TorchRenderer(specialise(g, psi, sources), "cpu", "fp32")(y)
-    out["max_abs_diff_vs_fp32"] = float(f"{(onnx_renderer(y) - ref).abs().max().item():.2e}")
+    out["max_abs_diff_vs_fp32"] = float(f"{(OnnxRenderer(data)(y) - ref).abs().max().item():.2e}")
     return out
 
 
@@ -445,7 +466,8 @@ def render_markdown(results: dict[str, Any]) -> str:
              "random weights, psi fixed: `sn` = the generator as rendered before (spectral norm's W / sigma and "
              "psi's routing every frame, no_grad); `fp32` / `bf16` = the avatar-specialised renderer "
              "(inference.py: folded weights, fixed AdaIN, inference_mode; bf16 with channels_last); `onnxruntime` "
-             "= its ONNX export (fp32), with its largest difference from fp32 PyTorch.", "",
+             "= its ONNX export (fp32), with its largest difference from fp32 PyTorch. Timed in interleaved rounds "
+             "(one call of each per round, medians), so other load on the machine weighs on all alike.", "",
              "| preset | px | generator | sn ms | fp32 ms | bf16 ms | onnxruntime ms | ONNX max diff | export s | "
              "ONNX MiB | default | speed-up of the default over sn |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -458,7 +480,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         best = rr.get(f"{default}_ms")
         gain = f"{rr['sn_ms'] / best:.2f}x" if best and rr.get("sn_ms") else "-"
         lines.append(f"| {name} | {r['image_size']} | {rr.get('generator', '-')} | {rr.get('sn_ms', '-')} | "
-                     f"{rr.get('fp32_ms', '-')} | {rr.get('bf16_ms', '-')} | {ex.get('onnxruntime_ms', '-')} | "
+                     f"{rr.get('fp32_ms', '-')} | {rr.get('bf16_ms', '-')} | {rr.get('onnxruntime_ms', '-')} | "
                      f"{ex.get('max_abs_diff_vs_fp32', '-')} | {ex.get('export_s', '-')} | {ex.get('mib', '-')} | "
                      f"{default or '-'} | {gain} |")
     a = results.get("animate")
