@@ -190,3 +190,12 @@ def test_bad_onnx_files_are_one_line_errors(tiny_model_dir, shared_data, tmp_pat
     capsys.readouterr()
     assert main(base + ["--onnx", str(tmp_path / "sample.onnx")]) == 2
     assert "renders 128 px" in capsys.readouterr().err
+
+
+def test_bench_reports_render_and_export(capsys):
+    import json
+
+    assert main(["bench", "--preset", "tiny", "--what", "render,export", "--repeat", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)["presets"]["tiny"]
+    assert {"sn_ms", "fp32_ms", "onnxruntime_ms", "default"} <= set(r["render"])
+    assert r["export"]["max_abs_diff_vs_fp32"] < 1e-3 and r["export"]["mib"] > 0
