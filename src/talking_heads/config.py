@@ -114,6 +114,10 @@ class DataConfig:
     line_thickness: float = 2.0  # landmark line thickness at 256 px; scaled linearly with resolution
 
 
+PRECISIONS = ("auto", "fp32", "bf16")  # inference.precision values (talking_heads.inference)
+BACKENDS = ("torch", "onnxruntime")  # inference.backend values
+
+
 @dataclass
 class InferenceConfig:
     """Few-shot avatars and puppeteering (paper section 1 stages 2-3; `talking_heads.pipeline`)."""
@@ -125,6 +129,8 @@ class InferenceConfig:
     motion_fps: float = 25.0  # frame rate of built-in motions and of saved landmark sequences (.npy)
     thumbnail_size: int = 64  # side (px) of the source thumbnail stored in an avatar directory
     contact_sheet_frames: int = 8  # evenly spaced frames shown on the PNG contact sheet
+    precision: str = "auto"  # generator arithmetic when rendering: "fp32", "bf16", or "auto" = bf16 on CUDA and on CPUs with AVX-512 BF16 / AMX, else fp32 (inference.py)
+    backend: str = "torch"  # renderer: "torch", or "onnxruntime" (the avatar's generator exported to ONNX, fp32; inference.py)
 
 
 @dataclass

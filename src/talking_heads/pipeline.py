@@ -51,6 +51,7 @@ from .data.crop import CropTransform
 from .data.faces import FaceCrop, FaceNotFoundError, min_face_size, prepare_photo
 from .data.video import VideoError, even_indices, is_frames_folder, is_video_file, probe, read_frames, read_image
 from .driver import DriverError, DriverSequence, load_driver
+from .inference import RendererCache
 from .landmarks.adaptation import adapt_landmarks
 from .landmarks.raster import rasterize, rasterize_tensor, to_tensor
 
@@ -111,6 +112,7 @@ class TalkingHeadPipeline:
             getattr(networks, name).to(self.device).eval()  # eval: spectral-norm buffers never change
         self._fingerprint: str | None = None
         self._content_loss = None
+        self._renderers = RendererCache()  # the avatar-specialised renderers (`renderer`)
 
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike | None = None,
@@ -321,21 +323,54 @@ class TalkingHeadPipeline:
     # --- stage: render --------------------------------------------------------------------------------
     @torch.no_grad()
     def render(self, avatar: Avatar, y: Tensor, batch_size: int = 8) -> Tensor:
-        """Frames x_hat (B,3,H,W) in [-1,1] for landmark images y (B,3,H,W); no grad, on the pipeline's device."""
+        """Frames x_hat (B,3,H,W) in [-1,1] for landmark images y (B,3,H,W); no grad, on the pipeline's device,
+        through the avatar's specialised renderer (`renderer`)."""
         s = self.image_size
         if y.dim() != 4 or tuple(y.shape[1:]) != (3, s, s):
             raise PipelineError(f"landmark images must be (B,3,{s},{s}) for this model, got {tuple(y.shape)}")
+        renderer = self.renderer(avatar)
+        out = [renderer(yb).to(self.device) for yb in y.split(max(1, batch_size))]
+        return torch.cat(out) if out else y.new_zeros((0, 3, s, s), device=self.device)
+
+    def renderer(self, avatar: Avatar, *, onnx_file: str | os.PathLike | None = None):
+        """The avatar's renderer `y -> x_hat` (`inference.py`: spectral norm, psi' and sources folded in, at
+        `inference.precision` with `inference.backend`), built once per avatar and cached. onnx_file: with the
+        onnxruntime backend, run that export (`talking-heads export`) of this avatar instead of exporting now."""
+        from .inference import build_renderer
+
+        inf = self.cfg.inference
+        if onnx_file is not None and inf.backend != "onnxruntime":
+            raise PipelineError("an .onnx file is run by the onnxruntime backend: set inference.backend = "
+                                "'onnxruntime' (--backend onnxruntime)")
         generator = avatar.generator if avatar.generator is not None else self.networks.generator
-        generator.eval()
-        psi = avatar.psi.to(self.device)
+        key = (id(avatar.psi), avatar.psi._version, id(generator), id(avatar.source_images), inf.precision, inf.backend)
+
+        def build():
+            generator, psi, sources = self.render_inputs(avatar)
+            return build_renderer(generator, psi, sources, device=self.device, precision=inf.precision,
+                                  backend=inf.backend, onnx_file=onnx_file,
+                                  describe=lambda: self.describe_render_inputs(generator, psi, sources))
+
+        return self._renderers.get(avatar, key, build, rebuild=onnx_file is not None)
+
+    def render_inputs(self, avatar: Avatar) -> tuple[torch.nn.Module, Tensor, tuple[Tensor, Tensor] | None]:
+        """What renders `avatar`: (its generator (FT) or the model's, in eval mode; psi' (1,A); the warp
+        generator's sources (T,3,S,S) x 2, else None)."""
+        generator = (avatar.generator if avatar.generator is not None else self.networks.generator).eval()
         sources = None
         if getattr(generator, "needs_sources", False):  # the warp generator: the avatar's T crops
             sources = avatar.source_tensors(self.device, self.cfg.data.line_thickness)
             if sources is None:
                 raise PipelineError("this model's generator needs the avatar's source frames; create the avatar "
                                     "again with this model")
-        out = [generator(yb.to(self.device), psi.expand(len(yb), -1), sources) for yb in y.split(max(1, batch_size))]
-        return torch.cat(out) if out else y.new_zeros((0, 3, s, s), device=self.device)
+        return generator, avatar.psi.to(self.device), sources
+
+    def describe_render_inputs(self, generator, psi, sources) -> dict[str, str]:
+        """The metadata an ONNX export of these render inputs carries (`inference.avatar_metadata`)."""
+        from .inference import avatar_metadata
+
+        return avatar_metadata(generator, psi, sources, image_size=self.image_size,
+                               generator_name=self.cfg.model.generator, model_fingerprint=self.model_fingerprint)
 
     def render_sequence(self, avatar: Avatar, points: np.ndarray, *, progress: bool = True) -> Iterator[np.ndarray]:
         """RGB uint8 frames (output_size px) for landmarks (F,68,2) in crop px, rendered in batches."""

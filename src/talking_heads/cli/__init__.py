@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-COMMAND_MODULES = ["train", "preprocess", "avatar", "evaluate", "demo", "identity", "web", "telepresence"]
+COMMAND_MODULES = ["train", "preprocess", "avatar", "evaluate", "demo", "identity", "web", "telepresence", "export"]
 
 
 class UserError(Exception):

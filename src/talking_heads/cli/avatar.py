@@ -56,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--no-contact-sheet", action="store_true", help="do not write OUT.contact.png")
     _few_shot_args(m)
     _common_args(m)
+    onnx_arg(m)
     m.set_defaults(func=run_animate)
 
     v = sub.add_parser("verify", help="check files for the synthetic marker and watermark",
@@ -73,9 +74,31 @@ def _few_shot_args(p: argparse.ArgumentParser) -> None:
 
 
 def model_args(p: argparse.ArgumentParser) -> None:
-    """--model and --device, what `pipeline_from_args` reads (every command that builds the pipeline)."""
+    """--model, --device, --precision and --backend, what `pipeline_from_args` reads (every command that builds
+    the pipeline)."""
+    from ..config import BACKENDS, PRECISIONS
+
     p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="rendering arithmetic (default inference.precision = auto: bf16 on CUDA and on CPUs with "
+                        "AVX-512 BF16 / AMX, else fp32)")
+    p.add_argument("--backend", choices=BACKENDS, default=None,
+                   help="rendering backend (default inference.backend = torch; onnxruntime: the avatar's generator "
+                        "exported to ONNX, fp32)")
+
+
+def onnx_arg(p: argparse.ArgumentParser) -> None:
+    """--onnx FILE: run an export of the avatar (`talking-heads export`) with onnxruntime."""
+    p.add_argument("--onnx", default=None, metavar="FILE.onnx",
+                   help="render with this ONNX export of the avatar (talking-heads export; implies --backend "
+                        "onnxruntime)")
+
+
+def use_onnx_file(pipe, avatar, args) -> None:
+    """Build the avatar's renderer from --onnx now (a wrong or unreadable file fails before any work)."""
+    if getattr(args, "onnx", None):
+        guard_input(lambda: pipe.renderer(avatar, onnx_file=args.onnx))
 
 
 def _common_args(p: argparse.ArgumentParser) -> None:
@@ -94,7 +117,20 @@ def pipeline_from_args(args):
         raise UserError(f"--device {device}: expected cpu, cuda or cuda:N")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device available")
-    return guard_input(lambda: TalkingHeadPipeline.from_pretrained(args.model, device=device))
+    if getattr(args, "onnx", None):
+        if args.backend == "torch":
+            raise UserError("--onnx runs the file with onnxruntime: drop --backend torch")
+        args.backend = "onnxruntime"
+    if args.backend == "onnxruntime":
+        try:
+            import onnx, onnxruntime  # noqa: F401, E401
+        except ModuleNotFoundError:
+            raise UserError("--backend onnxruntime needs onnx and onnxruntime: pip install onnx onnxruntime") from None
+    pipe = guard_input(lambda: TalkingHeadPipeline.from_pretrained(args.model, device=device))
+    for name in ("precision", "backend"):  # rendering settings (inference.py); None: the model's config
+        if getattr(args, name, None) is not None:
+            setattr(pipe.cfg.inference, name, getattr(args, name))
+    return pipe
 
 
 def guard_input(fn):
@@ -154,6 +190,7 @@ def run_animate(args: argparse.Namespace) -> int:
     if args.reference_frame is not None:
         guard_input(lambda: pipe.check_reference_frame(seq, args.reference_frame))
     avatar = guard_input(lambda: Avatar.load(args.avatar, pipe)) if args.avatar else _create(pipe, args, args.source)
+    use_onnx_file(pipe, avatar, args)
     result = guard_input(lambda: pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt,
                                          reference_frame=args.reference_frame, side_by_side=args.side_by_side,
                                          paste_back=args.paste_back, paste_mask=not args.square_paste,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from .avatar import model_args
+from .avatar import model_args, onnx_arg
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--smooth", action="store_true", help="One Euro smoothing at the receiver too")
     r.add_argument("--max-senders", type=int, default=d.max_senders, help=f"senders at once (default {d.max_senders})")
     model_args(r)
+    onnx_arg(r)
     r.set_defaults(func=run_receive)
 
     t = sub.add_parser("token", help="make a shared token file for send/receive (mode 0600)",
@@ -138,7 +139,7 @@ def run_receive(args: argparse.Namespace) -> int:
     from ..telepresence.receiver import Receiver
     from ..telepresence.settings import TelepresenceConfig
     from ..telepresence.transport import parse_address, read_token_file, server_ssl
-    from .avatar import pipeline_from_args
+    from .avatar import pipeline_from_args, use_onnx_file
     from . import UserError
 
     if args.out is not None and Path(args.out).suffix.lower() != ".mp4":
@@ -156,6 +157,7 @@ def run_receive(args: argparse.Namespace) -> int:
     avatar = _guard(lambda: Avatar.load(args.avatar, pipe))
     if not args.no_adapt and avatar.face is None:
         raise UserError(f"{args.avatar}: this avatar has no source landmarks: use --no-adapt")
+    use_onnx_file(pipe, avatar, args)
     settings = dataclasses.replace(TelepresenceConfig(), host=host, port=port, max_senders=args.max_senders)
     receiver = Receiver(pipe, avatar, settings=settings, bases=known_bases(), adapt=not args.no_adapt,
                         smooth=args.smooth, out=args.out, once=args.once)

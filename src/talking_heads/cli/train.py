@@ -26,7 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Benchmark the networks and one meta-learning step on synthetic inputs.")
     b.add_argument("--preset", action="append", default=None, help="preset to measure (repeatable; default tiny)")
     b.add_argument("--what", default="params,generator,embedder,train-step",
-                   help="comma-separated subset of params,generator,embedder,train-step")
+                   help="comma-separated subset of params,generator,embedder,train-step,render,export,animate "
+                        "(render: the avatar renderer in each precision; export: ONNX and onnxruntime; animate: "
+                        "the shipped sample model end to end and live)")
     b.add_argument("--device", default="cpu", help="cpu or cuda")
     b.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median reported)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
@@ -89,6 +91,14 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     print(bench.report(results, args.json))
     if args.write:
-        bench.write_section(args.write, bench.markdown(results), f"### {results['device']}:")
+        heading = f"### {results['device']}:"
+        rendering = ("render", "export", "animate")
+        if set(what) - set(rendering):
+            bench.write_section(args.write, bench.markdown(results), heading)
+        if set(what) & set(rendering):
+            bench.write_section(args.write, bench.render_markdown(results), heading, section=bench.RENDER_SECTION,
+                                intro="Reproduce: `talking-heads bench --preset sample --preset paper --what "
+                                      "render,export,animate --write docs/benchmarks.md` (one thread: "
+                                      "`OMP_NUM_THREADS=1`; add `--device cuda` on a GPU).")
         print(f"wrote {args.write}", file=sys.stderr)
     return 0

@@ -128,7 +128,11 @@ class ResBlock(nn.Module):
         self.conv1 = conv(cout, cout, 3, bias=bias, spectral=spectral)
         self.skip = conv(cin, cout, 1, bias=bias, spectral=spectral) if (cin != cout or resample) else None
         self.preactivation = preactivation
-        self.num_adain_params = sum(n.num_adain_params for n in self._adain_norms())
+
+    @property
+    def num_adain_params(self) -> int:
+        """Size of this block's psi slice (0 once its AdaIN layers are fixed to one person: models/specialise.py)."""
+        return sum(n.num_adain_params for n in self._adain_norms())
 
     def _adain_norms(self) -> list[AdaIN]:
         return [n for n in (self.norm0, self.norm1) if isinstance(n, AdaIN)]

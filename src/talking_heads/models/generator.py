@@ -60,8 +60,12 @@ class Generator(nn.Module):
         check_resolutions("generator decoder", produced, cfg.generator_up_attention_at)
         self.out_norm = AdaIN(c)
         self.out_conv = conv(c, 3, 3, spectral=spectral)
-        self.num_adain_params = sum(m.num_adain_params for m in self.adain_layers())
         self.projection = sn(nn.Linear(cfg.embedding_dim, self.num_adain_params), spectral)  # P
+
+    @property
+    def num_adain_params(self) -> int:
+        """Size of psi (0 for a generator specialised to one person, whose AdaIN layers are fixed)."""
+        return sum(m.num_adain_params for m in self.adain_layers())
 
     def adain_layers(self) -> list[nn.Module]:
         """The AdaIN-consuming layers in forward order (the order psi is laid out in)."""
@@ -83,13 +87,20 @@ class Generator(nn.Module):
     def forward_with_aux(self, y: Tensor, psi: Tensor, sources=None) -> tuple[Tensor, dict[str, Tensor]]:
         return self(y, psi), {}
 
-    def forward(self, y: Tensor, psi: Tensor, sources=None) -> Tensor:
-        """y (B,C_in,H,W), psi (B or 1, num_adain_params) -> x_hat (B,3,H,W) in [-1,1]."""
-        if psi.dim() != 2 or psi.shape[1] != self.num_adain_params:
-            raise ValueError(f"psi must be (B, {self.num_adain_params}), got {tuple(psi.shape)}")
-        chunks = iter(psi.split(self.adain_sizes(), dim=1))  # same order as adain_layers()
+    def forward(self, y: Tensor, psi: Tensor | None, sources=None) -> Tensor:
+        """y (B,C_in,H,W), psi (B or 1, num_adain_params) -> x_hat (B,3,H,W) in [-1,1]. psi None: a generator
+        specialised to one person (no AdaIN parameters left, models/specialise.py)."""
+        chunks = iter(self._split_psi(psi))  # same order as adain_layers()
         h = self.encoder(y)[-1]  # B,512,16,16 at 256 px
-        for layer in [*self.bottleneck, *self.decoder]:
+        for layer in [*self.bottleneck, *self.decoder, self.out_norm]:
             h = layer(h, next(chunks)) if layer.num_adain_params else layer(h)  # ... -> B,64,256,256
-        h = torch.relu(self.out_norm(h, next(chunks)))  # B,64,H,W
+        h = torch.relu(h)  # B,64,H,W (after the head's AdaIN, out_norm)
         return torch.tanh(self.out_conv(h))  # B,3,H,W
+
+    def _split_psi(self, psi: Tensor | None) -> tuple[Tensor, ...]:
+        n = self.num_adain_params
+        if psi is None and n == 0:
+            return ()
+        if psi is None or psi.dim() != 2 or psi.shape[1] != n:
+            raise ValueError(f"psi must be (B, {n}), got {None if psi is None else tuple(psi.shape)}")
+        return psi.split(self.adain_sizes(), dim=1)

@@ -97,7 +97,10 @@ class WarpGenerator(nn.Module):
         self.core = Generator(cfg, in_channels=7)  # y (3) + fused warp (3) + confidence (1)
         self.flow = FlowNet(tuple(cfg.warp_channels))
         self.scale = float(cfg.warp_scale)
-        self.num_adain_params = self.core.num_adain_params
+
+    @property
+    def num_adain_params(self) -> int:
+        return self.core.num_adain_params
 
     @property
     def projection(self) -> nn.Module:
@@ -115,6 +118,7 @@ class WarpGenerator(nn.Module):
         if x_src.dim() == 4:  # (K,3,H,W) shared by the whole batch (an avatar's T frames)
             x_src, y_src = x_src[None].expand(y.shape[0], -1, -1, -1, -1), y_src[None].expand(y.shape[0], -1, -1, -1, -1)
         b, k, _, h, w = x_src.shape
+        h, w = int(h), int(w)  # the image size: constants when traced for ONNX (batch stays dynamic)
         if y.shape[0] != b or y_src.shape != x_src.shape:
             raise ValueError(f"sources {tuple(x_src.shape)} / {tuple(y_src.shape)} do not fit y {tuple(y.shape)}")
         xs, ys = x_src.reshape(b * k, 3, h, w), y_src.reshape(b * k, 3, h, w)
@@ -132,7 +136,7 @@ class WarpGenerator(nn.Module):
         conf = (torch.sigmoid(logit.view(b, k, 1, h, w)) * weights).sum(1)  # B,1,H,W
         return fused, conf, flow
 
-    def forward_with_aux(self, y: Tensor, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None
+    def forward_with_aux(self, y: Tensor, psi: Tensor | None, sources: tuple[Tensor, Tensor] | None = None
                          ) -> tuple[Tensor, dict[str, Tensor]]:
         if sources is None:
             raise ValueError("the warp generator needs the person's source frames and landmark images")
@@ -140,5 +144,5 @@ class WarpGenerator(nn.Module):
         x_hat = self.core(torch.cat([y, fused, conf * 2 - 1], 1), psi)  # B,3,H,W
         return x_hat, {"warped": fused, "confidence": conf, "flow_tv": total_variation(flow)}
 
-    def forward(self, y: Tensor, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, y: Tensor, psi: Tensor | None, sources: tuple[Tensor, Tensor] | None = None) -> Tensor:
         return self.forward_with_aux(y, psi, sources)[0]

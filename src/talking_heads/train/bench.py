@@ -21,6 +21,7 @@ docs/interfaces.md); timing does not depend on content.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -35,8 +36,9 @@ from torch import Tensor
 
 from ..config import Config, preset
 
-WHAT = ("params", "generator", "embedder", "train-step")
+WHAT = ("params", "generator", "embedder", "train-step", "render", "export", "animate")
 SECTION = "Networks and training step"
+RENDER_SECTION = "Real-time rendering (issue 16)"
 
 
 class SyntheticEpisodes(torch.utils.data.Dataset):
@@ -190,6 +192,119 @@ def bench_embedder(cfg: Config, device: torch.device, repeat: int, k: int = 8) -
     return out
 
 
+def _random_avatar(cfg: Config, device: torch.device):
+    """A generator with random weights (seed 0) and an avatar's worth of render inputs for it: psi = P E(x, y)
+    of one random frame, and for the warp generator inference.video_frames random source frames."""
+    from ..models import build_networks
+
+    torch.manual_seed(0)
+    nets = build_networks(cfg, num_videos=1)
+    e, g = nets.embedder.to(device).eval(), nets.generator.to(device).eval()
+    s = cfg.model.image_size
+    x, y = torch.rand(1, 3, s, s, device=device) * 2 - 1, torch.rand(1, 3, s, s, device=device) * 2 - 1
+    with torch.no_grad():
+        psi = g.adain_params(e(x, y))
+    t = cfg.inference.video_frames
+    sources = (torch.rand(t, 3, s, s, device=device) * 2 - 1, torch.rand(t, 3, s, s, device=device) * 2 - 1) \
+        if g.needs_sources else None
+    return g, psi, sources, y
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, *, warmup: int = 2, repeat: int = 5
+                ) -> dict[str, float]:
+    """Median seconds of each fn, timed in interleaved rounds (one call of each per round), so that other load
+    on the machine weighs on all of them alike; after `warmup` calls of each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+def bench_render(cfg: Config, device: torch.device, repeat: int) -> dict[str, Any]:
+    """ms per frame at batch 1 of the generator as it was rendered before issue 16 (spectral norm evaluated
+    every frame, psi routed every frame, no_grad: `sn`) and of the avatar-specialised renderer
+    (`inference.TorchRenderer`) in fp32 and, where the device has native bf16, bf16; with `onnx`, also
+    onnxruntime on its ONNX export (CPU). Interleaved rounds (`interleaved`). `default` names what
+    `inference.precision = auto` picks here."""
+    from ..inference import OnnxRenderer, TorchRenderer, cpu_supports_bf16, export_onnx, resolve_precision
+    from ..models.specialise import specialise
+
+    g, psi, sources, y = _random_avatar(cfg, device)
+    out: dict[str, Any] = {"default": resolve_precision("auto", device), "generator": cfg.model.generator}
+
+    def sn():
+        with torch.no_grad():
+            return g(y, psi, sources)
+
+    fns: dict[str, Callable[[], Any]] = {"sn": sn}
+    for precision in ["fp32"] + (["bf16"] if device.type == "cuda" or cpu_supports_bf16() else []):
+        fns[precision] = functools.partial(TorchRenderer(specialise(g, psi, sources), device, precision), y)
+    with contextlib.suppress(ModuleNotFoundError):
+        data = export_onnx(specialise(g, psi, sources).cpu(), cfg.model.image_size, {"generator": cfg.model.generator})
+        fns["onnxruntime"] = functools.partial(OnnxRenderer(data), y.cpu())
+    for k, t in interleaved(fns, device, repeat=repeat).items():
+        out[f"{k}_ms"] = round(t * 1e3, 2)
+    return out
+
+
+def bench_export(cfg: Config, device: torch.device, repeat: int) -> dict[str, Any]:
+    """Seconds to export the specialised generator to ONNX, its size, and the largest difference of
+    onnxruntime's frame from PyTorch fp32's (random weights and input; onnxruntime's speed: `render`)."""
+    from ..inference import OnnxRenderer, TorchRenderer, export_onnx
+    from ..models.specialise import specialise
+
+    g, psi, sources, y = _random_avatar(cfg, torch.device("cpu"))
+    t0 = time.perf_counter()
+    data = export_onnx(specialise(g, psi, sources), cfg.model.image_size, {"generator": cfg.model.generator})
+    out: dict[str, Any] = {"export_s": round(time.perf_counter() - t0, 2), "mib": round(len(data) / 2**20, 1)}
+    ref = TorchRenderer(specialise(g, psi, sources), "cpu", "fp32")(y)
+    out["max_abs_diff_vs_fp32"] = float(f"{(OnnxRenderer(data)(y) - ref).abs().max().item():.2e}")
+    return out
+
+
+def bench_animate(device: torch.device, seconds: float = 8.0) -> dict[str, Any]:
+    """The shipped sample model end to end: `pipeline.animate` of the built-in `talk` motion (landmarks known:
+    adapt -> rasterise -> render -> resize -> H.264 encode, watermark and labels), frames per second; and the
+    live stage one frame at a time (`LiveStage.step`: adapt, rasterise, render, resize), ms per frame. The
+    avatar is FF from a synthetic frame whose landmarks are the motions' neutral face."""
+    from ..landmarks.motions import motion_landmarks, neutral_face
+    from ..landmarks.raster import rasterize_tensor
+    from ..pipeline import TalkingHeadPipeline
+
+    pipe = TalkingHeadPipeline.from_pretrained(device=device)
+    s = pipe.image_size
+    face = neutral_face(s, pipe.cfg.data).astype("float32")
+    y = rasterize_tensor(face[None], s, pipe.cfg.data.line_thickness)
+    avatar = pipe.create_avatar_from_tensors(y.clone(), y, landmarks=face[None])
+    out: dict[str, Any] = {"image_size": s, "output_size": pipe.output_size,
+                           "precision": pipe.renderer(avatar).precision}
+    with tempfile.TemporaryDirectory(prefix="th-bench-animate-") as tmp:
+        pipe.animate(avatar, "talk", Path(tmp) / "warm.mp4", duration=1.0, progress=False, contact_sheet=False)
+        t0 = time.perf_counter()
+        result = pipe.animate(avatar, "talk", Path(tmp) / "talk.mp4", duration=seconds, progress=False,
+                              contact_sheet=False)
+        wall = time.perf_counter() - t0
+    out.update(frames=result.frames, animate_s=round(wall, 2), animate_fps=round(result.frames / wall, 1))
+    points = motion_landmarks("talk", seconds, pipe.cfg.inference.motion_fps, s, pipe.cfg.data)
+    live = pipe.live(avatar, reference=points[0], crop=None)
+    lat = []
+    for p in points:
+        t0 = time.perf_counter()
+        live.step(p, frame_size=(s, s))
+        lat.append((time.perf_counter() - t0) * 1e3)
+    lat = sorted(lat[5:])  # after warm-up
+    out.update(live_ms_median=round(lat[len(lat) // 2], 1), live_ms_p95=round(lat[int(len(lat) * 0.95)], 1))
+    return out
+
+
 @contextlib.contextmanager
 def random_vgg_files(cfg: Config):
     """A Config whose loss points at VGG19 / VGGFace files with random weights (same cost as real ones)."""
@@ -255,12 +370,21 @@ def run_bench(presets: list[str], what: list[str], device: str = "cpu", repeat: 
         if "embedder" in what:
             r["embedder"] = bench_embedder(cfg, dev, repeat)
             log(f"[{name}] embedder {r['embedder']}")
+        if "render" in what:
+            r["render"] = bench_render(cfg, dev, repeat)
+            log(f"[{name}] render {r['render']}")
+        if "export" in what:
+            r["export"] = bench_export(cfg, dev, repeat)
+            log(f"[{name}] export {r['export']}")
         if "train-step" in what:
             step_repeat = repeat if cfg.model.image_size < 256 or dev.type == "cuda" else 1
             for content in ("offline", "vgg"):
                 r[f"train_step_{content}"] = bench_train_step(cfg, dev, step_repeat, content)
                 log(f"[{name}] train step ({content}) {r[f'train_step_{content}']}")
         results["presets"][name] = r
+    if "animate" in what:
+        results["animate"] = bench_animate(dev)
+        log(f"animate (shipped sample model) {results['animate']}")
     return results
 
 
@@ -332,5 +456,49 @@ def write_section(path: str | os.PathLike, body: str, device_heading: str, secti
     write_text(path, text[:start] + new_section + text[end:])
 
 
+def render_markdown(results: dict[str, Any]) -> str:
+    """The body of the "Real-time rendering" section for one device (render / export / animate results)."""
+    m, dev = results["machine"], results["device"]
+    where = m.get("gpu", "") if dev.startswith("cuda") else f"{m['cpu']}, {m['cpu_count']} cores"
+    lines = [f"### {dev}: {where}", "",
+             f"{m['date']}, torch {m['torch']}, {m['torch_threads']} threads. Generator ms per frame at batch 1, "
+             "random weights, psi fixed: `sn` = the generator as rendered before (spectral norm's W / sigma and "
+             "psi's routing every frame, no_grad); `fp32` / `bf16` = the avatar-specialised renderer "
+             "(inference.py: folded weights, fixed AdaIN, inference_mode; bf16 with channels_last); `onnxruntime` "
+             "= its ONNX export (fp32), with its largest difference from fp32 PyTorch. Timed in interleaved rounds "
+             "(one call of each per round, medians), so other load on the machine weighs on all alike.", "",
+             "| preset | px | generator | sn ms | fp32 ms | bf16 ms | onnxruntime ms | ONNX max diff | export s | "
+             "ONNX MiB | default | speed-up of the default over sn |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results["presets"].items():
+        rr, ex = r.get("render"), r.get("export", {})
+        if rr is None and not ex:
+            continue
+        rr = rr or {}
+        default = rr.get("default")
+        best = rr.get(f"{default}_ms")
+        gain = f"{rr['sn_ms'] / best:.2f}x" if best and rr.get("sn_ms") else "-"
+        lines.append(f"| {name} | {r['image_size']} | {rr.get('generator', '-')} | {rr.get('sn_ms', '-')} | "
+                     f"{rr.get('fp32_ms', '-')} | {rr.get('bf16_ms', '-')} | {rr.get('onnxruntime_ms', '-')} | "
+                     f"{ex.get('max_abs_diff_vs_fp32', '-')} | {ex.get('export_s', '-')} | {ex.get('mib', '-')} | "
+                     f"{default or '-'} | {gain} |")
+    a = results.get("animate")
+    if a:
+        lines += ["", f"Shipped sample model ({a['image_size']} px, frames resized to {a['output_size']} px, "
+                  f"precision {a['precision']}): `animate` of the `talk` motion (landmarks known: adapt, rasterise, "
+                  f"render, resize, H.264 encode with labels) **{a['animate_fps']} frames/s** ({a['frames']} frames "
+                  f"in {a['animate_s']} s); live stage one frame at a time (`LiveStage.step`) **{a['live_ms_median']} "
+                  f"ms** per frame median, {a['live_ms_p95']} ms p95. Targets: >= 25 frames/s, < 40 ms."]
+    return "\n".join(lines) + "\n"
+
+
 def report(results: dict[str, Any], as_json: bool) -> str:
-    return json.dumps(results, indent=2) if as_json else markdown(results)
+    if as_json:
+        return json.dumps(results, indent=2)
+    parts = []
+    if any(k in r for r in results["presets"].values() for k in ("params", "generator", "embedder",
+                                                                  "train_step_offline", "train_step_vgg")):
+        parts.append(markdown(results))
+    if results.get("animate") or any("render" in r or "export" in r for r in results["presets"].values()):
+        parts.append(render_markdown(results))
+    return "\n".join(parts)

@@ -1,0 +1,314 @@
+"""Real-time rendering of one avatar: precision, backends, ONNX export (issue 16; paper section 1 stage 3).
+
+`pipeline.TalkingHeadPipeline.render` (and so animate, evaluate, the web app, the live stage and the
+telepresence receiver) renders through an avatar-specialised renderer built here once per avatar:
+
+- `models/specialise.py` folds spectral norm, psi' and the warp generator's sources into a plain eval-mode
+  module `AvatarGenerator: y -> x_hat`;
+- `TorchRenderer` runs it under `torch.inference_mode` at a precision (`inference.precision`, `--precision`):
+  "fp32", or "bf16" (weights and activations in bfloat16, channels_last memory format; output in fp32), or
+  "auto": bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16 or AMX), fp32 elsewhere. Measured on the
+  2-core Xeon of docs/benchmarks.md: bf16 renders the sample model's real frames at 54-60 dB PSNR against fp32
+  (the issue's bar: 40 dB) and the generator 1.6-1.8x faster; channels_last only pays in bf16 (in fp32 it is
+  slower on this CPU, so fp32 stays NCHW);
+- `OnnxRenderer` runs the same module exported to ONNX (`export_onnx`, `talking-heads export`) with
+  onnxruntime (`inference.backend = "onnxruntime"`, `--backend onnxruntime`), always fp32.
+
+An exported file is self-describing: its metadata names the producer, the model's image size and generator,
+the model fingerprint and the avatar's own fingerprint (`avatar_fingerprint`), so loading it for the wrong
+model or avatar is an error, not a wrong picture. Errors are `OnnxModelError` (a CheckpointError: one line at
+the CLI, exit 2).
+
+Glossary: y landmark images (B,3,H,W) in [-1,1], x_hat rendered frames (B,3,H,W) in [-1,1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import CheckpointError
+from .config import BACKENDS, PRECISIONS
+from .models.specialise import AvatarGenerator, specialise
+
+ONNX_OPSET = 17  # grid_sample (2-D) needs opset >= 16
+ONNX_PRODUCER = "talking-heads"
+ONNX_KIND = "avatar-generator"  # metadata "kind" of an exported avatar
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
+
+__all__ = ["PRECISIONS", "BACKENDS", "OnnxModelError", "cpu_supports_bf16", "resolve_precision", "TorchRenderer",
+           "OnnxRenderer", "RendererCache", "avatar_fingerprint", "avatar_metadata", "build_renderer", "export_avatar", "export_onnx",
+           "read_onnx", "onnx_metadata"]
+
+
+class OnnxModelError(CheckpointError):
+    """An .onnx file that cannot be read, was not written by `talking-heads export`, or is for another model
+    or avatar; the message says which."""
+
+
+# --- precision -----------------------------------------------------------------------------------------
+
+def cpu_supports_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU: AVX-512 BF16 or AMX (/proc/cpuinfo flags; without that file,
+    oneDNN's own check)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return any(flag in line.split() for flag in CPU_BF16_FLAGS)
+    with contextlib.suppress(Exception):
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """"fp32" or "bf16" for `precision` (PRECISIONS) on `device` ("auto": module docstring)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16()) else "fp32"
+
+
+# --- the torch backend ---------------------------------------------------------------------------------
+
+class TorchRenderer:
+    """`renderer(y) -> x_hat` (fp32, on `device`) with an AvatarGenerator at `precision` ("fp32" | "bf16")."""
+
+    backend = "torch"
+
+    def __init__(self, model: AvatarGenerator, device: torch.device | str, precision: str):
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        bf16 = self.precision == "bf16"
+        # the warp generator's sampling grid must stay fp32 (bf16 pixel coordinates are off by up to a pixel
+        # at 256 px): it runs under autocast (convolutions bf16, grid_sample fp32) with fp32 weights; the
+        # AdaIN generator holds bf16 weights (no per-frame weight casts; measured faster than autocast)
+        self.autocast = bf16 and model.needs_sources
+        self.dtype = torch.bfloat16 if bf16 and not self.autocast else torch.float32
+        # channels_last pays only in bf16 on CPU (module docstring); on CUDA with bf16 as well
+        self.memory_format = torch.channels_last if bf16 else torch.contiguous_format
+        self.model = model.to(self.device, self.dtype).to(memory_format=self.memory_format).eval()
+
+    def __call__(self, y: Tensor) -> Tensor:
+        amp = torch.autocast(self.device.type, torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with torch.inference_mode(), amp:
+            y = y.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+            return self.model(y).float().contiguous()  # B,3,H,W
+
+
+# --- the onnxruntime backend ---------------------------------------------------------------------------
+
+def avatar_fingerprint(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None) -> str:
+    """Hash of everything an avatar's renderer depends on: psi', the generator's weights (FT avatars carry
+    their own) and the warp generator's sources."""
+    h = hashlib.sha256()
+    tensors = [("psi", psi)] + sorted(generator.state_dict().items())
+    if sources is not None:
+        tensors += [("x_src", sources[0]), ("y_src", sources[1])]
+    for key, value in tensors:
+        h.update(key.encode())
+        h.update(value.detach().float().cpu().contiguous().reshape(-1).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _resize_matrix(n: int, m: int, align_corners: bool) -> Tensor:
+    """(m, n): PyTorch's antialiased bilinear resize of a length-n signal to length m, as a matrix (the resize
+    is linear and separable, so applying it to the identity gives it exactly)."""
+    import torch.nn.functional as F
+
+    eye = torch.eye(n)[:, None, None, :]  # n signals of 1 x n
+    out = F.interpolate(eye, size=(1, m), mode="bilinear", antialias=True, align_corners=align_corners)
+    return out[:, 0, 0, :].T.contiguous()
+
+
+def _antialiased_resize_symbolic(g, x, output_size, align_corners, scale_factors, *, image_size: int):
+    """ONNX for aten::_upsample_bilinear2d_aa (the warp generator's downscaling of its inputs), which the
+    exporter lacks (ONNX Resize's antialias differs from PyTorch's by up to 0.05): A_h @ x @ A_w^T with the
+    resize matrices as constants, exact to float rounding. The input's H, W: its traced size or, where the
+    tracer lost it (after a concatenation), `image_size`, the only size these models resize from."""
+    from torch.onnx import symbolic_helper as sh
+
+    sizes = sh._get_tensor_sizes(x) or [None] * 4
+    h, w = (v if isinstance(v, int) else image_size for v in sizes[-2:])
+    oh, ow = sh._maybe_get_const(output_size, "is")
+    ac = bool(sh._maybe_get_const(align_corners, "b"))
+    rows = g.op("MatMul", g.op("Constant", value_t=_resize_matrix(h, oh, ac)), x)  # B,C,oh,W
+    return g.op("MatMul", rows, g.op("Constant", value_t=_resize_matrix(w, ow, ac).T.contiguous()))  # B,C,oh,ow
+
+
+def export_onnx(model: AvatarGenerator, image_size: int, metadata: dict[str, str],
+                path: str | os.PathLike | None = None) -> bytes:
+    """The AvatarGenerator as ONNX (fp32, opset ONNX_OPSET, input "landmarks" (B,3,S,S), output "frame"
+    (B,3,S,S), dynamic batch), with `metadata` (plus producer and kind) in its metadata_props. Written
+    atomically to `path` when given; the bytes are returned either way."""
+    import onnx
+
+    model = model.float().to("cpu", memory_format=torch.contiguous_format).eval()
+    example = torch.zeros(1, 3, image_size, image_size)
+    buffer = io.BytesIO()
+    torch.onnx.register_custom_op_symbolic(
+        "aten::_upsample_bilinear2d_aa", functools.partial(_antialiased_resize_symbolic, image_size=image_size),
+        ONNX_OPSET)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and instance-norm notes
+        torch.onnx.export(model, (example,), buffer, input_names=["landmarks"], output_names=["frame"],
+                          dynamic_axes={"landmarks": {0: "batch"}, "frame": {0: "batch"}},
+                          opset_version=ONNX_OPSET, dynamo=False)
+    proto = onnx.load_from_string(buffer.getvalue())
+    meta = {"producer": ONNX_PRODUCER, "kind": ONNX_KIND, **metadata, "image_size": str(image_size)}
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=str(value))
+    data = proto.SerializeToString()
+    if path is not None:
+        from .atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+    return data
+
+
+def onnx_metadata(data: bytes, name: str = "the ONNX model") -> dict[str, str]:
+    """The metadata_props of an exported avatar; OnnxModelError for a file that is not one."""
+    import onnx
+
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as err:  # protobuf's DecodeError and friends: not an ONNX file
+        raise OnnxModelError(f"{name} is not a readable ONNX model ({type(err).__name__})") from None
+    meta = {p.key: p.value for p in proto.metadata_props}
+    if meta.get("producer") != ONNX_PRODUCER or meta.get("kind") != ONNX_KIND:
+        raise OnnxModelError(f"{name} is an ONNX model but not an avatar exported by `talking-heads export`")
+    return meta
+
+
+def read_onnx(path: str | os.PathLike) -> tuple[bytes, dict[str, str]]:
+    """(bytes, metadata) of an exported avatar file; OnnxModelError when it is missing, unreadable or foreign."""
+    path = Path(path)
+    if path.is_dir():
+        raise OnnxModelError(f"{path} is a folder, not an .onnx file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise OnnxModelError(f"cannot read {path} ({err.strerror or err})") from None
+    return data, onnx_metadata(data, str(path))
+
+
+class OnnxRenderer:
+    """`renderer(y) -> x_hat` with onnxruntime on the CPU (fp32) from an exported avatar's bytes."""
+
+    backend = "onnxruntime"
+    precision = "fp32"
+
+    def __init__(self, data: bytes, name: str = "the ONNX model", threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ModuleNotFoundError:
+            raise OnnxModelError("the onnxruntime backend needs onnxruntime: pip install onnxruntime") from None
+        self.metadata = onnx_metadata(data, name)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime's InvalidGraph / Fail: a damaged file
+            raise OnnxModelError(f"onnxruntime cannot load {name}: {str(err).splitlines()[0][:200]}") from None
+        self.image_size = int(self.metadata.get("image_size", 0))
+
+    def __call__(self, y: Tensor) -> Tensor:
+        y_np = np.ascontiguousarray(y.detach().float().cpu().numpy())
+        out = self.session.run(["frame"], {"landmarks": y_np})[0]
+        return torch.from_numpy(out).to(y.device)
+
+
+def avatar_metadata(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None, *, image_size: int,
+                    generator_name: str, model_fingerprint: str) -> dict[str, str]:
+    """What an exported avatar's metadata says about the model and the avatar it renders."""
+    return {"image_size": str(image_size), "generator": generator_name, "model_fingerprint": model_fingerprint,
+            "avatar_fingerprint": avatar_fingerprint(generator, psi, sources)}
+
+
+def check_onnx_fits(meta: dict[str, str], name: str, expected: dict[str, str]) -> None:
+    """OnnxModelError unless the exported avatar's `meta` matches `expected` (`avatar_metadata`)."""
+    if meta.get("image_size") != expected["image_size"] or meta.get("generator") != expected["generator"]:
+        raise OnnxModelError(f"{name} renders {meta.get('image_size')} px with the {meta.get('generator')!r} "
+                             f"generator, but this model is {expected['image_size']} px {expected['generator']!r}: "
+                             "export the avatar again with this model")
+    if meta.get("model_fingerprint") != expected["model_fingerprint"] or \
+            meta.get("avatar_fingerprint") != expected["avatar_fingerprint"]:
+        raise OnnxModelError(f"{name} was exported from another avatar or model: export this avatar with "
+                             "`talking-heads export AVATAR_DIR -o FILE.onnx`")
+
+
+def build_renderer(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None, *,
+                   device: torch.device | str, precision: str = "auto", backend: str = "torch",
+                   onnx_file: str | os.PathLike | None = None, describe=None):
+    """An avatar's renderer (module docstring): TorchRenderer, or OnnxRenderer from `onnx_file` (checked to
+    fit) or, without one, from an export made now in memory. describe(): the avatar's `avatar_metadata`
+    (needed by the onnxruntime backend only)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    resolve_precision(precision, device)  # a bad value is an error whatever the backend
+    model = specialise(generator, psi, sources)
+    if backend == "torch":
+        return TorchRenderer(model, device, precision)
+    meta = describe()
+    if onnx_file is not None:
+        data, found = read_onnx(onnx_file)
+        check_onnx_fits(found, str(onnx_file), meta)
+        return OnnxRenderer(data, str(onnx_file))
+    return OnnxRenderer(export_onnx(model, int(meta["image_size"]), meta), "the exported avatar")
+
+
+class RendererCache:
+    """The renderers of the last few avatars (the web app serves several), each rebuilt when what it was built
+    from changes (`key`). Thread-safe: the web app's jobs and the receiver's render thread share a pipeline."""
+
+    def __init__(self, size: int = 4):
+        import collections
+        import threading
+
+        self.size = size
+        self._items: collections.OrderedDict = collections.OrderedDict()  # id(avatar) -> (weakref, key, renderer)
+        self._lock = threading.Lock()
+
+    def get(self, avatar: Any, key: tuple, build, *, rebuild: bool = False):
+        import weakref
+
+        with self._lock:
+            entry = self._items.get(id(avatar))
+            if entry is not None and entry[0]() is avatar and entry[1] == key and not rebuild:
+                self._items.move_to_end(id(avatar))
+                return entry[2]
+            renderer = build()
+            self._items[id(avatar)] = (weakref.ref(avatar), key, renderer)
+            self._items.move_to_end(id(avatar))
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+            return renderer
+
+
+def export_avatar(pipe, avatar, path: str | os.PathLike) -> dict[str, str]:
+    """Write `avatar`'s specialised generator (`pipe.render_inputs`) to `path` (.onnx) atomically; returns the
+    metadata it carries. OnnxModelError for an output path that cannot be one."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        raise OnnxModelError(f"{path}: the output must be an .onnx file")
+    if path.is_dir():
+        raise OnnxModelError(f"{path} is a folder: give the path of the .onnx file to write")
+    generator, psi, sources = pipe.render_inputs(avatar)
+    meta = pipe.describe_render_inputs(generator, psi, sources)
+    export_onnx(specialise(generator, psi, sources), int(meta["image_size"]), meta, path)
+    return meta

@@ -1,0 +1,132 @@
+"""A generator specialised to one avatar, for rendering (paper section 1 stage 3, puppeteering; issue 16).
+
+While an avatar is being rendered, everything person-specific is fixed: psi' (FF: P e_new; FT: the fine-tuned
+psi'), the (fine-tuned) generator weights and, for the warp generator, the avatar's T source frames and their
+landmark images. `specialise(generator, psi, sources)` turns that into a plain eval-mode module
+`AvatarGenerator: y (B,3,H,W) -> x_hat (B,3,H,W)` whose forward does only per-frame work:
+
+- spectral norm folded into plain weights (`fold_spectral_norm`): W / sigma(W) evaluated once with the stored
+  power-iteration vectors u, v (eval mode: exactly what every eval forward computes, so no power iteration and
+  no weight recomputation per frame);
+- AdaIN parameters precomputed (`FixedAdaIN`): each AdaIN layer's slice of psi becomes a per-channel scale
+  1 + gamma and bias beta, applied by the instance norm's own affine step (one fused op instead of three);
+- the warp generator's sources held as buffers (no rasterising of the T landmark images per frame).
+
+The result is the same function as `generator(y, psi, sources)` (tested to 1e-5 in fp32), traceable and
+exportable to ONNX (`talking_heads.inference.export_onnx`). Pure: tensors in, tensors out; the original
+generator is not modified (deep copy).
+
+Glossary: y landmark image, psi AdaIN parameters (1, A), sources (x_src, y_src) (T,3,H,W).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .blocks import AdaIN
+
+__all__ = ["AvatarGenerator", "FixedAdaIN", "fold_spectral_norm", "fix_adain", "specialise"]
+
+
+class FixedAdaIN(nn.Module):
+    """AdaIN with one person's (gamma, beta): IN(x) * (1 + gamma) + beta as instance norm's affine step."""
+
+    num_adain_params = 0  # consumes no psi: the generator's routing skips it
+
+    def __init__(self, adain: AdaIN, psi_slice: Tensor):
+        super().__init__()
+        gamma, beta = psi_slice.detach().reshape(-1).split(adain.channels)  # C ; C
+        self.eps = adain.eps
+        self.register_buffer("scale", (1 + gamma).clone())
+        self.register_buffer("bias", beta.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.instance_norm(x, weight=self.scale, bias=self.bias, eps=self.eps)  # B,C,H,W
+
+
+def fold_spectral_norm(module: nn.Module) -> nn.Module:
+    """Replace every parametrised submodule (spectral norm) of `module` by a plain one of its original class
+    whose weight is the tensor the parametrisation evaluates to, in place (`module` itself must not be
+    parametrised). Needs eval mode, so that evaluating runs no power iteration step.
+
+    Not `parametrize.remove_parametrizations`: it deletes the weight property from the parametrised class,
+    which a deep copy shares with its original, so folding a copy would break the original."""
+    if any(m.training for m in module.modules()):
+        raise ValueError("fold_spectral_norm needs an eval-mode module (training mode would step u, v)")
+    with torch.no_grad():
+        for parent in list(module.modules()):
+            for name, child in list(parent.named_children()):
+                if parametrize.is_parametrized(child):
+                    setattr(parent, name, _plain(child))
+    return module
+
+
+def _plain(m: nn.Module) -> nn.Module:
+    """A copy of parametrised `m` as its original class, each parametrised tensor evaluated once."""
+    cls = parametrize.type_before_parametrizations(m)
+    plain = cls.__new__(cls)
+    plain.__dict__ = dict(m.__dict__)
+    plain._parameters, plain._buffers = dict(m._parameters), dict(m._buffers)
+    plain._modules = {k: v for k, v in m._modules.items() if k != "parametrizations"}
+    for name in m.parametrizations.keys():
+        plain._parameters[name] = nn.Parameter(getattr(m, name).detach().clone())
+    return plain
+
+
+def fix_adain(generator: nn.Module, psi: Tensor) -> nn.Module:
+    """Replace the AdaIN layers of `generator` (a Generator, models/generator.py) by FixedAdaIN layers holding
+    psi's slices (1, num_adain_params), in place; afterwards `generator.num_adain_params == 0`."""
+    if psi.dim() != 2 or psi.shape[0] != 1 or psi.shape[1] != generator.num_adain_params:
+        raise ValueError(f"psi must be (1, {generator.num_adain_params}), got {tuple(psi.shape)}")
+    chunks = iter(psi.split(generator.adain_sizes(), dim=1))
+    for layer in generator.adain_layers():  # forward order = psi's layout
+        chunk = next(chunks)
+        if isinstance(layer, AdaIN):  # the head's out_norm
+            generator.out_norm = FixedAdaIN(layer, chunk)
+            continue
+        parts = iter(chunk.split([n.num_adain_params for n in layer._adain_norms()], dim=1))
+        for name in ("norm0", "norm1"):  # a ResBlock's AdaIN layers, in the order it splits its slice
+            norm = getattr(layer, name)
+            if isinstance(norm, AdaIN):
+                setattr(layer, name, FixedAdaIN(norm, next(parts)))
+    return generator
+
+
+class AvatarGenerator(nn.Module):
+    """One avatar's renderer: `forward(y) -> x_hat` (module docstring). Build it with `specialise`."""
+
+    def __init__(self, generator: nn.Module, sources: tuple[Tensor, Tensor] | None = None):
+        super().__init__()
+        self.generator = generator
+        self.needs_sources = bool(getattr(generator, "needs_sources", False))
+        if self.needs_sources and sources is None:
+            raise ValueError("the warp generator needs the avatar's source frames and landmark images")
+        if sources is not None:
+            self.register_buffer("x_src", sources[0].detach().clone())  # T,3,H,W
+            self.register_buffer("y_src", sources[1].detach().clone())  # T,3,H,W
+
+    def forward(self, y: Tensor) -> Tensor:
+        """y (B,3,H,W) landmark images in [-1,1] -> x_hat (B,3,H,W) in [-1,1]."""
+        sources = (self.x_src, self.y_src) if self.needs_sources else None
+        return self.generator(y, None, sources)
+
+
+def _core(generator: nn.Module) -> nn.Module:
+    """The AdaIN generator inside (the warp generator's `core`, or the generator itself)."""
+    return getattr(generator, "core", generator)
+
+
+def specialise(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None) -> AvatarGenerator:
+    """An eval-mode AvatarGenerator equal to `generator(y, psi, sources)` for every y (module docstring).
+    generator: any of models.GENERATORS; psi (1, A); sources (T,3,H,W) x 2 for generators that need them."""
+    g = copy.deepcopy(generator).eval()
+    fold_spectral_norm(g)
+    fix_adain(_core(g), psi.to(next(g.parameters()).device))
+    for p in g.parameters():
+        p.requires_grad_(False)
+    return AvatarGenerator(g, sources).eval()
