@@ -81,7 +81,7 @@ FT_RECIPES = {
 }
 FT_EVAL = ["--shots", "1", "--holdout", "8", "--per-identity", "1", "--variants", "ft", "--cross", "--threads", "1",
            "--metrics", "ssim", "psnr", "csim", "identity", "landmark_error", "--no-progress"]
-EVAL = ["--shots", "1", "8", "--holdout", "8", "--per-identity", "1", "--variants", "ff", "--cross", "--threads", "2",
+EVAL = ["--shots", "1", "8", "--holdout", "8", "--per-identity", "1", "--variants", "ff", "--cross", "--threads", "1",
         "--no-progress"]
 
 
