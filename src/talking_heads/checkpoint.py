@@ -23,7 +23,8 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from . import __version__
-from .atomic import atomic_dir, atomic_path
+from .atomic import atomic_dir, atomic_path, fsync_path, umask
 from .config import Config
 
 FORMAT = "talking-heads-model"
@@ -47,6 +48,18 @@ class CheckpointError(ValueError):
 
 # --- writing ----------------------------------------------------------------------------------------
 
+def fault_point(what: str) -> None:
+    """Called after every write and rename of a checkpoint (`what` names it). A no-op; the kill tests replace
+    it in a child process with one that SIGKILLs the process at the N-th call."""
+
+
+def _written(path: Path, durable: bool) -> None:
+    os.chmod(path, 0o666 & ~umask())  # safetensors writes 0600 whatever the umask
+    if durable:
+        fsync_path(path)
+    fault_point(f"wrote {path.name}")
+
+
 def _unwrap(module: nn.Module) -> nn.Module:
     from .dist import unwrap
 
@@ -61,6 +74,15 @@ def save_dir(path: str | os.PathLike, cfg: Config, parts: Mapping[str, nn.Module
     `meta`: extra keys for the "meta" block (num_videos, content_loss, step, e_new shape, ...).
     """
     path = Path(path)
+    with atomic_dir(path) as tmp:
+        write_dir(tmp, cfg, parts, stage=stage, meta=meta)
+    return path
+
+
+def write_dir(path: Path, cfg: Config, parts: Mapping[str, nn.Module | Mapping[str, torch.Tensor]], *, stage: str,
+              meta: Mapping[str, Any] | None = None, durable: bool = False) -> Path:
+    """`save_dir`'s content written into the existing empty folder `path` (no renaming: the caller makes it
+    atomic). `durable`: fsync every file (checkpoints). Calls `fault_point` after each file."""
     files: dict[str, str] = {}
     full_meta: dict[str, Any] = {
         "format": FORMAT,
@@ -71,30 +93,35 @@ def save_dir(path: str | os.PathLike, cfg: Config, parts: Mapping[str, nn.Module
         "talking_heads": __version__,
     }
     full_meta.update(meta or {})
-    with atomic_dir(path) as tmp:
-        for name, part in parts.items():
-            if not name.isidentifier():
-                raise ValueError(f"part name {name!r} must be an identifier (it becomes a file name)")
-            target = tmp / f"{name}.safetensors"
-            if isinstance(part, nn.Module):
-                save_model(_unwrap(part), str(target))
-                files[name] = "module"
-            else:
-                save_file({k: v.detach().contiguous().cpu() for k, v in part.items()}, str(target))
-                files[name] = "tensors"
-        full_meta["files"] = files
-        d = cfg.to_dict()
-        d["meta"] = full_meta
-        (tmp / CONFIG_FILE).write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+    for name, part in parts.items():
+        if not name.isidentifier():
+            raise ValueError(f"part name {name!r} must be an identifier (it becomes a file name)")
+        target = path / f"{name}.safetensors"
+        if isinstance(part, nn.Module):
+            save_model(_unwrap(part), str(target))
+            files[name] = "module"
+        else:
+            save_file({k: v.detach().contiguous().cpu() for k, v in part.items()}, str(target))
+            files[name] = "tensors"
+        _written(target, durable)
+    full_meta["files"] = files
+    d = cfg.to_dict()
+    d["meta"] = full_meta
+    (path / CONFIG_FILE).write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+    _written(path / CONFIG_FILE, durable)
     return path
 
 
 def save_model_dir(path: str | os.PathLike, cfg: Config, networks, *, num_videos: int, content_loss: str,
-                   step: int, extra_meta: Mapping[str, Any] | None = None) -> Path:
-    """Save the meta-learned E, G, D (a `models.Networks`) as stage "meta"."""
+                   step: int, extra_meta: Mapping[str, Any] | None = None, into: Path | None = None) -> Path:
+    """Save the meta-learned E, G, D (a `models.Networks`) as stage "meta" at `path` (atomically), or into the
+    new folder `into` (fsynced; `path` unused)."""
     parts = {name: getattr(networks, name) for name in NETWORK_NAMES}
     meta = {"num_videos": int(num_videos), "content_loss": content_loss, "step": int(step)}
     meta.update(extra_meta or {})
+    if into is not None:  # an empty folder the caller renames into place (run checkpoints)
+        into.mkdir()
+        return write_dir(into, cfg, parts, stage="meta", meta=meta, durable=True)
     return save_dir(path, cfg, parts, stage="meta", meta=meta)
 
 
@@ -214,9 +241,14 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
-def save_training_state(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
-    """Atomically write a training state (must hold only weights_only-loadable types)."""
+def save_training_state(path: str | os.PathLike, state: Mapping[str, Any], atomic: bool = True) -> Path:
+    """Write a training state (must hold only weights_only-loadable types): atomically, or (atomic=False)
+    straight to `path` inside a checkpoint folder that is renamed into place afterwards."""
     path = Path(path)
+    if not atomic:
+        torch.save(dict(state), path)
+        _written(path, True)
+        return path
     with atomic_path(path) as tmp:
         torch.save(dict(state), tmp)
     return path
@@ -230,3 +262,188 @@ def load_training_state(path: str | os.PathLike, map_location: str | torch.devic
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our file"
         raise CheckpointError(f"{path}: not a loadable training state ({err})") from None
+
+
+# --- run checkpoints: model + training state as one unit, switched by one atomic rename ------------------
+
+CHECKPOINTS_DIR = "checkpoints"  # RUN/checkpoints/step_0000020/{model/, training_state.pt}
+LATEST_LINK = "latest"  # RUN/latest -> checkpoints/step_0000020: the one pointer; replacing it commits
+MODEL_LINK = "model"  # RUN/model -> latest/model (never changes: users pass RUN/model to other commands)
+STATE_LINK = TRAINING_STATE_FILE  # RUN/training_state.pt -> latest/training_state.pt (never changes)
+
+
+@dataclass
+class RunCheckpoint:
+    """The last complete checkpoint of a run: `folder` holds model/ and training_state.pt."""
+
+    folder: Path
+    step: int
+    legacy: bool = False  # the layout before checkpoint folders (RUN/model/ + RUN/training_state.pt)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.folder / MODEL_LINK
+
+    @property
+    def state_file(self) -> Path:
+        return self.folder / TRAINING_STATE_FILE
+
+
+def _step_of(folder: Path) -> int:
+    _, meta = read_config(folder / MODEL_LINK)
+    return int(meta.get("step", -1))
+
+
+def find_run_checkpoint(run_dir: str | os.PathLike) -> RunCheckpoint | None:
+    """The checkpoint `latest` points at; else an older run's RUN/model/ + RUN/training_state.pt (also when a
+    kill between the two renames of that layout's directory swap left the model only aside, as
+    `.model.old-PID`); None when the run has no complete checkpoint."""
+    run_dir = Path(run_dir)
+    latest = run_dir / LATEST_LINK
+    if latest.is_symlink():
+        folder = run_dir / os.readlink(latest)
+        if not ((folder / MODEL_LINK / CONFIG_FILE).is_file() and (folder / TRAINING_STATE_FILE).is_file()):
+            raise CheckpointError(f"{latest} points at {folder}, which is not a complete checkpoint (removed by "
+                                  "hand?); restore that folder or remove the run's latest link to start again")
+        return RunCheckpoint(folder.resolve(), _step_of(folder))
+    state = run_dir / TRAINING_STATE_FILE
+    if not state.is_file() or state.is_symlink():
+        return None
+    model = run_dir / MODEL_LINK
+    candidates = [model] if (model / CONFIG_FILE).is_file() else []
+    candidates += sorted(run_dir.glob(f".{MODEL_LINK}.old-*"))  # the old atomic_dir's aside copy
+    ts_step = int(load_training_state(state)["step"])
+    for c in candidates:
+        try:
+            if _step_of_dir(c) == ts_step:
+                return RunCheckpoint(run_dir, ts_step, legacy=True) if c == model else _adopt_aside(run_dir, c, ts_step)
+        except CheckpointError:
+            continue
+    if candidates:
+        raise CheckpointError(
+            f"{run_dir}: model/ is at step {_step_of_dir(candidates[0])} but training_state.pt at step {ts_step} "
+            "(written by an older talking-heads killed while checkpointing; this version's checkpoints cannot "
+            "get into this state): start a new run (--out elsewhere)")
+    return None
+
+
+def _step_of_dir(model_dir: Path) -> int:
+    return int(read_config(model_dir)[1].get("step", -1))
+
+
+def _adopt_aside(run_dir: Path, aside: Path, step: int) -> RunCheckpoint:
+    """Put an older layout's aside model copy back at RUN/model (the kill fell between its two renames)."""
+    model = run_dir / MODEL_LINK
+    if model.exists():
+        import shutil
+
+        shutil.rmtree(model)
+    os.replace(aside, model)
+    return RunCheckpoint(run_dir, step, legacy=True)
+
+
+def commit_run_checkpoint(run_dir: str | os.PathLike, step: int, write: Callable[[Path], None]) -> RunCheckpoint:
+    """Write a checkpoint folder with `write(folder)` (model/ and training_state.pt inside, fsynced), rename it
+    into RUN/checkpoints/, then switch RUN/latest to it with one atomic rename (the commit), make sure the
+    fixed links RUN/model and RUN/training_state.pt exist, and only then delete the previous checkpoint.
+    A SIGKILL at any instant leaves the previous checkpoint or this one committed; what it leaves half-done
+    is removed by `sweep_run_dir` on the next start."""
+    import shutil
+    import tempfile
+
+    run_dir = Path(run_dir)
+    ckdir = run_dir / CHECKPOINTS_DIR
+    ckdir.mkdir(parents=True, exist_ok=True)
+    previous = _latest_target(run_dir)
+    name = f"step_{int(step):07d}"
+    if previous is not None and previous.name == name:  # the same step again (defensive): a fresh name
+        name = f"{name}.{os.getpid()}"
+    final = ckdir / name
+    if final.exists():  # left by a killed run, never committed
+        shutil.rmtree(final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".tmp", dir=ckdir))
+    os.chmod(tmp, 0o777 & ~umask())
+    try:
+        write(tmp)
+        fsync_path(tmp)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    fsync_path(ckdir)
+    fault_point("renamed the checkpoint folder")
+    _replace_link(run_dir / LATEST_LINK, f"{CHECKPOINTS_DIR}/{name}")  # the commit
+    fault_point("switched latest")
+    ensure_run_links(run_dir)
+    for old in sorted(ckdir.iterdir()):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+            fault_point(f"removed {old.name}")
+    return RunCheckpoint(final.resolve(), int(step))
+
+
+def _latest_target(run_dir: Path) -> Path | None:
+    latest = run_dir / LATEST_LINK
+    return (run_dir / os.readlink(latest)) if latest.is_symlink() else None
+
+
+def _replace_link(link: Path, target: str) -> None:
+    """Point `link` at `target` (relative) atomically: a new link under a temporary name, renamed over it."""
+    tmp = link.parent / f".{link.name}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(target, tmp)
+    except OSError as err:
+        raise CheckpointError(f"{link.parent}: cannot make symbolic links here ({err.strerror}); run directories "
+                              "need a file system with symbolic links (a local disk, NFS, Lustre, ...)") from None
+    fault_point(f"made link {tmp.name}")
+    os.replace(tmp, link)
+    fsync_path(link.parent)
+
+
+def ensure_run_links(run_dir: str | os.PathLike) -> None:
+    """RUN/model -> latest/model and RUN/training_state.pt -> latest/training_state.pt; an older layout's real
+    model/ folder and training_state.pt file are replaced (the committed checkpoint holds their data)."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    for name in (MODEL_LINK, STATE_LINK):
+        link, target = run_dir / name, f"{LATEST_LINK}/{name}"
+        if link.is_symlink() and os.readlink(link) == target:
+            continue
+        if link.is_dir() and not link.is_symlink():  # the older layout's model/: set it aside, then link
+            aside = run_dir / f".{name}.{os.getpid()}.old.tmp"
+            os.replace(link, aside)
+            fault_point(f"set aside {name}")
+            _replace_link(link, target)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            _replace_link(link, target)
+        fault_point(f"linked {name}")
+
+
+def sweep_run_dir(run_dir: str | os.PathLike) -> list[Path]:
+    """Remove what a killed run left half-done: checkpoint folders `latest` does not point at, their
+    temporaries, temporary links and files; repair the fixed links. Returns what was removed."""
+    import shutil
+
+    from .atomic import sweep_temporaries
+
+    run_dir = Path(run_dir)
+    removed = sweep_temporaries(run_dir)
+    current = _latest_target(run_dir)
+    ckdir = run_dir / CHECKPOINTS_DIR
+    if current is not None and ckdir.is_dir():
+        for p in ckdir.iterdir():
+            if p.name != current.name:
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink()
+                removed.append(p)
+        ensure_run_links(run_dir)
+    elif current is None and ckdir.is_dir():  # killed before the first commit: nothing in there is committed
+        shutil.rmtree(ckdir, ignore_errors=True)
+        removed.append(ckdir)
+    for p in run_dir.glob(f".{MODEL_LINK}.old-*"):  # an older layout's aside copy, not needed any more
+        if current is not None:
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
