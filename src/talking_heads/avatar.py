@@ -120,10 +120,10 @@ class Avatar:
                                   "(make one with `talking-heads avatar create`)")
         _check_model(path, cfg, meta, pipe)
         tensors = load_tensors(path, "avatar", pipe.device)
-        for key in ("psi", "e_new"):
-            if key not in tensors:
-                raise CheckpointError(f"{path}: avatar.safetensors lacks {key!r}")
+        _check_tensors(path, tensors, pipe)
         kind = meta.get("kind")
+        if kind not in KINDS:
+            raise CheckpointError(f"{path}: meta.kind must be one of {list(KINDS)}, got {kind!r}")
         generator = discriminator = None
         if kind == "ft":
             generator = load_module(path, "generator", _fresh_generator(pipe)).to(pipe.device).eval()
@@ -147,6 +147,34 @@ class Avatar:
                        source_images=None if src is None else src.cpu().numpy())
         except ValueError as err:
             raise CheckpointError(f"{path}: not a valid avatar ({err})") from None
+
+
+def _check_tensors(path, tensors: dict[str, Tensor], pipe: "TalkingHeadPipeline") -> None:
+    """CheckpointError unless avatar.safetensors holds psi (1,A), e_new (1,N), landmarks (T,68,2), a uint8
+    thumbnail (s,s,3) and source crops (T,S,S,3) as this model needs them (values are finite: load_tensors)."""
+    file = Path(path) / "avatar.safetensors"
+    a = int(getattr(pipe.networks.generator, "num_adain_params", -1))
+    n = int(pipe.cfg.model.embedding_dim)
+    for key, want in (("psi", (1, a)), ("e_new", (1, n))):
+        if key not in tensors:
+            raise CheckpointError(f"{file}: lacks {key!r}; not an avatar file (create the avatar again)")
+        got = tuple(tensors[key].shape)
+        if (a < 0 and key == "psi" and len(got) != 2) or (not (a < 0 and key == "psi") and got != want):
+            raise CheckpointError(f"{file}: {key} is {list(got)}, this model needs {list(want)}: the avatar was "
+                                  "made with another model or the file is damaged")
+        if not tensors[key].is_floating_point():
+            raise CheckpointError(f"{file}: {key} must hold floating-point values, got {tensors[key].dtype}")
+    lm = tensors.get("landmarks")
+    if lm is not None and (lm.dim() != 3 or tuple(lm.shape[1:]) != (68, 2) or len(lm) < 1):
+        raise CheckpointError(f"{file}: landmarks are {list(lm.shape)}, expected (T,68,2)")
+    for key, dims in (("thumbnail", 3), ("source_images", 4)):
+        t = tensors.get(key)
+        if t is not None and (t.dtype != torch.uint8 or t.dim() != dims or t.shape[-1] != 3):
+            raise CheckpointError(f"{file}: {key} must be uint8 {'(s,s,3)' if dims == 3 else '(T,S,S,3)'}, got "
+                                  f"{t.dtype} {list(t.shape)}")
+    src = tensors.get("source_images")
+    if src is not None and (lm is None or len(src) != len(lm)):
+        raise CheckpointError(f"{file}: source_images and landmarks disagree on T")
 
 
 def _check_target(path: Path) -> None:

@@ -34,6 +34,7 @@ from torch import nn
 from . import __version__
 from .atomic import atomic_dir, atomic_path, fsync_path, umask
 from .config import Config
+from .errors import InputError
 
 FORMAT = "talking-heads-model"
 FORMAT_VERSION = 1
@@ -42,7 +43,7 @@ TRAINING_STATE_FILE = "training_state.pt"
 NETWORK_NAMES = ("embedder", "generator", "discriminator")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A path that is not a model directory, or one this version cannot load."""
 
 
@@ -127,25 +128,61 @@ def save_model_dir(path: str | os.PathLike, cfg: Config, networks, *, num_videos
 
 # --- reading ----------------------------------------------------------------------------------------
 
+CONFIG_MAX_BYTES = 16 * 2**20  # a config.json is a few kB; anything this big is not one
+HEADER_MAX_BYTES = 64 * 2**20  # safetensors' own cap on the JSON header (100 MB) is in the same range
+SAFETENSORS_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
+                      "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_TORCH_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                 torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+                 torch.bool: "BOOL"}
+MAX_VIDEOS = 10_000_000  # rows of W a model may claim (VoxCeleb2 has ~150,000 videos)
+
+
+def _regular_file(file: Path, what: str) -> None:
+    """CheckpointError unless `file` is a regular file (a FIFO or device would block or never end)."""
+    import stat
+
+    try:
+        mode = file.stat().st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"{file.parent}: missing {file.name}") from None
+    if not stat.S_ISREG(mode):
+        raise CheckpointError(f"{file}: not a regular file (a FIFO, device or folder); expected {what}")
+
+
 def read_config(path: str | os.PathLike) -> tuple[Config, dict[str, Any]]:
-    """(Config, meta) of a model directory, with a readable error for anything else."""
+    """(Config, meta) of a model directory, with a readable error for anything else. Every field is checked
+    against the config dataclasses (type, name) and the meta block's numbers against sane ranges."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a directory (expected a model directory holding config.json)")
     cfg_file = path / CONFIG_FILE
-    if not cfg_file.is_file():
+    if not cfg_file.exists():
         raise CheckpointError(f"{path}: not a talking-heads model directory (no {CONFIG_FILE})")
+    _regular_file(cfg_file, "a config.json")
+    if cfg_file.stat().st_size > CONFIG_MAX_BYTES:
+        raise CheckpointError(f"{cfg_file}: {cfg_file.stat().st_size} bytes is far too big for a model config")
     try:
-        d = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as err:
+        d = json.loads(cfg_file.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise CheckpointError(f"{cfg_file}: not valid JSON ({err})") from None
     meta = d.pop("meta", None) if isinstance(d, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: {CONFIG_FILE} is not a talking-heads model config (no meta block "
                               f"with format {FORMAT!r})")
-    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+    version = meta.get("format_version", -1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{cfg_file}: meta.format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(f"{path}: format version {meta.get('format_version')} is newer than this "
                               f"talking-heads ({FORMAT_VERSION}); upgrade the package")
+    for key, lo, hi in (("step", 0, 10**12), ("num_videos", 1, MAX_VIDEOS), ("num_frames", 0, 10**7),
+                        ("epochs", 0, 10**9)):
+        if key in meta and (isinstance(meta[key], bool) or not isinstance(meta[key], int)
+                            or not lo <= meta[key] <= hi):
+            raise CheckpointError(f"{cfg_file}: meta.{key} must be an integer in [{lo}, {hi}], got {meta[key]!r}")
+    if not isinstance(meta.get("files", {}), dict):
+        raise CheckpointError(f"{cfg_file}: meta.files must be an object, got {meta['files']!r}")
     try:
         cfg = Config.from_dict(d)
     except (ValueError, TypeError) as err:
@@ -153,33 +190,138 @@ def read_config(path: str | os.PathLike) -> tuple[Config, dict[str, Any]]:
     return cfg, meta
 
 
+def read_safetensors_header(file: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """{tensor name: (dtype, shape)} of a safetensors file, checked before any tensor data is read: the
+    header's length, JSON, dtypes, shapes, and data offsets that tile the data section exactly (so a
+    truncated file, a header that lies about sizes or claims huge tensors, random bytes or a pickle are
+    refused here, with the file named)."""
+    import struct
+
+    file = Path(file)
+    _regular_file(file, "a .safetensors file")
+    size = file.stat().st_size
+
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{file}: not a valid safetensors file ({why}); the file is damaged or not "
+                               "written by talking-heads: copy it again or re-create the directory")
+
+    with open(file, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise bad(f"{size} bytes, shorter than the 8-byte header length" if size else "empty file")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 and (head[:1] == b"\x80" or head[:2] == b"PK"):
+            raise bad("it looks like a pickle / torch.save file, which is never loaded: it could run code")
+        if n > min(HEADER_MAX_BYTES, size - 8):
+            raise bad(f"header length {n} does not fit the file's {size} bytes" if n > size - 8
+                      else f"header length {n} is over {HEADER_MAX_BYTES}")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise bad("the header is not JSON") from None
+    if not isinstance(header, dict):
+        raise bad("the header is not a JSON object")
+    data_size = size - 8 - n
+    out: dict[str, tuple[str, tuple[int, ...]]] = {}
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+            raise bad(f"entry {name!r} is not dtype / shape / data_offsets")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in SAFETENSORS_DTYPES:
+            raise bad(f"tensor {name!r} has unknown dtype {dtype!r}")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**40
+                                                for d in shape)):
+            raise bad(f"tensor {name!r} has an invalid shape {shape!r}")
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+            raise bad(f"tensor {name!r} has invalid data offsets {offsets!r}")
+        nbytes = SAFETENSORS_DTYPES[dtype]
+        for d in shape:
+            nbytes *= d
+        begin, end = offsets
+        if not 0 <= begin <= end or end - begin != nbytes:
+            raise bad(f"tensor {name!r}: offsets {offsets} do not hold {dtype} {shape} ({nbytes} bytes)")
+        if end > data_size:
+            raise bad(f"truncated: tensor {name!r} ends at byte {end} of a {data_size}-byte data section")
+        out[name] = (dtype, tuple(shape))
+        spans.append((begin, end))
+    pos = 0
+    for begin, end in sorted(spans):
+        if begin != pos:
+            raise bad("tensors overlap or leave gaps in the data section")
+        pos = end
+    if pos != data_size:
+        raise bad(f"the header describes {pos} bytes of data, the file holds {data_size}")
+    return out
+
+
+def _check_against(file: Path, header: dict[str, tuple[str, tuple[int, ...]]], module: nn.Module) -> None:
+    """CheckpointError unless the file's tensors are exactly the module's state_dict (names, shapes, and
+    dtypes of the same kind: floating point or the exact integer type)."""
+    expected = {k: (_TORCH_DTYPES.get(v.dtype, str(v.dtype)), tuple(v.shape)) for k, v in module.state_dict().items()}
+    missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{file}: weights do not fit the network the config describes "
+                              f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    def kind(dtype: str) -> str:  # floating tensors load into any float dtype (the sample model ships F16)
+        return "float" if dtype.startswith(("F", "BF")) else dtype
+
+    for k, (dtype, shape) in expected.items():
+        if header[k][1] != shape or kind(header[k][0]) != kind(dtype):
+            raise CheckpointError(f"{file}: weights do not fit the network the config describes: {k} is "
+                                  f"{header[k][0]} {list(header[k][1])} in the file, the config needs {dtype} "
+                                  f"{list(shape)}")
+
+
+def _check_finite(file: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    for k, v in tensors.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{file}: tensor {k} holds NaN or infinite values; the file is damaged (or "
+                                  "the run diverged): use an earlier checkpoint")
+
+
 def load_module(path: str | os.PathLike, name: str, module: nn.Module) -> nn.Module:
-    """Load `<path>/<name>.safetensors` into `module` (strict), with a readable error on mismatch."""
+    """Load `<path>/<name>.safetensors` into `module` (strict): the header is checked against the module's
+    state_dict before reading, the values must be finite."""
     file = Path(path) / f"{name}.safetensors"
-    if not file.is_file():
+    if not file.exists():
         raise CheckpointError(f"{Path(path)}: missing {file.name}")
     target = _unwrap(module)
+    _check_against(file, read_safetensors_header(file), target)
     try:
         missing, unexpected = load_model(target, str(file), strict=False)
-    except (RuntimeError, ValueError) as err:  # shape mismatch
+    except Exception as err:  # noqa: BLE001 - whatever the reader raises, the file is not usable
         raise CheckpointError(f"{file}: weights do not fit the network the config describes: "
-                              f"{str(err).splitlines()[0]}") from None
+                              f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     if missing or unexpected:
         raise CheckpointError(f"{file}: weights do not fit the network the config describes "
                               f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    _check_finite(file, target.state_dict())
     return module
 
 
 def load_tensors(path: str | os.PathLike, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The dict of tensors stored as `<path>/<name>.safetensors`."""
+    """The dict of tensors stored as `<path>/<name>.safetensors` (header checked first, values finite)."""
     file = Path(path) / f"{name}.safetensors"
-    if not file.is_file():
+    if not file.exists():
         raise CheckpointError(f"{Path(path)}: missing {file.name}")
-    return load_file(str(file), device=str(device))
+    read_safetensors_header(file)
+    try:
+        tensors = load_file(str(file), device=str(device))
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{file}: not readable as safetensors ({err})") from None
+    _check_finite(file, tensors)
+    return tensors
 
 
 def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """(cfg, meta, networks) of a meta-learned model directory; networks in train mode on `device`."""
+    """(cfg, meta, networks) of a meta-learned model directory; networks in train mode on `device`.
+    The networks are first built on the meta device (no memory) and every weight file's header is checked
+    against them, so a config or a file that claims huge tensors is refused before anything is allocated."""
     from .models import build_networks
 
     cfg, meta = read_config(path)
@@ -189,10 +331,17 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu"):
     if "num_videos" not in meta:
         raise CheckpointError(f"{path}: meta block lacks num_videos")
     try:
-        networks = build_networks(cfg, int(meta["num_videos"]))
-    except (ValueError, TypeError) as err:
+        with torch.device("meta"):
+            shapes = build_networks(cfg, int(meta["num_videos"]))
+    except (ValueError, TypeError, RuntimeError, ZeroDivisionError, IndexError, KeyError) as err:
         raise CheckpointError(f"{path}: the config does not describe networks this version can build: "
                               f"{err}") from None
+    for name in NETWORK_NAMES:
+        file = Path(path) / f"{name}.safetensors"
+        if not file.exists():
+            raise CheckpointError(f"{Path(path)}: missing {file.name}")
+        _check_against(file, read_safetensors_header(file), getattr(shapes, name))
+    networks = build_networks(cfg, int(meta["num_videos"]))
     for name in NETWORK_NAMES:
         load_module(path, name, getattr(networks, name))
         getattr(networks, name).to(device)

@@ -53,6 +53,7 @@ from .data.video import VideoError, even_indices, is_frames_folder, is_video_fil
 from .driver import DriverError, DriverSequence, load_driver
 from .landmarks.adaptation import adapt_landmarks
 from .landmarks.raster import rasterize, rasterize_tensor, to_tensor
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ __all__ = ["TalkingHeadPipeline", "Avatar", "AnimationResult", "DriverSequence",
 PASTE_MAX_SIDE = 1920  # paste-back frames larger than this (long side, px) are downscaled first
 
 
-class PipelineError(ValueError):
+class PipelineError(InputError):
     """A request the pipeline cannot satisfy with the given input; the message says what to do."""
 
 
@@ -224,8 +225,12 @@ class TalkingHeadPipeline:
         loss when the model uses them (`loss.face_network`)."""
         from .train.finetune import finetune
 
+        from . import limits
+
         if epochs is not None and epochs < 0:
             raise PipelineError(f"epochs must be >= 0, got {epochs}")
+        if epochs is not None:
+            limits.check("epochs", epochs, "fine-tuning epochs")
         return finetune(self.networks, x.to(self.device), y.to(self.device), self.cfg,
                         content_loss=self.content_loss(), epochs=epochs, seed=self.cfg.train.seed, progress=progress,
                         points=None if landmarks is None else torch.as_tensor(np.asarray(landmarks, np.float32)))

@@ -27,13 +27,14 @@ from ..landmarks.backend import LandmarkBackend, detect_faces, get_backend
 from ..landmarks.tracking import LandmarkTrack, track_frames
 from .crop import CropTransform, clip_crop, face_extent
 from .video import VideoError, even_indices, probe, read_frames, read_image, to_rgb_uint8
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
 DETECT_MAX_SIDE = 640  # long side of the copy faces are first searched in
 
 
-class FaceNotFoundError(ValueError):
+class FaceNotFoundError(InputError):
     """No usable face in the input; the message says what to do about it."""
 
 
