@@ -466,3 +466,56 @@ def test_real_process_exit_code_and_no_traceback(case, corpus, tiny_model_dir, t
     assert "Traceback" not in proc.stderr and words.lower() in (proc.stdout + proc.stderr).lower()
     assert list(work.iterdir()) == []
     assert not list(corpus.glob("PWNED*"))
+
+
+def test_sigterm_leaves_nothing_behind(corpus, tiny_model_dir, tmp_path):
+    """A real `animate` process terminated while it renders: exit 143, no partial video, no temporary file."""
+    import signal
+
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    argv = _argv(ANIM + ["--motion", "talk", "--duration", "600", "-o", "{w}/long.mp4"], corpus, work, tiny_model_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "talking_heads", *argv], env=env, cwd=work,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list(work.glob(".long.*")):  # the encoder's temporary file
+            time.sleep(0.2)
+        assert list(work.glob(".long.*")), "rendering did not start"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
+    assert list(work.iterdir()) == []
+
+
+def test_outputs_follow_the_umask(corpus, tiny_model_dir, tmp_path, capsys):
+    """Not the private 0600 / 0700 of temporary files: a team can share datasets, models and avatars."""
+    old = os.umask(0o002)
+    try:
+        assert main(["avatar", "create", str(corpus / "photo.png"), "-o", str(tmp_path / "av"), "--model",
+                     str(tiny_model_dir), "--no-progress"]) == 0
+        assert main(["animate", "--avatar", str(tmp_path / "av"), "--model", str(tiny_model_dir), "--motion", "nod",
+                     "--duration", "0.2", "-o", str(tmp_path / "o.mp4"), "--no-progress"]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [tmp_path / "av", *(tmp_path / "av").iterdir(),
+                                                          tmp_path / "o.mp4", tmp_path / "o.contact.png"]}
+    assert modes["av"] == 0o775 and all(m == 0o664 for n, m in modes.items() if n != "av"), modes
+
+
+def test_finetuning_without_the_models_vgg_files_says_so_and_records_it(corpus, tiny_model_dir, tmp_path, capsys):
+    d = json.loads((tiny_model_dir / "config.json").read_text())
+    d["loss"]["vgg19_weights"] = "/nowhere/vgg19-dcbb9e9d.pth"
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "config.json").write_text(json.dumps(d))
+    code = main(["avatar", "create", str(corpus / "photo.png"), "-o", str(tmp_path / "av"), "--model", str(model),
+                 "--finetune", "--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0 and err.count("/nowhere/vgg19-dcbb9e9d.pth") == 1 and "WITHOUT it" in err
+    meta = json.loads((tmp_path / "av" / "config.json").read_text())["meta"]
+    assert meta["content_loss"] == "offline"

@@ -59,6 +59,7 @@ class Avatar:
     history: list[dict[str, float]] = field(default_factory=list)  # FT: one loss record per G' step
     warnings: list[str] = field(default_factory=list)
     source_images: np.ndarray | None = None  # (T,S,S,3) uint8 crops at the model's size: the warp generator's sources
+    content_loss: str = ""  # FT: the content loss it was fine-tuned with (ContentLoss.mode; "" for FF)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -107,7 +108,8 @@ class Avatar:
         meta = {"kind": self.kind, "num_frames": self.num_frames, "model_fingerprint": self.model_fingerprint,
                 "epochs": int(self.epochs), "sources": list(self.sources), "source_path": self.source_path,
                 "crop": self.transform.to_dict() if self.transform is not None else None,
-                "history": self.history[-1:] if self.history else []}
+                "history": self.history[-1:] if self.history else [],
+                **({"content_loss": self.content_loss} if self.content_loss else {})}
         return save_dir(path, self.cfg, parts, stage="avatar", meta=meta)
 
     # --- loading --------------------------------------------------------------------------------------
@@ -144,6 +146,7 @@ class Avatar:
                        transform=CropTransform.from_dict(crop) if crop else None,
                        source_path=meta.get("source_path"), sources=list(meta.get("sources", [])),
                        epochs=int(meta.get("epochs", 0)), history=list(meta.get("history", [])),
+                       content_loss=str(meta.get("content_loss", "")),
                        source_images=None if src is None else src.cpu().numpy())
         except ValueError as err:
             raise CheckpointError(f"{path}: not a valid avatar ({err})") from None

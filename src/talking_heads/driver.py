@@ -119,7 +119,7 @@ def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, i
     if lost:
         warnings.append(f"no face in {lost} of {len(raw)} driver frames: they hold the last good landmarks")
     for msg in warnings:
-        log.warning("%s: %s", path.name, msg)
+        log.debug("%s: %s", path.name, msg)  # returned in .warnings: the caller reports them once
     return DriverSequence(crop_points, crop_points.copy(), size, fps, kind, str(path), audio, lost,
                           tf if kind != "landmarks" else None, warnings=warnings)
 

@@ -112,6 +112,7 @@ class TalkingHeadPipeline:
             getattr(networks, name).to(self.device).eval()  # eval: spectral-norm buffers never change
         self._fingerprint: str | None = None
         self._content_loss = None
+        self.content_loss_warnings: list[str] = []
 
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike | None = None,
@@ -199,7 +200,7 @@ class TalkingHeadPipeline:
                                 f"face is clearly visible and at least {min_face_size(self.image_size)} px across.")
         if skipped:
             msg = f"{len(skipped)} of the {t} frames picked from {path.name} had no usable face and were skipped"
-            log.warning(msg)
+            log.debug(msg)  # in the crop's warnings: reported once by the caller
             crops[0].warnings.append(msg)
         return crops, _Sources(first, None, [path.name])
 
@@ -236,17 +237,22 @@ class TalkingHeadPipeline:
                         points=None if landmarks is None else torch.as_tensor(np.asarray(landmarks, np.float32)))
 
     def content_loss(self):
-        """L_CNT for fine-tuning, with the model's VGG files when they exist here (else the offline loss)."""
+        """L_CNT for fine-tuning, with the model's VGG files when they exist here (else the offline loss). A
+        fallback is never silent: `content_loss_warnings` says what is missing (FT avatars carry it in their
+        warnings, which the CLI prints, and record the loss they were fine-tuned with)."""
         if self._content_loss is None:
             from .losses import ContentLoss
 
             loss = self.cfg.loss
             paths = {k: getattr(loss, k) for k in ("vgg19_weights", "vggface_weights", "face_network_weights")}
             missing = {k: p for k, p in paths.items() if p and not Path(p).is_file()}
-            for k, p in missing.items():
-                log.warning("content loss: %s file %s not found on this machine; fine-tuning %s", k, p,
-                            "with the copy inside face-recognition-models" if k == "face_network_weights"
-                            else "without it")
+            self.content_loss_warnings = [
+                f"the model was trained with loss.{k}={p}, which is not on this machine: fine-tuning "
+                + ("uses the copy inside face-recognition-models" if k == "face_network_weights" else
+                   "runs WITHOUT it (a different content loss than the model's; give the file at that path, or "
+                   f"--set loss.{k}=PATH, for the model's own loss)") for k, p in missing.items()]
+            for msg in self.content_loss_warnings:
+                log.debug("content loss: %s", msg)  # in the FT avatar's warnings
             cfg = dataclasses.replace(self.cfg, loss=dataclasses.replace(loss, **{k: "" for k in missing}))
             self._content_loss = ContentLoss(cfg).to(self.device)
         return self._content_loss
@@ -262,7 +268,8 @@ class TalkingHeadPipeline:
         avatar.thumbnail = first.resized(self.cfg.inference.thumbnail_size).crop(src.image)
         avatar.transform, avatar.background = first, src.image
         avatar.source_path, avatar.sources = src.path, src.names
-        avatar.warnings = [w for c in crops for w in c.warnings] + self.check_same_person(crops, src.names)
+        avatar.warnings = (list(avatar.warnings) + [w for c in crops for w in c.warnings]
+                           + self.check_same_person(crops, src.names))
         return avatar
 
     def check_same_person(self, crops: Sequence[FaceCrop], names: Sequence[str]) -> list[str]:
@@ -312,7 +319,9 @@ class TalkingHeadPipeline:
             result = self.finetune(x, y, epochs=epochs, progress=progress, landmarks=landmarks)
             return Avatar(kind="ft", psi=result.psi, e_new=result.e_new, generator=result.generator.eval(),
                           discriminator=result.discriminator.eval(), history=result.history,
-                          epochs=self.cfg.finetune.epochs if epochs is None else epochs, **common)
+                          epochs=self.cfg.finetune.epochs if epochs is None else epochs,
+                          content_loss=self.content_loss().mode, warnings=list(self.content_loss_warnings),
+                          **common)
         e_new, psi = self.embed(x, y)
         return Avatar(kind="ff", psi=psi, e_new=e_new, **common)
 

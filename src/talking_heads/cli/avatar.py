@@ -162,7 +162,7 @@ def run_create(args: argparse.Namespace) -> int:
     avatar = _create(pipe, args, args.sources)
     path = guard_input(lambda: avatar.save(args.out, with_discriminator=args.with_discriminator))
     size = sum(f.stat().st_size for f in path.iterdir())
-    for msg in avatar.warnings:
+    for msg in dict.fromkeys(avatar.warnings):  # each warning once
         print(f"warning: {msg}", file=sys.stderr)
     print(f"avatar: {path} ({_describe(avatar)}; {size / 1024:.0f} kB)")
     return 0
@@ -204,7 +204,7 @@ def run_animate(args: argparse.Namespace) -> int:
                                          paste_back=args.paste_back, paste_mask=not args.square_paste,
                                          contact_sheet=not args.no_contact_sheet,
                                          progress=not args.no_progress))
-    for msg in avatar.warnings + result.warnings:
+    for msg in dict.fromkeys(avatar.warnings + result.warnings):  # each warning once
         print(f"warning: {msg}", file=sys.stderr)
     audio = "with the driver's audio" if seq.audio is not None else "no audio"
     print(f"video: {result.video} ({result.frames} frames at {result.fps:g} fps, {audio}; avatar {_describe(avatar)}; "
