@@ -51,6 +51,7 @@ class DriverSequence:
     source: str  # path, or the motion's name
     audio: Path | None = None  # media file whose audio is carried over
     lost_frames: int = 0  # frames where no face was found (they hold the last good landmarks)
+    held_frames: int = 0  # frames with a face not to trust (profile, occluded: low confidence or shape), held too
     transform: CropTransform | None = None  # driver frame -> crop (video and frames): side-by-side panels
     adapted: bool = False  # points were adapted to an avatar
     warnings: list[str] = field(default_factory=list)
@@ -98,12 +99,21 @@ def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, i
     if not path.exists():
         hint = f" (built-in motions: {', '.join(MOTIONS)})" if not path.suffix else ""
         raise DriverError(f"{path}: no such file or folder{hint}")
+    from .landmarks.plausibility import MIN_CONFIDENCE, trusted
+
     if path.suffix.lower() == ".npy":
         raw, frame_size = _read_npy(path), None
-        fps, kind, audio, warnings = inference_cfg.motion_fps, "landmarks", None, []
+        fps, kind, audio, warnings, confidence = inference_cfg.motion_fps, "landmarks", None, [], None
     else:
-        raw, frame_size, fps, kind, audio, warnings = _track(path, data_cfg)
-    found = usable_frames(raw)
+        raw, frame_size, fps, kind, audio, warnings, confidence = _track(path, data_cfg)
+    face = usable_frames(raw)
+    found = face & trusted(raw, confidence)  # profile / occluded frames: held like frames without a face
+    held = int((face & ~found).sum())
+    if held and not found.any():
+        raise DriverError(f"{path}: a face is found in {held} frames but never clearly enough to drive with "
+                          f"(landmark confidence below {MIN_CONFIDENCE} or a distorted shape): a sideways video "
+                          "without a rotation tag, a profile or an occluded face? Use a driver that faces the "
+                          "camera, upright.")
     if not found.any():
         raise DriverError(f"{path}: no face found in any of its {len(raw)} frames (no usable face: none detected, "
                           "or landmarks that are not finite, all in one point or implausibly large). Use a driver "
@@ -115,13 +125,17 @@ def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, i
         frame_size = tuple(int(np.ceil(v)) + 1 for v in raw[found].max(axis=(0, 1)))
     tf = clip_crop(points[found], frame_size, size, data_cfg.crop_scale, data_cfg.crop_shift).transform
     crop_points = tf.to_crop(points)
-    lost = int((~found).sum())
+    lost = int((~face).sum())
     if lost:
         warnings.append(f"no face in {lost} of {len(raw)} driver frames: they hold the last good landmarks")
+    if held:
+        warnings.append(f"{held} of {len(raw)} driver frames show the face too poorly to trust (in profile, "
+                        "occluded or blurred: low landmark confidence or a distorted shape): they hold the last "
+                        "good landmarks")
     for msg in warnings:
         log.debug("%s: %s", path.name, msg)  # returned in .warnings: the caller reports them once
     return DriverSequence(crop_points, crop_points.copy(), size, fps, kind, str(path), audio, lost,
-                          tf if kind != "landmarks" else None, warnings=warnings)
+                          held_frames=held, transform=tf if kind != "landmarks" else None, warnings=warnings)
 
 
 MAX_COORDINATE = 100_000.0  # px: landmarks beyond this are not of any real frame
@@ -209,4 +223,4 @@ def _track(path: Path, data_cfg: DataConfig):
     else:
         audio = path if info.has_audio else None
         fps = info.fps
-    return track.points, track.frame_size, fps, kind, audio, list(track.warnings)
+    return track.points, track.frame_size, fps, kind, audio, list(track.warnings), track.confidence

@@ -80,6 +80,7 @@ class AnimationResult:
     lost_frames: int  # driver frames without a face (held the last good landmarks)
     fps: float
     warnings: list[str] = field(default_factory=list)
+    held_frames: int = 0  # driver frames with a face too poorly seen to trust (profile, occluded): held too
 
 
 @dataclass
@@ -523,7 +524,8 @@ class TalkingHeadPipeline:
         sheet_path = None
         if contact_sheet:
             sheet_path = self.write_contact_sheet(avatar, sheet, out_path.with_suffix(".contact.png"))
-        return AnimationResult(out_path, sheet_path, count, seq.lost_frames, seq.fps, list(seq.warnings))
+        return AnimationResult(out_path, sheet_path, count, seq.lost_frames, seq.fps, list(seq.warnings),
+                               seq.held_frames)
 
     def write_contact_sheet(self, avatar: Avatar, columns: list[tuple[np.ndarray, ...]], path: Path) -> Path:
         """PNG, one column per picked frame: driver, landmarks rendered (adapted), result; the source thumbnail

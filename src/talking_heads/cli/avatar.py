@@ -211,6 +211,9 @@ def run_animate(args: argparse.Namespace) -> int:
           f"landmarks {'adapted to the avatar' if not args.no_adapt else 'as driven'})")
     if result.lost_frames:
         print(f"driver frames without a face (held the last good landmarks): {result.lost_frames}")
+    if result.held_frames:
+        print(f"driver frames with a face too poorly seen to trust (profile, occluded; held the last good "
+              f"landmarks): {result.held_frames}")
     if result.contact_sheet:
         print(f"contact sheet: {result.contact_sheet}")
     return 0

@@ -311,6 +311,12 @@ def _choose_frames(t: _Tracked, opts: ClipOptions) -> tuple[Any, np.ndarray, lis
     use = found_idx[cc.inside]
     if len(use) < 2:
         return None, use, skipped, "fewer than 2 frames with the face inside one stable crop box"
+    from ..landmarks.plausibility import MIN_CONFIDENCE
+
+    conf = float(np.median(t.track.confidence[use]))
+    if conf < MIN_CONFIDENCE:  # e.g. a sideways video without a rotation tag (measured 0.33-0.43)
+        t.warnings.append(f"low landmark confidence (median {conf:.2f} < {MIN_CONFIDENCE}): a sideways video "
+                          "without a rotation tag, a profile or an occluded face? check the crops before training")
     return cc, use, skipped, ""
 
 
