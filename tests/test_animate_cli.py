@@ -44,7 +44,7 @@ def test_create_animate_verify(shared_data, tiny_model_dir, tmp_path, capsys):
     code, out, _ = run(capsys, "verify", video, shared_data / REAL)
     assert code == 1 and "no synthetic marker found" in out  # real footage: a true negative
     code, out, err = run(capsys, "verify", tmp_path / "missing.mp4")
-    assert code == 2 and "no such file" in err
+    assert code == 3 and "no such file" in out and "COULD NOT CHECK" in out  # 3: could not check (provenance.py)
 
 
 def test_animate_from_photos_with_a_driver_finetuned(shared_data, tiny_model_dir, tmp_path, capsys):

@@ -185,7 +185,7 @@ def test_resize_filters_and_config(root):
     assert from_cfg.flip == cfg.train.flip and from_cfg.seed == cfg.train.seed
     with pytest.raises(ValueError):
         EpisodeDataset(root, k=2, identities=["nobody"])
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ValueError, match="no such folder"):  # DatasetError, an InputError (issue 15)
         EpisodeDataset(root / "missing", k=2)
     train, test = identity_split(["a", "b", "c", "d", "e", "f", "g", "h"], 0.25, seed=0)
     assert not set(train) & set(test) and len(train) + len(test) == 8

@@ -278,6 +278,7 @@ def test_train_cli_end_to_end(tmp_path, monkeypatch, capsys):
     from talking_heads.cli import main
 
     monkeypatch.setattr(meta, "make_dataset", lambda cfg, data_dir: SyntheticEpisodes(cfg, 3, 2))
+    monkeypatch.setattr("talking_heads.cli.train.check_data", lambda data: None)  # synthetic episodes, no folder
     run = tmp_path / "run"
     base = ["train", "--data", str(tmp_path), "--out", str(run), "--no-progress"]
     assert main(base + ["--preset", "tiny", "--steps", "3", "--set", "train.sample_every=2"]) == 0

@@ -59,6 +59,7 @@ class Avatar:
     history: list[dict[str, float]] = field(default_factory=list)  # FT: one loss record per G' step
     warnings: list[str] = field(default_factory=list)
     source_images: np.ndarray | None = None  # (T,S,S,3) uint8 crops at the model's size: the warp generator's sources
+    content_loss: str = ""  # FT: the content loss it was fine-tuned with (ContentLoss.mode; "" for FF)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -107,7 +108,8 @@ class Avatar:
         meta = {"kind": self.kind, "num_frames": self.num_frames, "model_fingerprint": self.model_fingerprint,
                 "epochs": int(self.epochs), "sources": list(self.sources), "source_path": self.source_path,
                 "crop": self.transform.to_dict() if self.transform is not None else None,
-                "history": self.history[-1:] if self.history else []}
+                "history": self.history[-1:] if self.history else [],
+                **({"content_loss": self.content_loss} if self.content_loss else {})}
         return save_dir(path, self.cfg, parts, stage="avatar", meta=meta)
 
     # --- loading --------------------------------------------------------------------------------------
@@ -120,10 +122,10 @@ class Avatar:
                                   "(make one with `talking-heads avatar create`)")
         _check_model(path, cfg, meta, pipe)
         tensors = load_tensors(path, "avatar", pipe.device)
-        for key in ("psi", "e_new"):
-            if key not in tensors:
-                raise CheckpointError(f"{path}: avatar.safetensors lacks {key!r}")
+        _check_tensors(path, tensors, pipe)
         kind = meta.get("kind")
+        if kind not in KINDS:
+            raise CheckpointError(f"{path}: meta.kind must be one of {list(KINDS)}, got {kind!r}")
         generator = discriminator = None
         if kind == "ft":
             generator = load_module(path, "generator", _fresh_generator(pipe)).to(pipe.device).eval()
@@ -144,9 +146,38 @@ class Avatar:
                        transform=CropTransform.from_dict(crop) if crop else None,
                        source_path=meta.get("source_path"), sources=list(meta.get("sources", [])),
                        epochs=int(meta.get("epochs", 0)), history=list(meta.get("history", [])),
+                       content_loss=str(meta.get("content_loss", "")),
                        source_images=None if src is None else src.cpu().numpy())
         except ValueError as err:
             raise CheckpointError(f"{path}: not a valid avatar ({err})") from None
+
+
+def _check_tensors(path, tensors: dict[str, Tensor], pipe: "TalkingHeadPipeline") -> None:
+    """CheckpointError unless avatar.safetensors holds psi (1,A), e_new (1,N), landmarks (T,68,2), a uint8
+    thumbnail (s,s,3) and source crops (T,S,S,3) as this model needs them (values are finite: load_tensors)."""
+    file = Path(path) / "avatar.safetensors"
+    a = int(getattr(pipe.networks.generator, "num_adain_params", -1))
+    n = int(pipe.cfg.model.embedding_dim)
+    for key, want in (("psi", (1, a)), ("e_new", (1, n))):
+        if key not in tensors:
+            raise CheckpointError(f"{file}: lacks {key!r}; not an avatar file (create the avatar again)")
+        got = tuple(tensors[key].shape)
+        if (a < 0 and key == "psi" and len(got) != 2) or (not (a < 0 and key == "psi") and got != want):
+            raise CheckpointError(f"{file}: {key} is {list(got)}, this model needs {list(want)}: the avatar was "
+                                  "made with another model or the file is damaged")
+        if not tensors[key].is_floating_point():
+            raise CheckpointError(f"{file}: {key} must hold floating-point values, got {tensors[key].dtype}")
+    lm = tensors.get("landmarks")
+    if lm is not None and (lm.dim() != 3 or tuple(lm.shape[1:]) != (68, 2) or len(lm) < 1):
+        raise CheckpointError(f"{file}: landmarks are {list(lm.shape)}, expected (T,68,2)")
+    for key, dims in (("thumbnail", 3), ("source_images", 4)):
+        t = tensors.get(key)
+        if t is not None and (t.dtype != torch.uint8 or t.dim() != dims or t.shape[-1] != 3):
+            raise CheckpointError(f"{file}: {key} must be uint8 {'(s,s,3)' if dims == 3 else '(T,S,S,3)'}, got "
+                                  f"{t.dtype} {list(t.shape)}")
+    src = tensors.get("source_images")
+    if src is not None and (lm is None or len(src) != len(lm)):
+        raise CheckpointError(f"{file}: source_images and landmarks disagree on T")
 
 
 def _check_target(path: Path) -> None:

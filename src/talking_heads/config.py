@@ -13,8 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from .errors import InputError
+
+
+class ConfigError(InputError):
+    """A setting (a --set override or a field of a config.json) that does not fit the dataclasses."""
 
 
 @dataclass
@@ -180,17 +188,26 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
-        """Rebuild from `to_dict()` output; unknown keys are an error (an incompatible model directory)."""
+        """Rebuild from `to_dict()` output, checking every field's type against the dataclasses (the message
+        names the field); unknown keys are an error (an incompatible model directory)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a JSON object of sections, got {type(d).__name__}")
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name not in d:
                 continue
             value = d[f.name]
             sub = _SECTIONS.get(f.name)
-            kwargs[f.name] = _build_section(sub, value) if sub else value
+            if sub:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"config section {f.name!r} must be an object of fields, got "
+                                      f"{_describe(value)}")
+                kwargs[f.name] = _build_section(sub, value, f.name)
+            else:
+                kwargs[f.name] = _check_value(f.name, value, str)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown config section(s) {sorted(unknown)}: written by a different version?")
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}: written by a different version?")
         return cls(**kwargs)
 
 
@@ -198,16 +215,56 @@ _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
              "finetune": FinetuneConfig, "data": DataConfig, "inference": InferenceConfig, "eval": EvalConfig}
 
 
-def _build_section(cls, values: dict[str, Any]):
+def _build_section(cls, values: dict[str, Any], section: str = ""):
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(values) - set(names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {sorted(unknown)}: written by a different version?")
-    out = {}
-    for k, v in values.items():
-        default = getattr(cls(), k)
-        out[k] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
-    return cls(**out)
+        raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}: written by a different version?")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _check_value(f"{section or cls.__name__}.{k}", v, hints[k]) for k, v in values.items()})
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool)) or value is None else repr(value)
+    return f"{type(value).__name__} {text[:60]}"
+
+
+def _check_value(name: str, value: Any, hint: Any) -> Any:
+    """`value` as the type `hint` (int, float, bool, str, X | None, tuple[X, ...], tuple[X, Y]); ConfigError
+    naming the field otherwise. Floats must be finite; ints are accepted for floats; JSON lists become tuples."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_value(name, value, inner)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {_describe(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check_value(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{name} must be a list of {len(args)} values, got {_describe(list(value))}")
+        return tuple(_check_value(f"{name}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {_describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {_describe(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {_describe(value)}")
+        return value
+    return value
 
 
 # --- presets -----------------------------------------------------------------------------------------
@@ -274,7 +331,7 @@ PRESETS = {"paper": _paper, "sample": _sample, "tiny": _tiny}
 def preset(name: str) -> Config:
     """A fresh Config for a named preset."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
 
 
@@ -283,11 +340,11 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     d = cfg.to_dict()
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"override {item!r} must look like section.field=value, e.g. train.steps=1000")
+            raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.steps=1000")
         key, raw = item.split("=", 1)
         section, name = key.split(".", 1)
         if section not in d or not isinstance(d[section], dict) or name not in d[section]:
-            raise ValueError(f"unknown setting {key!r}")
+            raise ConfigError(f"unknown setting {key!r}")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:

@@ -28,13 +28,14 @@ from .data.crop import CropTransform, clip_crop
 from .data.video import FRAMES_FPS, VideoError, is_frames_folder, probe, read_frames
 from .landmarks.motions import MOTIONS, motion_landmarks
 from .landmarks.raster import rasterize
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
 AUDIO_BESIDE_FRAMES = (".mp3", ".wav", ".m4a", ".aac", ".flac", ".ogg")  # FOLDER.mp3 etc. for a frames folder
 
 
-class DriverError(ValueError):
+class DriverError(InputError):
     """The driver cannot be used; the message says why and what to give instead."""
 
 
@@ -50,6 +51,7 @@ class DriverSequence:
     source: str  # path, or the motion's name
     audio: Path | None = None  # media file whose audio is carried over
     lost_frames: int = 0  # frames where no face was found (they hold the last good landmarks)
+    held_frames: int = 0  # frames with a face not to trust (profile, occluded: low confidence or shape), held too
     transform: CropTransform | None = None  # driver frame -> crop (video and frames): side-by-side panels
     adapted: bool = False  # points were adapted to an avatar
     warnings: list[str] = field(default_factory=list)
@@ -82,8 +84,12 @@ class DriverSequence:
 def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, inference_cfg: InferenceConfig,
                 smooth: bool = False, duration: float | None = None) -> DriverSequence:
     """A `DriverSequence` for a video, a folder of frames, a .npy landmark file or a motion name."""
+    from . import limits
+
     if isinstance(driver, str) and driver in MOTIONS and not Path(driver).exists():
         seconds = inference_cfg.motion_seconds if duration is None else duration
+        limits.finite_positive(seconds, "the motion's duration (seconds)")
+        limits.check("duration", seconds, "the motion's duration (seconds)")
         try:
             points = motion_landmarks(driver, seconds, inference_cfg.motion_fps, size, data_cfg)
         except ValueError as err:
@@ -93,29 +99,58 @@ def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, i
     if not path.exists():
         hint = f" (built-in motions: {', '.join(MOTIONS)})" if not path.suffix else ""
         raise DriverError(f"{path}: no such file or folder{hint}")
+    from .landmarks.plausibility import MIN_CONFIDENCE, trusted
+
     if path.suffix.lower() == ".npy":
         raw, frame_size = _read_npy(path), None
-        fps, kind, audio, warnings = inference_cfg.motion_fps, "landmarks", None, []
+        fps, kind, audio, warnings, confidence = inference_cfg.motion_fps, "landmarks", None, [], None
     else:
-        raw, frame_size, fps, kind, audio, warnings = _track(path, data_cfg)
-    found = np.isfinite(raw).all(axis=(1, 2))
+        raw, frame_size, fps, kind, audio, warnings, confidence = _track(path, data_cfg)
+    face = usable_frames(raw)
+    found = face & trusted(raw, confidence)  # profile / occluded frames: held like frames without a face
+    held = int((face & ~found).sum())
+    if held and not found.any():
+        raise DriverError(f"{path}: a face is found in {held} frames but never clearly enough to drive with "
+                          f"(landmark confidence below {MIN_CONFIDENCE} or a distorted shape): a sideways video "
+                          "without a rotation tag, a profile or an occluded face? Use a driver that faces the "
+                          "camera, upright.")
     if not found.any():
-        raise DriverError(f"{path}: no face found in any of its {len(raw)} frames. Use a driver where one face "
-                          "is clearly visible, roughly frontal and at least 80 px across.")
+        raise DriverError(f"{path}: no face found in any of its {len(raw)} frames (no usable face: none detected, "
+                          "or landmarks that are not finite, all in one point or implausibly large). Use a driver "
+                          "where one face is clearly visible, roughly frontal and at least 80 px across.")
     points = hold_last_good(raw, found)
     if smooth:
         points = _smooth(points, fps)
     if frame_size is None:
-        frame_size = tuple(int(np.ceil(v)) + 1 for v in np.nanmax(raw, axis=(0, 1)))
+        frame_size = tuple(int(np.ceil(v)) + 1 for v in raw[found].max(axis=(0, 1)))
     tf = clip_crop(points[found], frame_size, size, data_cfg.crop_scale, data_cfg.crop_shift).transform
     crop_points = tf.to_crop(points)
-    lost = int((~found).sum())
+    lost = int((~face).sum())
     if lost:
         warnings.append(f"no face in {lost} of {len(raw)} driver frames: they hold the last good landmarks")
+    if held:
+        warnings.append(f"{held} of {len(raw)} driver frames show the face too poorly to trust (in profile, "
+                        "occluded or blurred: low landmark confidence or a distorted shape): they hold the last "
+                        "good landmarks")
     for msg in warnings:
-        log.warning("%s: %s", path.name, msg)
+        log.debug("%s: %s", path.name, msg)  # returned in .warnings: the caller reports them once
     return DriverSequence(crop_points, crop_points.copy(), size, fps, kind, str(path), audio, lost,
-                          tf if kind != "landmarks" else None, warnings=warnings)
+                          held_frames=held, transform=tf if kind != "landmarks" else None, warnings=warnings)
+
+
+MAX_COORDINATE = 100_000.0  # px: landmarks beyond this are not of any real frame
+MIN_FACE_EXTENT = 2.0  # px: a frame whose 68 points span less than this (e.g. all equal) holds no face
+
+
+def usable_frames(points: np.ndarray) -> np.ndarray:
+    """(F,) bool: frames whose landmarks are finite, within +-MAX_COORDINATE px and not collapsed into a point
+    (the others count as frames without a face: they hold the last good landmarks)."""
+    p = np.asarray(points, np.float64)
+    ok = np.isfinite(p).all(axis=(1, 2))
+    safe = np.where(ok[:, None, None], p, 0.0)
+    ok &= (np.abs(safe) <= MAX_COORDINATE).all(axis=(1, 2))
+    extent = (safe.max(axis=1) - safe.min(axis=1)).max(axis=1)
+    return ok & (extent >= MIN_FACE_EXTENT)
 
 
 def hold_last_good(points: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -134,21 +169,47 @@ def _smooth(points: np.ndarray, fps: float) -> np.ndarray:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    """(F,68,2) float32 of a .npy file; the header (magic, shape, dtype) is checked before any data is read."""
+    from . import limits
+    from .paths import input_file
+
+    input_file(path, "driver")
+    with open(path, "rb") as f:
+        magic = f.read(6)
+        if magic[:2] == b"PK":
+            raise DriverError(f"{path}: is an .npz archive (zip) named .npy; save one array with numpy.save, or "
+                              "extract the landmarks array from the archive")
+        if magic != b"\x93NUMPY":
+            raise DriverError(f"{path}: not a .npy file (no NumPy header); expected landmarks (frames, 68, 2) "
+                              "saved with numpy.save")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)  # the header only
+        except (ValueError, OSError, EOFError, SyntaxError) as err:
+            raise DriverError(f"{path}: damaged .npy header ({err})") from None
+    if len(shape) != 3 or tuple(shape[1:]) != (68, 2) or shape[0] < 1 or dtype.hasobject \
+            or not np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.complexfloating):
+        raise DriverError(f"{path}: expected landmarks of shape (frames, 68, 2) as real numbers, got {shape} {dtype}")
+    limits.check("driver_frames", int(shape[0]), f"{path}: frames")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
-        raise DriverError(f"{path}: not a readable .npy landmark file ({err})") from None
-    if arr.ndim != 3 or arr.shape[1:] != (68, 2) or arr.shape[0] < 1 or not np.issubdtype(arr.dtype, np.number):
-        raise DriverError(f"{path}: expected landmarks of shape (frames, 68, 2), got {arr.shape} {arr.dtype}")
-    return arr.astype(np.float32)
+        raise DriverError(f"{path}: not a readable .npy landmark file ({err}); truncated?") from None
+    with np.errstate(over="ignore", invalid="ignore"):
+        return arr.astype(np.float32)
 
 
 def _track(path: Path, data_cfg: DataConfig):
     """(points (F,68,2) NaN where lost, frame size, fps, kind, audio, warnings) of a video or frames folder."""
     from .data.faces import track_video
 
+    from . import limits
+
     try:
         info = probe(path)
+        limits.check("driver_frames", info.num_frames, f"{path}: frames")
         track = track_video(path, max_frames=0, data_cfg=data_cfg)
     except VideoError as err:
         raise DriverError(str(err)) from None
@@ -162,4 +223,4 @@ def _track(path: Path, data_cfg: DataConfig):
     else:
         audio = path if info.has_audio else None
         fps = info.fps
-    return track.points, track.frame_size, fps, kind, audio, list(track.warnings)
+    return track.points, track.frame_size, fps, kind, audio, list(track.warnings), track.confidence

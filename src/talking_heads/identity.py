@@ -20,11 +20,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import InputError
 from .models.face_identity import SAME_PERSON_DISTANCE as SAME_PERSON  # dlib's threshold on the distance
+
 MIN_FACE_PX = 40  # a face smaller than this (landmark extent) carries too little to describe
 
 
-class IdentityInputError(ValueError):
+class IdentityInputError(InputError):
     """A photo or video whose face cannot be described; the message says which file and what to do."""
 
 

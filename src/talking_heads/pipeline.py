@@ -54,6 +54,7 @@ from .driver import DriverError, DriverSequence, load_driver
 from .inference import RendererCache
 from .landmarks.adaptation import adapt_landmarks
 from .landmarks.raster import rasterize, rasterize_tensor, to_tensor
+from .errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ __all__ = ["TalkingHeadPipeline", "Avatar", "AnimationResult", "DriverSequence",
 PASTE_MAX_SIDE = 1920  # paste-back frames larger than this (long side, px) are downscaled first
 
 
-class PipelineError(ValueError):
+class PipelineError(InputError):
     """A request the pipeline cannot satisfy with the given input; the message says what to do."""
 
 
@@ -80,6 +81,7 @@ class AnimationResult:
     lost_frames: int  # driver frames without a face (held the last good landmarks)
     fps: float
     warnings: list[str] = field(default_factory=list)
+    held_frames: int = 0  # driver frames with a face too poorly seen to trust (profile, occluded): held too
 
 
 @dataclass
@@ -113,6 +115,7 @@ class TalkingHeadPipeline:
         self._fingerprint: str | None = None
         self._content_loss = None
         self._renderers = RendererCache()  # the avatar-specialised renderers (`renderer`)
+        self.content_loss_warnings: list[str] = []
 
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike | None = None,
@@ -207,7 +210,7 @@ class TalkingHeadPipeline:
                                 f"face is clearly visible and at least {min_face_size(self.image_size)} px across.")
         if skipped:
             msg = f"{len(skipped)} of the {t} frames picked from {path.name} had no usable face and were skipped"
-            log.warning(msg)
+            log.debug(msg)  # in the crop's warnings: reported once by the caller
             crops[0].warnings.append(msg)
         return crops, _Sources(first, None, [path.name])
 
@@ -233,24 +236,33 @@ class TalkingHeadPipeline:
         loss when the model uses them (`loss.face_network`)."""
         from .train.finetune import finetune
 
+        from . import limits
+
         if epochs is not None and epochs < 0:
             raise PipelineError(f"epochs must be >= 0, got {epochs}")
+        if epochs is not None:
+            limits.check("epochs", epochs, "fine-tuning epochs")
         return finetune(self.networks, x.to(self.device), y.to(self.device), self.cfg,
                         content_loss=self.content_loss(), epochs=epochs, seed=self.cfg.train.seed, progress=progress,
                         points=None if landmarks is None else torch.as_tensor(np.asarray(landmarks, np.float32)))
 
     def content_loss(self):
-        """L_CNT for fine-tuning, with the model's VGG files when they exist here (else the offline loss)."""
+        """L_CNT for fine-tuning, with the model's VGG files when they exist here (else the offline loss). A
+        fallback is never silent: `content_loss_warnings` says what is missing (FT avatars carry it in their
+        warnings, which the CLI prints, and record the loss they were fine-tuned with)."""
         if self._content_loss is None:
             from .losses import ContentLoss
 
             loss = self.cfg.loss
             paths = {k: getattr(loss, k) for k in ("vgg19_weights", "vggface_weights", "face_network_weights")}
             missing = {k: p for k, p in paths.items() if p and not Path(p).is_file()}
-            for k, p in missing.items():
-                log.warning("content loss: %s file %s not found on this machine; fine-tuning %s", k, p,
-                            "with the copy inside face-recognition-models" if k == "face_network_weights"
-                            else "without it")
+            self.content_loss_warnings = [
+                f"the model was trained with loss.{k}={p}, which is not on this machine: fine-tuning "
+                + ("uses the copy inside face-recognition-models" if k == "face_network_weights" else
+                   "runs WITHOUT it (a different content loss than the model's; give the file at that path, or "
+                   f"--set loss.{k}=PATH, for the model's own loss)") for k, p in missing.items()]
+            for msg in self.content_loss_warnings:
+                log.debug("content loss: %s", msg)  # in the FT avatar's warnings
             cfg = dataclasses.replace(self.cfg, loss=dataclasses.replace(loss, **{k: "" for k in missing}))
             self._content_loss = ContentLoss(cfg).to(self.device)
         return self._content_loss
@@ -266,7 +278,8 @@ class TalkingHeadPipeline:
         avatar.thumbnail = first.resized(self.cfg.inference.thumbnail_size).crop(src.image)
         avatar.transform, avatar.background = first, src.image
         avatar.source_path, avatar.sources = src.path, src.names
-        avatar.warnings = [w for c in crops for w in c.warnings] + self.check_same_person(crops, src.names)
+        avatar.warnings = (list(avatar.warnings) + [w for c in crops for w in c.warnings]
+                           + self.check_same_person(crops, src.names))
         return avatar
 
     def check_same_person(self, crops: Sequence[FaceCrop], names: Sequence[str]) -> list[str]:
@@ -316,7 +329,9 @@ class TalkingHeadPipeline:
             result = self.finetune(x, y, epochs=epochs, progress=progress, landmarks=landmarks)
             return Avatar(kind="ft", psi=result.psi, e_new=result.e_new, generator=result.generator.eval(),
                           discriminator=result.discriminator.eval(), history=result.history,
-                          epochs=self.cfg.finetune.epochs if epochs is None else epochs, **common)
+                          epochs=self.cfg.finetune.epochs if epochs is None else epochs,
+                          content_loss=self.content_loss().mode, warnings=list(self.content_loss_warnings),
+                          **common)
         e_new, psi = self.embed(x, y)
         return Avatar(kind="ff", psi=psi, e_new=e_new, **common)
 
@@ -551,7 +566,8 @@ class TalkingHeadPipeline:
         sheet_path = None
         if contact_sheet:
             sheet_path = self.write_contact_sheet(avatar, sheet, out_path.with_suffix(".contact.png"))
-        return AnimationResult(out_path, sheet_path, count, seq.lost_frames, seq.fps, list(seq.warnings))
+        return AnimationResult(out_path, sheet_path, count, seq.lost_frames, seq.fps, list(seq.warnings),
+                               seq.held_frames)
 
     def write_contact_sheet(self, avatar: Avatar, columns: list[tuple[np.ndarray, ...]], path: Path) -> Path:
         """PNG, one column per picked frame: driver, landmarks rendered (adapted), result; the source thumbnail

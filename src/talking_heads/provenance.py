@@ -30,9 +30,20 @@ Decision: a file is reported synthetic when the marker is present or at least `M
 has probability about 1e-6 (the payload has 16 ones and 16 zeros, so flat or constant images, which decode
 to all-equal bits, match exactly half).
 
-`verify(path) -> VerifyReport`; the `talking-heads verify` command prints one line per file and exits
-0 when every file carries the marker or the watermark, 1 when at least one carries neither, 2 when one
-cannot be read.
+`verify(path) -> VerifyReport`, whose `status` is one of three (`talking-heads verify` prints one line per file,
+checks every file whatever happened to the one before, and exits with `VERIFY_EXIT`):
+- "labelled" (exit 0 when every file is): the marker or the watermark was found;
+- "not labelled" (exit 1 when at least one file is): the file was read and neither was found;
+- "could not check" (exit 3 when no file is "not labelled" and at least one could not be checked): the file
+  cannot be read (damaged, not media, a FIFO or device, a decompression bomb) or is smaller than 256 x 256 px
+  without a marker, so the watermark cannot be read. (Exit 2 stays the CLI's code for a wrong command line.)
+
+What `verify` can and cannot prove. "labelled" is strong evidence that the file came out of talking-heads (a
+marker can be forged by anyone who writes metadata, the watermark by anyone who reads this code; a chance
+watermark match on unmarked content is about 1e-6). "not labelled" does NOT prove a file is real footage:
+the labels are removed by resizing, cropping, flipping, rotation, re-encoding at low quality (e.g. crf 35)
+or both re-encoding and resizing, by screenshots and by other generators, which never add them. It is a
+label for honest pipelines, not a deepfake detector.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .errors import InputError
 
 PAYLOAD = np.array([int(b) for b in "10110010011100001101011000111001"], dtype=np.uint8)  # 16 ones, 16 zeros
 STRENGTH = 48.0  # quantisation step of the blocks' largest singular value (imwatermark's default: 36)
@@ -168,6 +180,13 @@ class VerifyReport:
     def synthetic(self) -> bool:
         return self.marker is not None or self.watermark
 
+    @property
+    def status(self) -> str:
+        """"labelled", "not labelled" or "could not check" (module docstring)."""
+        if self.synthetic:
+            return "labelled"
+        return "could not check" if self.matching_bits is None else "not labelled"
+
     def parts(self) -> tuple[str, str]:
         """(metadata marker, watermark) in words, for reports in any layout."""
         mark = "present" if self.marker is not None else "absent"
@@ -179,20 +198,38 @@ class VerifyReport:
         return mark, wm
 
     def __str__(self) -> str:
-        verdict = "SYNTHETIC" if self.synthetic else "no synthetic marker found"
+        verdict = {"labelled": "SYNTHETIC", "not labelled": "no synthetic marker found",
+                   "could not check": "COULD NOT CHECK (no marker, and too small for the watermark)"}[self.status]
         mark, wm = self.parts()
         return f"{self.path}: {verdict} (metadata marker: {mark}; watermark: {wm})"
 
 
-class VerifyError(ValueError):
+class VerifyError(InputError):
     """The file cannot be read as a video or an image."""
+
+
+VERIFY_EXIT = {"labelled": 0, "not labelled": 1, "could not check": 3}  # module docstring
+
+
+def verify_exit_code(statuses: list[str]) -> int:
+    """The exit code of a batch (module docstring): 1 if any file is not labelled, else 3 if any could not be
+    checked, else 0."""
+    if "not labelled" in statuses:
+        return VERIFY_EXIT["not labelled"]
+    if "could not check" in statuses:
+        return VERIFY_EXIT["could not check"]
+    return VERIFY_EXIT["labelled"]
 
 
 def verify(path: str | os.PathLike, max_frames: int = VERIFY_FRAMES) -> VerifyReport:
     """Look for the metadata marker and the watermark in a video or image file (module docstring)."""
+    from .paths import is_special
+
     path = Path(path)
     if not path.exists():
         raise VerifyError(f"{path}: no such file")
+    if is_special(path):
+        raise VerifyError(f"{path}: not a regular file (a FIFO, socket or device): not read")
     from .data.video import is_image_file
 
     if is_image_file(path):
@@ -205,12 +242,23 @@ def _verify_image(path: Path) -> VerifyReport:
 
     from .data.video import to_rgb_uint8
 
+    from . import limits
+
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # the header only: the size is checked before decoding
+            w, h = img.size
+            try:
+                limits.check("image_pixels", w * h, f"{path} ({w} x {h} pixels)")
+            except limits.LimitError as err:
+                raise VerifyError(f"{err} (a decompression bomb?): not decoded") from None
             tags = dict(getattr(img, "text", {}) or {})
             tags.update({k: v for k, v in img.info.items() if isinstance(v, str)})
             rgb = to_rgb_uint8(img)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise VerifyError(f"{path}: {err} (a decompression bomb?): not decoded") from None
+    except MemoryError:
+        raise VerifyError(f"{path}: not enough memory to decode this image") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
         raise VerifyError(f"{path}: not a readable image ({err})") from None
     return _report(path, "image", _is_marker(tags), [rgb])
 

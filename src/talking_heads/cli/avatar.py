@@ -8,8 +8,11 @@ import sys
 
 from ..landmarks.motions import MOTIONS
 
-VERIFY_EPILOG = ("Exit status: 0 when every file carries the synthetic marker or watermark, 1 when at least one "
-                 "carries neither (e.g. real footage), 2 when a file cannot be read.")
+VERIFY_EPILOG = ("Exit status: 0 when every file is labelled (marker or watermark found); 1 when at least one file "
+                 "was read and carries neither; 3 when none is unlabelled but at least one could not be checked "
+                 "(unreadable, not media, a FIFO, a decompression bomb, or under 256 x 256 px without a marker); "
+                 "2 for a wrong command line. 'Not labelled' does not prove a file is real: resizing, cropping, "
+                 "flipping or low-quality re-encoding remove the labels (see talking_heads/provenance.py).")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -154,16 +157,48 @@ def _describe(avatar) -> str:
     return f"{kind}, T={avatar.num_frames} from {', '.join(avatar.sources) or 'tensors'}"
 
 
-def run_create(args: argparse.Namespace) -> int:
+def check_few_shot(args: argparse.Namespace) -> None:
+    """--frames and --epochs: integers in range, under the limits (talking_heads.limits)."""
+    from .. import limits
     from . import UserError
 
-    if args.epochs is not None and not args.finetune:
-        raise UserError("--epochs applies to fine-tuning: add --finetune")
+    if args.frames is not None:
+        if args.frames < 1:
+            raise UserError(f"--frames {args.frames}: give at least 1 frame")
+        limits.check("shots", args.frames, "--frames")
+    if args.epochs is not None:
+        if not args.finetune:
+            raise UserError("--epochs applies to fine-tuning: add --finetune")
+        if args.epochs < 0:
+            raise UserError(f"--epochs {args.epochs}: give 0 or more epochs")
+        limits.check("epochs", args.epochs, "--epochs")
+
+
+def check_sources(sources: list[str]) -> None:
+    """Each source exists and is a regular file or a folder (a FIFO would block the reader for ever)."""
+    from pathlib import Path
+
+    from ..paths import input_file
+    from . import UserError
+
+    for s in sources:
+        if not Path(s).is_dir():
+            if not Path(s).exists() and not Path(s).is_symlink():
+                raise UserError(f"{s}: no such file or folder")
+            input_file(s, "source")
+
+
+def run_create(args: argparse.Namespace) -> int:
+    from ..paths import output_dir
+
+    check_few_shot(args)
+    check_sources(args.sources)
+    output_dir(args.out, "-o", inputs=args.sources)
     pipe = pipeline_from_args(args)
     avatar = _create(pipe, args, args.sources)
     path = guard_input(lambda: avatar.save(args.out, with_discriminator=args.with_discriminator))
     size = sum(f.stat().st_size for f in path.iterdir())
-    for msg in avatar.warnings:
+    for msg in dict.fromkeys(avatar.warnings):  # each warning once
         print(f"warning: {msg}", file=sys.stderr)
     print(f"avatar: {path} ({_describe(avatar)}; {size / 1024:.0f} kB)")
     return 0
@@ -175,14 +210,24 @@ def run_animate(args: argparse.Namespace) -> int:
     from ..pipeline import Avatar
     from . import UserError
 
+    from .. import limits
+    from ..paths import input_file, output_file
+
     if args.avatar and (args.frames is not None or args.finetune or args.epochs is not None):
         raise UserError("--frames, --finetune and --epochs apply to --source (an avatar is already made)")
-    if args.epochs is not None and not args.finetune:
-        raise UserError("--epochs applies to fine-tuning: add --finetune")
-    if Path(args.out).suffix.lower() != ".mp4":
-        raise UserError(f"-o {args.out}: the output must be an .mp4 file")
-    if args.duration is not None and args.driver:
-        raise UserError("--duration applies to built-in motions (--motion), not to --driver")
+    check_few_shot(args)
+    if args.source:
+        check_sources(args.source)
+    if args.driver and Path(args.driver).exists() and not Path(args.driver).is_dir():
+        input_file(args.driver, "--driver")
+    output_file(args.out, "-o", suffixes=[".mp4"], inputs=[args.driver, *(args.source or [])])
+    if args.duration is not None:
+        if args.driver:
+            raise UserError("--duration applies to built-in motions (--motion), not to --driver")
+        limits.finite_positive(args.duration, "--duration")
+        limits.check("duration", args.duration, "--duration")
+    if args.reference_frame is not None and args.reference_frame < 0:
+        raise UserError(f"--reference-frame {args.reference_frame}: give a frame number >= 0")
     pipe = pipeline_from_args(args)
     # the driver first: a bad driver fails before minutes of fine-tuning
     seq = guard_input(lambda: pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth,
@@ -196,30 +241,38 @@ def run_animate(args: argparse.Namespace) -> int:
                                          paste_back=args.paste_back, paste_mask=not args.square_paste,
                                          contact_sheet=not args.no_contact_sheet,
                                          progress=not args.no_progress))
-    for msg in avatar.warnings + result.warnings:
+    for msg in dict.fromkeys(avatar.warnings + result.warnings):  # each warning once
         print(f"warning: {msg}", file=sys.stderr)
     audio = "with the driver's audio" if seq.audio is not None else "no audio"
     print(f"video: {result.video} ({result.frames} frames at {result.fps:g} fps, {audio}; avatar {_describe(avatar)}; "
           f"landmarks {'adapted to the avatar' if not args.no_adapt else 'as driven'})")
     if result.lost_frames:
         print(f"driver frames without a face (held the last good landmarks): {result.lost_frames}")
+    if result.held_frames:
+        print(f"driver frames with a face too poorly seen to trust (profile, occluded; held the last good "
+              f"landmarks): {result.held_frames}")
     if result.contact_sheet:
         print(f"contact sheet: {result.contact_sheet}")
     return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ..provenance import VerifyError, verify
+    """One line per file; every file is checked whatever happened to the one before (exit codes: epilog)."""
+    from ..errors import InputError
+    from ..provenance import verify, verify_exit_code
 
-    status = 0
+    statuses = []
     for name in args.files:
         try:
             report = verify(name)
-        except VerifyError as err:
-            print(f"{name}: error: {err}", file=sys.stderr)
-            status = 2
+        except InputError as err:
+            print(f"{name}: COULD NOT CHECK: {err}")
+            statuses.append("could not check")
+            continue
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the batch
+            print(f"{name}: COULD NOT CHECK: internal error {type(err).__name__}: {err} (run with -v)")
+            statuses.append("could not check")
             continue
         print(report)
-        if not report.synthetic and status == 0:
-            status = 1
-    return status
+        statuses.append(report.status)
+    return verify_exit_code(statuses)

@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "landmarks; nearest-shot retrieval baseline; SSIM, PSNR, L1, CSIM, landmark error, and FID "
                     "/ LPIPS when their weight files are given. Writes report.md, values.jsonl and grids/ "
                     "into --out. Defaults not given here come from the model's config (eval.*).")
-    p.add_argument("--model", required=True, help="model directory (talking-heads train output)")
+    p.add_argument("--model", default=None,
+                   help="model directory (talking-heads train output; default: the shipped sample model, as for "
+                        "avatar and animate)")
     p.add_argument("--data", required=True, help="preprocessed test clips (talking-heads preprocess output)")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--shots", type=int, nargs="+", default=None, metavar="T", help="few-shot sizes (default 1 8 32)")
@@ -101,10 +103,19 @@ def _eval_settings(args: argparse.Namespace) -> dict:
              "fid_weights": args.fid_weights, "lpips_weights": args.lpips_weights, "lpips_backbone": args.lpips_backbone, "seed": args.seed}
     settings.update({k: v for k, v in flags.items() if v is not None})
     settings.setdefault("metrics", EvalConfig().metrics)  # metrics belong to the evaluation code, not the model
+    from .. import limits
+
     if any(t < 1 for t in settings.get("shots", [1])) or settings.get("holdout", 1) < 1:
         raise UserError("--shots and --holdout must be >= 1")
+    for t in settings.get("shots", []):
+        limits.check("shots", t, "--shots")
     if settings.get("epochs") is not None and settings["epochs"] < 0:
         raise UserError("--epochs must be >= 0")
+    if settings.get("epochs") is not None:
+        limits.check("epochs", settings["epochs"], "--epochs")
+    for flag in ("videos", "per_identity"):
+        if settings.get(flag) is not None and settings[flag] < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
     if not set(settings.get("variants", ["ff"])) <= {"ff", "ft"} or not settings.get("variants", ["ff"]):
         raise UserError(f"variants must be ff and/or ft, got {settings['variants']}")
     from ..metrics import METRICS
@@ -143,8 +154,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..pipeline import PipelineError
     from . import UserError
 
+    from ..paths import output_dir
+    from ..pipeline import sample_model_dir
+
     settings = _eval_settings(args)
+    if args.model is None:
+        args.model = str(sample_model_dir())
     _check_inputs(args.model, args.data)
+    output_dir(args.out, "--out", inputs=[args.model, args.data])
     if args.threads is not None:
         if args.threads < 1:
             raise UserError("--threads must be >= 1")

@@ -47,12 +47,26 @@ def run(args: argparse.Namespace) -> int:
         path = pp.merge_manifests(args.out, rebuild=True)
         print(f"manifest: {path}")
         return 0
+    import os
+
+    from ..paths import input_file, output_dir
+
     if not Path(args.input).exists():
         raise UserError(f"{args.input}: no such file or folder")
-    if args.workers < 1:
-        raise UserError("--workers must be >= 1")
-    if args.manifest and not Path(args.manifest).is_file():
-        raise UserError(f"--manifest {args.manifest}: no such file")
+    if not Path(args.input).is_dir():
+        input_file(args.input, "INPUT")
+    # OUT inside INPUT is skipped by the walk; OUT == INPUT or INPUT inside OUT would read its own crops
+    output_dir(args.out, "OUT", inputs=[args.input], inside_input_ok=True)
+    if not 1 <= args.workers <= max(64, 4 * (os.cpu_count() or 1)):
+        raise UserError(f"--workers {args.workers}: give 1 to {max(64, 4 * (os.cpu_count() or 1))} processes")
+    if not 16 <= args.size <= 4096:
+        raise UserError(f"--size {args.size}: give a crop size from 16 to 4096 px")
+    if args.max_frames is not None and args.max_frames < 0:
+        raise UserError(f"--max-frames {args.max_frames}: give 0 (all frames) or more")
+    if args.num_shards < 1 or not 0 <= args.shard_index < args.num_shards:
+        raise UserError(f"--shard-index {args.shard_index} --num-shards {args.num_shards}: need 0 <= index < shards")
+    if args.manifest:
+        input_file(args.manifest, "--manifest")
     bad = [o for o in args.overrides if not o.startswith("data.")]
     if bad:
         raise UserError(f"only data.* settings apply to preprocessing, got {bad}")

@@ -45,19 +45,30 @@ def run_train(args: argparse.Namespace) -> int:
     from . import UserError
     from ..train import meta
 
+    from .. import limits
+    from ..paths import output_dir
+
     overrides = list(args.overrides)
     if args.steps is not None:
+        if args.steps < 1:
+            raise UserError(f"--steps {args.steps}: give at least 1 step")
         overrides.append(f"train.steps={args.steps}")
+    if args.time_limit is not None:
+        limits.finite_positive(args.time_limit, "--time-limit")
+    output_dir(args.out, "--out", inputs=[args.data], inside_input_ok=True)  # the dataset reads its clips only
     resuming = meta.has_checkpoint(args.out)
     if not resuming and args.preset is None:
         raise UserError(f"{args.out} holds no run to resume: give --preset (tiny, sample or paper)")
-    if not Path(args.data).exists():
-        raise UserError(f"--data {args.data}: no such folder")
+    check_data(args.data)
     try:
         cfg = preset(args.preset) if args.preset else None
-        apply_overrides(cfg or Config(), overrides)  # a bad --set fails here, before anything is built
+        checked = apply_overrides(cfg or Config(), overrides)  # a bad --set fails here, before anything is built
     except ValueError as err:
         raise UserError(str(err)) from None
+    if args.preset or args.steps is not None or any(o.startswith("train.steps=") for o in overrides):
+        if checked.train.steps < 1:
+            raise UserError(f"train.steps={checked.train.steps}: give at least 1 step")
+        limits.check("steps", checked.train.steps, "--steps (train.steps)")
     try:
         model_dir = meta.train(args.out, cfg=cfg, overrides=overrides, data_dir=args.data, device=args.device,
                                progress=not args.no_progress, time_limit=args.time_limit)
@@ -69,6 +80,26 @@ def run_train(args: argparse.Namespace) -> int:
         dist.cleanup()
     print(f"model: {model_dir}")
     return 0
+
+
+def check_data(data: str) -> None:
+    """--data must be a folder written by `talking-heads preprocess` holding usable clips."""
+    from pathlib import Path
+
+    from ..data import read_manifest
+    from . import UserError
+
+    path = Path(data)
+    if not path.exists():
+        raise UserError(f"--data {data}: no such folder")
+    if not path.is_dir():
+        raise UserError(f"--data {data}: not a folder (give the output folder of `talking-heads preprocess`)")
+    if not (path / "preprocess.json").is_file() and not (path / "clips").is_dir():
+        raise UserError(f"--data {data}: not a preprocessed folder (no preprocess.json or clips/); run "
+                        f"`talking-heads preprocess VIDEOS {data}` first")
+    if not any(r.get("status") == "ok" for r in read_manifest(path)):
+        raise UserError(f"--data {data}: holds no preprocessed clip (every clip failed or was skipped, or the "
+                        "folder is empty); see its manifest and failed/ folder")
 
 
 def run_bench(args: argparse.Namespace) -> int:

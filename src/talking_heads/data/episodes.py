@@ -29,8 +29,13 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from ..errors import InputError
 from ..landmarks.raster import flip_landmarks, rasterize, to_tensor
 from .preprocess import CLIPS_DIR, FRAME_NAME, FRAMES_DIR, SETTINGS_FILE, read_manifest
+
+
+class DatasetError(InputError):
+    """A preprocessed folder that cannot be trained on; the message names the folder or clip."""
 
 
 def identity_split(identities: Iterable[str], test_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -63,12 +68,12 @@ class EpisodeDataset(torch.utils.data.Dataset):
             line_thickness = cfg.data.line_thickness if line_thickness is None else line_thickness
             probe_frames = cfg.train.probe_frames if probe_frames is None else probe_frames
         if int(k) < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+            raise DatasetError(f"k must be >= 1, got {k}")
         self.root = Path(root)
         self.k, self.flip, self.seed = int(k), bool(flip), int(seed)
         self.line_thickness = line_thickness
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{root}: no such folder (run `talking-heads preprocess INPUT {root}` first)")
+            raise DatasetError(f"{root}: no such folder (run `talking-heads preprocess INPUT {root}` first)")
         records = [r for r in read_manifest(self.root) if r.get("status") == "ok" and int(r.get("n_frames", 0)) >= 2]
         if identities is not None:
             keep = set(identities)
@@ -81,7 +86,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
             records = [r for r in records if r["clip_id"] in ids]
         records.sort(key=lambda r: r["clip_id"])
         if not records:
-            raise ValueError(f"{root}: no usable clips (status ok, at least 2 frames) after filtering")
+            raise DatasetError(f"{root}: no usable clips (status ok, at least 2 frames) after filtering; is it the "
+                               "output folder of `talking-heads preprocess`?")
+        for r in records:
+            self._check_clip(r)
         self.clip_ids = [r["clip_id"] for r in records]
         self.identities = [r["identity"] for r in records]
         self.n_frames = [int(r["n_frames"]) for r in records]
@@ -89,6 +97,25 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.image_size = int(image_size or self.stored_size)
         self.epoch = 0
         self.probe_frames = max(0, int(probe_frames or 0))
+
+    def _check_clip(self, record: dict) -> None:
+        """DatasetError unless the clip's landmarks.npy is (n_frames,68,2) of finite numbers and its frames
+        exist (garbage must not train silently)."""
+        clip = self.root / CLIPS_DIR / record["clip_id"]
+        file = clip / "landmarks.npy"
+        fix = f"re-run preprocessing for it (delete {clip} and run `talking-heads preprocess` again)"
+        try:
+            points = np.load(file, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise DatasetError(f"{file}: not a readable landmark file ({err}); {fix}") from None
+        n = int(record["n_frames"])
+        if points.shape != (n, 68, 2) or not np.issubdtype(points.dtype, np.floating):
+            raise DatasetError(f"{file}: landmarks are {points.dtype} {points.shape}, the manifest says ({n},68,2); {fix}")
+        bad = np.where(~np.isfinite(points).all(axis=(1, 2)))[0]
+        if len(bad):
+            raise DatasetError(f"{file}: NaN or infinite landmarks in {len(bad)} of {n} frames (first: {bad[0]}); {fix}")
+        if not (clip / FRAMES_DIR / FRAME_NAME.format(n - 1)).is_file():
+            raise DatasetError(f"{clip}: frames/ lacks {FRAME_NAME.format(n - 1)} of its {n} frames; {fix}")
 
     def train_indices(self, video: int) -> np.ndarray:
         """Stored-frame indices episodes draw from: all but the last `probe_frames` (clips with fewer than

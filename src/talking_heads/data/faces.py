@@ -27,13 +27,14 @@ from ..landmarks.backend import LandmarkBackend, detect_faces, get_backend
 from ..landmarks.tracking import LandmarkTrack, track_frames
 from .crop import CropTransform, clip_crop, face_extent
 from .video import VideoError, even_indices, probe, read_frames, read_image, to_rgb_uint8
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
 DETECT_MAX_SIDE = 640  # long side of the copy faces are first searched in
 
 
-class FaceNotFoundError(ValueError):
+class FaceNotFoundError(InputError):
     """No usable face in the input; the message says what to do about it."""
 
 
@@ -96,13 +97,15 @@ def prepare_photo(image_or_path, size: int = ModelConfig.image_size, data_cfg: D
             f"the face in {name} is only {extent:.0f} px across (at least {need} px are needed for a {size} px "
             f"model). Use a closer or higher-resolution photo, or crop it around the head.")
     crop = clip_crop(points[None], (w, h), size, cfg.crop_scale, cfg.crop_shift).transform
-    if crop.side < size / 2:
-        warnings.append(f"low resolution: the head region is {crop.side} px, upsampled to {size} px")
+    if crop.side < 0.75 * size:  # upsampled by more than 4/3: visibly soft
+        warnings.append(f"small face in {name}: the head region is only {crop.side} px, upsampled "
+                        f"{size / crop.side:.1f}x to {size} px (the result will look soft; use a closer or "
+                        "higher-resolution photo)")
     x0, y0, x1, y1 = crop.box
     if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
         warnings.append("the head is close to the image border: the crop was padded by edge replication")
-    for msg in warnings:
-        log.warning(msg)
+    for msg in warnings:  # returned to the caller, who reports them (the CLI prints each once)
+        log.debug(msg)
     return FaceCrop(image=crop.crop(image), landmarks=crop.to_crop(points), transform=crop, frame_size=(w, h),
                     confidence=backend.confidence(face.score), warnings=warnings)
 

@@ -311,6 +311,12 @@ def _choose_frames(t: _Tracked, opts: ClipOptions) -> tuple[Any, np.ndarray, lis
     use = found_idx[cc.inside]
     if len(use) < 2:
         return None, use, skipped, "fewer than 2 frames with the face inside one stable crop box"
+    from ..landmarks.plausibility import MIN_CONFIDENCE
+
+    conf = float(np.median(t.track.confidence[use]))
+    if conf < MIN_CONFIDENCE:  # e.g. a sideways video without a rotation tag (measured 0.33-0.43)
+        t.warnings.append(f"low landmark confidence (median {conf:.2f} < {MIN_CONFIDENCE}): a sideways video "
+                          "without a rotation tag, a profile or an occluded face? check the crops before training")
     return cc, use, skipped, ""
 
 
@@ -440,10 +446,41 @@ def _store_result(out: Path, rec: dict[str, Any]) -> None:
 _WORKER_OPTS: ClipOptions | None = None
 
 
-def _init_worker(opts: ClipOptions) -> None:
-    """Per worker process: one thread per library (the pool provides the parallelism), models loaded once."""
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (worker) process end when its parent does, however the parent ends (SIGKILL included):
+    Linux's PR_SET_PDEATHSIG, and everywhere a daemon thread that watches the parent's pid."""
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the line above
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(opts: ClipOptions, parent_pid: int | None = None) -> None:
+    """Per worker process: dies with its parent, one thread per library (the pool provides the parallelism),
+    models loaded once."""
     global _WORKER_OPTS
     import cv2
+
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
 
     cv2.setNumThreads(1)
     _WORKER_OPTS = opts
@@ -547,7 +584,8 @@ def _pool(todo: list[ClipSource], out: Path, opts: ClipOptions, workers: int, ti
     pending = list(reversed(todo))
     while pending:
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(opts,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(opts, os.getpid())) as pool:
             running: dict = {}
             broken = False
             while (pending or running) and not broken:

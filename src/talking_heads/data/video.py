@@ -20,12 +20,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..errors import InputError
+
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 FRAMES_FPS = 25.0  # frame rate assumed for folders of frames (VoxCeleb2)
 
 
-class VideoError(ValueError):
+class VideoError(InputError):
     """The input cannot be read as footage; the message says which file and why."""
 
 
@@ -89,10 +91,15 @@ def even_indices(num_frames: int, max_frames: int | None) -> list[int]:
 def _open(path: Path):
     import av
 
+    from .. import limits
+    from ..paths import is_special
+
     if not path.exists():
         raise VideoError(f"{path}: no such file")
     if path.is_dir():
         raise VideoError(f"{path}: is a folder with no image files, not a video")
+    if is_special(path):
+        raise VideoError(f"{path}: not a regular file (a FIFO, socket or device, which could block for ever)")
     size = path.stat().st_size
     if size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
@@ -104,6 +111,13 @@ def _open(path: Path):
     if not container.streams.video:
         container.close()
         raise VideoError(f"{path}: the file has no video stream")
+    ctx = container.streams.video[0].codec_context
+    try:  # the header's frame size, before any frame is decoded (a tiny file can claim 65535 x 65535)
+        limits.check("video_frame_pixels", int(ctx.width or 0) * int(ctx.height or 0),
+                     f"{path} (frames of {ctx.width} x {ctx.height} pixels)")
+    except limits.LimitError as err:
+        container.close()
+        raise VideoError(str(err)) from None
     return container
 
 
@@ -261,7 +275,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     float, CMYK and EXIF-rotated images are all converted. Raises VideoError with the reason."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from .. import limits
+    from ..paths import is_special
+
     path = Path(path)
+    if is_special(path):
+        raise VideoError(f"{path}: not a regular file (a FIFO, socket or device, which could block for ever)")
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -271,12 +290,19 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large photos are expected
-            with Image.open(path) as img:
+            with Image.open(path) as img:  # reads the header only: the size is known before decoding
+                w, h = img.size
+                try:
+                    limits.check("image_pixels", w * h, f"{path} ({w} x {h} pixels)")
+                except limits.LimitError as err:
+                    raise VideoError(f"{err} (a decompression bomb, or a photo to downscale first)") from None
                 img = ImageOps.exif_transpose(img)
                 return to_rgb_uint8(img)
     except Image.DecompressionBombError:
         raise VideoError(f"{path}: the image is too large to decode safely (over {Image.MAX_IMAGE_PIXELS * 2} "
                          "pixels); downscale it first") from None
+    except MemoryError:
+        raise VideoError(f"{path}: not enough memory to decode this image; downscale it first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise VideoError(f"{path}: not a readable image ({err})") from None
 

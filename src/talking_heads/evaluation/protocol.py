@@ -43,6 +43,7 @@ import torch
 from ..config import Config
 from ..train.finetune import describe_recipe
 from ..metrics import MetricValue, PairedMetric, SetMetric, as_uint8, create_all
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ BASELINE = "nearest"
 METHOD_LABELS = {"ff": "Ours-FF", "ft": "Ours-FT", BASELINE: "Nearest shot"}
 
 
-class NotEnoughFrames(ValueError):
+class NotEnoughFrames(InputError):
     """A clip too short for the few-shot sets plus at least one hold-out frame."""
 
 

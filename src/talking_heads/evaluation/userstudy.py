@@ -45,6 +45,7 @@ from ..atomic import atomic_path
 from ..config import Config
 from ..metrics import as_uint8
 from .protocol import NotEnoughFrames, open_test_set, split_frames
+from ..errors import InputError
 
 CHANCE = 1.0 / 3.0
 Z95 = 1.959963984540054
@@ -259,7 +260,7 @@ class StudyScore:
         return "\n".join(lines)
 
 
-class AnswersError(ValueError):
+class AnswersError(InputError):
     """An answers or key file that does not fit the study."""
 
 

@@ -28,10 +28,12 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import InputError
+
 MAX_TENSOR_FLOATS = 64 * 1024 * 1024  # no tensor of this network is anywhere near 256 MiB; bounds hostile headers
 
 
-class DlibFormatError(ValueError):
+class DlibFormatError(InputError):
     """A file that is not the expected dlib network; the message names the file, the offset and what was
     expected."""
 

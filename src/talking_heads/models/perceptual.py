@@ -36,11 +36,13 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..errors import InputError
+
 VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-class PerceptualWeightsError(ValueError):
+class PerceptualWeightsError(InputError):
     """A weight file that does not hold the expected network in a supported key layout."""
 
 

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
+
 VERSION = 1
 KEY_MAGIC = b"THLM"  # first bytes of a key frame
 DELTA_MARK = 0xD0  # high nibble of a delta frame's first byte; its low nibble holds the flags
@@ -77,7 +79,7 @@ PREDICTORS = {PREDICT_PREVIOUS: "previous frame", 1: "smoother fitted on raw tra
               2: "smoother fitted on One Euro smoothed tracks"}
 
 
-class CodecError(ValueError):
+class CodecError(InputError):
     """A packet that cannot be decoded (malformed, unsupported, out of range); the message says why."""
 
 

@@ -40,6 +40,7 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .settings import TelepresenceConfig
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ VIEW_PATH = "/view"
 CLOSE_POLICY = 1008  # WebSocket close code: policy violation (rate limit, bad packets, idle)
 
 
-class TransportError(ValueError):
+class TransportError(InputError):
     """A problem with the user's transport settings (token file, certificate, address); one readable line."""
 
 

@@ -11,11 +11,23 @@ Decisions (paper silent; [LAB] does the same):
   forward, and the E/G graph is freed before D runs (lower peak memory).
 - Distributed: E and G sit in one module (`EmbedderGenerator`) wrapped in a single DDP, D in another;
   the global batch of step s is the same for any world size (`dist.EpisodeSampler`).
-- Resume: when RUN_DIR holds a checkpoint (model/ + training_state.pt) the run continues from it with the
-  run's own config (`--set` overrides applied on top, e.g. more steps). Parameters, optimiser states,
-  spectral-norm vectors (buffers in the model files), RNG states of python/numpy/torch/CUDA (per rank)
-  and the sampler position are restored, so a killed and resumed run equals an uninterrupted one.
-  log.jsonl lines written after the checkpoint by the killed run are dropped.
+- Resume: when RUN_DIR holds a checkpoint the run continues from it with the run's own config (`--set`
+  overrides applied on top, e.g. more steps). Parameters, optimiser states, spectral-norm vectors (buffers
+  in the model files), RNG states of python/numpy/torch/CUDA (per rank) and the sampler position are
+  restored, so a killed and resumed run equals an uninterrupted one. log.jsonl lines written after the
+  checkpoint by the killed run are dropped.
+- Checkpoints survive any kill: the model and the training state of a step are one folder,
+  RUN/checkpoints/step_NNNNNNN/{model/, training_state.pt}, written and fsynced under a temporary name,
+  renamed, and committed by replacing the symbolic link RUN/latest (one atomic rename); the previous
+  checkpoint is deleted only after that (`checkpoint.commit_run_checkpoint`). RUN/model -> latest/model and
+  RUN/training_state.pt -> latest/training_state.pt never change, so RUN/model is the model directory to pass
+  to other commands (a link, not a pointer file only this loader follows: every tool, `ls`, the web app and
+  other programs see a plain model directory, and the switch is atomic; copy it with `cp -rL`). A start sweeps
+  what a killed run left half-done (`checkpoint.sweep_run_dir`). Runs in the earlier layout (a real model/
+  folder beside training_state.pt) resume and are converted at their next checkpoint.
+- Signals: the first SIGTERM or Ctrl-C (SIGINT) finishes the current step, checkpoints and stops
+  (`StoppedBySignal`; the CLI exits 128 + the signal's number); a second one stops at once (the last
+  checkpoint stays). A new run that fails before its first checkpoint removes the run folder it created.
 
 Options for a live embedder and data-efficient training (not in the paper; all off in the `paper` preset,
 each a named setting; ../shared/design/quality.md has the evidence):
@@ -54,14 +66,26 @@ from torch import Tensor, nn
 from .. import checkpoint, dist
 from ..atomic import atomic_path
 from ..config import Config
+from ..errors import InputError
 from . import steps
 from .curves import CURVES_FILE, plot_losses
 
 log = logging.getLogger(__name__)
 
 
-class RunDirError(ValueError):
+class RunDirError(InputError):
     """RUN_DIR cannot hold this run (not a run, no preset for a new run, another dataset)."""
+
+
+class StoppedBySignal(Exception):
+    """Training stopped cleanly on SIGTERM / SIGINT after writing a checkpoint at `step`; run again to resume."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path):
+        import signal as _signal
+
+        self.signum, self.step, self.run_dir = int(signum), int(step), Path(run_dir)
+        super().__init__(f"stopped by {_signal.Signals(signum).name} at step {step}: checkpointed in {run_dir}; "
+                         "run the same command to resume")
 
 MODEL_DIR = "model"
 LOG_FILE = "log.jsonl"
@@ -229,16 +253,18 @@ def identity_probe(embedder, dataset, device: torch.device) -> float | None:
 # --- run directory ----------------------------------------------------------------------------------
 
 def has_checkpoint(run_dir: str | os.PathLike) -> bool:
-    run_dir = Path(run_dir)
-    return (run_dir / checkpoint.TRAINING_STATE_FILE).is_file() and (run_dir / MODEL_DIR / "config.json").is_file()
+    return checkpoint.find_run_checkpoint(run_dir) is not None
 
 
 def resolve_config(run_dir: str | os.PathLike, cfg: Config | None, overrides: list[str] = ()) -> tuple[Config, bool]:
     """(config, resuming): the run's own config when RUN_DIR holds a checkpoint, else `cfg`; overrides on top."""
     from ..config import apply_overrides
 
-    if has_checkpoint(run_dir):
-        run_cfg, _ = checkpoint.read_config(Path(run_dir) / MODEL_DIR)
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise RunDirError(f"--out {run_dir} is a file: give a folder for the run (it is created)")
+    ck = checkpoint.find_run_checkpoint(run_dir)
+    if ck is not None:
+        run_cfg, _ = checkpoint.read_config(ck.model_dir)
         if cfg is not None and cfg.preset != run_cfg.preset:
             log.warning("resuming %s: using the run's preset %r, not %r", run_dir, run_cfg.preset, cfg.preset)
         return apply_overrides(run_cfg, list(overrides)), True
@@ -285,34 +311,41 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def save_checkpoint(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, *, step: int,
                     sampler_state: dict[str, int], num_videos: int) -> None:
-    """Model directory + training state (rank 0 writes; every rank contributes its RNG state)."""
+    """One checkpoint folder (model/ + training state), committed atomically (module docstring; rank 0
+    writes, every rank contributes its RNG state)."""
     rngs = dist.all_gather_object(checkpoint.rng_state())
     if info.is_main:
-        checkpoint.save_training_state(run_dir / checkpoint.TRAINING_STATE_FILE, {
+        training_state = {
             "step": step,
             "optimizers": {"generator": state.opt_g.state_dict(), "discriminator": state.opt_d.state_dict()},
             "sampler": dict(sampler_state),
             "rng": rngs,
             "world_size": info.world_size,
             **({"lecam": state.lecam.state_dict()} if state.lecam is not None else {}),
-        })
-        checkpoint.save_model_dir(run_dir / MODEL_DIR, cfg, state.networks, num_videos=num_videos,
-                                  content_loss=state.content_loss.mode, step=step)
+        }
+
+        def write(folder: Path) -> None:
+            checkpoint.save_model_dir(None, cfg, state.networks, num_videos=num_videos,
+                                      content_loss=state.content_loss.mode, step=step, into=folder / MODEL_DIR)
+            checkpoint.save_training_state(folder / checkpoint.TRAINING_STATE_FILE, training_state, atomic=False)
+
+        checkpoint.commit_run_checkpoint(run_dir, step, write)
         if (run_dir / LOG_FILE).is_file():
             plot_losses(run_dir / LOG_FILE, run_dir / CURVES_FILE)
     dist.barrier()
 
 
-def _restore(run_dir: Path, state: MetaState, info: dist.DistInfo, cfg: Config) -> tuple[int, dict[str, int]]:
-    """Load the checkpoint of `run_dir` into `state`; returns (step, sampler state)."""
-    _, meta = checkpoint.read_config(run_dir / MODEL_DIR)
-    ts = checkpoint.load_training_state(run_dir / checkpoint.TRAINING_STATE_FILE)
-    if int(meta["step"]) != int(ts["step"]):
+def _restore(ck: checkpoint.RunCheckpoint, state: MetaState, info: dist.DistInfo,
+             cfg: Config) -> tuple[int, dict[str, int]]:
+    """Load the checkpoint `ck` into `state`; returns (step, sampler state)."""
+    _, meta = checkpoint.read_config(ck.model_dir)
+    ts = checkpoint.load_training_state(ck.state_file)
+    if int(meta["step"]) != int(ts["step"]):  # one folder holds both: only a hand-edited run gets here
         raise checkpoint.CheckpointError(
-            f"{run_dir}: model/ is at step {meta['step']} but training_state.pt at step {ts['step']} "
-            "(killed while checkpointing); delete the newer one's run or start a new run")
+            f"{ck.folder}: model/ is at step {meta['step']} but training_state.pt at step {ts['step']}; "
+            "start a new run (--out elsewhere)")
     for name in checkpoint.NETWORK_NAMES:
-        checkpoint.load_module(run_dir / MODEL_DIR, name, getattr(state.networks, name))
+        checkpoint.load_module(ck.model_dir, name, getattr(state.networks, name))
     state.opt_g.load_state_dict(ts["optimizers"]["generator"])
     state.opt_d.load_state_dict(ts["optimizers"]["discriminator"])
     if state.lecam is not None and "lecam" in ts:
@@ -368,14 +401,21 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
     """
     run_dir = Path(run_dir)
     info = dist.init(device)
+    if info.is_main and run_dir.is_dir():
+        for p in checkpoint.sweep_run_dir(run_dir):
+            log.info("removed %s (left by a killed run)", p)
+    dist.barrier()
     cfg, resuming = resolve_config(run_dir, cfg, overrides)
+    if cfg.train.steps < 1:
+        raise RunDirError(f"train.steps={cfg.train.steps}: give at least 1 step (--steps N)")
     if dataset is None:
         if data_dir is None:
             raise ValueError("give data_dir or dataset")
         dataset = make_dataset(cfg, data_dir)
     num_videos = int(dataset.num_videos)
-    if resuming:
-        _, meta = checkpoint.read_config(run_dir / MODEL_DIR)
+    ck = checkpoint.find_run_checkpoint(run_dir) if resuming else None
+    if ck is not None:
+        _, meta = checkpoint.read_config(ck.model_dir)
         if int(meta["num_videos"]) != num_videos:
             raise RunDirError(f"{run_dir}: the run was trained on {meta['num_videos']} videos, "
                                              f"this dataset has {num_videos}")
@@ -391,8 +431,8 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
                     "directory records content_loss='offline'.\n" + "=" * 78)
     sampler = dist.EpisodeSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size)
     start = 0
-    if resuming:
-        start, sampler_state = _restore(run_dir, state, info, cfg)
+    if ck is not None:
+        start, sampler_state = _restore(ck, state, info, cfg)
         sampler.load_state(sampler_state)
         log.info("resuming %s at step %d of %d", run_dir, start, cfg.train.steps)
     else:
@@ -400,27 +440,83 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
             init_w_from_embedder(networks, dataset, info.device)
             log.info("W initialised from the initial embedder's output on one episode per video")
         seed_everything(cfg.train.seed + info.rank)  # per-rank streams for anything random after init
+    created = not run_dir.exists()
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if resuming:
+        if ck is not None:
             _truncate_log(run_dir / LOG_FILE, start)
         else:
             (run_dir / LOG_FILE).unlink(missing_ok=True)
     dist.barrier()
     deadline = None if time_limit is None else time.monotonic() + float(time_limit)
-    _loop(run_dir, cfg, state, info, dataset, sampler, start, num_videos, progress, deadline)
+    with _StopSignals() as stop:
+        try:
+            last = _loop(run_dir, cfg, state, info, dataset, sampler, start, num_videos, progress, deadline, stop)
+        except BaseException:
+            if ck is None and created and info.is_main and checkpoint.find_run_checkpoint(run_dir) is None:
+                import shutil
+
+                shutil.rmtree(run_dir, ignore_errors=True)  # a new run that never checkpointed: leave nothing
+            raise
+    if stop.signum is not None and last < cfg.train.steps:
+        raise StoppedBySignal(stop.signum, last, run_dir)
     return run_dir / MODEL_DIR
 
 
+class _StopSignals:
+    """SIGTERM / SIGINT handlers for the training loop (main thread only): the first signal sets `signum`
+    (the loop checkpoints and stops), a second one restores the previous handlers and stops at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        from ..errors import Terminated
+
+        if self.signum is None:
+            self.signum = signum
+            log.warning("%s: finishing this step, writing a checkpoint and stopping (send it again to stop at once)",
+                        signal.Signals(signum).name)
+            return
+        self._restore()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Terminated(signum)
+
+    def _restore(self):
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def __exit__(self, *exc):
+        self._restore()
+        return False
+
+
 def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dataset, sampler, start: int,
-          num_videos: int, progress: bool, deadline: float | None = None) -> None:
+          num_videos: int, progress: bool, deadline: float | None = None, stop: "_StopSignals | None" = None) -> int:
+    """Steps start+1 .. train.steps (or until the time limit / a stop signal); returns the last step done."""
     from tqdm import tqdm
 
     t = cfg.train
     total = t.steps
     if start >= total:
         log.info("%s already at step %d >= train.steps=%d: nothing to do", run_dir, start, total)
-        return
+        return start
     batches = iter(_loader(dataset, sampler, cfg, info))
     bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1,
                disable=not (progress and info.is_main), desc="meta-learning")
@@ -434,7 +530,9 @@ def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dat
                 raise FloatingPointError(f"non-finite loss at step {step}: {logs}")
             bar.update(1)
             bar.set_postfix(g=f"{logs['g_total']:.3f}", d=f"{logs.get('d_loss', float('nan')):.3f}", refresh=False)
-            out_of_time = deadline is not None and dist.any_true(time.monotonic() > deadline, info.device)
+            signalled = dist.any_true(stop is not None and stop.signum is not None, info.device)
+            out_of_time = signalled or (deadline is not None and dist.any_true(time.monotonic() > deadline,
+                                                                               info.device))
             last = step == total or out_of_time
             probe = t.probe_every > 0 and (step % t.probe_every == 0 or last) and info.is_main
             if step % t.log_every == 0 or last or probe:
@@ -462,10 +560,15 @@ def _loop(run_dir: Path, cfg: Config, state: MetaState, info: dist.DistInfo, dat
                 save_checkpoint(run_dir, cfg, state, info, step=step, sampler_state=sampler.state_after(step - start),
                                 num_videos=num_videos)
             if out_of_time and step < total:
-                log.info("time limit reached at step %d of %d: checkpointed; run the same command to resume",
-                         step, total)
+                log.info("%s at step %d of %d: checkpointed; run the same command to resume",
+                         "stop signal" if signalled else "time limit reached", step, total)
+                if signalled and stop is not None and stop.signum is None:  # another rank was signalled
+                    import signal
+
+                    stop.signum = int(signal.SIGTERM)
                 break
     bar.close()
+    return step
 
 
 class _null:

@@ -43,6 +43,7 @@ from ..landmarks.raster import rasterize
 from ..pipeline import INPUT_ERRORS, AnimationResult, TalkingHeadPipeline
 from ..provenance import VerifyError, VerifyReport, verify
 from .settings import WebSettings
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ AVATAR_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 MINE, SHARED = "mine", "shared"  # prefixes of the saved-avatar dropdown's values
 
 
-class WebInputError(ValueError):
+class WebInputError(InputError):
     """Input the web app refuses before the pipeline sees it; the message says what to do instead."""
 
 

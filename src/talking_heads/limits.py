@@ -1,0 +1,89 @@
+"""Safety limits on hostile or absurd input: every command runs in bounded time and memory.
+
+A value past a limit is refused before any work starts, with a message that names the limit and how to go
+past it: `talking-heads --limit NAME=VALUE COMMAND ...` (repeatable), or `limits.overrides(["NAME=VALUE"])`
+around library calls. The defaults are far beyond any real use of this project (a paper-sized run is
+100,000 steps, fine-tuning 40 epochs, a driver a few minutes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator
+
+from .errors import InputError
+
+LIMITS: dict[str, tuple[float, str]] = {  # name -> (default, what it bounds)
+    "duration": (3600.0, "seconds of a built-in motion (animate --duration)"),
+    "driver_frames": (108_000, "frames of a driver (a video, a folder of frames or a .npy of landmarks; one hour at 30 fps)"),
+    "epochs": (10_000, "fine-tuning epochs (--epochs; the paper uses 40)"),
+    "finetune_steps": (1_000_000, "fine-tuning steps (finetune.steps)"),
+    "steps": (10_000_000, "meta-learning steps (train --steps; the paper's run is 100,000)"),
+    "shots": (10_000, "few-shot frames T of an avatar (--frames, --shots)"),
+    "image_pixels": (180_000_000, "pixels of one image (width x height), checked before decoding"),
+    "video_frame_pixels": (36_000_000, "pixels of one video frame (width x height; 8K is 33 million)"),
+}
+
+_overrides: dict[str, float] = {}
+
+
+class LimitError(InputError):
+    """A value past a safety limit; the message says which limit and how to raise it."""
+
+
+def get(name: str) -> float:
+    if name not in LIMITS:
+        raise KeyError(name)
+    return _overrides.get(name, LIMITS[name][0])
+
+
+def check(name: str, value: float, what: str) -> None:
+    """Refuse `value` (named `what` in the message) when it is past the limit `name`."""
+    limit = get(name)
+    if value > limit:
+        shown = f"{value:g}" if isinstance(value, float) else str(value)
+        raise LimitError(f"{what}: {shown} is over the limit of {limit:g} {LIMITS[name][1]}; to go past it, pass "
+                         f"--limit {name}={shown} before the command (talking-heads --limit {name}={shown} ...)")
+
+
+def finite_positive(value: float | None, what: str, *, allow_zero: bool = False) -> None:
+    """Refuse NaN, infinities and negative (or zero) numbers given for `what`."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise InputError(f"{what} must be a finite number, got {value}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InputError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
+
+
+def parse(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in LIMITS:
+            raise InputError(f"--limit {item}: expected NAME=VALUE with NAME one of {sorted(LIMITS)}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InputError(f"--limit {item}: {raw!r} is not a number") from None
+        if math.isnan(value) or value <= 0:
+            raise InputError(f"--limit {item}: give a positive number")
+        out[name] = value
+    return out
+
+
+@contextlib.contextmanager
+def overrides(items: list[str] | dict[str, float]) -> Iterator[None]:
+    """Limits changed for the duration of the block ("NAME=VALUE" strings or a dict)."""
+    new = parse(list(items)) if not isinstance(items, dict) else dict(items)
+    saved = dict(_overrides)
+    _overrides.update(new)
+    try:
+        yield
+    finally:
+        _overrides.clear()
+        _overrides.update(saved)
+
+
+__all__ = ["LIMITS", "LimitError", "check", "finite_positive", "get", "overrides"]
