@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from talking_heads import losses as L
-from talking_heads.config import preset
+from talking_heads.config import apply_overrides, preset
 from talking_heads.models import Networks, build_networks, parameter_counts
 from talking_heads.models.blocks import AdaIN, ResBlock, SelfAttention, conv3x3_avgpool
 
@@ -38,7 +38,8 @@ def tiny():
 
 @pytest.mark.parametrize("name,b", [("tiny", 2), ("sample", 1)])
 def test_shapes(name, b):
-    cfg = preset(name)
+    """The paper's direct-synthesis generator at each preset's widths (the warp generator: test_warp.py)."""
+    cfg = apply_overrides(preset(name), ["model.generator=adain"])
     m = cfg.model
     torch.manual_seed(0)
     nets = build_networks(cfg, NUM_VIDEOS)
