@@ -9,22 +9,27 @@ docs/telepresence.md; in short:
   frame rate, quantisation step, crop size, the crop box in the sender's frame, transform and predictor ids)
   are self-contained: the decoder can start, or restart after a loss, at any key frame. Their points are
   coded as coefficients of a shape basis around a mean shape (`Basis.shape_*`).
-* **Delta frames** carry a 2-byte header (`DELTA_MARK` | flags, sequence number mod 256); the capture time
-  and the points are predicted from the previous frames and only the quantised prediction error is sent.
-  A missing sequence number or a delta without its key frame is a `StreamGap`: nothing is decoded until the
-  next key frame (at most `key_interval` frames later).
+* **Delta frames** carry a 1-byte header in version 2 (`DELTA2_MARK` | FACE << 6 | END << 5 | sequence number
+  mod 32; version 1: 2 bytes, `DELTA_MARK` | flags, sequence number mod 256); the capture time and the points
+  are predicted from the previous frames and only the quantised prediction error is sent. A missing sequence
+  number or a delta without its key frame is a `StreamGap`: nothing is decoded until the next key frame (at
+  most `key_interval` frames later). The decoder reads both versions: a delta is read by the version of the
+  stream's last key frame.
 * **Transform and prediction.** Points x (136 values) are mapped to coefficients c = M^T x with an
   orthonormal motion basis M (PCA of frame-to-frame changes on the training split, `basis.py`; the identity
-  when no basis is used). Each coefficient j is predicted by an exponential smoother p_j <- p_j +
-  alpha_j (c_hat_j - p_j) of its own past reconstructions (alpha = 1: the previous frame), and the error
-  c_j - p_j is quantised with a uniform step q (a dead zone of `deadzone` x q around 0 on the encoder's side
-  only). Encoder and decoder run the same prediction on the reconstruction (closed loop), so errors never
+  when no basis is used). Version 2 predicts each coefficient j with a damped trend of its own past
+  reconstructions: level l, trend u, prediction p = l + phi_j u; after a frame l' = p + alpha_j (c_hat - p),
+  u' = beta_j (l' - l) + (1 - beta_j) phi_j u (parameters fitted per coefficient on the training split,
+  `basis.fit_trend`; version 1: the exponential smoother p <- p + alpha_j (c_hat - p)). The error c_j - p_j
+  is quantised with a uniform step q (a dead zone of `deadzone` x q around 0 on the encoder's side only).
+  Encoder and decoder run the same prediction on the reconstruction (closed loop), so errors never
   accumulate.
 * **Entropy coding.** Exact arithmetic coding over Python integers (no carries, no precision limits) of
   every integer through a two-sided geometric ("Laplacian") model with 16 width classes. Each coefficient
-  keeps an integer running mean of its magnitude that picks its class for the next frame; the state restarts
-  at every key frame. A packet's code is cut to the fewest whole bytes that identify it (the decoder reads
-  missing bits as zeros): a frame whose changes are all zero can take no payload byte at all.
+  keeps an integer running mean of its magnitude that picks its class for the next frame (it moves by 1/8 of
+  the difference per frame in version 2, 1/4 in version 1); the state restarts at every key frame. A packet's code
+  is cut to the fewest whole bytes that identify it (the decoder reads missing bits as zeros): a frame whose
+  changes are all zero can take no payload byte at all.
 
 Everything that encoder and decoder must agree on is integer arithmetic (model tables, class choice, header
 fields) except the prediction state, whose float64 rounding differences between implementations only move
