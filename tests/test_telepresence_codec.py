@@ -288,3 +288,20 @@ def test_decoding_hostile_packets_allocates_a_bounded_amount(basis, valid_packet
     finally:
         tracemalloc.stop()
     assert peak < 4 * 2 ** 20, peak  # a few hundred kB of decoder state and big integers, never more
+
+
+def test_trend_fitting_reproduces_its_choice_on_real_tracks(track, basis):
+    """basis.fit_trend picks, per coefficient, the grid entry of least squared error + lambda bits in a closed-loop
+    run of the codec (here on the clip's raw track)."""
+    from talking_heads.telepresence.basis import TREND_GRID, fit_trend, simulate_trend
+
+    x = np.stack(track[False]).reshape(16, -1).astype(np.float64)
+    holt, spread = fit_trend([x], basis.motion_vectors)
+    assert holt.shape == (136, 3) and spread.shape == (136,) and (spread >= 1).all()
+    assert all(any(np.allclose(h, g) for g in TREND_GRID) for h in holt)
+    bits, sq, _, frames = simulate_trend([x], basis.motion_vectors, TREND_GRID)
+    assert frames == 15 and np.isfinite(bits).all() and (bits >= 0).all()
+    chosen = np.array([np.flatnonzero(np.isclose(TREND_GRID, h).all(1))[0] for h in holt])
+    lam = 2 * np.log(2) * 0.75 ** 2 / 12
+    cost = sq + lam * bits
+    assert np.allclose(cost[chosen, np.arange(136)], cost.min(0))
