@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--key-interval", type=int, default=d.key_interval,
                    help=f"frames between key frames (default {d.key_interval})")
     s.add_argument("--no-smooth", action="store_true", help="send the tracked landmarks without One Euro smoothing")
+    s.add_argument("--smooth-space", choices=("basis", "points"), default=d.smooth_space,
+                   help="smooth the shape basis's motion coefficients (default) or each coordinate (v1's filter)")
+    s.add_argument("--packet-version", type=int, choices=(1, 2), default=d.version,
+                   help=f"packet format to send (default {d.version}; 1 for receivers of an older release)")
     s.add_argument("--no-basis", action="store_true", help="code point by point instead of on the shape basis")
     s.set_defaults(func=run_send)
 
@@ -118,7 +122,8 @@ def run_send(args: argparse.Namespace) -> int:
     token = _guard(lambda: read_token_file(args.token_file))
     tls = _guard(lambda: client_ssl(args.tls_ca)) if (args.tls_ca or args.tls) else None
     settings = dataclasses.replace(TelepresenceConfig(), step=args.step, key_interval=args.key_interval,
-                                   smooth=not args.no_smooth, use_basis=not args.no_basis)
+                                   smooth=not args.no_smooth, use_basis=not args.no_basis,
+                                   smooth_space=args.smooth_space, version=args.packet_version)
     source = _guard(lambda: CameraSource(args.camera, seconds=args.seconds) if args.camera is not None
                     else FileSource(args.video, seconds=args.seconds))
     print(f"sending {'camera ' + str(args.camera) if args.camera is not None else args.video} at {source.fps:g} fps "

@@ -2,15 +2,18 @@
 
     python -m talking_heads.telepresence.bench --data ../shared/data --out reports/telepresence
 
-1. Codec, on every test-split clip: the sender's own landmarks (tracked, cropped, One Euro smoothed or not, as
-   `sender.LandmarkStream` does) through the codec at several steps, with and without the shape basis:
-   bits per frame (all packet bytes, headers and key frames included), kbit/s at 25 fps and at the clip's
-   rate, mean reconstruction error (px at the 256 px crop).
+1. Codec, on every test-split clip: the sender's own landmarks (tracked, cropped and smoothed as
+   `sender.LandmarkStream` does: on the basis's motion coefficients (the default), on the points (v1's
+   default), or not at all) through the codec at several steps: packet format v2 (damped-trend predictors,
+   1-byte delta header) and v1 on the shape basis, and point by point: bits per frame (all packet bytes,
+   headers and key frames included), kbit/s at 25 fps and at the clip's rate, mean reconstruction error (px
+   at the 256 px crop, against what the codec was given).
 2. H.264 of the same 256 px head crops (PyAV libx264, CRF 23 and 35, yuv420p, the clip's rate): bitstream
    kbit/s, and the ratio to the landmark codec.
 3. Rendering from decoded landmarks vs from the uncompressed ones (`pipeline.LiveStage`, the model given):
    the landmark error of the rendered frames (`metrics.landmark_error`) against the uncompressed path's
-   driving landmarks, both paths, and their relative difference.
+   driving landmarks, both paths, and their relative difference; the uncompressed path is v1's (points One
+   Euro filtered, no codec), so a changed sender filter is judged as well as the codec.
 4. The sender's tracking + coding speed (frames/s, one process, unpaced).
 Writes `telepresence_bench.json` and prints Markdown tables.
 """
@@ -28,7 +31,9 @@ import numpy as np
 from .codec import PREDICT_PREVIOUS, Basis, CropBox, LandmarkDecoder, LandmarkEncoder
 from .settings import TelepresenceConfig
 
-STEPS = (0.25, 0.5, 0.75, 1.0, 1.5)
+STEPS = (0.5, 0.625, 0.703125, 0.75, 1.0, 1.5)  # 0.703125 = 45/64, the default
+INPUTS = {"basis": dict(smooth=True, smooth_space="basis"), "points": dict(smooth=True, smooth_space="points"),
+          "raw": dict(smooth=False)}  # the sender's smoothing: on the motion coefficients (default), points, none
 
 
 def split_clips(data: Path) -> list[tuple[str, float]]:
@@ -36,13 +41,13 @@ def split_clips(data: Path) -> list[tuple[str, float]]:
         return [(r["path"], float(r["fps"])) for r in csv.DictReader(f) if r["split"] == "test" and r["kind"] == "video"]
 
 
-def sender_track(path: Path, smooth: bool) -> dict:
+def sender_track(path: Path, smooth: bool = True, smooth_space: str = "basis") -> dict:
     """What the sender would code for a clip: per frame crop points (or None), the boxes, the crops, timing."""
     from ..data.video import read_frames
     from .sender import FileSource, LandmarkStream
 
     src = FileSource(path, realtime=False)
-    stream = LandmarkStream(src.fps, TelepresenceConfig(smooth=smooth))
+    stream = LandmarkStream(src.fps, TelepresenceConfig(smooth=smooth, smooth_space=smooth_space))
     points, boxes, crops, t0 = [], [], [], time.perf_counter()
     for i, frame in read_frames(path):
         p = stream.landmarks(frame, i / src.fps)
@@ -53,9 +58,41 @@ def sender_track(path: Path, smooth: bool) -> dict:
     return {"points": points, "boxes": boxes, "crops": crops, "fps": src.fps, "track_fps": len(points) / seconds}
 
 
-def code(points, boxes, fps: float, basis: Basis, predictor: int, step: float) -> tuple[float, float, list]:
+def zero_lag_reference(track: dict, sigma: float = 1.5) -> list:
+    """The raw track smoothed without delay (a centred Gaussian of `sigma` frames along time, within each run of
+    frames with a face in one crop box): what a filter that removed the jitter without lagging would give."""
+    from scipy.ndimage import gaussian_filter1d
+
+    out, run = [None] * len(track["points"]), []
+
+    def flush():
+        if run:
+            smooth = gaussian_filter1d(np.stack([track["points"][i] for i in run]).astype(np.float64), sigma,
+                                       axis=0, mode="nearest")
+            for j, i in enumerate(run):
+                out[i] = smooth[j]
+        run.clear()
+
+    for i, (p, box) in enumerate(zip(track["points"], track["boxes"])):
+        if p is None or (run and box != track["boxes"][run[-1]]):
+            flush()
+        if p is not None:
+            run.append(i)
+    flush()
+    return out
+
+
+def distance(a: list, b: list) -> float:
+    """Mean point distance (px) over frames where both have points."""
+    d = [np.linalg.norm(np.asarray(p) - q, axis=1).mean() for p, q in zip(a, b) if p is not None and q is not None]
+    return float(np.mean(d)) if d else float("nan")
+
+
+def code(points, boxes, fps: float, basis: Basis, predictor: int, step: float, *, version: int = 2,
+         key_interval: int = TelepresenceConfig.key_interval) -> tuple[float, float, list]:
     """(bits per frame, mean error px over frames with a face, decoded points)."""
-    enc = LandmarkEncoder(basis, fps=fps, step=step, predictor=predictor)
+    enc = LandmarkEncoder(basis, fps=fps, step=step, predictor=predictor, version=version,
+                          key_interval=key_interval)
     dec = LandmarkDecoder(basis)
     bits, errors, decoded = 0, [], []
     for i, (p, box) in enumerate(zip(points, boxes)):
@@ -95,6 +132,14 @@ def h264_kbps(crops: list, fps: float, crf: int) -> float:
 def render_comparison(pipe, avatar, track: dict, decoded: list, max_frames: int) -> tuple[float, float, int]:
     """Landmark error of frames rendered from the uncompressed and from the decoded points, against the
     uncompressed path's driving landmarks; (LE uncompressed, LE decoded, frames compared)."""
+    le = render_paths(pipe, avatar, track, {"decoded": decoded}, max_frames)
+    return le["uncompressed"], le["decoded"], le["frames"]
+
+
+def render_paths(pipe, avatar, track: dict, others: dict[str, list], max_frames: int) -> dict:
+    """Frames rendered from track["points"] (the uncompressed path) and from each list of `others` (points
+    per frame in the same crops), their landmark errors against the uncompressed path's driving landmarks:
+    {"uncompressed": LE, name: LE, ..., "frames": frames where every path's error is defined}."""
     from ..data.crop import CropTransform
     from ..metrics.landmark_error import landmark_errors
 
@@ -102,18 +147,19 @@ def render_comparison(pipe, avatar, track: dict, decoded: list, max_frames: int)
         return None if p is None else CropTransform(box.x0, box.y0, box.side, box.size, 0, 0).to_frame(p)
 
     live_u = pipe.live(avatar, fps=track["fps"])
-    live_d = pipe.live(avatar, fps=track["fps"])
-    imgs_u, imgs_d, targets = [], [], []
-    for p, q, box in list(zip(track["points"], decoded, track["boxes"]))[:max_frames]:
-        if p is None:
+    lives = {name: pipe.live(avatar, fps=track["fps"]) for name in others}
+    imgs = {name: [] for name in ["uncompressed", *others]}
+    targets = []
+    for i, (p, box) in enumerate(list(zip(track["points"], track["boxes"]))[:max_frames]):
+        if p is None or any(pts[i] is None for pts in others.values()):
             continue
-        imgs_u.append(live_u.step(frame_px(p, box)))
+        imgs["uncompressed"].append(live_u.step(frame_px(p, box)))
         targets.append(live_u.points * (pipe.output_size / pipe.image_size))
-        imgs_d.append(live_d.step(frame_px(q, box)))
-    le_u = landmark_errors(np.stack(imgs_u), np.stack(targets))
-    le_d = landmark_errors(np.stack(imgs_d), np.stack(targets))
-    both = np.isfinite(le_u) & np.isfinite(le_d)
-    return float(le_u[both].mean()), float(le_d[both].mean()), int(both.sum())
+        for name, pts in others.items():
+            imgs[name].append(lives[name].step(frame_px(pts[i], box)))
+    le = {name: landmark_errors(np.stack(v), np.stack(targets)) for name, v in imgs.items()}
+    ok = np.logical_and.reduce([np.isfinite(v) for v in le.values()])
+    return {**{name: float(v[ok].mean()) for name, v in le.items()}, "frames": int(ok.sum())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,28 +184,42 @@ def main(argv: list[str] | None = None) -> int:
 
         pipe = TalkingHeadPipeline.from_pretrained(args.model)
         avatar = Avatar.load(args.avatar, pipe)
+    default_step = TelepresenceConfig.step
     for n, (rel, _) in enumerate(split_clips(data)):
-        for smooth in (True, False):
-            track = sender_track(data / rel, smooth)
-            row = {"clip": Path(rel).name, "smooth": smooth, "frames": len(track["points"]), "fps": track["fps"],
-                   "no_face": sum(x is None for x in track["points"]), "track_fps": track["track_fps"]}
-            for step in STEPS:
-                for name, b, pred in (("basis", basis, 2 if smooth else 1), ("points", Basis.identity(),
-                                                                             PREDICT_PREVIOUS)):
-                    bits, err, decoded = code(track["points"], track["boxes"], track["fps"], b, pred, step)
-                    row[f"{name}_{step}"] = {"bits_per_frame": bits, "kbps25": bits * 25 / 1000,
-                                             "kbps": bits * track["fps"] / 1000, "error_px": err}
-                    if (smooth and name == "basis" and step in (0.5, 1.5) and pipe is not None
-                            and n < args.render_clips):
-                        le_u, le_d, k = render_comparison(pipe, avatar, track, decoded, args.render_frames)
-                        renders.append({"clip": row["clip"], "step": step, "le_uncompressed": le_u,
-                                        "le_decoded": le_d, "relative": le_d / le_u - 1, "frames": k})
-                        print(renders[-1], flush=True)
-            if smooth:
+        tracks = {name: sender_track(data / rel, **kw) for name, kw in INPUTS.items()}
+        reference = zero_lag_reference(tracks["raw"])
+        for name, track in tracks.items():
+            row = {"clip": Path(rel).name, "input": name, "frames": len(track["points"]), "fps": track["fps"],
+                   "no_face": sum(x is None for x in track["points"]), "track_fps": track["track_fps"],
+                   "to_zero_lag_px": distance(track["points"], reference),
+                   "to_points_filter_px": distance(track["points"], tracks["points"]["points"])}
+            pred = 1 if name == "raw" else 2
+            codings = {"v2": (basis, pred, 2), "v1": (basis, pred, 1), "plain": (Basis.identity(), PREDICT_PREVIOUS, 2)}
+            if name != "basis":
+                codings.pop("plain")
+            for coding, (b, pr, version) in codings.items():
+                for step in STEPS:
+                    key = TelepresenceConfig.key_interval if version == 2 else 50  # v1 at its old defaults
+                    bits, err, decoded = code(track["points"], track["boxes"], track["fps"], b, pr, step,
+                                              version=version, key_interval=key)
+                    row[f"{coding}_{step}"] = {"bits_per_frame": bits, "kbps25": bits * 25 / 1000,
+                                               "kbps": bits * track["fps"] / 1000, "error_px": err}
+                    if name == "basis" and coding == "v2" and step == default_step:
+                        row["decoded"] = decoded
+            if name == "basis":
                 for crf in (23, 35):
                     row[f"h264_crf{crf}_kbps"] = h264_kbps(track["crops"], track["fps"], crf)
             rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if not isinstance(v, dict)}), flush=True)
+            print(json.dumps({k: v for k, v in row.items() if not isinstance(v, (dict, list))}), flush=True)
+        if pipe is not None and n < args.render_clips:
+            decoded = rows[-3].pop("decoded")
+            old = tracks["points"]
+            le = render_paths(pipe, avatar, old, {"basis_uncompressed": tracks["basis"]["points"],
+                                                  "basis_decoded": decoded}, args.render_frames)
+            renders.append({"clip": Path(rel).name, "step": default_step, **le})
+            print(renders[-1], flush=True)
+        for r in rows[-3:]:
+            r.pop("decoded", None)
     result = {"machine": describe(), "rows": rows, "renders": renders, "command": "python -m "
               "talking_heads.telepresence.bench " + " ".join(argv or [])}
     (out / "telepresence_bench.json").write_text(json.dumps(result, indent=2, default=str))
@@ -168,26 +228,61 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def tables(result: dict) -> str:
-    rows = result["rows"]
-    lines = ["| clip | fps | frames | " + " | ".join(f"q={s}" for s in STEPS) + " | H.264 CRF 23 | CRF 35 |",
-             "|---|---|---|" + "---|" * (len(STEPS) + 2)]
-    for r in rows:
-        if not r["smooth"]:
-            continue
-        cells = [f"{r[f'basis_{s}']['kbps25']:.2f} / {r[f'basis_{s}']['error_px']:.2f}" for s in STEPS]
-        lines.append(f"| {r['clip'][:32]} | {r['fps']:g} | {r['frames']} | " + " | ".join(cells)
-                     + f" | {r['h264_crf23_kbps']:.0f} | {r['h264_crf35_kbps']:.0f} |")
-    lines.append("")
-    for smooth in (True, False):
-        for name in ("basis", "points"):
-            sel = [r for r in rows if r["smooth"] == smooth]
-            n = sum(r["frames"] for r in sel)
+    """The Markdown tables of docs/benchmarks.md (Telepresence)."""
+    rows, d = result["rows"], TelepresenceConfig.step
+    lines = ["| input (sender's smoothing) | px to the zero-lag reference | px to the points filter |",
+             "|---|---|---|"]
+    for name in INPUTS:
+        sel = [r for r in rows if r["input"] == name]
+        n = sum(r["frames"] for r in sel)
+        lines.append(f"| {name} | {sum(r['to_zero_lag_px'] * r['frames'] for r in sel) / n:.3f} | "
+                     f"{sum(r['to_points_filter_px'] * r['frames'] for r in sel) / n:.3f} |")
+    lines += ["", "| input (sender's smoothing) | coding | " + " | ".join(f"q = {s:g}" for s in STEPS) + " |",
+              "|---|---|" + "---|" * len(STEPS)]
+    for name in INPUTS:
+        sel = [r for r in rows if r["input"] == name]
+        n = sum(r["frames"] for r in sel)
+        for coding in ("v2", "v1", "plain"):
+            if f"{coding}_{STEPS[0]}" not in sel[0]:
+                continue
             cells = []
             for s in STEPS:
-                bits = sum(r[f"{name}_{s}"]["bits_per_frame"] * r["frames"] for r in sel) / n
-                err = sum(r[f"{name}_{s}"]["error_px"] * r["frames"] for r in sel) / n
+                bits = sum(r[f"{coding}_{s}"]["bits_per_frame"] * r["frames"] for r in sel) / n
+                err = sum(r[f"{coding}_{s}"]["error_px"] * r["frames"] for r in sel) / n
                 cells.append(f"{bits * 25 / 1000:.2f} / {err:.3f}")
-            lines.append(f"| {'smoothed' if smooth else 'raw'} | {name} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name} | {coding} | " + " | ".join(cells) + " |")
+    lines += ["", "| clip | fps | frames | landmarks kbit/s | error px | H.264 CRF 23 | ratio | CRF 35 | ratio |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    sel = [r for r in rows if r["input"] == "basis"]
+    for r in sel:
+        v = r[f"v2_{d}"]
+        lines.append(f"| {r['clip'].rsplit('.', 1)[0]} | {r['fps']:g} | {r['frames']} | {v['kbps']:.2f} | "
+                     f"{v['error_px']:.3f} | {r['h264_crf23_kbps']:.0f} | {r['h264_crf23_kbps'] / v['kbps']:.0f}x | "
+                     f"{r['h264_crf35_kbps']:.0f} | {r['h264_crf35_kbps'] / v['kbps']:.0f}x |")
+    seconds = sum(r["frames"] / r["fps"] for r in sel)
+    kb = sum(r[f"v2_{d}"]["kbps"] * r["frames"] / r["fps"] for r in sel) / seconds
+    h23 = sum(r["h264_crf23_kbps"] * r["frames"] / r["fps"] for r in sel) / seconds
+    h35 = sum(r["h264_crf35_kbps"] * r["frames"] / r["fps"] for r in sel) / seconds
+    err = sum(r[f"v2_{d}"]["error_px"] * r["frames"] for r in sel) / sum(r["frames"] for r in sel)
+    lines.append(f"| all (weighted by duration) | | {sum(r['frames'] for r in sel)} | {kb:.2f} | {err:.3f} | {h23:.0f} | "
+                 f"{h23 / kb:.0f}x | {h35:.0f} | {h35 / kb:.0f}x |")
+    if result["renders"]:
+        lines += ["", "| clip | frames | v1 path (points filter, uncompressed) | basis filter, uncompressed | "
+                  "relative | basis filter, decoded v2 | relative |", "|---|---|---|---|---|---|---|"]
+        tot = {k: 0.0 for k in ("uncompressed", "basis_uncompressed", "basis_decoded")}
+        frames = 0
+        for r in result["renders"]:
+            u = r["uncompressed"]
+            lines.append(f"| {r['clip'].rsplit('.', 1)[0]} | {r['frames']} | {u:.5f} | {r['basis_uncompressed']:.5f} | "
+                         f"{100 * (r['basis_uncompressed'] / u - 1):+.1f} % | {r['basis_decoded']:.5f} | "
+                         f"{100 * (r['basis_decoded'] / u - 1):+.1f} % |")
+            for k in tot:
+                tot[k] += r[k] * r["frames"]
+            frames += r["frames"]
+        u = tot["uncompressed"] / frames
+        b, dd = tot["basis_uncompressed"] / frames, tot["basis_decoded"] / frames
+        lines.append(f"| all | {frames} | {u:.5f} | {b:.5f} | {100 * (b / u - 1):+.1f} % | {dd:.5f} | "
+                     f"{100 * (dd / u - 1):+.1f} % |")
     return "\n".join(lines)
 
 

@@ -9,22 +9,27 @@ docs/telepresence.md; in short:
   frame rate, quantisation step, crop size, the crop box in the sender's frame, transform and predictor ids)
   are self-contained: the decoder can start, or restart after a loss, at any key frame. Their points are
   coded as coefficients of a shape basis around a mean shape (`Basis.shape_*`).
-* **Delta frames** carry a 2-byte header (`DELTA_MARK` | flags, sequence number mod 256); the capture time
-  and the points are predicted from the previous frames and only the quantised prediction error is sent.
-  A missing sequence number or a delta without its key frame is a `StreamGap`: nothing is decoded until the
-  next key frame (at most `key_interval` frames later).
+* **Delta frames** carry a 1-byte header in version 2 (`DELTA2_MARK` | FACE << 6 | END << 5 | sequence number
+  mod 32; version 1: 2 bytes, `DELTA_MARK` | flags, sequence number mod 256); the capture time and the points
+  are predicted from the previous frames and only the quantised prediction error is sent. A missing sequence
+  number or a delta without its key frame is a `StreamGap`: nothing is decoded until the next key frame (at
+  most `key_interval` frames later). The decoder reads both versions: a delta is read by the version of the
+  stream's last key frame.
 * **Transform and prediction.** Points x (136 values) are mapped to coefficients c = M^T x with an
   orthonormal motion basis M (PCA of frame-to-frame changes on the training split, `basis.py`; the identity
-  when no basis is used). Each coefficient j is predicted by an exponential smoother p_j <- p_j +
-  alpha_j (c_hat_j - p_j) of its own past reconstructions (alpha = 1: the previous frame), and the error
-  c_j - p_j is quantised with a uniform step q (a dead zone of `deadzone` x q around 0 on the encoder's side
-  only). Encoder and decoder run the same prediction on the reconstruction (closed loop), so errors never
+  when no basis is used). Version 2 predicts each coefficient j with a damped trend of its own past
+  reconstructions: level l, trend u, prediction p = l + phi_j u; after a frame l' = p + alpha_j (c_hat - p),
+  u' = beta_j (l' - l) + (1 - beta_j) phi_j u (parameters fitted per coefficient on the training split,
+  `basis.fit_trend`; version 1: the exponential smoother p <- p + alpha_j (c_hat - p)). The error c_j - p_j
+  is quantised with a uniform step q (a dead zone of `deadzone` x q around 0 on the encoder's side only).
+  Encoder and decoder run the same prediction on the reconstruction (closed loop), so errors never
   accumulate.
 * **Entropy coding.** Exact arithmetic coding over Python integers (no carries, no precision limits) of
   every integer through a two-sided geometric ("Laplacian") model with 16 width classes. Each coefficient
-  keeps an integer running mean of its magnitude that picks its class for the next frame; the state restarts
-  at every key frame. A packet's code is cut to the fewest whole bytes that identify it (the decoder reads
-  missing bits as zeros): a frame whose changes are all zero can take no payload byte at all.
+  keeps an integer running mean of its magnitude that picks its class for the next frame (it moves by 1/8 of
+  the difference per frame in version 2, 1/4 in version 1); the state restarts at every key frame. A packet's code
+  is cut to the fewest whole bytes that identify it (the decoder reads missing bits as zeros): a frame whose
+  changes are all zero can take no payload byte at all.
 
 Everything that encoder and decoder must agree on is integer arithmetic (model tables, class choice, header
 fields) except the prediction state, whose float64 rounding differences between implementations only move
@@ -49,9 +54,12 @@ import numpy as np
 
 from ..errors import InputError
 
-VERSION = 1
+VERSION = 2  # what the encoder writes by default
+VERSIONS = (1, 2)  # what the decoder reads
 KEY_MAGIC = b"THLM"  # first bytes of a key frame
-DELTA_MARK = 0xD0  # high nibble of a delta frame's first byte; its low nibble holds the flags
+DELTA_MARK = 0xD0  # v1: high nibble of a delta frame's first byte; its low nibble holds the flags
+DELTA2_MARK = 0x80  # v2: top bit of a delta frame's only header byte ("T" of the key magic has it clear)
+DELTA2_FACE, DELTA2_END, DELTA2_SEQ = 0x40, 0x20, 0x1F  # v2 delta byte: 1 F E s s s s s (seq mod 32)
 MAX_PACKET = 1024  # bytes; a key frame of a fast-moving face at the finest step is about 300
 NUM_POINTS = 68
 DIM = 2 * NUM_POINTS
@@ -61,7 +69,8 @@ FLAG_END = 0x02  # the sender's last packet: the stream ends cleanly
 _FLAGS = FLAG_FACE | FLAG_END  # other bits must be 0
 
 KEY_HEADER = struct.Struct(">4sBBIIHBHhhHBB")  # magic, version, flags, seq, ts, fps*100, q*64, S, x0, y0, side, transform, predictor
-DELTA_HEADER = struct.Struct(">BB")  # DELTA_MARK | flags, seq mod 256
+DELTA_HEADER = struct.Struct(">BB")  # v1: DELTA_MARK | flags, seq mod 256
+DELTA2_HEADER_SIZE = 1  # v2: DELTA2_MARK | FACE << 6 | END << 5 | seq mod 32
 
 # Magnitude model: |k| in 0..MAX_SYMBOL, else an escape followed by an Elias-gamma code of |k| - MAX_SYMBOL - 1
 # (equiprobable bits); a sign bit (equiprobable) after every non-zero magnitude. Class s is a two-sided
@@ -70,13 +79,15 @@ MAX_SYMBOL = 20
 MAX_ESCAPE_BITS = 24  # |k| < 2^24 + MAX_SYMBOL
 THETA_Q16 = (655, 1004, 1537, 2353, 3598, 5489, 8330, 12499, 18316, 25740, 34042, 42035, 48782, 53962, 57702, 60302)
 CLASS_THRESHOLDS_Q8 = (6, 10, 15, 23, 35, 53, 82, 125, 192, 294, 451, 691, 1058, 1620, 2482)  # mean |k| * 256
-STATE_SHIFT = 2  # running mean of |k| (Q8): a <- a + floor(((min(|k|, 64) << 8) - a) / 2^STATE_SHIFT)
+STATE_SHIFT = 2  # running mean of |k| (Q8): a <- a + floor(((min(|k|, 64) << 8) - a) / 2^shift)
+STATE_SHIFT_V2 = 3  # v2: the coefficients' running means adapt more slowly (the timestamp's keeps STATE_SHIFT)
 TS_CLASS_INIT_Q8 = 64  # initial running mean of the timestamp jitter's magnitude (ms, Q8)
 
 TRANSFORM_IDENTITY = 0  # x coded directly (no shape basis)
 PREDICT_PREVIOUS = 0  # alpha = 1 for every coefficient
-PREDICTORS = {PREDICT_PREVIOUS: "previous frame", 1: "smoother fitted on raw tracks",
-              2: "smoother fitted on One Euro smoothed tracks"}
+PREDICTORS = {PREDICT_PREVIOUS: "previous frame", 1: "fitted on raw tracks", 2: "fitted on One Euro smoothed tracks"}
+# v1 predictors 1, 2 are exponential smoothers (gain alpha per coefficient); v2 predictors 1, 2 are damped
+# trend (Holt) predictors (alpha, beta, phi per coefficient), `Basis.holt`.
 
 
 class CodecError(InputError):
@@ -112,8 +123,8 @@ def magnitude_class(mean_q8: int) -> int:
     return s
 
 
-def update_state(mean_q8: int, k: int) -> int:
-    return mean_q8 + (((min(abs(k), 64) << 8) - mean_q8) >> STATE_SHIFT)
+def update_state(mean_q8: int, k: int, shift: int = STATE_SHIFT) -> int:
+    return mean_q8 + (((min(abs(k), 64) << 8) - mean_q8) >> shift)
 
 
 # --- exact arithmetic coding ---------------------------------------------------------------------------
@@ -219,7 +230,10 @@ class Basis:
 
     shape_mean (136,) px, shape_vectors (136,136) orthonormal columns, shape_std (136,) int (px/256);
     motion_vectors (136,136) orthonormal columns, motion_std (136,) int (px/256) of frame-to-frame changes;
-    alphas {predictor id: (136,) smoother gains in (0, 1]}. transform_id 0 is reserved for `identity()`.
+    alphas {predictor id: (136,) smoother gains in (0, 1]} (v1 streams);
+    holt {predictor id: (136, 3) damped-trend parameters alpha, beta, phi} and residual_std {predictor id:
+    (136,) int (px/256), the prediction errors' spread that starts the entropy models} (v2 streams).
+    transform_id 0 is reserved for `identity()`.
     """
 
     transform_id: int
@@ -230,6 +244,8 @@ class Basis:
     motion_std: np.ndarray
     alphas: dict = field(default_factory=dict)
     reference_size: int = 256
+    holt: dict = field(default_factory=dict)
+    residual_std: dict = field(default_factory=dict)
 
     @classmethod
     def identity(cls) -> "Basis":
@@ -244,6 +260,22 @@ class Basis:
         if predictor not in self.alphas:
             raise CodecError(f"predictor {predictor} is not defined for transform {self.transform_id}")
         return np.asarray(self.alphas[predictor], np.float64)
+
+    def trend(self, predictor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """v2: (alpha, beta, phi, residual std in px/256) per coefficient; predictor 0 is the previous frame."""
+        if predictor == PREDICT_PREVIOUS:
+            return np.ones(DIM), np.zeros(DIM), np.zeros(DIM), np.asarray(self.motion_std, np.int64)
+        if predictor not in self.holt or predictor not in self.residual_std:
+            raise CodecError(f"predictor {predictor} is not defined for transform {self.transform_id} in version 2")
+        h = np.asarray(self.holt[predictor], np.float64)
+        return h[:, 0], h[:, 1], h[:, 2], np.asarray(self.residual_std[predictor], np.int64)
+
+    def supports(self, version: int, predictor: int) -> bool:
+        try:
+            (self.alpha if version == 1 else self.trend)(predictor)
+        except CodecError:
+            return False
+        return True
 
 
 def _initial_states(std: np.ndarray, crop_size: int, q64: int, reference: int) -> list[int]:
@@ -287,6 +319,7 @@ class StreamParams:
     crop: CropBox
     transform_id: int
     predictor: int
+    version: int = VERSION
 
     @property
     def step(self) -> float:
@@ -306,12 +339,18 @@ class _Model:
         s = params.crop.size
         scale = s / basis.reference_size
         self.mean = basis.shape_mean * scale
-        self.alpha = basis.alpha(params.predictor)
         self.key_states = _initial_states(basis.shape_std, s, params.q64, basis.reference_size)
-        self.motion_init = _initial_states(basis.motion_std, s, params.q64, basis.reference_size)
+        if params.version == 1:
+            self.alpha = basis.alpha(params.predictor)
+            self.motion_init = _initial_states(basis.motion_std, s, params.q64, basis.reference_size)
+        else:
+            self.alpha, self.beta, self.phi, spread = basis.trend(params.predictor)
+            self.motion_init = _initial_states(spread, s, params.q64, basis.reference_size)
         self.states = list(self.motion_init)
         self.ts_state = TS_CLASS_INIT_Q8
         self.pred: np.ndarray | None = None  # (136,) motion coefficients predicted for the next frame
+        self.level: np.ndarray | None = None  # v2: level and trend of the damped-trend predictor
+        self.trend: np.ndarray | None = None
         self.seq = 0
         self.ts = 0
 
@@ -322,13 +361,26 @@ class _Model:
         self.states = list(self.motion_init)
         self.ts_state = TS_CLASS_INIT_Q8
         self.pred = None if points is None else self.basis.motion_vectors.T @ points.reshape(DIM)
+        self.level = self.pred
+        self.trend = None if points is None else np.zeros(DIM)
         self.seq, self.ts = seq, ts
+
+    def stop(self) -> None:
+        """No face: the prediction ends (the face comes back in a key frame)."""
+        self.pred = self.level = self.trend = None
 
     def advance(self, k: np.ndarray) -> np.ndarray:
         """Reconstruct the coefficients from quantised errors k, update the prediction; returns points (136,)."""
         c_hat = self.pred + k * self.params.step
-        self.pred = self.pred + self.alpha * (c_hat - self.pred)
-        self.states = [update_state(a, int(v)) for a, v in zip(self.states, k)]
+        if self.params.version == 1:
+            self.pred = self.pred + self.alpha * (c_hat - self.pred)
+        else:  # damped trend: level l, trend t; prediction p = l + phi t
+            level = self.pred + self.alpha * (c_hat - self.pred)
+            self.trend = self.beta * (level - self.level) + (1 - self.beta) * self.phi * self.trend
+            self.level = level
+            self.pred = level + self.phi * self.trend
+        shift = STATE_SHIFT if self.params.version == 1 else STATE_SHIFT_V2
+        self.states = [update_state(a, int(v), shift) for a, v in zip(self.states, k)]
         return self.basis.motion_vectors @ c_hat
 
 
@@ -346,11 +398,12 @@ class LandmarkEncoder:
 
     step: quantisation step q in px at the crop (a multiple of 1/64, 1/64..255/64); deadzone: fraction of q
     added to the rounding threshold of prediction errors (fewer bits, a little more error); key_interval:
-    frames between key frames (a lost packet costs at most this many frames).
+    frames between key frames (a lost packet costs at most this many frames); version: the packet format
+    to write (2, or 1 for old receivers; the decoder reads both).
     """
 
     def __init__(self, basis: Basis, *, fps: float, step: float = 0.5, deadzone: float = 0.15,
-                 key_interval: int = 50, predictor: int = PREDICT_PREVIOUS):
+                 key_interval: int = 50, predictor: int = PREDICT_PREVIOUS, version: int = VERSION):
         q64 = int(round(step * 64))
         if not 1 <= q64 <= 255:
             raise ValueError(f"step must be between 1/64 and 255/64 px, got {step}")
@@ -360,7 +413,10 @@ class LandmarkEncoder:
             raise ValueError(f"key_interval must be between 1 and 255 frames, got {key_interval}")
         if not 0 <= deadzone < 0.5:
             raise ValueError(f"deadzone must be in [0, 0.5), got {deadzone}")
-        basis.alpha(predictor)  # defined?
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {VERSIONS}, got {version}")
+        (basis.alpha if version == 1 else basis.trend)(predictor)  # defined?
+        self.version = version
         self.basis, self.q64, self.fps100 = basis, q64, int(round(fps * 100))
         self.deadzone, self.key_interval, self.predictor = deadzone, key_interval, predictor
         self.seq = 0
@@ -379,7 +435,7 @@ class LandmarkEncoder:
             else:  # the range the decoder accepts, with room for the quantisation error
                 points = np.clip(points, -0.9 * box.size, 1.9 * box.size)
         ts = int(timestamp_ms) & 0xFFFFFFFF
-        params = StreamParams(self.fps100, self.q64, box, self.basis.transform_id, self.predictor)
+        params = StreamParams(self.fps100, self.q64, box, self.basis.transform_id, self.predictor, self.version)
         m = self._model
         need_key = (key or m is None or m.params != params or self._since_key >= self.key_interval
                     or (points is not None and m.pred is None)  # the face (re)appears
@@ -400,7 +456,7 @@ class LandmarkEncoder:
                 raise ValueError(f"crop box {name}={v} outside {lo}..{hi}")
         self._model = model = _Model(self.basis, params)
         flags = (FLAG_FACE if points is not None else 0) | (FLAG_END if end else 0)
-        header = KEY_HEADER.pack(KEY_MAGIC, VERSION, flags, seq, ts, params.fps100, params.q64, box.size,
+        header = KEY_HEADER.pack(KEY_MAGIC, params.version, flags, seq, ts, params.fps100, params.q64, box.size,
                                  box.x0, box.y0, box.side, params.transform_id, params.predictor)
         if points is None:
             model.start(None, seq, ts)
@@ -429,8 +485,16 @@ class LandmarkEncoder:
                 put_int(enc, int(v), magnitude_class(a))
             m.advance(k.astype(np.float64))
         else:
-            m.pred = None  # the face is gone: it comes back with a key frame
-        return DELTA_HEADER.pack(DELTA_MARK | flags, seq & 0xFF) + enc.finish()
+            m.stop()  # the face is gone: it comes back with a key frame
+        if m.params.version == 1:
+            return DELTA_HEADER.pack(DELTA_MARK | flags, seq & 0xFF) + enc.finish()
+        return bytes([delta2_byte(flags, seq)]) + enc.finish()
+
+
+def delta2_byte(flags: int, seq: int) -> int:
+    """The v2 delta header: 1 F E s s s s s."""
+    return (DELTA2_MARK | (DELTA2_FACE if flags & FLAG_FACE else 0) | (DELTA2_END if flags & FLAG_END else 0)
+            | (seq & DELTA2_SEQ))
 
 
 def _ts_jitter(ts: int, prev: int, period: int) -> int:
@@ -462,8 +526,13 @@ class LandmarkDecoder:
             raise CodecError(f"packet of {len(packet)} bytes exceeds the {self.max_packet}-byte limit")
         if packet[:4] == KEY_MAGIC:
             return self._key(packet)
-        if len(packet) >= DELTA_HEADER.size and packet[0] & 0xF0 == DELTA_MARK:
+        version = self._model.params.version if self._model is not None else None
+        if version == 1 and len(packet) >= DELTA_HEADER.size and packet[0] & 0xF0 == DELTA_MARK:
             return self._delta(packet)
+        if version == 2 and packet and packet[0] & DELTA2_MARK:
+            return self._delta(packet)
+        if version is None and packet and packet[0] & DELTA2_MARK:  # a delta of either version
+            raise StreamGap("delta frame before any key frame: waiting for a key frame")
         raise CodecError("not a landmark packet (bad magic)")
 
     def _key(self, packet: bytes) -> Frame:
@@ -472,8 +541,8 @@ class LandmarkDecoder:
             raise CodecError(f"key frame truncated ({len(packet)} bytes, header is {KEY_HEADER.size})")
         (_, version, flags, seq, ts, fps100, q64, size, x0, y0, side, transform, predictor) = \
             KEY_HEADER.unpack_from(packet)
-        if version != VERSION:
-            raise CodecError(f"unsupported packet version {version} (this decoder speaks {VERSION})")
+        if version not in VERSIONS:
+            raise CodecError(f"unsupported packet version {version} (this decoder speaks {', '.join(map(str, VERSIONS))})")
         if flags & ~_FLAGS:
             raise CodecError(f"reserved flag bits set (0x{flags:02x})")
         if not 100 <= fps100 <= 12_000:
@@ -486,7 +555,7 @@ class LandmarkDecoder:
             raise CodecError(f"unknown transform {transform} (known: {sorted(self.bases)}): sender and receiver "
                              "need the same shape basis")
         crop = CropBox(x0, y0, side, size)
-        params = StreamParams(fps100, q64, crop, transform, predictor)
+        params = StreamParams(fps100, q64, crop, transform, predictor, version)
         model = _Model(self.bases[transform], params)  # CodecError for an unknown predictor
         points = None
         if flags & FLAG_FACE:
@@ -502,22 +571,25 @@ class LandmarkDecoder:
 
     def _delta(self, packet: bytes) -> Frame:
         m = self._model
-        first, seq8 = DELTA_HEADER.unpack_from(packet)
-        flags = first & 0x0F
-        if flags & ~_FLAGS:
-            raise CodecError(f"reserved flag bits set (0x{flags:02x})")
-        if m is None:
-            raise StreamGap("delta frame before any key frame: waiting for a key frame")
+        if m.params.version == 1:
+            first, seq_low = DELTA_HEADER.unpack_from(packet)
+            flags, header, modulus = first & 0x0F, DELTA_HEADER.size, 0x100
+            if flags & ~_FLAGS:
+                raise CodecError(f"reserved flag bits set (0x{flags:02x})")
+        else:
+            first = packet[0]
+            flags = (FLAG_FACE if first & DELTA2_FACE else 0) | (FLAG_END if first & DELTA2_END else 0)
+            seq_low, header, modulus = first & DELTA2_SEQ, DELTA2_HEADER_SIZE, DELTA2_SEQ + 1
         seq = (m.seq + 1) & 0xFFFFFFFF
-        if seq8 != seq & 0xFF:
+        if seq_low != seq % modulus:
             self._model = None
-            raise StreamGap(f"packet(s) missing before sequence number {seq8} (expected {seq & 0xFF}): waiting for "
-                            "the next key frame")
+            raise StreamGap(f"packet(s) missing before sequence number {seq_low} (mod {modulus}; expected "
+                            f"{seq % modulus}): waiting for the next key frame")
         if flags & FLAG_FACE and m.pred is None:
             self._model = None
             raise CodecError("a face reappears in a delta frame (the encoder sends a key frame then)")
         try:
-            dec = ArithmeticDecoder(packet[DELTA_HEADER.size:])
+            dec = ArithmeticDecoder(packet[header:])
             jitter = take_int(dec, magnitude_class(m.ts_state))
             m.ts_state = update_state(m.ts_state, jitter)
             ts = (m.ts + m.params.period_ms + jitter) & 0xFFFFFFFF
@@ -526,7 +598,7 @@ class LandmarkDecoder:
                 k = np.array([take_int(dec, magnitude_class(a)) for a in m.states], np.float64)
                 points = _check_points(m.advance(k), m.params.crop.size)
             else:
-                m.pred = None
+                m.stop()
         except CodecError:
             self._model = None
             raise

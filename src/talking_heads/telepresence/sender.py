@@ -3,7 +3,8 @@
 Per frame (`LandmarkStream.process`): track the face (`landmarks.tracking.FaceTracker`: a full detection on the
 first frame and now and then, otherwise a search around the last box), express the points in the sender's
 head crop (`pipeline.StreamCrop`: the VoxCeleb box of the first face, refitted only when the head leaves it),
-smooth them (One Euro, optional) and encode them (`codec.LandmarkEncoder`). Frames without a face are sent as
+smooth them (One Euro on the shape basis's motion coefficients, `basis.BasisFilter`, or on the points;
+optional) and encode them (`codec.LandmarkEncoder`). Frames without a face are sent as
 such (the receiver holds the last picture).
 
 A video file stands in for a camera (`FileSource`): frame i is "captured" at t0 + i / fps on the wall clock,
@@ -139,8 +140,29 @@ def make_encoder(settings: TelepresenceConfig, fps: float) -> LandmarkEncoder:
             predictor = PREDICT_SMOOTHED if settings.smooth else PREDICT_RAW
         except FileNotFoundError:
             log.warning("the codec's shape basis is not installed: coding point by point (higher bitrate)")
+    if not basis.supports(settings.version, predictor):  # a basis file without this version's predictors
+        predictor = PREDICT_PREVIOUS
     return LandmarkEncoder(basis, fps=fps, step=settings.step, deadzone=settings.deadzone,
-                           key_interval=settings.key_interval, predictor=predictor)
+                           key_interval=settings.key_interval, predictor=predictor, version=settings.version)
+
+
+def make_filter(settings: TelepresenceConfig):
+    """The sender's smoothing as the settings ask: None, the filter on the basis's motion coefficients
+    (`basis.BasisFilter`, the default), or the One Euro filter on the points (also when the basis is missing)."""
+    from ..landmarks.filters import OneEuroFilter
+
+    if not settings.smooth:
+        return None
+    if settings.smooth_space not in ("basis", "points"):
+        raise ValueError(f"smooth_space must be 'basis' or 'points', got {settings.smooth_space!r}")
+    if settings.smooth_space == "basis":
+        from .basis import BasisFilter, load_basis
+
+        try:
+            return BasisFilter(load_basis().motion_vectors, size=settings.crop_size)
+        except FileNotFoundError:
+            pass
+    return OneEuroFilter()
 
 
 class LandmarkStream:
@@ -148,7 +170,6 @@ class LandmarkStream:
 
     def __init__(self, fps: float, settings: TelepresenceConfig | None = None, *, backend: str = "dlib"):
         from ..config import DataConfig
-        from ..landmarks.filters import OneEuroFilter
         from ..landmarks.tracking import FaceTracker
         from ..pipeline import StreamCrop
 
@@ -156,7 +177,7 @@ class LandmarkStream:
         self.fps = float(fps)
         self.tracker = FaceTracker(backend, redetect_every=DataConfig.redetect_every)
         self.crop = StreamCrop(self.settings.crop_size)
-        self.filter = OneEuroFilter() if self.settings.smooth else None
+        self.filter = make_filter(self.settings)
         self.encoder = make_encoder(self.settings, self.fps)
         self.box: CropBox | None = None
         self.points: np.ndarray | None = None  # (68,2) crop px of the last frame sent (None: no face)

@@ -13,11 +13,13 @@ class TelepresenceConfig:
 
     # codec (sender side; the receiver reads them from the key frames)
     crop_size: int = 256  # side (px) of the sender's crop that landmark coordinates refer to
-    step: float = 0.5  # quantisation step q (px at the crop; a multiple of 1/64)
+    version: int = 2  # packet format the sender writes (1 for old receivers; receivers read both)
+    step: float = 0.703125  # quantisation step q (px at the crop; a multiple of 1/64: 45/64)
     deadzone: float = 0.15  # encoder's dead zone (fraction of q) for prediction errors
-    key_interval: int = 50  # frames between key frames: a lost packet costs at most this many frames
+    key_interval: int = 100  # frames between key frames: a lost packet costs at most this many frames (4 s at 25 fps)
     use_basis: bool = True  # code on the shipped shape basis (False: point by point, previous-frame prediction)
     smooth: bool = True  # One Euro filter on the tracked landmarks before coding (less jitter, fewer bits)
+    smooth_space: str = "basis"  # "basis": filter the motion coefficients (basis.BasisFilter); "points": each coordinate
     # transport and security (receiver side)
     host: str = "127.0.0.1"  # address the receiver binds (another one only when told)
     port: int = 8765  # TCP port of the receiver (WebSocket for the sender and the page on the same port)
