@@ -72,16 +72,30 @@ def _first_tensor(header: dict) -> str:
     return sorted(k for k in header if k != "__metadata__")[0]
 
 
-def _model_variants(root: Path, good: Path) -> None:
-    """Damaged copies of a tiny model directory, one damage each."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
+def _copier(root: Path, good: Path):
+    """variant(name) -> a fresh copy of the directory `good` at root/name, to be damaged in one way."""
     def variant(name: str) -> Path:
         path = root / name
         shutil.copytree(good, path)
         return path
+    return variant
 
+
+def _edit_tensors(src: Path, dst: Path, edit) -> None:
+    """Save the tensors of safetensors file `src`, changed by `edit(tensors)`, as `dst`."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(src))
+    edit(tensors)
+    save_file(tensors, str(dst))
+
+
+def _model_variants(root: Path, good: Path) -> None:
+    """Damaged copies of a tiny model directory, one damage each."""
+    import torch
+    from safetensors.torch import load_file
+
+    variant = _copier(root, good)
     g = "generator.safetensors"
     data = (good / g).read_bytes()
     (variant("m_trunc") / g).write_bytes(data[: len(data) // 2])
@@ -93,13 +107,9 @@ def _model_variants(root: Path, good: Path) -> None:
         shape=[2 * d for d in h[_first_tensor(h)]["shape"]]))
     _rewrite_header(variant("m_huge") / g, lambda h: h[_first_tensor(h)].update(
         shape=[2**20, 2**20], data_offsets=[0, 4 * 2**40]))
-    tensors = load_file(str(good / g))
-    k = sorted(tensors)[0]
-    tensors[k] = torch.zeros(3, 3)
-    save_file(tensors, str(variant("m_shape") / g))
-    tensors = load_file(str(good / g))
-    tensors[k] = torch.full_like(tensors[k], float("nan"))
-    save_file(tensors, str(variant("m_nan") / g))
+    k = sorted(load_file(str(good / g)))[0]
+    _edit_tensors(good / g, variant("m_shape") / g, lambda t: t.update({k: torch.zeros(3, 3)}))
+    _edit_tensors(good / g, variant("m_nan") / g, lambda t: t.update({k: torch.full_like(t[k], float("nan"))}))
     (variant("m_missing") / "discriminator.safetensors").unlink()
     cfg = json.loads((good / "config.json").read_text())
     (variant("m_notjson") / "config.json").write_text("{ this is not json")
@@ -115,22 +125,16 @@ def _model_variants(root: Path, good: Path) -> None:
 
 
 def _avatar_variants(root: Path, good: Path) -> None:
+    """Damaged copies of a tiny avatar directory, one damage each."""
     import torch
-    from safetensors.torch import load_file, save_file
 
-    def variant(name: str) -> Path:
-        path = root / name
-        shutil.copytree(good, path)
-        return path
-
+    variant = _copier(root, good)
     a = "avatar.safetensors"
     for name, edit in (("a_nan", lambda t: t.update(landmarks=torch.full_like(t["landmarks"], float("nan")))),
                        ("a_psi", lambda t: t.update(psi=torch.zeros(1, 7))),
                        ("a_nopsi", lambda t: t.pop("psi")),
                        ("a_lm_shape", lambda t: t.update(landmarks=torch.zeros(1, 5, 2)))):
-        tensors = load_file(str(good / a))
-        edit(tensors)
-        save_file(tensors, str(variant(name) / a))
+        _edit_tensors(good / a, variant(name) / a, edit)
     data = (good / a).read_bytes()
     (variant("a_trunc") / a).write_bytes(data[: len(data) - 100])
     (variant("a_pickle") / a).write_bytes(pickle.dumps(Payload(root / "PWNED_avatar"), protocol=2))
