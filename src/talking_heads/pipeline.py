@@ -516,15 +516,14 @@ class TalkingHeadPipeline:
         through the head mask (`paste_mask`), so only the person moves; without: a feathered square."""
         from tqdm import tqdm
 
-        out_path = Path(out_path)
-        if out_path.suffix.lower() != ".mp4":
-            raise PipelineError(f"{out_path}: the output must be an .mp4 file")
-        if out_path.is_dir():
-            raise PipelineError(f"{out_path} is a folder: give the path of the .mp4 file to write")
-        for given in (getattr(driver, "source", driver), avatar.source_path):  # a path, or a loaded driver's
-            if isinstance(given, (str, os.PathLike)) and Path(given).exists() and Path(given).resolve() == out_path.resolve():
-                raise PipelineError(f"{out_path} is also an input of this animation: writing it would destroy the "
-                                    "input; choose another output file")
+        from .paths import output_file
+
+        inputs = [g for g in (getattr(driver, "source", driver), avatar.source_path)  # a path, or a loaded driver's
+                  if isinstance(g, (str, os.PathLike))]
+        try:
+            out_path = output_file(out_path, "output", suffixes=(".mp4",), inputs=inputs)
+        except InputError as err:
+            raise PipelineError(str(err)) from None
         seq = self.load_driver(driver, smooth=smooth, duration=duration)
         if adapt:
             if avatar.face is None:
