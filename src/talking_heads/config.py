@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,7 +234,7 @@ def _check_value(name: str, value: Any, hint: Any) -> Any:
     """`value` as the type `hint` (int, float, bool, str, X | None, tuple[X, ...], tuple[X, Y]); ConfigError
     naming the field otherwise. Floats must be finite; ints are accepted for floats; JSON lists become tuples."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and type(None) in args:
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
         if value is None:
             return None
         (inner,) = [a for a in args if a is not type(None)]
