@@ -87,8 +87,10 @@ def test_overwrite_is_atomic_and_leaves_no_temporaries(saved):
 
 def test_clear_errors_for_what_is_not_a_model(tmp_path, saved):
     cfg, nets, path = saved
-    with pytest.raises(CheckpointError, match="not a directory"):
+    with pytest.raises(CheckpointError, match="no such folder"):
         checkpoint.load_model_dir(tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="not a directory"):
+        checkpoint.load_model_dir(path / "config.json")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         checkpoint.load_model_dir(tmp_path / "empty")

@@ -194,6 +194,9 @@ def corpus(shared_data, tiny_model_dir, tmp_path_factory):
     (c / "run_pickle" / "training_state.pt").write_bytes(pickle.dumps(Payload(c / "PWNED_state"), protocol=2))
     (c / "run_pickle" / "log.jsonl").write_text("")
     (c / "answers.json").write_text("{ not json")
+    assert main(["token", str(c / "token")]) == 0
+    shutil.copy(c / "token", c / "token_readable")
+    os.chmod(c / "token_readable", 0o644)
     return c
 
 
@@ -365,7 +368,7 @@ CASES: dict[str, tuple[list[str], int, str]] = {  # name -> (argv, exit code, wo
     "preprocess/missing manifest": (PRE + ["{c}/raw", "{w}/out", "--manifest", "{c}/gone.csv"], 2, "no such file"),
     # --- evaluate ---------------------------------------------------------------------------------
     "evaluate/missing model": (["evaluate", "--model", "{c}/gone", "--data", "{c}/data", "--out", "{w}/rep"], 2,
-                               "not a directory"),
+                               "no such folder (expected a talking-heads model directory"),
     "evaluate/corrupt model config": (["evaluate", "--model", "{c}/m_notjson", "--data", "{c}/data", "--out",
                                        "{w}/rep"], 2, "not valid JSON"),
     "evaluate/missing data": (["evaluate", "--model", M, "--data", "{c}/gone", "--out", "{w}/rep"], 2,
@@ -377,6 +380,66 @@ CASES: dict[str, tuple[list[str], int, str]] = {  # name -> (argv, exit code, wo
     "evaluate/--epochs 1e6": (EVAL + ["--out", "{w}/rep", "--epochs", "1000000"], 2, "--limit epochs="),
     "evaluate/--out a file": (EVAL + ["--out", "{c}/photo.png"], 2, "is a file"),
     "evaluate/unknown metric": (EVAL + ["--out", "{w}/rep", "--metrics", "vibes"], 2, "unknown metric"),
+    # --- demo, telepresence, web, export: checked before any minute of work -----------------------
+    "demo/--out is a file": (["demo", "--model", M, "--out", "{c}/photo.png"], 2, "is a file"),
+    "demo/--duration nan": (["demo", "--model", M, "--out", "{w}/d", "--duration", "nan"], 2, "finite"),
+    "demo/--driver-seconds negative": (["demo", "--model", M, "--out", "{w}/d", "--driver-seconds", "-1"], 2, "> 0"),
+    "demo/--epochs with --ff": (["demo", "--model", M, "--out", "{w}/d", "--ff", "--epochs", "3"], 2, "drop --ff"),
+    "demo/--epochs 1e6": (["demo", "--model", M, "--out", "{w}/d", "--epochs", "1000000"], 2, "--limit epochs="),
+    "demo/--data without the footage": (["demo", "--model", M, "--out", "{w}/d", "--data", "{c}"], 2,
+                                        "lacks photos/"),
+    "demo/--data missing": (["demo", "--model", M, "--out", "{w}/d", "--data", "{c}/gone"], 2, "no such folder"),
+    "telepresence-demo/text as video": (["telepresence-demo", "--model", M, "--video", "{c}/text.mp4", "--out",
+                                         "{w}/t"], 2, "not a readable video"),
+    "telepresence-demo/FIFO video": (["telepresence-demo", "--model", M, "--video", "{c}/fifo.mp4", "--out",
+                                      "{w}/t"], 2, "not a regular file"),
+    "telepresence-demo/--seconds nan": (["telepresence-demo", "--model", M, "--video", "{c}/driver.mp4",
+                                         "--seconds", "nan", "--out", "{w}/t"], 2, "finite"),
+    "telepresence-demo/--step 0": (["telepresence-demo", "--model", M, "--video", "{c}/driver.mp4", "--step", "0",
+                                    "--out", "{w}/t"], 2, "between 1/64 and 255/64"),
+    "telepresence-demo/missing avatar": (["telepresence-demo", "--model", M, "--video", "{c}/driver.mp4",
+                                          "--avatar", "{c}/gone", "--out", "{w}/t"], 2, "no such avatar"),
+    "telepresence-demo/--out a file": (["telepresence-demo", "--model", M, "--video", "{c}/driver.mp4", "--out",
+                                        "{c}/photo.png"], 2, "is a file"),
+    "send/FIFO token file": (["send", "--video", "{c}/driver.mp4", "--to", "127.0.0.1:9", "--token-file",
+                              "{c}/fifo.npy"], 2, "not a regular file"),
+    "send/token readable by others": (["send", "--video", "{c}/driver.mp4", "--to", "127.0.0.1:9", "--token-file",
+                                       "{c}/token_readable"], 2, "chmod 600"),
+    "send/not a token": (["send", "--video", "{c}/driver.mp4", "--to", "127.0.0.1:9", "--token-file",
+                          "{c}/photo.png"], 2, "bytes, more than"),
+    "send/--step nan": (["send", "--video", "{c}/driver.mp4", "--to", "127.0.0.1:9", "--token-file", "{c}/token",
+                         "--step", "nan"], 2, "between 1/64 and 255/64"),
+    "send/--seconds negative": (["send", "--video", "{c}/driver.mp4", "--to", "127.0.0.1:9", "--token-file",
+                                 "{c}/token", "--seconds", "-1"], 2, "> 0"),
+    "send/address without port": (["send", "--video", "{c}/driver.mp4", "--to", "localhost", "--token-file",
+                                   "{c}/token"], 2, "HOST:PORT"),
+    "send/text as video": (["send", "--video", "{c}/text.mp4", "--to", "127.0.0.1:9", "--token-file",
+                            "{c}/token"], 2, "not a readable video"),
+    "receive/missing avatar": (["receive", "--avatar", "{c}/gone", "--model", M, "--token-file", "{c}/token"], 2,
+                               "no such folder (expected an avatar directory"),
+    "receive/port out of range": (["receive", "--avatar", A, "--model", M, "--token-file", "{c}/token", "--listen",
+                                   "127.0.0.1:70000"], 2, "outside 0..65535"),
+    "receive/--out not mp4": (["receive", "--avatar", A, "--model", M, "--token-file", "{c}/token", "--out",
+                               "{w}/r.avi"], 2, ".mp4"),
+    "receive/TLS files not PEM": (["receive", "--avatar", A, "--model", M, "--token-file", "{c}/token",
+                                   "--tls-cert", "{c}/text.jpg", "--tls-key", "{c}/text.jpg"], 2, "TLS"),
+    "web/--port out of range": (["web", "--model", M, "--port", "70000", "--avatars-dir", "{w}/av"], 2, "0..65535"),
+    "web/--host of another machine": (["web", "--model", M, "--host", "192.0.2.1", "--port", "0", "--avatars-dir",
+                                       "{w}/av"], 2, "not an address of this machine"),
+    "web/--max-jobs 0": (["web", "--model", M, "--max-jobs", "0", "--avatars-dir", "{w}/av"], 2, "at least 1"),
+    "web/--share-dir missing": (["web", "--model", M, "--share-dir", "{c}/gone", "--avatars-dir", "{w}/av"], 2,
+                                "no such folder"),
+    "export/missing avatar": (["export", "{c}/gone", "--model", M, "-o", "{w}/a.onnx"], 2,
+                              "expected an avatar directory"),
+    "export/a model as avatar": (["export", M, "--model", M, "-o", "{w}/a.onnx"], 2, "not an avatar"),
+    "export/-o a folder": (["export", A, "--model", M, "-o", "{w}"], 2, "is a folder"),
+    "export/-o empty": (["export", A, "--model", M, "-o", ""], 2, "empty path"),
+    "export/-o not onnx": (["export", A, "--model", M, "-o", "{w}/a.txt"], 2, "must be an .onnx"),
+    "receive/FIFO as --onnx": (["receive", "--avatar", A, "--model", M, "--token-file", "{c}/token", "--onnx",
+                                "{c}/fifo.npy"], 2, "not a regular file"),
+    "receive/text as --onnx": (["receive", "--avatar", A, "--model", M, "--token-file", "{c}/token", "--onnx",
+                                "{c}/text.npy"], 2, "not a readable ONNX model"),
+    "token/existing file": (["token", "{c}/token"], 2, "not overwriting"),
     # --- identity, userstudy, global options ------------------------------------------------------
     "identity/one file": (["identity", "compare", "{c}/photo.png"], 2, "at least two"),
     "identity/--threshold nan": (["identity", "compare", "{c}/photo.png", "{c}/photo.png", "--threshold", "nan"], 2,
@@ -422,7 +485,8 @@ def test_hostile_input(case, corpus, tiny_model_dir, tmp_path, capsys, monkeypat
 def test_case_count():
     assert len(CASES) >= 60
     commands = {name.split("/")[0] for name in CASES}
-    assert {"create", "model", "animate", "avatar", "verify", "train", "preprocess", "evaluate", "identity"} <= commands
+    assert {"create", "model", "animate", "avatar", "verify", "train", "preprocess", "evaluate", "identity", "demo",
+            "telepresence-demo", "send", "receive", "web", "export", "token"} <= commands
 
 
 def test_read_only_output_folder_is_one_line(corpus, tiny_model_dir, tmp_path, capsys, monkeypatch):

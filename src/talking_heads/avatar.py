@@ -116,7 +116,7 @@ class Avatar:
     @classmethod
     def load(cls, path: str | os.PathLike, pipe: "TalkingHeadPipeline") -> "Avatar":
         """Load an avatar directory for `pipe`; CheckpointError when it is not one or does not fit the model."""
-        cfg, meta = read_config(path)
+        cfg, meta = read_config(path, expected="avatar")
         if meta.get("stage") != "avatar":
             raise CheckpointError(f"{path}: holds a {meta.get('stage')!r} directory, not an avatar "
                                   "(make one with `talking-heads avatar create`)")

@@ -140,26 +140,36 @@ MAX_VIDEOS = 10_000_000  # rows of W a model may claim (VoxCeleb2 has ~150,000 v
 
 def _regular_file(file: Path, what: str) -> None:
     """CheckpointError unless `file` is a regular file (a FIFO or device would block or never end)."""
-    import stat
+    from .paths import input_file
 
+    if not file.exists():
+        raise CheckpointError(f"{file.parent}: missing {file.name}")
     try:
-        mode = file.stat().st_mode
-    except FileNotFoundError:
-        raise CheckpointError(f"{file.parent}: missing {file.name}") from None
-    if not stat.S_ISREG(mode):
-        raise CheckpointError(f"{file}: not a regular file (a FIFO, device or folder); expected {what}")
+        input_file(file, what)
+    except InputError as err:
+        raise CheckpointError(str(err)) from None
 
 
-def read_config(path: str | os.PathLike) -> tuple[Config, dict[str, Any]]:
-    """(Config, meta) of a model directory, with a readable error for anything else. Every field is checked
-    against the config dataclasses (type, name) and the meta block's numbers against sane ranges."""
+DIRECTORY_KINDS = {  # what read_config's caller expects: (its name, how to make one)
+    "model": ("a talking-heads model directory", "train one with `talking-heads train` or omit --model"),
+    "avatar": ("an avatar directory", "make one with `talking-heads avatar create`"),
+}
+
+
+def read_config(path: str | os.PathLike, expected: str = "model") -> tuple[Config, dict[str, Any]]:
+    """(Config, meta) of a model (or avatar) directory, with a readable error for anything else. Every field
+    is checked against the config dataclasses (type, name) and the meta block's numbers against sane ranges.
+    `expected` ("model" or "avatar") only words the errors for a path that is not such a directory at all."""
     path = Path(path)
+    name, how = DIRECTORY_KINDS[expected]
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such folder (expected {name}; {how})")
     if not path.is_dir():
-        raise CheckpointError(f"{path}: not a directory (expected a model directory holding config.json)")
+        raise CheckpointError(f"{path}: not a directory (expected {name} holding {CONFIG_FILE}; {how})")
     cfg_file = path / CONFIG_FILE
     if not cfg_file.exists():
-        raise CheckpointError(f"{path}: not a talking-heads model directory (no {CONFIG_FILE})")
-    _regular_file(cfg_file, "a config.json")
+        raise CheckpointError(f"{path}: not {name} (no {CONFIG_FILE}; {how})")
+    _regular_file(cfg_file, "config.json")
     if cfg_file.stat().st_size > CONFIG_MAX_BYTES:
         raise CheckpointError(f"{cfg_file}: {cfg_file.stat().st_size} bytes is far too big for a model config")
     try:
@@ -198,7 +208,7 @@ def read_safetensors_header(file: str | os.PathLike) -> dict[str, tuple[str, tup
     import struct
 
     file = Path(file)
-    _regular_file(file, "a .safetensors file")
+    _regular_file(file, "weights file")
     size = file.stat().st_size
 
     def bad(why: str) -> CheckpointError:
@@ -287,9 +297,7 @@ def _check_finite(file: Path, tensors: Mapping[str, torch.Tensor]) -> None:
 def load_module(path: str | os.PathLike, name: str, module: nn.Module) -> nn.Module:
     """Load `<path>/<name>.safetensors` into `module` (strict): the header is checked against the module's
     state_dict before reading, the values must be finite."""
-    file = Path(path) / f"{name}.safetensors"
-    if not file.exists():
-        raise CheckpointError(f"{Path(path)}: missing {file.name}")
+    file = Path(path) / f"{name}.safetensors"  # a missing file is named by read_safetensors_header
     target = _unwrap(module)
     _check_against(file, read_safetensors_header(file), target)
     try:
@@ -307,8 +315,6 @@ def load_module(path: str | os.PathLike, name: str, module: nn.Module) -> nn.Mod
 def load_tensors(path: str | os.PathLike, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """The dict of tensors stored as `<path>/<name>.safetensors` (header checked first, values finite)."""
     file = Path(path) / f"{name}.safetensors"
-    if not file.exists():
-        raise CheckpointError(f"{Path(path)}: missing {file.name}")
     read_safetensors_header(file)
     try:
         tensors = load_file(str(file), device=str(device))
@@ -338,8 +344,6 @@ def load_model_dir(path: str | os.PathLike, device: str | torch.device = "cpu"):
                               f"{err}") from None
     for name in NETWORK_NAMES:
         file = Path(path) / f"{name}.safetensors"
-        if not file.exists():
-            raise CheckpointError(f"{Path(path)}: missing {file.name}")
         _check_against(file, read_safetensors_header(file), getattr(shapes, name))
     networks = build_networks(cfg, int(meta["num_videos"]))
     for name in NETWORK_NAMES:

@@ -41,6 +41,11 @@ def default_data_dir() -> Path | None:
     return path if (path / "manifest.csv").is_file() else None
 
 
+def missing_footage(data: Path) -> str | None:
+    """The first of the demo's files (painting, driver) that `data` lacks, as a relative path; None if both."""
+    return next((name for name in (PAINTING, DRIVER) if not (data / name).is_file()), None)
+
+
 def portrait():
     """The astronaut photo shipped inside scikit-image's wheel (uint8 RGB, 512 x 512)."""
     from skimage import data
@@ -72,7 +77,7 @@ def run_demo(out_dir: str | os.PathLike, *, pipe=None, model_dir: str | os.PathL
     result.seconds["portrait"] = time.perf_counter() - t0
 
     data = Path(data_dir) if data_dir is not None else default_data_dir()
-    if data is None or not (data / PAINTING).is_file() or not (data / DRIVER).is_file():
+    if data is None or missing_footage(data):
         result.skipped.append("puppeteering a painting: the real footage folder (../shared/data or "
                               "$TALKING_HEADS_DATA) is not here")
         return result

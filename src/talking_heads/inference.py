@@ -193,11 +193,14 @@ def onnx_metadata(data: bytes, name: str = "the ONNX model") -> dict[str, str]:
     return meta
 
 
+ONNX_MAX_BYTES = 2**31  # protobuf's limit for one serialised model (the paper preset's export is 120 MiB)
+
+
 def read_onnx(path: str | os.PathLike) -> tuple[bytes, dict[str, str]]:
     """(bytes, metadata) of an exported avatar file; OnnxModelError when it is missing, unreadable or foreign."""
-    path = Path(path)
-    if path.is_dir():
-        raise OnnxModelError(f"{path} is a folder, not an .onnx file")
+    from .paths import input_file
+
+    path = input_file(path, "ONNX file", max_bytes=ONNX_MAX_BYTES)  # a FIFO would block, a folder is not one
     try:
         data = path.read_bytes()
     except OSError as err:

@@ -174,6 +174,15 @@ def check_few_shot(args: argparse.Namespace) -> None:
         limits.check("epochs", args.epochs, "--epochs")
 
 
+def check_seconds(value: float | None, flag: str) -> None:
+    """A length in seconds given on the command line: finite, > 0 and under the `duration` limit."""
+    from .. import limits
+
+    limits.finite_positive(value, flag)
+    if value is not None:
+        limits.check("duration", value, flag)
+
+
 def check_sources(sources: list[str]) -> None:
     """Each source exists and is a regular file or a folder (a FIFO would block the reader for ever)."""
     from pathlib import Path
@@ -224,8 +233,7 @@ def run_animate(args: argparse.Namespace) -> int:
     if args.duration is not None:
         if args.driver:
             raise UserError("--duration applies to built-in motions (--motion), not to --driver")
-        limits.finite_positive(args.duration, "--duration")
-        limits.check("duration", args.duration, "--duration")
+        check_seconds(args.duration, "--duration")
     if args.reference_frame is not None and args.reference_frame < 0:
         raise UserError(f"--reference-frame {args.reference_frame}: give a frame number >= 0")
     pipe = pipeline_from_args(args)

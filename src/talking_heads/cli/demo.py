@@ -31,14 +31,28 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..demo import run_demo
-    from .avatar import guard_input, pipeline_from_args
+    from .. import limits
+    from ..demo import missing_footage, run_demo
+    from ..paths import output_dir
+    from .avatar import check_seconds, guard_input, pipeline_from_args
     from . import UserError
 
-    if args.epochs is not None and args.ff:
-        raise UserError("--epochs applies to fine-tuning; drop --ff")
-    if args.data is not None and not Path(args.data).is_dir():
-        raise UserError(f"--data {args.data}: no such folder")
+    # every option is checked before the first minute of work (fine-tuning comes first)
+    if args.epochs is not None:
+        if args.ff:
+            raise UserError("--epochs applies to fine-tuning; drop --ff")
+        if args.epochs < 0:
+            raise UserError(f"--epochs {args.epochs}: give 0 or more epochs")
+        limits.check("epochs", args.epochs, "--epochs")
+    check_seconds(args.duration, "--duration")
+    check_seconds(args.driver_seconds, "--driver-seconds")
+    if args.data is not None:
+        if not Path(args.data).is_dir():
+            raise UserError(f"--data {args.data}: no such folder")
+        if missing := missing_footage(Path(args.data)):
+            raise UserError(f"--data {args.data}: lacks {missing}, which the demo puppeteers (give the real "
+                            "footage folder, ../shared/data, or omit --data)")
+    output_dir(args.out, "--out", inputs=[args.data])
     pipe = pipeline_from_args(args)
     result = guard_input(lambda: run_demo(args.out, pipe=pipe, data_dir=args.data, finetune=not args.ff,
                                      epochs=args.epochs, duration=args.duration, driver_seconds=args.driver_seconds,

@@ -26,12 +26,12 @@ def run_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..inference import export_avatar
+    from ..paths import output_file
     from ..pipeline import Avatar
     from . import UserError
     from .avatar import guard_input, pipeline_from_args
 
-    if Path(args.out).suffix.lower() != ".onnx":
-        raise UserError(f"-o {args.out}: the output must be an .onnx file")
+    output_file(args.out, "-o", suffixes=[".onnx"], inputs=[args.avatar])
     try:
         import onnx  # noqa: F401
     except ModuleNotFoundError:

@@ -97,6 +97,14 @@ def _guard(fn):
         raise UserError(str(err)) from None
 
 
+def _check_step(step: float) -> None:
+    """--step: the codec's quantisation step, a whole number of 1/64 px between 1 and 255 of them."""
+    from . import UserError
+
+    if not 1 <= step * 64 <= 255:  # False for NaN too
+        raise UserError(f"--step {step}: must be between 1/64 and 255/64 px")
+
+
 def run_token(args: argparse.Namespace) -> int:
     from ..telepresence.transport import write_token_file
 
@@ -112,12 +120,13 @@ def run_send(args: argparse.Namespace) -> int:
     from ..telepresence.sender import CameraSource, FileSource, send
     from ..telepresence.settings import TelepresenceConfig
     from ..telepresence.transport import client_ssl, parse_address, read_token_file
+    from .avatar import check_seconds
     from . import UserError
 
-    if args.step <= 0 or args.step * 64 < 1 or args.step * 64 > 255:
-        raise UserError(f"--step {args.step}: must be between 1/64 and 255/64 px")
+    _check_step(args.step)
     if not 1 <= args.key_interval <= 255:
         raise UserError(f"--key-interval {args.key_interval}: must be between 1 and 255 frames")
+    check_seconds(args.seconds, "--seconds")
     host, port = _guard(lambda: parse_address(args.to))
     token = _guard(lambda: read_token_file(args.token_file))
     tls = _guard(lambda: client_ssl(args.tls_ca)) if (args.tls_ca or args.tls) else None
@@ -201,13 +210,23 @@ def run_demo(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
+    from .. import limits
+    from ..data.video import probe
     from ..demo import default_data_dir, portrait
+    from ..paths import input_file, output_dir
     from ..pipeline import Avatar
     from ..telepresence.demo import DEMO_VIDEO, run_telepresence_demo
     from ..telepresence.settings import TelepresenceConfig
-    from .avatar import pipeline_from_args
+    from .avatar import check_seconds, guard_input, pipeline_from_args
     from . import UserError
 
+    # every option and the driving video are checked before a minute of fine-tuning
+    _check_step(args.step)
+    check_seconds(args.seconds, "--seconds")
+    if args.epochs is not None:
+        if args.epochs < 0:
+            raise UserError(f"--epochs {args.epochs}: give 0 or more epochs")
+        limits.check("epochs", args.epochs, "--epochs")
     video = args.video
     if video is None:
         data = default_data_dir()
@@ -215,8 +234,13 @@ def run_demo(args: argparse.Namespace) -> int:
             raise UserError("no driving video: pass --video FILE (the test-split clips of ../shared/data or "
                             "$TALKING_HEADS_DATA are not here)")
         video = data / DEMO_VIDEO
-    if not Path(video).exists():
-        raise UserError(f"--video {video}: no such file")
+    if not Path(video).is_dir():
+        guard_input(lambda: input_file(video, "--video"))
+    guard_input(lambda: probe(video))
+    if args.avatar is not None and not Path(args.avatar).is_dir():
+        raise UserError(f"--avatar {args.avatar}: no such avatar directory (make one with `talking-heads avatar "
+                        "create`)")
+    guard_input(lambda: output_dir(args.out, "--out", inputs=[video, args.avatar]))
     pipe = pipeline_from_args(args)
     default_avatar = Path("outputs/demo/avatar_astronaut")
     if args.avatar is not None:

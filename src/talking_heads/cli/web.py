@@ -40,6 +40,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check_can_listen(host: str, port: int) -> None:
+    """UserError unless this machine can listen on host:port now: a name that does not resolve, an address
+    of another machine or a port in use is refused before anything is loaded or written."""
+    import errno
+    import socket
+
+    from . import UserError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as err:
+        raise UserError(f"--host {host}: not a known name or address ({getattr(err, 'strerror', None) or err})"
+                        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise UserError(f"port {port} is already in use on {host}: choose another with --port") from None
+            if err.errno == errno.EADDRNOTAVAIL:
+                raise UserError(f"--host {host}: not an address of this machine (use 127.0.0.1, or 0.0.0.0 for "
+                                "every interface)") from None
+            raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from . import UserError
     from .avatar import pipeline_from_args
@@ -63,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         if err.name not in ("gradio", "gradio_client"):
             raise
         raise UserError("the web app needs gradio: run `make setup`, or pip install 'talking-heads[web]'") from None
+    _check_can_listen(settings.host, settings.port)
     pipe = pipeline_from_args(args)
 
     try:

@@ -41,9 +41,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from .settings import TelepresenceConfig
 from ..errors import InputError
+from ..paths import input_file
 
 log = logging.getLogger(__name__)
 
+TOKEN_FILE_MAX_BYTES = 4096  # a token file is one line (write_token_file writes 43 characters)
 SEND_PATH = "/send"
 VIEW_PATH = "/view"
 CLOSE_POLICY = 1008  # WebSocket close code: policy violation (rate limit, bad packets, idle)
@@ -81,11 +83,12 @@ def write_token_file(path: str | os.PathLike, *, force: bool = False) -> Path:
 
 def read_token_file(path: str | os.PathLike) -> str:
     path = Path(path)
+    if not path.exists():
+        raise TransportError(f"{path}: no such token file (make one with `talking-heads token {path}`)")
+    input_file(path, "token file", max_bytes=TOKEN_FILE_MAX_BYTES)  # a FIFO would block, a huge file fill memory
     try:
         info = path.stat()
         text = path.read_text().strip()
-    except FileNotFoundError:
-        raise TransportError(f"{path}: no such token file (make one with `talking-heads token {path}`)") from None
     except (OSError, UnicodeDecodeError) as err:
         raise TransportError(f"{path}: cannot read the token file ({err})") from None
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
