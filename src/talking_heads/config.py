@@ -121,6 +121,8 @@ class DataConfig:
     max_frames: int = 0  # keep at most this many frames per clip, evenly spaced (0 = all)
     jpeg_quality: int = 95  # quality of stored crops
     line_thickness: float = 2.0  # landmark line thickness at 256 px; scaled linearly with resolution
+    follow_threshold: float = 0.6  # driver crop: a face moving further (face sizes, data.crop.face_motion) is followed by a smoothed box per frame, else one stable box (talking heads: 0.01-0.5; not in the paper)
+    follow_smoothing: float = 0.3  # seconds: zero-phase moving average of a followed driver box's centre and size (data.crop.smooth_track)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")  # inference.precision values (talking_heads.inference)

@@ -5,6 +5,9 @@ any frame size, rows of NaN where there is no face) or the name of a built-in mo
 (`landmarks/motions.py`). `load_driver` turns any of them into a `DriverSequence`: landmarks (F,68,2) in a
 `size` px crop of the driver cut by the same VoxCeleb-style rule as the avatar's photo (one stable box for
 the whole clip, `data/crop.py`), the frame rate, the audio source and the number of frames without a face.
+A driver whose face moves across the frame (a dancing, full-body clip: `crop.face_motion` above
+DataConfig.follow_threshold face sizes) is cut by a box per frame that follows the face instead
+(`crop.follow_crop`, smoothed over DataConfig.follow_smoothing seconds), so the face stays in the avatar's frame.
 
 Frames where the face is lost hold the last good landmarks (frames before the first face take the first
 good ones) and are counted in `lost_frames`; a driver with no face at all is an error. Optional smoothing
@@ -15,6 +18,7 @@ pipeline's next step (`landmarks/adaptation.py`); `driver_points` keeps the driv
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from dataclasses import dataclass, field
@@ -24,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from .config import DataConfig, InferenceConfig
-from .data.crop import CropTransform, clip_crop
+from .data.crop import CropTrack, CropTransform, clip_crop, face_motion, follow_crop, hold_index, smoothing_window
 from .data.video import FRAMES_FPS, VideoError, is_frames_folder, probe, read_frames
 from .landmarks.motions import MOTIONS, motion_landmarks
 from .landmarks.raster import rasterize
@@ -52,9 +56,10 @@ class DriverSequence:
     audio: Path | None = None  # media file whose audio is carried over
     lost_frames: int = 0  # frames where no face was found (they hold the last good landmarks)
     held_frames: int = 0  # frames with a face not to trust (profile, occluded: low confidence or shape), held too
-    transform: CropTransform | None = None  # driver frame -> crop (video and frames): side-by-side panels
+    transform: CropTransform | CropTrack | None = None  # driver frame -> crop (video, frames); a CropTrack if followed
     adapted: bool = False  # points were adapted to an avatar
     warnings: list[str] = field(default_factory=list)
+    followed: bool = False  # the crop follows a face that moves across the frame (a box per frame; module docstring)
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -62,7 +67,8 @@ class DriverSequence:
     def head(self, frames: int) -> "DriverSequence":
         """The first `frames` frames (at least 1); audio is cut with the video when written."""
         n = max(1, int(frames))
-        return dataclasses.replace(self, points=self.points[:n], driver_points=self.driver_points[:n],
+        tf = self.transform[:n] if isinstance(self.transform, CropTrack) else self.transform
+        return dataclasses.replace(self, points=self.points[:n], driver_points=self.driver_points[:n], transform=tf,
                                    lost_frames=min(self.lost_frames, n))  # an upper bound once cut
 
     def panels(self, size: int) -> Iterator[np.ndarray]:
@@ -70,12 +76,9 @@ class DriverSequence:
         footage, its landmark image for landmark sequences and motions."""
         if self.transform is not None:
             tf = self.transform.resized(size)
-            count = 0
-            for _, frame in read_frames(self.source):
-                if count >= len(self):
-                    return
-                yield tf.crop(frame)
-                count += 1
+            boxes = itertools.islice(tf if isinstance(tf, CropTrack) else itertools.repeat(tf), len(self))
+            for box, (_, frame) in zip(boxes, read_frames(self.source)):
+                yield box.crop(frame)
             return
         for p in self.driver_points:
             yield rasterize(p * (size / self.size), size)
@@ -123,7 +126,16 @@ def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, i
         points = _smooth(points, fps)
     if frame_size is None:
         frame_size = tuple(int(np.ceil(v)) + 1 for v in raw[found].max(axis=(0, 1)))
-    tf = clip_crop(points[found], frame_size, size, data_cfg.crop_scale, data_cfg.crop_shift).transform
+    window = smoothing_window(data_cfg.follow_smoothing, fps)
+    motion = face_motion(points, window, found)
+    followed = motion > data_cfg.follow_threshold
+    if followed:
+        tf = follow_crop(points, frame_size, size, window, data_cfg.crop_scale, data_cfg.crop_shift, found=found)
+        log.info("%s: the face moves %.2f face sizes across the frame (more than follow_threshold %.2f): the crop "
+                 "follows it (a box per frame, smoothed over %d frames)", path.name, motion,
+                 data_cfg.follow_threshold, window)
+    else:
+        tf = clip_crop(points[found], frame_size, size, data_cfg.crop_scale, data_cfg.crop_shift).transform
     crop_points = tf.to_crop(points)
     lost = int((~face).sum())
     if lost:
@@ -135,7 +147,8 @@ def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, i
     for msg in warnings:
         log.debug("%s: %s", path.name, msg)  # returned in .warnings: the caller reports them once
     return DriverSequence(crop_points, crop_points.copy(), size, fps, kind, str(path), audio, lost,
-                          held_frames=held, transform=tf if kind != "landmarks" else None, warnings=warnings)
+                          held_frames=held, transform=tf if kind != "landmarks" else None, warnings=warnings,
+                          followed=followed)
 
 
 MAX_COORDINATE = 100_000.0  # px: landmarks beyond this are not of any real frame
@@ -156,10 +169,7 @@ def usable_frames(points: np.ndarray) -> np.ndarray:
 def hold_last_good(points: np.ndarray, found: np.ndarray) -> np.ndarray:
     """(F,68,2) with every frame where `found` is False replaced by the last found frame before it (the
     first found frame for those before it)."""
-    idx = np.where(found, np.arange(len(found)), -1)
-    idx = np.maximum.accumulate(idx)
-    idx[idx < 0] = int(np.argmax(found))
-    return np.asarray(points, np.float32)[idx]
+    return np.asarray(points, np.float32)[hold_index(found)]
 
 
 def _smooth(points: np.ndarray, fps: float) -> np.ndarray:

@@ -10,6 +10,12 @@ shifted (never by more than needed) and, if the head moves a lot, grown up to `m
 frame's landmarks lie inside it with a small margin. Frames whose landmarks still fall outside are reported
 by `clip_crop` and dropped by preprocessing.
 
+A driver whose face moves across the frame (a dancing, full-body clip) would slide out of one box, so it may
+follow the face instead (`follow_crop`, chosen by `driver.load_driver` when `face_motion` exceeds
+DataConfig.follow_threshold): the same rule per frame on the landmark-box centre and face size smoothed over
+DataConfig.follow_smoothing seconds (`smooth_track`: zero-phase moving average, frames without a face hold
+the last one), giving a `CropTrack` of one `CropTransform` per frame.
+
 Parts of the box outside the frame are padded by edge replication (`pad="replicate"`, default: no hard
 black edge for the generator to learn; VoxCeleb2's own crops contain no black bars) or with black
 (`pad="black"`). Paste-back only writes inside the original frame, so padding never reaches an output.
@@ -167,6 +173,25 @@ class ClipCrop:
     grown: float  # side / (crop_scale * median face size), >= 1
 
 
+def _fit(pts: np.ndarray, want: np.ndarray, base: float, max_grow: float, margin: float
+         ) -> tuple[float, np.ndarray, bool]:
+    """Smallest allowed side (base .. base * max_grow) and least-moved centre (from `want`) holding the
+    landmarks `pts` (...,2) with `margin` x side to spare; feasible: whether they fit at all."""
+    lo, hi = pts.reshape(-1, 2).min(axis=0), pts.reshape(-1, 2).max(axis=0)
+    side = float(np.clip(float((hi - lo).max()) / (1.0 - 2.0 * margin), base, base * max_grow))
+    m = margin * side
+    c_min, c_max = hi + m - side / 2.0, lo - m + side / 2.0
+    feasible = bool((c_min <= c_max).all())
+    return side, np.where(c_min <= c_max, np.clip(want, c_min, c_max), want), feasible
+
+
+def _box(side: float, centre: np.ndarray, size: int, frame_size: tuple[int, int]) -> CropTransform:
+    """The integer box of side `side` around `centre` (frame px)."""
+    side_i = max(2, int(round(side)))
+    x0, y0 = int(round(centre[0] - side_i / 2.0)), int(round(centre[1] - side_i / 2.0))
+    return CropTransform(x0, y0, side_i, int(size), int(frame_size[0]), int(frame_size[1]))
+
+
 def clip_crop(points: np.ndarray, frame_size: tuple[int, int], size: int,
               crop_scale: float = DataConfig.crop_scale, crop_shift: float = DataConfig.crop_shift,
               max_grow: float = 1.3, margin: float = 0.02) -> ClipCrop:
@@ -182,24 +207,158 @@ def clip_crop(points: np.ndarray, frame_size: tuple[int, int], size: int,
         raise ValueError(f"degenerate landmarks (face size {s:.1f} px)")
     base = crop_scale * s
     want = np.median(centres, axis=0) + np.array([0.0, crop_shift * s])
-
-    def fit(sel: np.ndarray) -> tuple[float, np.ndarray, bool]:
-        """Smallest allowed side and least-moved centre holding the landmarks of frames `sel`."""
-        lo, hi = pts[sel].reshape(-1, 2).min(axis=0), pts[sel].reshape(-1, 2).max(axis=0)
-        side = float(np.clip(float((hi - lo).max()) / (1.0 - 2.0 * margin), base, base * max_grow))
-        m = margin * side
-        c_min, c_max = hi + m - side / 2.0, lo - m + side / 2.0
-        feasible = bool((c_min <= c_max).all())
-        return side, np.where(c_min <= c_max, np.clip(want, c_min, c_max), want), feasible
-
-    side, centre, feasible = fit(np.ones(len(pts), bool))
+    side, centre, feasible = _fit(pts, want, base, max_grow, margin)
     if not feasible:  # the head moves further than the largest box: keep the frames near the typical place
         half = base * max_grow / 2.0 * (1.0 - 2.0 * margin)
         near = (np.abs(pts - want) <= half).all(axis=(1, 2))
         if near.any():
-            side, centre, _ = fit(near)
-    side_i = max(2, int(round(side)))
-    x0, y0 = int(round(centre[0] - side_i / 2.0)), int(round(centre[1] - side_i / 2.0))
-    tf = CropTransform(x0, y0, side_i, int(size), int(frame_size[0]), int(frame_size[1]))
+            side, centre, _ = _fit(pts[near], want, base, max_grow, margin)
+    tf = _box(side, centre, size, frame_size)
+    x0, y0, side_i = tf.x0, tf.y0, tf.side
     inside = ((pts >= [x0, y0]) & (pts <= [x0 + side_i - 1, y0 + side_i - 1])).all(axis=(1, 2))
     return ClipCrop(tf, inside, side_i / base)
+
+
+# --- following a moving face ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CropTrack:
+    """One `CropTransform` per frame (`follow_crop`): maps (F,...,2) points frame by frame; `track[i]` is
+    frame i's transform (its `crop(frame)` cuts that frame), `track[a:b]` a shorter track."""
+
+    boxes: tuple[CropTransform, ...]
+
+    def __post_init__(self):
+        if not self.boxes:
+            raise ValueError("a CropTrack needs at least one box")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def __iter__(self):
+        return iter(self.boxes)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return CropTrack(self.boxes[index])
+        return self.boxes[index]
+
+    @property
+    def size(self) -> int:
+        return self.boxes[0].size
+
+    @property
+    def frame_width(self) -> int:
+        return self.boxes[0].frame_width
+
+    @property
+    def frame_height(self) -> int:
+        return self.boxes[0].frame_height
+
+    def resized(self, size: int) -> "CropTrack":
+        """The same boxes rendered at another resolution."""
+        return CropTrack(tuple(b.resized(size) for b in self.boxes))
+
+    def _per_frame(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        p = np.asarray(points, dtype=np.float64)
+        if p.ndim < 2 or p.shape[0] != len(self) or p.shape[-1] != 2:
+            raise ValueError(f"a CropTrack of {len(self)} frames maps (F={len(self)},...,2) points, got {p.shape}")
+        lead = (len(self),) + (1,) * (p.ndim - 2)
+        origin = np.array([[b.x0, b.y0] for b in self.boxes], dtype=np.float64).reshape(lead + (2,))
+        scale = np.array([b.scale for b in self.boxes], dtype=np.float64).reshape(lead + (1,))
+        return p, origin, scale
+
+    def to_crop(self, points: np.ndarray) -> np.ndarray:
+        """Frame px -> crop px, (F,...,2): frame i's points through box i (as `self[i].to_crop`)."""
+        p, origin, scale = self._per_frame(points)
+        return ((p - origin + 0.5) * scale - 0.5).astype(np.float32)
+
+    def to_frame(self, points: np.ndarray) -> np.ndarray:
+        """Crop px -> frame px, (F,...,2): frame i's points through box i (as `self[i].to_frame`)."""
+        p, origin, scale = self._per_frame(points)
+        return ((p + 0.5) / scale - 0.5 + origin).astype(np.float32)
+
+
+def smoothing_window(seconds: float, fps: float) -> int:
+    """Frames (odd, >= 1) of a moving average `seconds` long at `fps`."""
+    n = float(seconds) * float(fps)
+    n = int(round(n)) if np.isfinite(n) and n > 1 else 1
+    return n if n % 2 else n + 1
+
+
+def hold_index(found: np.ndarray) -> np.ndarray:
+    """(F,) int: for each frame the last frame at or before it where `found` is True (the first found frame
+    for those before it; frame 0 when none is found)."""
+    found = np.asarray(found, bool)
+    idx = np.maximum.accumulate(np.where(found, np.arange(len(found)), -1))
+    idx[idx < 0] = int(np.argmax(found))
+    return idx
+
+
+def smooth_track(values: np.ndarray, window: int, found: np.ndarray | None = None) -> np.ndarray:
+    """(F,...) float64: a zero-phase moving average of `window` frames (made odd; shortened to fit the clip)
+    over the first axis. Frames where `found` is False first hold the last found value (frames before the
+    first found one take it). The ends are padded by point reflection (2 x[0] - x[k]), so a steady motion is
+    followed without lag up to the last frame."""
+    v = np.asarray(values, dtype=np.float64)
+    if len(v) == 0:
+        return v.copy()
+    if found is not None:
+        if not np.any(found):
+            raise ValueError("smooth_track needs at least one found frame")
+        v = v[hold_index(found)]
+    half = min(max(0, int(window) // 2), len(v) - 1)
+    if half == 0:
+        return v.copy()
+    head = 2.0 * v[:1] - v[half:0:-1]
+    tail = 2.0 * v[-1:] - v[-2:-half - 2:-1]
+    padded = np.concatenate([head, v, tail])
+    csum = np.concatenate([np.zeros((1,) + v.shape[1:]), np.cumsum(padded, axis=0)])
+    return (csum[2 * half + 1:] - csum[:-2 * half - 1]) / (2 * half + 1)
+
+
+def _face_track(points: np.ndarray, found: np.ndarray | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(points float64, found, per-frame centres, face sizes, median face size) of landmarks (F,68,2) whose
+    frames `found` (default: the finite ones) show a face; the others' centres and sizes are 0."""
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 3 or pts.shape[-1] != 2:
+        raise ValueError(f"expected landmarks (F,68,2), got {pts.shape}")
+    found = np.isfinite(pts).all(axis=(1, 2)) if found is None else np.asarray(found, bool)
+    if not found.any():
+        raise ValueError("no frame with a face")
+    centres, sizes = face_extent(np.where(found[:, None, None], pts, 0.0))
+    s = float(np.median(sizes[found]))
+    if s <= 1:
+        raise ValueError(f"degenerate landmarks (face size {s:.1f} px)")
+    return pts, found, centres, sizes, s
+
+
+def face_motion(points: np.ndarray, window: int = 1, found: np.ndarray | None = None) -> float:
+    """How far the face moves over a clip: the largest distance of its landmark-box centre (smoothed over
+    `window` frames by `smooth_track`, so one-frame glitches do not count) from the median centre, in median
+    face sizes. points (F,68,2); frames where `found` is False (default: the non-finite ones) hold the last
+    found centre. Talking heads: 0.01-0.2, up to 0.5 with strong head tilts; a face crossing the frame moves
+    several face sizes."""
+    _, found, centres, _, s = _face_track(points, found)
+    path = smooth_track(centres, window, found)
+    return float(np.linalg.norm(path - np.median(path[found], axis=0), axis=1).max() / s)
+
+
+def follow_crop(points: np.ndarray, frame_size: tuple[int, int], size: int, window: int,
+                crop_scale: float = DataConfig.crop_scale, crop_shift: float = DataConfig.crop_shift,
+                found: np.ndarray | None = None, max_grow: float = 1.3, margin: float = 0.02) -> CropTrack:
+    """A box per frame that follows the face: `clip_crop`'s rule on each frame's landmark-box centre and face
+    size, smoothed over `window` frames (`smooth_track`), then shifted / grown (as `clip_crop`) so that
+    the frame's landmarks lie inside. points (F,68,2) frame px; frames where `found` is False (default: the
+    non-finite ones) hold the box of the last found frame (the first one for those before it): with the
+    held landmarks of `driver.hold_last_good` their crop points are those of that frame."""
+    pts, found, centres, sizes, _ = _face_track(points, found)
+    centres, sizes = smooth_track(centres, window, found), smooth_track(sizes, window, found)
+    boxes = {}
+    for t in np.flatnonzero(found):
+        base = crop_scale * sizes[t]
+        want = centres[t] + np.array([0.0, crop_shift * sizes[t]])
+        side, centre, _ = _fit(pts[t], want, base, max_grow, margin)
+        boxes[t] = _box(side, centre, size, frame_size)
+    return CropTrack(tuple(boxes[t] for t in hold_index(found)))
