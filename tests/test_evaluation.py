@@ -122,14 +122,14 @@ def test_evaluate_command_writes_a_report_that_parses(tiny_model_and_data, tmp_p
     assert all(r["learn_s"] > 0 and r["render_ms_per_frame"] > 0 for r in by_kind["timing"])
     video_records = [r for r in by_kind["video"] if r["metric"] == "ssim"]
     assert len(video_records) == 2 * 2 * 3 and all(len(r["values"]) == 2 for r in video_records)
-    assert {(r["variant"], r["adapt"]) for r in by_kind["cross"]} == {(v, a) for v in ("ff", "ft")
-                                                                     for a in (False, True)}
+    assert {(r["T"], r["variant"], r["adapt"]) for r in by_kind["cross"]} == {  # every T: T = 1 is "one photo"
+        (t, v, a) for t in (1, 2) for v in ("ff", "ft") for a in (False, True)}
     assert all(r["source_identity"] != r["driver_identity"] for r in by_kind["cross"])
     assert len(by_kind["paper_table1"]) == 15
 
     md = (out / "report.md").read_text(encoding="utf-8")
     for text in ("Table 1", "Different dataset and model size", "not available", "Nearest shot (2)",
-                 "| Ours-FT (1) |", "46.1", "Cross-identity", "Timing", "ms per frame", "ArcFace",
+                 "| Ours-FT (1) |", "46.1", "Cross-identity", "| Ours-FT (1) | on |", "Timing", "ms per frame", "ArcFace",
                  "grids/grid_T1.png"):
         assert text in md, text
     for t in (1, 2):

@@ -34,7 +34,8 @@ def _small(image, size):
 
 
 def test_registry_lists_every_metric_and_rejects_unknown():
-    assert set(M.METRICS) == {"ssim", "psnr", "l1", "lpips", "csim", "identity", "landmark_error", "fid", "fid_face"}
+    assert set(M.METRICS) == {"ssim", "psnr", "l1", "lpips", "csim", "identity", "landmark_error", "fid", "fid_face",
+                              "sharpness"}
     assert set(EvalConfig().metrics) == set(M.METRICS)
     with pytest.raises(ValueError, match="unknown metric"):
         M.create("arcface")
@@ -108,6 +109,35 @@ def test_landmark_error_zero_on_own_points_and_counts_undetected(frames):
     assert only_blank.value is None and only_blank.format() == "no face (0/1)"
     shifted = lmk.per_frame(img[None], img[None], own[None] + 0.1 * np.linalg.norm(own[36] - own[45]))
     assert shifted[0] == pytest.approx(0.1 * np.sqrt(2), rel=1e-3)  # error is in inter-ocular units
+
+
+def test_sharpness_is_one_for_the_real_frame_and_falls_with_blur(frames):
+    """Real frames at the sample model's 128 px: the metric is 1 for the frame itself and falls steadily with
+    a Gaussian blur of growing width (what a blurry generator does), measured on the face box only."""
+    import cv2
+
+    from talking_heads.metrics.faces import find_landmarks
+    from talking_heads.metrics.sharpness import face_box, laplacian_variance
+
+    img = _small(frames["a0"], 128)
+    pts = find_landmarks(img)
+    assert pts is not None
+    metric = M.create("sharpness")
+    blurred = [cv2.GaussianBlur(img, (0, 0), sigma) for sigma in (0.6, 1.2, 2.4)]
+    values = metric.per_frame(np.stack([img, *blurred]), np.stack([img] * 4), np.stack([pts] * 4))
+    assert values[0] == pytest.approx(1.0)
+    assert 1.0 > values[1] > values[2] > values[3] and values[3] < 0.1
+    # the face box: the landmarks' bounding box grown by 10 %, inside the image; a flat face box fails (NaN)
+    x0, y0, x1, y1 = face_box(pts, 128, 128)
+    assert 0 <= x0 < pts[:, 0].min() and pts[:, 0].max() < x1 <= 128 and 0 <= y0 < pts[:, 1].min()
+    flat = img.copy()
+    flat[y0:y1, x0:x1] = 100
+    assert laplacian_variance(flat[None], pts[None])[0] == 0.0
+    assert np.isnan(metric.per_frame(img[None], flat[None], pts[None])[0])
+    # only the face counts: blurring everything outside the box leaves the value at 1
+    outside = cv2.GaussianBlur(img, (0, 0), 3.0)
+    outside[y0:y1, x0:x1] = img[y0:y1, x0:x1]
+    assert metric.per_frame(outside[None], img[None], pts[None])[0] == pytest.approx(1.0)
 
 
 def test_fid_and_lpips_are_not_available_without_weights(tmp_path):

@@ -1,7 +1,8 @@
 """Cross-identity puppeteering evaluation: avatars of one test person driven by another person's clip.
 
 The paper shows puppeteering only qualitatively (and chose drivers of similar face geometry, section 8).
-Here it is measured, with the avatars of the self-reenactment run (largest T, each variant):
+Here it is measured, with the avatars of the self-reenactment run (every T, each variant: T = 1 is
+"one photo of the person, driven by somebody else"):
 - pairs: every evaluated video is driven by the next evaluated video of a *different* identity (cyclic
   order); no pair when all videos show one person;
 - driver frames: `EvalConfig.cross_frames` frames evenly spaced over the driver clip, their landmarks

@@ -294,7 +294,7 @@ class Evaluation:
         videos = self.videos()
         started = time.time()
         drivers = self.cross.pick_drivers(videos) if self.cross else {}
-        units = len(self.shots) * len(self.ecfg.variants) + (1 if self.cross else 0)
+        units = len(self.shots) * (len(self.ecfg.variants) + (1 if self.cross else 0))
         bar = tqdm(total=len(videos) * units, desc="evaluate", unit="step", disable=not self.progress,
                    dynamic_ncols=True)
         rows_per_video = max(1, -(-self.ecfg.grid_rows // max(1, len(videos))))
@@ -310,30 +310,29 @@ class Evaluation:
             self.frames_used[clip] = {"holdout": split.holdout.tolist(),
                                       "shots": {t: split.shots(t).tolist() for t in self.shots}}
             avatars = self.evaluate_video(v, split, bar, rows_per_video)
-            if self.cross and v in drivers:
-                bar.set_description(f"cross {clip[:24]}")
-                self.cross.evaluate(v, drivers[v], split, avatars, max(self.shots))
-                bar.update(1)
-            elif self.cross:
+            for t in self.shots if self.cross else ():
+                if v in drivers:
+                    bar.set_description(f"cross {clip[:20]} T={t}")
+                    self.cross.evaluate(v, drivers[v], split, avatars[t], t)
                 bar.update(1)
         bar.close()
         return self.result(time.time() - started)
 
-    def evaluate_video(self, v: int, split: FrameSplit, bar, rows_per_video: int) -> dict[str, Any]:
-        """All T and methods on one video; returns the avatars of the largest T (for cross-identity)."""
+    def evaluate_video(self, v: int, split: FrameSplit, bar, rows_per_video: int) -> dict[int, dict[str, Any]]:
+        """All T and methods on one video; returns {T: {variant: avatar}} when cross-identity runs (else {})."""
         clip, identity = self.test.clip_ids[v], self.test.identities[v]
         hold = self.test.clip_frames(v, split.holdout)
         shots = self.test.clip_frames(v, split.draw)  # the largest few-shot set, in draw order
         real = as_uint8(hold["x"])
         refs = self.scores.add_real(real, hold["points"], video=clip, identity=identity, shots=shots, sizes=self.shots)
-        avatars: dict[str, Any] = {}
+        avatars: dict[int, dict[str, Any]] = {}
         for t in self.shots:
             outputs = {BASELINE: as_uint8(shots["x"][:t])[nearest_shot(shots["points"][:t], hold["points"])]}
             for variant in self.ecfg.variants:
                 bar.set_description(f"{clip[:24]} T={t} {variant}")
                 avatar, outputs[variant] = self.generate(clip, t, variant, shots, hold)
-                if t == max(self.shots):
-                    avatars[variant] = avatar
+                if self.cross:
+                    avatars.setdefault(t, {})[variant] = avatar
                 bar.update(1)
             for method, fake in outputs.items():
                 self.scores.add(clip, identity, t, method, fake, refs, hold["points"])

@@ -105,7 +105,8 @@ def _digits(metric: str) -> int:
 def _header(metric: str, info: dict[str, dict[str, Any]]) -> str:
     better = info.get(metric, {}).get("higher_is_better", True)
     names = {"fid": "FID", "ssim": "SSIM", "csim": "CSIM", "psnr": "PSNR (dB)", "l1": "L1", "lpips": "LPIPS",
-             "landmark_error": "Landmark error", "fid_face": "FID on face descriptors", "identity": "Identity rate"}
+             "landmark_error": "Landmark error", "fid_face": "FID on face descriptors", "identity": "Identity rate",
+             "sharpness": "Sharpness (vs real)"}
     return f"{names.get(metric, metric)} {ARROWS[bool(better)]}"
 
 
@@ -226,14 +227,15 @@ def cross_section(result: EvaluationResult) -> list[str]:
              "on" if r["adapt"] else "off (paper)", *[_cross_cell(r["values"][n]) for n in names]]
             for r in result.cross]
     means = []
-    for variant in VARIANTS:
-        for adapt in (False, True):
-            group = [r for r in result.cross if r["variant"] == variant and r["adapt"] == adapt]
-            if group:
-                means.append([f"**mean over {len(group)} pairs**", f"{METHOD_LABELS[variant]} ({group[0]['T']})",
-                              "on" if adapt else "off (paper)", *[_mean_cell(group, n) for n in names]])
+    for t in sorted({r["T"] for r in result.cross}):
+        for variant in VARIANTS:
+            for adapt in (False, True):
+                group = [r for r in result.cross if r["variant"] == variant and r["adapt"] == adapt and r["T"] == t]
+                if group:
+                    means.append([f"**mean over {len(group)} pairs**", f"{METHOD_LABELS[variant]} ({t})",
+                                  "on" if adapt else "off (paper)", *[_mean_cell(group, n) for n in names]])
     return ["## Cross-identity puppeteering", "",
-            f"Avatars (largest T) driven by {result.settings.get('cross_frames')} frames of another person's "
+            f"Avatars (every T) driven by {result.settings.get('cross_frames')} frames of another person's "
             "clip. Identity kept: CSIM to the source person's real hold-out frames, and the fraction of frames "
             "verified as the source person at dlib's 0.6 (reference: the avatar's few-shot frames); leakage: "
             "the same to the driver person; motion followed: landmark error against the landmarks that drove "

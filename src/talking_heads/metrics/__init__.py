@@ -12,6 +12,7 @@
 | landmark_error  | landmark_error.py   | paired | lower  | 68-point error / inter-ocular, undetected faces counted  |
 | fid             | fid.py              | set    | lower  | FID with the TF-FID InceptionV3 weight file (path)       |
 | fid_face        | identity.py         | set    | lower  | Frechet distance of dlib face descriptors (not Inception)|
+| sharpness       | sharpness.py        | paired | higher | variance of the face's Laplacian, generated / real       |
 
 Inputs (see `base.py`): uint8 RGB arrays (N,H,W,3), or the project's float tensors (N,3,H,W) in [-1,1], which
 are first converted to uint8 exactly as a saved frame would be. Landmarks are (N,68,2) in those pixels.
@@ -33,6 +34,7 @@ from .identity import DescriptorFID, IdentityVerification
 from .landmark_error import LandmarkError
 from .lpips import LPIPSMetric
 from .pixel import L1, PSNR
+from .sharpness import Sharpness
 from .ssim import SSIM
 
 METRICS: dict[str, Callable[[EvalConfig, str], Metric]] = {}
@@ -46,7 +48,8 @@ def register(cls: type[Metric]) -> type[Metric]:
     return cls
 
 
-for _cls in (SSIM, PSNR, L1, LPIPSMetric, CSIM, IdentityVerification, LandmarkError, FID, DescriptorFID):
+for _cls in (SSIM, PSNR, L1, LPIPSMetric, CSIM, IdentityVerification, LandmarkError, FID, DescriptorFID,
+             Sharpness):
     register(_cls)
 
 
