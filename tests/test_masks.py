@@ -92,3 +92,40 @@ def test_animate_chooses_the_neutral_reference_frame(shared_data, tmp_path, monk
     np.testing.assert_array_equal(seen["reference"], seq.driver_points[neutral_frame(seq.driver_points)])
     pipe.animate(avatar, seq, tmp_path / "b.mp4", reference_frame=3, contact_sheet=False, progress=False)
     np.testing.assert_array_equal(seen["reference"], seq.driver_points[3])
+
+
+def test_animate_measures_the_background_flicker_of_a_puppeteered_photo(shared_data, tmp_path):
+    """animate(paste_back=True) reports the mean frame-to-frame change outside the photo's person mask (issue
+    12's bar: under 2/255): the head-mask paste keeps it far below the feathered square's."""
+    from talking_heads.pipeline import TalkingHeadPipeline
+
+    pipe = TalkingHeadPipeline.from_pretrained()
+    avatar = pipe.create_avatar(shared_data / "photos" / "lp_source_s9.jpg", progress=False)
+    masked = pipe.animate(avatar, "turn", tmp_path / "masked.mp4", duration=0.6, paste_back=True,
+                          contact_sheet=False, progress=False)
+    square = pipe.animate(avatar, "turn", tmp_path / "square.mp4", duration=0.6, paste_back=True, paste_mask=False,
+                          contact_sheet=False, progress=False)
+    plain = pipe.animate(avatar, "turn", tmp_path / "plain.mp4", duration=0.2, contact_sheet=False, progress=False)
+    assert masked.background_change is not None and square.background_change is not None
+    assert masked.background_change < 2.0
+    assert square.background_change > 2 * masked.background_change
+    assert plain.background_change is None  # no photo to keep still without paste-back
+
+
+def test_background_flicker_arithmetic():
+    from talking_heads.metrics.flicker import BackgroundFlicker
+
+    person = np.zeros((4, 4), np.float32)
+    person[:2] = 1.0  # the top half is the person: its changes do not count
+    meter = BackgroundFlicker(person)
+    assert meter.value is None
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[:2] = 255  # the person moves
+    b[2:, :, 0] = 6  # one channel of the background changes by 6
+    c = b.copy()
+    for frame in (a, b, c):
+        meter.update(frame)
+    assert meter.changes == [2.0, 0.0] and meter.value == 1.0 and meter.worst == 2.0
+    with pytest.raises(ValueError, match="differ in size"):
+        meter.update(np.zeros((5, 4, 3), np.uint8))

@@ -32,6 +32,7 @@ class DemoResult:
     outputs: list[tuple[str, Path]] = field(default_factory=list)  # (what it shows, path)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per part
     skipped: list[str] = field(default_factory=list)  # parts not run, with the reason
+    background_change: float | None = None  # the puppeteered painting: mean change outside the person (1/255)
 
 
 def default_data_dir() -> Path | None:
@@ -89,6 +90,7 @@ def run_demo(out_dir: str | os.PathLike, *, pipe=None, model_dir: str | os.PathL
     # pasted back into the whole painting through the head mask: the background stays the painting's own
     anim = pipe.animate(painting, driver, out / "mona_lisa_puppeteered.mp4", side_by_side=True, paste_back=True,
                         progress=progress)
+    result.background_change = anim.background_change
     result.outputs += [("Mona Lisa driven by a test-split video (driver | result, driver's audio)", anim.video),
                        ("contact sheet of the puppeteering", anim.contact_sheet)]
     result.seconds["puppeteering"] = time.perf_counter() - t0

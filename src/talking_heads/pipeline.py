@@ -82,6 +82,7 @@ class AnimationResult:
     fps: float
     warnings: list[str] = field(default_factory=list)
     held_frames: int = 0  # driver frames with a face too poorly seen to trust (profile, occluded): held too
+    background_change: float | None = None  # paste-back: mean change per frame outside the person, in 1/255 (metrics/flicker.py)
 
 
 @dataclass
@@ -536,6 +537,7 @@ class TalkingHeadPipeline:
         live = self.live(avatar, adapt=adapt, reference=seq.driver_points[reference_frame] if adapt else None,
                          fps=seq.fps, crop=CropTransform(0, 0, seq.size, self.image_size, seq.size, seq.size))
         target = self.paste_target(avatar) if paste_back else None
+        flicker = self.background_flicker(avatar, target) if target is not None else None
         picks = set(even_indices(len(seq), self.cfg.inference.contact_sheet_frames))
         sheet: list[tuple[np.ndarray, ...]] = []
 
@@ -556,6 +558,8 @@ class TalkingHeadPipeline:
                                                            crop.shape[0]), crop))
                         mask = self.paste_mask(avatar, points) if target is not None and paste_mask else None
                         frame = self.paste_back(crop, target, mask) if target is not None else crop
+                        if flicker is not None:
+                            flicker.update(frame)
                         yield media.side_by_side([panel, frame], height=frame.shape[0]) if side_by_side else frame
                         bar.update(1)
             finally:
@@ -566,7 +570,19 @@ class TalkingHeadPipeline:
         if contact_sheet:
             sheet_path = self.write_contact_sheet(avatar, sheet, out_path.with_suffix(".contact.png"))
         return AnimationResult(out_path, sheet_path, count, seq.lost_frames, seq.fps, list(seq.warnings),
-                               seq.held_frames)
+                               seq.held_frames, flicker.value if flicker is not None else None)
+
+    def background_flicker(self, avatar: Avatar, target: tuple[np.ndarray, CropTransform]):
+        """A `metrics.flicker.BackgroundFlicker` for frames pasted into `target`'s photo: outside the photo's
+        own head mask (the whole crop box when the avatar has no landmarks)."""
+        from .landmarks.masks import head_mask
+        from .metrics.flicker import BackgroundFlicker
+
+        frame, tf = target
+        s = self.image_size
+        inside = head_mask(avatar.face, s) if avatar.face is not None else np.ones((s, s), np.float32)
+        person = tf.paste_back(np.ones((s, s), np.float32), np.zeros(frame.shape[:2], np.float32), inside)
+        return BackgroundFlicker(person)
 
     def write_contact_sheet(self, avatar: Avatar, columns: list[tuple[np.ndarray, ...]], path: Path) -> Path:
         """PNG, one column per picked frame: driver, landmarks rendered (adapted), result; the source thumbnail

@@ -259,6 +259,8 @@ def run_animate(args: argparse.Namespace) -> int:
     if result.held_frames:
         print(f"driver frames with a face too poorly seen to trust (profile, occluded; held the last good "
               f"landmarks): {result.held_frames}")
+    if result.background_change is not None:
+        print(f"background outside the person: {result.background_change:.2f}/255 mean change per frame")
     if result.contact_sheet:
         print(f"contact sheet: {result.contact_sheet}")
     return 0

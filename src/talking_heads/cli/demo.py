@@ -61,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"demo written to {Path(args.out).resolve()} in {sum(result.seconds.values()):.0f} s ({parts}):")
     for what, path in result.outputs:
         print(f"  {path}  ({what})")
+    if result.background_change is not None:
+        print(f"  the painting's background outside the person changes {result.background_change:.2f}/255 per "
+              "frame on average (paste-back through the head mask)")
     for msg in result.skipped:
         print(f"  skipped: {msg}")
     print("every output carries a synthetic marker and watermark: check with `talking-heads verify FILE`")
