@@ -265,6 +265,38 @@ def test_learning_rate_set_on_resume_is_used(tmp_path):
     assert cfg.train.lr_generator == 3e-4
 
 
+def test_a_new_run_can_start_from_a_model_directory(real_clip, tmp_path, capsys):
+    """--init-from: a new run on real footage starts from another run's E, G, D (with the learning rates at 0
+    its one step changes nothing, so its model equals the one it started from); another preset, another
+    number of videos, or a run that resumes are refused with one line."""
+    from talking_heads.cli import main
+
+    base = ["train", "--preset", "tiny", "--data", str(real_clip), "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--steps", "2"]) == 0
+    assert main(base + ["--out", str(tmp_path / "b"), "--steps", "1", "--init-from", str(tmp_path / "a" / "model"),
+                        "--set", "train.lr_generator=0", "--set", "train.lr_discriminator=0"]) == 0
+    _, _, a = checkpoint.load_model_dir(tmp_path / "a" / "model")
+    _, meta_b, b = checkpoint.load_model_dir(tmp_path / "b" / "model")
+    assert meta_b["step"] == 1
+    for name in checkpoint.NETWORK_NAMES:  # the parameters (spectral norm's power-iteration buffers move on)
+        pb = dict(getattr(b, name).named_parameters())
+        for k, va in getattr(a, name).named_parameters():
+            assert torch.equal(va, pb[k]), (name, k)
+    # without --init-from the same run starts elsewhere (so the equality above is not by chance)
+    assert main(base + ["--out", str(tmp_path / "r"), "--steps", "1", "--set", "train.seed=5"]) == 0
+    _, _, r = checkpoint.load_model_dir(tmp_path / "r" / "model")
+    assert not torch.equal(next(r.generator.parameters()), next(a.generator.parameters()))
+    assert main(base + ["--out", str(tmp_path / "c"), "--steps", "1", "--set", "model.embedding_dim=40",
+                        "--init-from", str(tmp_path / "a" / "model")]) == 2  # not even buildable
+    assert "do not describe networks that can be built" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "c"), "--steps", "1", "--set", "model.spectral_norm=false",
+                        "--init-from", str(tmp_path / "a" / "model")]) == 2
+    assert "model settings differ" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main(base + ["--out", str(tmp_path / "b"), "--steps", "2", "--init-from",
+                        str(tmp_path / "a" / "model")]) == 2
+    assert "holds one to resume" in capsys.readouterr().err
+
+
 def test_refuses_foreign_directory(tmp_path):
     (tmp_path / "x.txt").write_text("not a run")
     with pytest.raises(meta.RunDirError):

@@ -87,6 +87,8 @@ class TrainConfig:
     sample_every: int = 500  # steps between sample grids (landmarks | ground truth | output)
     checkpoint_every: int = 1000  # steps between checkpoints
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    amp_cpu: bool = False  # bf16 autocast of meta-learning's forwards on CPU (opt-in; pays on CPUs with native bf16; docs/benchmarks.md)
+    adam: str = "fused"  # Adam: "fused" (one kernel; the same update up to float rounding), "foreach", "for-loop" (as before issue 16)
     compile: bool = False  # torch.compile the networks
     init_w_from_data: bool = False  # before step 1: W_i := mean E output over K frames of video i with the initial E (not in the paper)
     diffaugment: str = ""  # DiffAugment policy for every D call, e.g. "translation,cutout,color"; "" = off (paper)

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="checkpoint and stop after this much wall time (run again to resume)")
+    p.add_argument("--init-from", default=None, metavar="MODEL_DIR",
+                   help="a new run starts from this model's E, G, D (same preset and data) instead of random "
+                        "weights, e.g. to go on training the shipped sample model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
@@ -27,8 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--preset", action="append", default=None, help="preset to measure (repeatable; default tiny)")
     b.add_argument("--what", default="params,generator,embedder,train-step",
                    help="comma-separated subset of params,generator,embedder,train-step,render,export,animate "
-                        "(render: the avatar renderer in each precision; export: ONNX and onnxruntime; animate: "
-                        "the shipped sample model end to end and live)")
+                        "(train-step: seconds per meta-learning step, where they go by network (torch.profiler) "
+                        "and the speed-ups of fused Adam, bf16 and channels_last; render: the avatar renderer in "
+                        "each precision; export: ONNX and onnxruntime; animate: the shipped sample model end to "
+                        "end and live)")
     b.add_argument("--device", default="cpu", help="cpu or cuda")
     b.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median reported)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
@@ -60,18 +65,26 @@ def run_train(args: argparse.Namespace) -> int:
     if not resuming and args.preset is None:
         raise UserError(f"{args.out} holds no run to resume: give --preset (tiny, sample or paper)")
     check_data(args.data)
+    if args.init_from is not None:
+        if resuming:
+            raise UserError(f"--init-from applies to a new run, and {args.out} holds one to resume: drop it")
+        from ..checkpoint import read_config
+
+        read_config(args.init_from)  # a missing or broken model fails here, before anything is built
     try:
         cfg = preset(args.preset) if args.preset else None
         checked = apply_overrides(cfg or Config(), overrides)  # a bad --set fails here, before anything is built
     except ValueError as err:
         raise UserError(str(err)) from None
+    _check_buildable(checked)
     if args.preset or args.steps is not None or any(o.startswith("train.steps=") for o in overrides):
         if checked.train.steps < 1:
             raise UserError(f"train.steps={checked.train.steps}: give at least 1 step")
         limits.check("steps", checked.train.steps, "--steps (train.steps)")
     try:
         model_dir = meta.train(args.out, cfg=cfg, overrides=overrides, data_dir=args.data, device=args.device,
-                               progress=not args.no_progress, time_limit=args.time_limit)
+                               progress=not args.no_progress, time_limit=args.time_limit,
+                               init_from=args.init_from)
     except (meta.RunDirError, CheckpointError) as err:
         raise UserError(str(err)) from None
     finally:
@@ -80,6 +93,21 @@ def run_train(args: argparse.Namespace) -> int:
         dist.cleanup()
     print(f"model: {model_dir}")
     return 0
+
+
+def _check_buildable(cfg) -> None:
+    """The networks the settings describe can be built (on the meta device: no memory, no time), so that
+    inconsistent --set values (e.g. an embedding_dim that is not E's last width) are one line, exit 2."""
+    import torch
+
+    from ..models import build_networks
+    from . import UserError
+
+    try:
+        with torch.device("meta"):
+            build_networks(cfg, 1)
+    except (ValueError, TypeError, ZeroDivisionError, IndexError, KeyError) as err:
+        raise UserError(f"these settings do not describe networks that can be built: {err}") from None
 
 
 def check_data(data: str) -> None:
@@ -131,5 +159,8 @@ def run_bench(args: argparse.Namespace) -> int:
                                 intro="Reproduce: `talking-heads bench --preset sample --preset paper --what "
                                       "render,export,animate --write docs/benchmarks.md` (one thread: "
                                       "`OMP_NUM_THREADS=1`; add `--device cuda` on a GPU).")
+        if "train-step" in what:
+            bench.write_section(args.write, bench.train_step_markdown(results), heading, section=bench.TRAIN_SECTION,
+                                intro=bench.TRAIN_INTRO)
         print(f"wrote {args.write}", file=sys.stderr)
     return 0

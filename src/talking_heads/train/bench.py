@@ -10,6 +10,13 @@ Measured per preset:
   present. The pretrained VGG files cannot be had offline, so the VGG variant uses the project's VGG19 /
   VGGFace with *random* weights written to a temporary file in the standard layout: the cost is the same,
   the loss values are meaningless.
+- train-step, by part (`bench_train_step_parts`, issue 16): the preset's own step (its content loss) profiled
+  with torch.profiler, each op's self time attributed to E, G, D (in the G step / in the D steps), the
+  content loss, the face terms, DiffAugment, the two optimisers or "other" (`attribute_parts`: the step
+  functions' profiler ranges, forward hooks on the networks, and autograd's sequence numbers for the ops of
+  the backward passes); and the speed-ups (`bench_train_step_speedups`): the step as it ran before issue 16
+  (per-tensor Adam loop, fp32) next to fused Adam, bf16 autocast (train.amp_cpu) and channels_last networks,
+  timed in interleaved rounds with a rotating order.
 - peak memory of each measured region: CUDA max_memory_allocated, or on CPU the growth of the process's
   peak resident set (VmHWM, reset through /proc/self/clear_refs before each region; without that file the
   lifetime peak from getrusage, which can only over-state the region's own use).
@@ -39,6 +46,10 @@ from ..config import Config, preset
 WHAT = ("params", "generator", "embedder", "train-step", "render", "export", "animate")
 SECTION = "Networks and training step"
 RENDER_SECTION = "Real-time rendering (issue 16)"
+TRAIN_SECTION = "Training step: profile and speed-ups (issue 16)"
+TRAIN_INTRO = ("Reproduce: `OMP_NUM_THREADS=1 talking-heads bench --preset sample --what train-step --write "
+               "docs/benchmarks.md` (add `--preset paper`, or `--device cuda` on a GPU; `--what "
+               "render,export,train-step` measures the rendering too).")
 
 
 class SyntheticEpisodes(torch.utils.data.Dataset):
@@ -210,17 +221,21 @@ def _random_avatar(cfg: Config, device: torch.device):
     return g, psi, sources, y
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, *, warmup: int = 2, repeat: int = 5
-                ) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, *, warmup: int = 2, repeat: int = 5,
+                rotate: bool = False) -> dict[str, float]:
     """Median seconds of each fn, timed in interleaved rounds (one call of each per round), so that other load
-    on the machine weighs on all of them alike; after `warmup` calls of each."""
+    on the machine weighs on all of them alike; after `warmup` calls of each. `rotate`: round r starts with the
+    r-th fn (no fn always runs first, right after another one's memory was freed)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     _sync(device)
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeat):
-        for k, fn in fns.items():
+    names = list(fns)
+    for r in range(repeat):
+        order = names[r % len(names):] + names[:r % len(names)] if rotate else names
+        for k in order:
+            fn = fns[k]
             t0 = time.perf_counter()
             fn()
             _sync(device)
@@ -345,6 +360,187 @@ def bench_train_step(cfg: Config, device: torch.device, repeat: int, content: st
     return out
 
 
+# --- the training step by network, and its speed-ups (issue 16) -------------------------------------
+
+EG_FORWARD, G_STEP, D_STEP = "meta.eg_forward", "steps.generator_step", "steps.discriminator_step"  # ranges
+PARTS = ("E", "G", "D in the G step", "D in the D steps", "content loss", "face terms (dlib)", "augmentation",
+         "optimiser E, G", "optimiser D", "other")
+# variants of the step timed side by side: name -> --set overrides on the preset, "channels_last" for networks
+# converted to that layout (measured only: training keeps NCHW, see docs/benchmarks.md). "before" is the step
+# as it ran before issue 16 (torch's per-tensor Adam loop, fp32); bf16 is CPU autocast (train.amp_cpu, opt-in)
+STEP_VARIANTS = {"before": ("train.adam=for-loop", "train.amp_cpu=false"),
+                 "fused Adam": ("train.adam=fused", "train.amp_cpu=false"),
+                 "fused Adam + channels_last": ("train.adam=fused", "train.amp_cpu=false", "channels_last"),
+                 "fused Adam + bf16": ("train.adam=fused", "train.amp_cpu=true"),
+                 "fused Adam + bf16 + channels_last": ("train.adam=fused", "train.amp_cpu=true", "channels_last")}
+
+
+class _RangedAugment:
+    """A DiffAugment whose calls run inside a profiler range "augment"."""
+
+    def __init__(self, augment):
+        self.augment = augment
+
+    def __bool__(self) -> bool:
+        return bool(self.augment)
+
+    def __call__(self, *args, **kwargs):
+        with torch.profiler.record_function("augment"):
+            return self.augment(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def network_ranges(state):
+    """Profiler ranges named after the networks around their forwards ("E", "D", "content", "face": forward
+    hooks, removed on exit; G is what the E/G forward runs outside E) and around DiffAugment ("augment")."""
+    handles = []
+
+    def add(module, name: str) -> None:
+        stack: list = []
+
+        def enter(m, args):
+            stack.append(torch.profiler.record_function(name).__enter__())
+
+        def leave(m, args, out):
+            stack.pop().__exit__(None, None, None)
+
+        handles.extend([module.register_forward_pre_hook(enter), module.register_forward_hook(leave, always_call=True)])
+
+    add(state.networks.embedder, "E")
+    add(state.networks.discriminator, "D")
+    add(state.content_loss, "content")
+    if getattr(state.content_loss, "face", None) is not None:
+        add(state.content_loss.face, "face")
+    augment = state.augment
+    if augment is not None:
+        state.augment = _RangedAugment(augment)
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        state.augment = augment
+
+
+def _part(phase: str | None, net: str | None) -> str:
+    """The PARTS name of an op inside the ranges `phase` (a step) and `net` (a network or optimiser)."""
+    if net is not None and net.startswith("Optimizer."):
+        return "optimiser D" if phase == D_STEP else "optimiser E, G"
+    if phase == EG_FORWARD:
+        return "E" if net == "E" else "G"
+    return {"D": "D in the D steps" if phase == D_STEP else "D in the G step", "face": "face terms (dlib)",
+            "content": "content loss", "augment": "augmentation"}.get(net, "other")
+
+
+def attribute_parts(events, device_time: bool = False) -> dict[str, float]:
+    """Microseconds of each of PARTS in a profile of meta-learning steps taken inside `network_ranges`.
+
+    Each op's self time goes to the innermost step range and network range around it; the ops of a backward
+    pass go where their forward op ran (autograd's sequence numbers link them), so "D in the G step" is D's
+    forward in the generator step plus the backward through it. `device_time`: the ops' self CUDA time
+    instead of their CPU time."""
+    nets = {"E", "D", "content", "face", "augment"}
+
+    def ranges(e) -> tuple[str | None, str | None]:
+        phase = net = None
+        while e is not None and (phase is None or net is None):
+            if net is None and (e.name in nets or e.name.startswith("Optimizer.")):
+                net = e.name
+            if phase is None and e.name in (EG_FORWARD, G_STEP, D_STEP):
+                phase = e.name
+            e = e.cpu_parent
+        return phase, net
+
+    def engine_node(e):
+        while e is not None:
+            if e.name.startswith("autograd::engine::evaluate_function"):
+                return e
+            e = e.cpu_parent
+        return None
+
+    from torch.autograd import DeviceType
+
+    forward: dict[tuple[int, int], tuple[str | None, str | None]] = {}
+    placed = []
+    for e in events:
+        if e.device_type != DeviceType.CPU:  # kernels are counted in the self device time of the op launching them
+            continue
+        node = engine_node(e)
+        if node is None and e.sequence_nr >= 0:
+            forward.setdefault((e.thread, e.sequence_nr), ranges(e))
+        placed.append((e, node))
+    out = dict.fromkeys(PARTS, 0.0)
+    for e, node in placed:
+        where = forward.get((node.fwd_thread, node.sequence_nr)) if node is not None else None
+        if where is None:
+            where = (ranges(e)[0], None) if node is not None else ranges(e)
+        out[_part(*where)] += e.self_device_time_total if device_time else e.self_cpu_time_total
+    return out
+
+
+def _step_state(cfg: Config, device: torch.device, k: int):
+    """(state, batch, cfg) of a meta-learning step at batch 1, K = k, random weights (seed 0), synthetic episode."""
+    from .. import dist
+    from ..models import build_networks
+    from .meta import build_meta_state
+
+    cfg = replace(cfg, train=replace(cfg.train, k_shot=k, batch_size=1))
+    torch.manual_seed(0)
+    state = build_meta_state(cfg, build_networks(cfg, num_videos=2), dist.DistInfo(device=device))
+    return state, collate([SyntheticEpisodes(cfg, num_episodes=1, k_shot=k)[0]], device), cfg
+
+
+def bench_train_step_parts(cfg: Config, device: torch.device, repeat: int, k: int = 8) -> dict[str, Any]:
+    """Where a meta-learning step of the preset as configured (its own content loss) spends its time: the
+    median step time unprofiled, and each part's share of a torch.profiler profile of `repeat` steps
+    (`attribute_parts`), shown as ms of that median."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from .meta import meta_step
+
+    state, batch, cfg = _step_state(cfg, device, k)
+    t = time_it(lambda: meta_step(state, batch, cfg), device, warmup=2, repeat=repeat, max_seconds=120)
+    cuda = device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with network_ranges(state), profile(activities=acts) as prof:
+        for _ in range(max(1, repeat)):
+            meta_step(state, batch, cfg)
+        _sync(device)
+    us = attribute_parts(prof.events(), device_time=cuda)
+    total = sum(us.values()) or 1.0
+    return {"k": k, "batch": 1, "content_loss": state.content_loss.mode, "adam": cfg.train.adam,
+            "amp_cpu": cfg.train.amp_cpu, "step_ms": round(t["median_s"] * 1e3, 1),
+            "time": "CUDA kernel time" if cuda else "CPU time",
+            "parts": {p: {"share": round(v / total, 4), "ms": round(v / total * t["median_s"] * 1e3, 1)}
+                      for p, v in us.items()}}
+
+
+def bench_train_step_speedups(cfg: Config, device: torch.device, repeat: int, k: int = 8,
+                              variants: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Seconds per meta-learning step (batch 1, K = k, the preset's own losses) of each of STEP_VARIANTS, timed
+    in interleaved rounds with a rotating order (`interleaved`), and each one's speed-up over "before"."""
+    from ..config import apply_overrides
+    from .meta import meta_step
+
+    variants = STEP_VARIANTS if variants is None else variants
+    if device.type != "cpu":
+        variants = {n: v for n, v in variants.items() if "train.amp_cpu=true" not in v}
+    fns = {}
+    for name, overrides in variants.items():
+        sets = [o for o in overrides if o != "channels_last"]
+        state, batch, run_cfg = _step_state(apply_overrides(cfg, sets), device, k)
+        if "channels_last" in overrides:
+            for m in (state.networks.embedder, state.networks.generator, state.networks.discriminator,
+                      state.content_loss):
+                m.to(memory_format=torch.channels_last)
+        fns[name] = functools.partial(meta_step, state, batch, run_cfg)
+    times = interleaved(fns, device, warmup=2, repeat=repeat, rotate=True)
+    base = times.get("before")
+    return {"k": k, "batch": 1, "variants": {n: ", ".join(v) for n, v in variants.items()},
+            "ms": {n: round(t * 1e3, 1) for n, t in times.items()},
+            "speedup": {n: round(base / t, 3) for n, t in times.items()} if base else {}}
+
+
 def machine() -> dict[str, Any]:
     from ..machine import describe
 
@@ -353,6 +549,9 @@ def machine() -> dict[str, Any]:
 
 def run_bench(presets: list[str], what: list[str], device: str = "cpu", repeat: int = 3,
               log: Callable[[str], None] = print) -> dict[str, Any]:
+    # oneDNN keeps 1,024 compiled kernels by default: the step variants timed side by side (fp32, bf16,
+    # channels_last) need more, and evicting them costs a recompile per call. Read at its first use.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16384")
     dev = torch.device(device)
     unknown = set(what) - set(WHAT)
     if unknown:
@@ -381,6 +580,10 @@ def run_bench(presets: list[str], what: list[str], device: str = "cpu", repeat: 
             for content in ("offline", "vgg"):
                 r[f"train_step_{content}"] = bench_train_step(cfg, dev, step_repeat, content)
                 log(f"[{name}] train step ({content}) {r[f'train_step_{content}']}")
+            r["train_step_parts"] = bench_train_step_parts(cfg, dev, max(step_repeat, 2))
+            log(f"[{name}] train step by part {r['train_step_parts']}")
+            r["train_step_speedups"] = bench_train_step_speedups(cfg, dev, repeat)
+            log(f"[{name}] train step speed-ups {r['train_step_speedups']}")
         results["presets"][name] = r
     if "animate" in what:
         results["animate"] = bench_animate(dev)
@@ -492,6 +695,43 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def train_step_markdown(results: dict[str, Any]) -> str:
+    """The body of the "Training step" section for one device (`bench_train_step_parts` / `_speedups`)."""
+    m, dev = results["machine"], results["device"]
+    where = m.get("gpu", "") if dev.startswith("cuda") else f"{m['cpu']}, {m['cpu_count']} cores"
+    rows = {n: r for n, r in results["presets"].items() if "train_step_parts" in r or "train_step_speedups" in r}
+    lines = [f"### {dev}: {where}", "",
+             f"{m['date']}, torch {m['torch']}, {m['torch_threads']} threads. One meta-learning step (batch 1, "
+             "K = 8, one E/G update + 2 D updates) of each preset with its own losses, random weights, a "
+             "synthetic episode.", "",
+             "Where the time goes (torch.profiler; each op's self time goes to the network it ran in, a "
+             "backward op to the network of its forward op; ms = its share of the profile x the median "
+             "unprofiled step, default settings):", ""]
+    head = ["preset", "content loss", "step ms", *PARTS]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, r in rows.items():
+        pr = r.get("train_step_parts")
+        if not pr:
+            continue
+        cells = [f"{pr['parts'][p]['ms']} ({pr['parts'][p]['share'] * 100:.0f} %)" for p in PARTS]
+        lines.append(f"| {name} | {pr['content_loss']} | {pr['step_ms']} | " + " | ".join(cells) + " |")
+    names = list(dict.fromkeys(v for r in rows.values() for v in r.get("train_step_speedups", {}).get("ms", {})))
+    if names:
+        lines += ["", "Speed-ups: ms per step of each variant, timed in interleaved rounds with a rotating order "
+                  "(medians; other load weighs on all alike), and in brackets the speed-up over `before` (the "
+                  "step before issue 16: torch's per-tensor Adam loop, fp32). Settings: " + "; ".join(
+                      f"`{n}` = {v}" for n, v in next(r["train_step_speedups"]["variants"] for r in rows.values()
+                                                       if "train_step_speedups" in r).items()) + ".", "",
+                  "| preset | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for name, r in rows.items():
+            sp = r.get("train_step_speedups")
+            if not sp:
+                continue
+            cells = [f"{sp['ms'][n]} ({sp['speedup'].get(n, 0):.2f}x)" if n in sp["ms"] else "-" for n in names]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def report(results: dict[str, Any], as_json: bool) -> str:
     if as_json:
         return json.dumps(results, indent=2)
@@ -501,4 +741,6 @@ def report(results: dict[str, Any], as_json: bool) -> str:
         parts.append(markdown(results))
     if results.get("animate") or any("render" in r or "export" in r for r in results["presets"].values()):
         parts.append(render_markdown(results))
+    if any("train_step_parts" in r or "train_step_speedups" in r for r in results["presets"].values()):
+        parts.append(train_step_markdown(results))
     return "\n".join(parts)

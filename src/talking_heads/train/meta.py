@@ -3,12 +3,16 @@
 One step simulates a K-shot task per episode: K source frames (x_src, y_src) and a distinct target
 (x_tgt, y_tgt) of video i. e_hat = mean_k E(x_k, y_k); psi = P e_hat; x_fake = G(y_tgt, psi). Then one
 E/G update (`steps.generator_step`: L_CNT + L_ADV + L_MCH) and `cfg.train.d_steps_per_g_step` (2) D updates
-(`steps.discriminator_step`: hinge on V, W, w0, b). Adam, lr 5e-5 (E, G) / 2e-4 (D), betas from the config.
+(`steps.discriminator_step`: hinge on V, W, w0, b). Adam, lr 5e-5 (E, G) / 2e-4 (D), betas from the config;
+its implementation `train.adam` (fused by default), bf16 autocast on CUDA with `train.amp`, on CPU with
+`train.amp_cpu` (opt-in; docs/benchmarks.md "Training step" has the speed-ups and the fp32 / bf16 curves).
 
 Decisions (paper silent; [LAB] does the same):
 - Order within a step: the E/G update first, then the D updates. Every D update of a step reuses the
   same episodes and the same x_fake.detach() (produced by E/G before their update): no second generator
-  forward, and the E/G graph is freed before D runs (lower peak memory).
+  forward, and the E/G graph is freed before D runs (lower peak memory). No D forward is shared between the
+  updates either: each D call runs one power iteration of spectral norm (and, with DiffAugment, sees its own
+  transform), so reusing one would change the arithmetic, not just its cost.
 - Distributed: E and G sit in one module (`EmbedderGenerator`) wrapped in a single DDP, D in another;
   the global batch of step s is the same for any world size (`dist.EpisodeSampler`).
 - Resume: when RUN_DIR holds a checkpoint the run continues from it with the run's own config (`--set`
@@ -128,8 +132,8 @@ class MetaState:
 def build_optimizers(networks, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     t = cfg.train
     g_params = list(networks.embedder.parameters()) + list(networks.generator.parameters())
-    opt_g = torch.optim.Adam(g_params, lr=t.lr_generator, betas=tuple(t.betas))
-    opt_d = torch.optim.Adam(networks.discriminator.parameters(), lr=t.lr_discriminator, betas=tuple(t.betas))
+    opt_g = steps.adam(g_params, lr=t.lr_generator, betas=t.betas, impl=t.adam)
+    opt_d = steps.adam(networks.discriminator.parameters(), lr=t.lr_discriminator, betas=t.betas, impl=t.adam)
     return opt_g, opt_d
 
 
@@ -165,22 +169,22 @@ def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config,
     x_src, y_src = batch["x_src"], batch["y_src"]  # B,K,3,H,W
     x_tgt, y_tgt, video = batch["x_tgt"], batch["y_tgt"], batch["video"]  # B,3,H,W ; B
     device = x_tgt.device
-    amp = cfg.train.amp
+    amp, amp_cpu = cfg.train.amp, cfg.train.amp_cpu
     disc = state.networks.discriminator  # unwrapped: no DDP collective for D in the G step
-    with steps.autocast(device, amp):
+    with steps.autocast(device, amp, amp_cpu), steps.record_function("meta.eg_forward"):
         x_fake, e_hat, aux = state.eg(x_src, y_src, y_tgt, with_aux=True)
     extra = {"g_warp_tv": (cfg.loss.warp_smoothness_weight, aux["flow_tv"])} if "flow_tv" in aux else None
     match = (e_hat, disc.video_embedding(video).detach()) if cfg.loss.match_loss else None
     w_mch = match_loss_weight(cfg.loss, step)
     logs = steps.generator_step(x_fake=x_fake, x_real=x_tgt, y=y_tgt, video=video, discriminator=disc,
                                 content_loss=state.content_loss, optimizer=state.opt_g, loss_cfg=cfg.loss,
-                                match=match, amp=amp, points=batch.get("p_tgt"), augment=_augment(state, batch, 0),
-                                match_weight=w_mch, extra=extra)
+                                match=match, amp=amp, amp_cpu=amp_cpu, points=batch.get("p_tgt"),
+                                augment=_augment(state, batch, 0), match_weight=w_mch, extra=extra)
     x_fake = x_fake.detach()
     d_logs: dict[str, float] = {}
     for call in range(cfg.train.d_steps_per_g_step):
         d_logs = steps.discriminator_step(x_real=x_tgt, x_fake=x_fake, y=y_tgt, video=video,
-                                          discriminator=state.d, optimizer=state.opt_d, amp=amp,
+                                          discriminator=state.d, optimizer=state.opt_d, amp=amp, amp_cpu=amp_cpu,
                                           augment=_augment(state, batch, 1 + call), lecam=state.lecam,
                                           lecam_weight=cfg.train.lecam_weight)
     logs.update(d_logs)
@@ -217,6 +221,24 @@ def init_w_from_embedder(networks, dataset, device: torch.device) -> None:
         e = emb(item["x_src"].to(device), item["y_src"].to(device))  # K,N
         table[int(item["video"])] = e.mean(0).to(table)
     emb.train(was_training)
+
+
+def load_initial_weights(networks, model_dir: str | os.PathLike, cfg: Config, num_videos: int) -> None:
+    """Load a model directory's E, G, D into freshly built `networks` (RunDirError when it is not the same
+    architecture: other model settings, or a W for another number of training videos)."""
+    import dataclasses
+
+    model_cfg, meta = checkpoint.read_config(model_dir)
+    if meta.get("stage") != "meta":
+        raise RunDirError(f"--init-from {model_dir}: not a meta-learned model directory")
+    if dataclasses.asdict(model_cfg.model) != dataclasses.asdict(cfg.model):
+        diff = sorted(k for k, v in dataclasses.asdict(cfg.model).items() if dataclasses.asdict(model_cfg.model)[k] != v)
+        raise RunDirError(f"--init-from {model_dir}: its model settings differ from this run's ({', '.join(diff)})")
+    if int(meta.get("num_videos", -1)) != num_videos:
+        raise RunDirError(f"--init-from {model_dir}: it was trained on {meta.get('num_videos')} videos, this "
+                          f"dataset has {num_videos} (W holds one row per training video)")
+    for name in checkpoint.NETWORK_NAMES:
+        checkpoint.load_module(model_dir, name, getattr(networks, name))
 
 
 @torch.no_grad()
@@ -355,6 +377,7 @@ def _restore(ck: checkpoint.RunCheckpoint, state: MetaState, info: dist.DistInfo
     for opt, lr in ((state.opt_g, cfg.train.lr_generator), (state.opt_d, cfg.train.lr_discriminator)):
         for group in opt.param_groups:
             group["lr"], group["betas"] = lr, tuple(cfg.train.betas)
+        steps.set_adam_impl(opt, cfg.train.adam)  # and its implementation (train.adam)
     rngs = ts["rng"]
     if len(rngs) == info.world_size:
         checkpoint.set_rng_state(rngs[info.rank])
@@ -391,13 +414,17 @@ def _loader(dataset, sampler: dist.EpisodeSampler, cfg: Config, info: dist.DistI
 
 def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: list[str] = (),
           data_dir: str | os.PathLike | None = None, dataset=None, device: str | None = None,
-          progress: bool = True, content_loss: nn.Module | None = None, time_limit: float | None = None) -> Path:
+          progress: bool = True, content_loss: nn.Module | None = None, time_limit: float | None = None,
+          init_from: str | os.PathLike | None = None) -> Path:
     """Meta-learn into `run_dir` (resuming it when it holds a checkpoint). Returns the model directory.
 
     Give `data_dir` (a preprocessed folder) or a `dataset` yielding episode dicts (docs/interfaces.md)
     with a `num_videos` attribute. Under torchrun every process calls this; a plain call is world size 1.
     `time_limit` (seconds): checkpoint and stop cleanly once this much wall time has passed (for time-limited
     jobs such as Slurm allocations); running the same command again resumes.
+    `init_from`: a new run starts from this model directory's E, G and D (the same networks: model settings
+    and number of training videos) instead of random weights, with fresh optimisers and step 0, e.g. to go
+    on training a shipped model when its run folder is gone. Ignored when the run resumes.
     """
     run_dir = Path(run_dir)
     info = dist.init(device)
@@ -435,6 +462,10 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
         start, sampler_state = _restore(ck, state, info, cfg)
         sampler.load_state(sampler_state)
         log.info("resuming %s at step %d of %d", run_dir, start, cfg.train.steps)
+    elif init_from is not None:
+        load_initial_weights(networks, init_from, cfg, num_videos)
+        log.info("E, G and D initialised from %s (a new run: fresh optimisers, step 0)", init_from)
+        seed_everything(cfg.train.seed + info.rank)
     else:
         if cfg.train.init_w_from_data:
             init_w_from_embedder(networks, dataset, info.device)
