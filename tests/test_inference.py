@@ -173,7 +173,7 @@ def test_bad_onnx_files_are_one_line_errors(tiny_model_dir, shared_data, tmp_pat
     base = ["animate", "--model", str(tiny_model_dir), "--avatar", str(path), "--motion", "nod", "--duration", "0.2",
             "-o", str(tmp_path / "out.mp4"), "--no-progress"]
     cases = {"garbage.onnx": "not a readable ONNX model", "foreign.onnx": "not an avatar exported by",
-             "missing.onnx": "cannot read"}
+             "missing.onnx": "no such file"}
     for name, message in cases.items():
         assert main(base + ["--onnx", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
