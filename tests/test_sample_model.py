@@ -38,17 +38,63 @@ def test_shipped_weights_load_and_render_a_face(shared_data):
     frame = pipe.render(avatar, y)
     assert frame.shape == (1, 3, s, s) and torch.isfinite(frame).all()
     # the trained model reconstructs the photo from its own landmarks clearly better than the same preset with
-    # random weights (ratio 1): missing, corrupt or untrained weights fail here. Measured with the shipped model:
-    # L1 0.54 vs 0.76 (ratio 0.72) for this one-shot FF avatar of an unseen person
+    # random weights (ratio 1): missing, corrupt or untrained weights fail here. Measured with the shipped model
+    # (v2): L1 0.12 (v1: 0.54) for this one-shot FF avatar of an unseen person
+    import numpy as np
+
     x, _ = pipe.crops_to_tensors(crops)
     from talking_heads.models import build_networks
 
     torch.manual_seed(0)
     random_pipe = TalkingHeadPipeline(pipe.cfg, build_networks(pipe.cfg, num_videos=1))
-    random_frame = random_pipe.render(random_pipe.create_avatar_from_tensors(x, y, progress=False), y)
+    points = np.stack([c.landmarks for c in crops])
+    random_frame = random_pipe.render(random_pipe.create_avatar_from_tensors(x, y, landmarks=points, progress=False),
+                                      y)
     err_trained = (frame - x).abs().mean().item()
     err_random = (random_frame - x).abs().mean().item()
     assert err_trained < 0.85 * err_random, (err_trained, err_random)
+
+
+TEST_CLIPS = {  # test split: people never seen in meta-learning
+    "amy_adams": "videos/test/pcavs_Audio_Source_00373.mp4",
+    "chris_christie": "videos/test/pcavs_Audio_Source_00015.mp4",
+}
+# v1 (the model shipped on 2026-12-01, collapsed embedder): mean L1 (intensities in [0,1]) of a one-shot FF avatar
+# made from frame 0 of each clip, rendering frames 30, 60, 90 from their own landmarks, against the real frames
+V1_REENACTMENT_L1 = {"amy_adams": 0.252, "chris_christie": 0.437}
+
+
+def _few_shot(pipe, shared_data, rel):
+    """(x, y, landmarks) of frames 0, 30, 60, 90 of a test clip, cropped by the pipeline like any photo."""
+    import numpy as np
+
+    from talking_heads.data import read_frames
+
+    frames = [f for _, f in read_frames(shared_data / rel, [0, 30, 60, 90])]
+    crops = pipe.detect_and_crop(frames)
+    x, y = pipe.crops_to_tensors(crops)
+    return x, y, np.stack([c.landmarks for c in crops])
+
+
+def test_shipped_model_reenacts_unseen_people_clearly_better_than_v1(shared_data):
+    """Self-reenactment of test-split people from one frame: at most 0.85 x v1's error on each person."""
+    pipe = TalkingHeadPipeline.from_pretrained()
+    for name, rel in TEST_CLIPS.items():
+        x, y, points = _few_shot(pipe, shared_data, rel)
+        avatar = pipe.create_avatar_from_tensors(x[:1], y[:1], landmarks=points[:1], progress=False)
+        err = (pipe.render(avatar, y[1:]) - x[1:]).abs().mean().item()
+        assert err < 0.85 * V1_REENACTMENT_L1[name], (name, err, V1_REENACTMENT_L1[name])
+
+
+def test_shipped_embedder_is_alive_and_tells_two_test_people_apart(shared_data):
+    """v1's embedder was collapsed (e_hat exactly 0 for everyone); the shipped one gives each person their own."""
+    pipe = TalkingHeadPipeline.from_pretrained()
+    e = []
+    for rel in TEST_CLIPS.values():
+        x, y, points = _few_shot(pipe, shared_data, rel)
+        e.append(pipe.create_avatar_from_tensors(x, y, landmarks=points, progress=False).e_new.flatten())
+    assert all(v.abs().mean() > 0.05 for v in e)
+    assert (e[0] - e[1]).norm() > 0.25 * (e[0].norm() + e[1].norm()) / 2
 
 
 def test_demo_command_end_to_end(shared_data, tmp_path, capsys, monkeypatch):
