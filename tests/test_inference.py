@@ -86,9 +86,9 @@ def sample(shared_data):
 
 def test_bf16_renders_real_frames_within_40_db_of_fp32(sample):
     pipe, avatar, y = sample
-    g = pipe.networks.generator
-    fp32 = inference.TorchRenderer(specialise(g, avatar.psi), "cpu", "fp32")(y)
-    bf16 = inference.TorchRenderer(specialise(g, avatar.psi), "cpu", "bf16")(y)
+    g, psi, sources = pipe.render_inputs(avatar)  # the shipped model's generator (warp: with the source crops)
+    fp32 = inference.TorchRenderer(specialise(g, psi, sources), "cpu", "fp32")(y)
+    bf16 = inference.TorchRenderer(specialise(g, psi, sources), "cpu", "bf16")(y)
     assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
     p = psnr(bf16, fp32)
     assert p.min() >= 40, p  # measured: 57-61 dB on this clip
@@ -100,8 +100,8 @@ def test_onnx_export_equals_pytorch_on_real_landmark_images(sample, tmp_path, ca
     assert main(["export", str(path), "-o", str(tmp_path / "avatar.onnx")]) == 0
     assert "onnx:" in capsys.readouterr().out
     data, meta = inference.read_onnx(tmp_path / "avatar.onnx")
-    assert meta["image_size"] == "128" and meta["generator"] == "adain"
-    fp32 = inference.TorchRenderer(specialise(pipe.networks.generator, avatar.psi), "cpu", "fp32")
+    assert meta["image_size"] == "128" and meta["generator"] == pipe.cfg.model.generator
+    fp32 = inference.TorchRenderer(specialise(*pipe.render_inputs(avatar)), "cpu", "fp32")
     onnx_out = inference.OnnxRenderer(data)(y)
     torch.testing.assert_close(onnx_out, fp32(y), rtol=0, atol=1e-3)
     # the pipeline runs the file for the avatar it was exported from

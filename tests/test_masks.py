@@ -68,9 +68,10 @@ def test_masked_paste_back_leaves_everything_outside_the_person_untouched(shared
     assert outside.mean() > 0.5  # most of the photo is background
     for out in outs:
         assert np.abs(out - frame.astype(np.int16))[outside].max() == 0
-    # the old feathered square does move pixels outside the person
-    changes = np.mean([np.abs(a - b)[outside].mean() for a, b in zip(square[1:], square[:-1])])
-    assert changes > 0.1
+    # the old feathered square does move pixels outside the person (so the zeros above are not a blind check:
+    # 0.48/255 per frame with v1's AdaIN model, 0.015 with v2's warp generator, which copies the background)
+    changes = [np.abs(a - b)[outside] for a, b in zip(square[1:], square[:-1])]
+    assert max(c.max() for c in changes) >= 2 and np.mean([c.mean() for c in changes]) > 0
 
 
 def test_animate_chooses_the_neutral_reference_frame(shared_data, tmp_path, monkeypatch):
