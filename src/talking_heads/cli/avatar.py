@@ -169,9 +169,19 @@ def check_few_shot(args: argparse.Namespace) -> None:
     if args.epochs is not None:
         if not args.finetune:
             raise UserError("--epochs applies to fine-tuning: add --finetune")
-        if args.epochs < 0:
-            raise UserError(f"--epochs {args.epochs}: give 0 or more epochs")
-        limits.check("epochs", args.epochs, "--epochs")
+        check_epochs(args.epochs)
+
+
+def check_epochs(epochs: int | None, flag: str = "--epochs") -> None:
+    """FT epochs given on the command line: 0 or more and under the `epochs` limit."""
+    from .. import limits
+    from . import UserError
+
+    if epochs is None:
+        return
+    if epochs < 0:
+        raise UserError(f"{flag} {epochs}: give 0 or more epochs")
+    limits.check("epochs", epochs, flag)
 
 
 def check_seconds(value: float | None, flag: str) -> None:

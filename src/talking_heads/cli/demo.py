@@ -31,19 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .. import limits
     from ..demo import missing_footage, run_demo
     from ..paths import output_dir
-    from .avatar import check_seconds, guard_input, pipeline_from_args
+    from .avatar import check_epochs, check_seconds, guard_input, pipeline_from_args
     from . import UserError
 
     # every option is checked before the first minute of work (fine-tuning comes first)
-    if args.epochs is not None:
-        if args.ff:
-            raise UserError("--epochs applies to fine-tuning; drop --ff")
-        if args.epochs < 0:
-            raise UserError(f"--epochs {args.epochs}: give 0 or more epochs")
-        limits.check("epochs", args.epochs, "--epochs")
+    if args.epochs is not None and args.ff:
+        raise UserError("--epochs applies to fine-tuning; drop --ff")
+    check_epochs(args.epochs)
     check_seconds(args.duration, "--duration")
     check_seconds(args.driver_seconds, "--driver-seconds")
     if args.data is not None:

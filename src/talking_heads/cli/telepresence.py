@@ -210,23 +210,19 @@ def run_demo(args: argparse.Namespace) -> int:
     import dataclasses
     from pathlib import Path
 
-    from .. import limits
     from ..data.video import probe
     from ..demo import default_data_dir, portrait
     from ..paths import input_file, output_dir
     from ..pipeline import Avatar
     from ..telepresence.demo import DEMO_VIDEO, run_telepresence_demo
     from ..telepresence.settings import TelepresenceConfig
-    from .avatar import check_seconds, guard_input, pipeline_from_args
+    from .avatar import check_epochs, check_seconds, pipeline_from_args
     from . import UserError
 
     # every option and the driving video are checked before a minute of fine-tuning
     _check_step(args.step)
     check_seconds(args.seconds, "--seconds")
-    if args.epochs is not None:
-        if args.epochs < 0:
-            raise UserError(f"--epochs {args.epochs}: give 0 or more epochs")
-        limits.check("epochs", args.epochs, "--epochs")
+    check_epochs(args.epochs)
     video = args.video
     if video is None:
         data = default_data_dir()
@@ -235,12 +231,12 @@ def run_demo(args: argparse.Namespace) -> int:
                             "$TALKING_HEADS_DATA are not here)")
         video = data / DEMO_VIDEO
     if not Path(video).is_dir():
-        guard_input(lambda: input_file(video, "--video"))
-    guard_input(lambda: probe(video))
+        input_file(video, "--video")
+    probe(video)  # a file that is not a video fails here, before the avatar's fine-tuning
     if args.avatar is not None and not Path(args.avatar).is_dir():
         raise UserError(f"--avatar {args.avatar}: no such avatar directory (make one with `talking-heads avatar "
                         "create`)")
-    guard_input(lambda: output_dir(args.out, "--out", inputs=[video, args.avatar]))
+    output_dir(args.out, "--out", inputs=[video, args.avatar])
     pipe = pipeline_from_args(args)
     default_avatar = Path("outputs/demo/avatar_astronaut")
     if args.avatar is not None:

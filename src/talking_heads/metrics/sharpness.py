@@ -1,8 +1,8 @@
 """Sharpness: the variance of the Laplacian of the face, relative to the real frame's (not in the paper).
 
 A blurry generator scores well on L1 and PSNR (the mean is the safest guess) while looking nothing like a
-photo; the variance of the Laplacian (Pech-Pacheco et al. 2000, the usual focus measure) is low for blurred
-images and does not reward a wrong face for being sharp only if the real frame is used as the yardstick:
+photo. The variance of the Laplacian (Pech-Pacheco et al. 2000, the usual focus measure) is low for blurred
+images; it is measured against the real frame's own, so a frame only scores 1 for being as detailed as it:
 
 - per frame: luma Y = 0.299 R + 0.587 G + 0.114 B (intensities 0-255), the 4-neighbour Laplacian
   (OpenCV's `Laplacian` with ksize 1), its variance over the face box: the bounding box of the 68 landmarks

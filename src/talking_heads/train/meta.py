@@ -231,8 +231,8 @@ def load_initial_weights(networks, model_dir: str | os.PathLike, cfg: Config, nu
     model_cfg, meta = checkpoint.read_config(model_dir)
     if meta.get("stage") != "meta":
         raise RunDirError(f"--init-from {model_dir}: not a meta-learned model directory")
-    if dataclasses.asdict(model_cfg.model) != dataclasses.asdict(cfg.model):
-        diff = sorted(k for k, v in dataclasses.asdict(cfg.model).items() if dataclasses.asdict(model_cfg.model)[k] != v)
+    theirs, ours = dataclasses.asdict(model_cfg.model), dataclasses.asdict(cfg.model)
+    if diff := sorted(k for k, v in ours.items() if theirs[k] != v):
         raise RunDirError(f"--init-from {model_dir}: its model settings differ from this run's ({', '.join(diff)})")
     if int(meta.get("num_videos", -1)) != num_videos:
         raise RunDirError(f"--init-from {model_dir}: it was trained on {meta.get('num_videos')} videos, this "
