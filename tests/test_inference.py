@@ -17,7 +17,7 @@ from talking_heads.cli import main
 from talking_heads.config import apply_overrides, preset
 from talking_heads.landmarks.raster import rasterize_tensor
 from talking_heads.models import build_networks
-from talking_heads.models.specialise import FixedAdaIN, specialise
+from talking_heads.models.specialise import FixedNorm, specialise
 from talking_heads.pipeline import Avatar, TalkingHeadPipeline
 
 PHOTO = "photos/avatarify_jobs.jpg"
@@ -57,7 +57,7 @@ def test_folded_generator_equals_the_spectrally_normalised_one(name, overrides):
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
     # folded: no parametrisation (no power iteration, no W / sigma per frame) and no psi left
     assert not any(hasattr(m, "parametrizations") for m in a.modules())
-    assert a.generator.num_adain_params == 0 and any(isinstance(m, FixedAdaIN) for m in a.modules())
+    assert a.generator.num_adain_params == 0 and any(isinstance(m, FixedNorm) for m in a.modules())
     # the original is untouched and still works (parametrised classes are shared with deep copies)
     assert all(torch.equal(before[k], v) for k, v in g.state_dict().items())
     with torch.no_grad():

@@ -91,18 +91,16 @@ class TorchRenderer:
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         bf16 = self.precision == "bf16"
-        # the warp generator's sampling grid must stay fp32 (bf16 pixel coordinates are off by up to a pixel
-        # at 256 px): it runs under autocast (convolutions bf16, grid_sample fp32) with fp32 weights; the
-        # AdaIN generator holds bf16 weights (no per-frame weight casts; measured faster than autocast)
-        self.autocast = bf16 and model.needs_sources
-        self.dtype = torch.bfloat16 if bf16 and not self.autocast else torch.float32
-        # channels_last pays only in bf16 on CPU (module docstring); on CUDA with bf16 as well
+        self.dtype = torch.bfloat16 if bf16 else torch.float32
+        # bf16 weights (no per-frame weight casts: autocast re-cast every weight every frame, 25 % of the warp
+        # generator's time); the warp generator's source frames stay fp32, and it keeps its sampling grid fp32
+        # (models/warp.py). channels_last pays only in bf16 on CPU (module docstring); on CUDA with bf16 as well
         self.memory_format = torch.channels_last if bf16 else torch.contiguous_format
-        self.model = model.to(self.device, self.dtype).to(memory_format=self.memory_format).eval()
+        self.model = model.to(self.device).eval()
+        self.model.generator.to(self.dtype).to(memory_format=self.memory_format)
 
     def __call__(self, y: Tensor) -> Tensor:
-        amp = torch.autocast(self.device.type, torch.bfloat16) if self.autocast else contextlib.nullcontext()
-        with torch.inference_mode(), amp:
+        with torch.inference_mode():
             y = y.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
             return self.model(y).float().contiguous()  # B,3,H,W
 

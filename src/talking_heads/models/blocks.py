@@ -97,9 +97,71 @@ def conv3x3_avgpool(x: Tensor, conv3: nn.Conv2d) -> Tensor:
     """
     if min(x.shape[-2:]) < FUSE_MIN_SIZE:
         return F.avg_pool2d(conv3(x), 2)
-    w = conv3.weight  # O,I,3,3
-    w4 = (w.flatten(2) @ _POOL_TAPS.to(w)).view(*w.shape[:2], 4, 4)  # O,I,4,4
-    return F.conv2d(x, w4, conv3.bias, stride=2, padding=1)  # B,O,H/2,W/2
+    return F.conv2d(x, avgpool_weight(conv3.weight), conv3.bias, stride=2, padding=1)  # B,O,H/2,W/2
+
+
+def avgpool_weight(w: Tensor) -> Tensor:
+    """conv3x3_avgpool's 4x4 kernel (O,I,4,4) of a 3x3 kernel w (O,I,3,3)."""
+    return (w.flatten(2) @ _POOL_TAPS.to(w)).view(*w.shape[:2], 4, 4)
+
+
+def _upsample_taps() -> Tensor:
+    """(9, 16) matrix mapping a 3x3 kernel to the 4x4 stride-2 transposed-convolution kernel of nearest x2
+    upsampling followed by conv3x3: along each axis the even outputs see w0 x[i-1] + (w1 + w2) x[i], the odd
+    ones (w0 + w1) x[i] + w2 x[i+1], i.e. the 4 taps (w2, w1 + w2, w0 + w1, w0)."""
+    t = torch.zeros(3, 4)  # 3x3 tap index (one axis) -> 4x4 tap index
+    for k, taps in enumerate(((2, 3), (1, 2), (0, 1))):  # w0 -> taps 2, 3; w1 -> 1, 2; w2 -> 0, 1
+        t[k, list(taps)] = 1.0
+    return torch.einsum("ak,bl->abkl", t, t).reshape(9, 16)
+
+
+_UPSAMPLE_TAPS = _upsample_taps()
+
+
+def upsample_conv3x3(x: Tensor, conv3: nn.Conv2d) -> Tensor:
+    """Nearest x2 upsampling followed by conv3x3 (padding 1): (B,I,H,W) -> (B,O,2H,2W), run as ONE stride-2
+    4x4 transposed convolution of the low-resolution input with w4 = w3 @ taps: exactly the same linear map
+    (bias unchanged), 16 instead of 36 multiply-adds per input pixel and no upsampled copy (measured 1.1-3.2x
+    faster forward, 1.7-2.4x forward + backward on this CPU; docs/benchmarks.md). `conv3.weight` is read
+    once, so spectral norm's power iteration runs once as usual."""
+    return F.conv_transpose2d(x, upsample_weight(conv3.weight), conv3.bias, stride=2, padding=1)  # B,O,2H,2W
+
+
+def upsample_weight(w: Tensor) -> Tensor:
+    """upsample_conv3x3's transposed-convolution kernel (I,O,4,4) of a 3x3 kernel w (O,I,3,3)."""
+    return (w.flatten(2) @ _UPSAMPLE_TAPS.to(w)).view(*w.shape[:2], 4, 4).transpose(0, 1)
+
+
+class FixedConvAvgPool(nn.Module):
+    """conv3x3_avgpool with its 4x4 kernel computed once, for fixed weights (an avatar's renderer:
+    models/specialise.py). `resamples`: ResBlock calls it in place of conv3x3 + pooling."""
+
+    resamples = True
+
+    def __init__(self, conv3: nn.Conv2d):
+        super().__init__()
+        self.conv3 = conv3
+        self.register_buffer("weight4", avgpool_weight(conv3.weight.detach()).contiguous())
+
+    def forward(self, x: Tensor) -> Tensor:
+        if min(x.shape[-2:]) < FUSE_MIN_SIZE:
+            return F.avg_pool2d(self.conv3(x), 2)
+        return F.conv2d(x, self.weight4, self.conv3.bias, stride=2, padding=1)  # B,O,H/2,W/2
+
+
+class FixedUpsampleConv(nn.Module):
+    """upsample_conv3x3 with its transposed-convolution kernel computed once, for fixed weights (an avatar's
+    renderer: models/specialise.py). `resamples`: ResBlock calls it in place of upsampling + conv3x3."""
+
+    resamples = True
+
+    def __init__(self, conv3: nn.Conv2d):
+        super().__init__()
+        self.register_buffer("weight4", upsample_weight(conv3.weight.detach()).contiguous())
+        self.register_buffer("bias", None if conv3.bias is None else conv3.bias.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv_transpose2d(x, self.weight4, self.bias, stride=2, padding=1)  # B,O,2H,2W
 
 
 class ResBlock(nn.Module):
@@ -108,8 +170,8 @@ class ResBlock(nn.Module):
     main: [norm0] -> ReLU -> [upsample x2 nearest] -> conv3x3 -> [norm1] -> ReLU -> conv3x3 -> [avg-pool /2]
     skip: identity, or [upsample] -> conv1x1 -> [avg-pool] when channels or size change. The 1x1 conv commutes
           with nearest upsampling and with average pooling, so it runs at the lower resolution (same result,
-          up to 4x fewer operations); the last conv3x3 + avg-pool of a down block runs fused
-          (`conv3x3_avgpool`, same result).
+          up to 4x fewer operations); the last conv3x3 + avg-pool of a down block and the upsampling + first
+          conv3x3 of an up block run fused (`conv3x3_avgpool`, `upsample_conv3x3`, same result).
     `preactivation=False` (the first block of a network) drops norm0 and the first ReLU: the input is an
     image. In normalised blocks no conv has a bias [LAB]: each output feeds a norm (norm1, or the next
     layer's norm0 / the head's AdaIN), which would remove it.
@@ -152,11 +214,11 @@ class ResBlock(nn.Module):
         h = x
         if self.preactivation:
             h = F.relu(self._norm(self.norm0, h, psi0))
-        if self.resample == "up":
-            h = F.interpolate(h, scale_factor=2.0, mode="nearest")  # B,Cin,2H,2W
-        h = self.conv0(h)
+        up = self.resample == "up" and not getattr(self.conv0, "resamples", False)
+        h = upsample_conv3x3(h, self.conv0) if up else self.conv0(h)  # B,Cout,H',W'
         h = F.relu(self._norm(self.norm1, h, psi1))
-        h = conv3x3_avgpool(h, self.conv1) if self.resample == "down" else self.conv1(h)  # B,Cout,H',W'
+        down = self.resample == "down" and not getattr(self.conv1, "resamples", False)
+        h = conv3x3_avgpool(h, self.conv1) if down else self.conv1(h)  # B,Cout,H',W'
         return h + self._shortcut(x)
 
     def _shortcut(self, x: Tensor) -> Tensor:
@@ -172,8 +234,10 @@ class SelfAttention(nn.Module):
     """SAGAN self-attention (Zhang et al. 2019): x + gamma * softmax(q^T k) v, gamma initialised to 0.
 
     q, k: 1x1 convs to C/8 channels, v: 1x1 conv to C channels, all spectrally normalised; one head, no
-    1/sqrt(d) scaling (as in SAGAN). Uses fused scaled_dot_product_attention (no HW x HW matrix in memory
-    on kernels that support it).
+    1/sqrt(d) scaling (as in SAGAN). On CUDA the fused scaled_dot_product_attention (no HW x HW matrix in
+    memory on kernels that support it); on the CPU two plain matrix products around a softmax: no fused CPU
+    kernel takes v wider than q, k, and torch's fallback for that case was 1.2-3.7x slower than these three
+    ops (fp32 / bf16, 32 px maps; docs/benchmarks.md). The same function either way.
     """
 
     num_adain_params = 0
@@ -191,8 +255,11 @@ class SelfAttention(nn.Module):
         q = self.query(x).flatten(2).transpose(1, 2)[:, None]  # B,1,HW,C/8
         k = self.key(x).flatten(2).transpose(1, 2)[:, None]  # B,1,HW,C/8
         v = self.value(x).flatten(2).transpose(1, 2)[:, None]  # B,1,HW,C
-        o = F.scaled_dot_product_attention(q, k, v, scale=1.0)  # B,1,HW,C
-        return x + self.gamma * o[:, 0].transpose(1, 2).reshape(b, c, h, w)
+        if x.is_cuda:
+            o = F.scaled_dot_product_attention(q, k, v, scale=1.0)[:, 0]  # B,HW,C
+        else:
+            o = torch.bmm(torch.softmax(torch.bmm(q[:, 0], k[:, 0].transpose(1, 2)), -1), v[:, 0])  # B,HW,C
+        return x + self.gamma * o.transpose(1, 2).reshape(b, c, h, w)
 
 
 def check_resolutions(name: str, produced: Sequence[int], attention_at: Sequence[int]) -> None:

@@ -8,8 +8,11 @@ landmark images. `specialise(generator, psi, sources)` turns that into a plain e
 - spectral norm folded into plain weights (`fold_spectral_norm`): W / sigma(W) evaluated once with the stored
   power-iteration vectors u, v (eval mode: exactly what every eval forward computes, so no power iteration and
   no weight recomputation per frame);
-- AdaIN parameters precomputed (`FixedAdaIN`): each AdaIN layer's slice of psi becomes a per-channel scale
+- AdaIN parameters precomputed (`FixedNorm`): each AdaIN layer's slice of psi becomes a per-channel scale
   1 + gamma and bias beta, applied by the instance norm's own affine step (one fused op instead of three);
+  the encoder's instance norms become the same module (fast on channels_last tensors);
+- the resampling convolutions' fused kernels (upsampling + conv3x3 as one transposed convolution, conv3x3 +
+  average pooling as one stride-2 convolution; models/blocks.py) computed once (`fuse_resampling`);
 - the warp generator's sources held as buffers (no rasterising of the T landmark images per frame).
 
 The result is the same function as `generator(y, psi, sources)` (tested to 1e-5 in fp32), traceable and
@@ -28,25 +31,45 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .blocks import AdaIN
+from .blocks import AdaIN, FixedConvAvgPool, FixedUpsampleConv, ResBlock
 
-__all__ = ["AvatarGenerator", "FixedAdaIN", "fold_spectral_norm", "fix_adain", "specialise"]
+__all__ = ["AvatarGenerator", "FixedNorm", "fold_spectral_norm", "fix_adain", "fix_norms", "fuse_resampling", "specialise"]
 
 
-class FixedAdaIN(nn.Module):
-    """AdaIN with one person's (gamma, beta): IN(x) * (1 + gamma) + beta as instance norm's affine step."""
+class FixedNorm(nn.Module):
+    """Instance norm with a fixed per-channel affine step, IN(x) * scale + bias: an AdaIN layer with one
+    person's (gamma, beta) (`from_adain`: scale 1 + gamma, bias beta) or the encoder's instance norm with its
+    learned affine (`from_instance_norm`).
+
+    On a channels_last tensor each sample runs as batch norm with batch statistics, which over one sample are
+    its instance statistics (the same numbers): torch's instance_norm copies a channels_last tensor to NCHW and
+    back, 6x slower at 128 px in bf16 (docs/benchmarks.md). NCHW tensors and ONNX export use instance_norm."""
 
     num_adain_params = 0  # consumes no psi: the generator's routing skips it
 
-    def __init__(self, adain: AdaIN, psi_slice: Tensor):
+    def __init__(self, scale: Tensor, bias: Tensor, eps: float):
         super().__init__()
+        self.eps = float(eps)
+        self.register_buffer("scale", scale.detach().reshape(-1).clone())  # C
+        self.register_buffer("bias", bias.detach().reshape(-1).clone())  # C
+
+    @classmethod
+    def from_adain(cls, adain: AdaIN, psi_slice: Tensor) -> "FixedNorm":
         gamma, beta = psi_slice.detach().reshape(-1).split(adain.channels)  # C ; C
-        self.eps = adain.eps
-        self.register_buffer("scale", (1 + gamma).clone())
-        self.register_buffer("bias", beta.clone())
+        return cls(1 + gamma, beta, adain.eps)
+
+    @classmethod
+    def from_instance_norm(cls, norm: nn.InstanceNorm2d) -> "FixedNorm":
+        if not norm.affine or norm.track_running_stats:
+            raise ValueError("only an affine instance norm without running statistics can be fixed")
+        return cls(norm.weight, norm.bias, norm.eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.instance_norm(x, weight=self.scale, bias=self.bias, eps=self.eps)  # B,C,H,W
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if not channels_last or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return F.instance_norm(x, weight=self.scale, bias=self.bias, eps=self.eps)  # B,C,H,W
+        parts = [F.batch_norm(xi, None, None, self.scale, self.bias, True, 0.0, self.eps) for xi in x.split(1)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)  # B,C,H,W
 
 
 def fold_spectral_norm(module: nn.Module) -> nn.Module:
@@ -79,7 +102,7 @@ def _plain(m: nn.Module) -> nn.Module:
 
 
 def fix_adain(generator: nn.Module, psi: Tensor) -> nn.Module:
-    """Replace the AdaIN layers of `generator` (a Generator, models/generator.py) by FixedAdaIN layers holding
+    """Replace the AdaIN layers of `generator` (a Generator, models/generator.py) by FixedNorm layers holding
     psi's slices (1, num_adain_params), in place; afterwards `generator.num_adain_params == 0`."""
     if psi.dim() != 2 or psi.shape[0] != 1 or psi.shape[1] != generator.num_adain_params:
         raise ValueError(f"psi must be (1, {generator.num_adain_params}), got {tuple(psi.shape)}")
@@ -87,14 +110,35 @@ def fix_adain(generator: nn.Module, psi: Tensor) -> nn.Module:
     for layer in generator.adain_layers():  # forward order = psi's layout
         chunk = next(chunks)
         if isinstance(layer, AdaIN):  # the head's out_norm
-            generator.out_norm = FixedAdaIN(layer, chunk)
+            generator.out_norm = FixedNorm.from_adain(layer, chunk)
             continue
         parts = iter(chunk.split([n.num_adain_params for n in layer._adain_norms()], dim=1))
         for name in ("norm0", "norm1"):  # a ResBlock's AdaIN layers, in the order it splits its slice
             norm = getattr(layer, name)
             if isinstance(norm, AdaIN):
-                setattr(layer, name, FixedAdaIN(norm, next(parts)))
+                setattr(layer, name, FixedNorm.from_adain(norm, next(parts)))
     return generator
+
+
+def fix_norms(module: nn.Module) -> nn.Module:
+    """Replace every affine nn.InstanceNorm2d of `module` (the generator's encoder) by a FixedNorm, in place."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.InstanceNorm2d):
+                setattr(parent, name, FixedNorm.from_instance_norm(child))
+    return module
+
+
+def fuse_resampling(module: nn.Module) -> nn.Module:
+    """In every ResBlock of `module`, compute the fused resampling kernels once, in place: an up block's
+    upsampling + conv0 becomes a FixedUpsampleConv, a down block's conv1 + pooling a FixedConvAvgPool (the
+    same linear maps ResBlock otherwise folds from the weights every call; models/blocks.py)."""
+    for block in module.modules():
+        if isinstance(block, ResBlock) and block.resample == "up" and isinstance(block.conv0, nn.Conv2d):
+            block.conv0 = FixedUpsampleConv(block.conv0)
+        if isinstance(block, ResBlock) and block.resample == "down" and isinstance(block.conv1, nn.Conv2d):
+            block.conv1 = FixedConvAvgPool(block.conv1)
+    return module
 
 
 class AvatarGenerator(nn.Module):
@@ -127,6 +171,8 @@ def specialise(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor]
     g = copy.deepcopy(generator).eval()
     fold_spectral_norm(g)
     fix_adain(_core(g), psi.to(next(g.parameters()).device))
+    fix_norms(g)
+    fuse_resampling(g)
     for p in g.parameters():
         p.requires_grad_(False)
     return AvatarGenerator(g, sources).eval()

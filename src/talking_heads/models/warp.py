@@ -113,7 +113,10 @@ class WarpGenerator(nn.Module):
         return self.core.person_parameters() + list(self.flow.parameters())
 
     def warp(self, y: Tensor, sources: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """(fused warped source (B,3,H,W), confidence (B,1,H,W) in [0,1], flow (B*K,2,h,w))."""
+        """(fused warped source (B,3,H,W), confidence (B,1,H,W) in [0,1], flow (B*K,2,h,w)). The networks
+        may hold bf16 weights (a bf16 renderer); the resizes, the sampling grid and grid_sample stay fp32
+        whatever they hold (bf16 pixel coordinates are off by up to a pixel at 256 px, and the antialiased
+        resize has no bf16 kernel); fused and confidence come back in the networks' dtype."""
         x_src, y_src = sources
         if x_src.dim() == 4:  # (K,3,H,W) shared by the whole batch (an avatar's T frames)
             x_src, y_src = x_src[None].expand(y.shape[0], -1, -1, -1, -1), y_src[None].expand(y.shape[0], -1, -1, -1, -1)
@@ -121,20 +124,21 @@ class WarpGenerator(nn.Module):
         h, w = int(h), int(w)  # the image size: constants when traced for ONNX (batch stays dynamic)
         if y.shape[0] != b or y_src.shape != x_src.shape:
             raise ValueError(f"sources {tuple(x_src.shape)} / {tuple(y_src.shape)} do not fit y {tuple(y.shape)}")
-        xs, ys = x_src.reshape(b * k, 3, h, w), y_src.reshape(b * k, 3, h, w)
-        yt = y[:, None].expand(b, k, 3, h, w).reshape(b * k, 3, h, w)
+        dtype = self.flow.head.weight.dtype  # the networks' (fp32 in training, also under autocast)
+        xs, ys = x_src.reshape(b * k, 3, h, w).float(), y_src.reshape(b * k, 3, h, w).float()
+        yt = y[:, None].expand(b, k, 3, h, w).reshape(b * k, 3, h, w).float()
         inp = torch.cat([ys, yt, xs], 1)  # BK,9,H,W
         lh, lw = max(8, round(h * self.scale)), max(8, round(w * self.scale))
         small = F.interpolate(inp, size=(lh, lw), mode="bilinear", align_corners=False, antialias=self.scale < 1)
-        flow, logit = self.flow(small)  # BK,2,lh,lw ; BK,1,lh,lw
-        flow_full = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
-        logit = F.interpolate(logit, size=(h, w), mode="bilinear", align_corners=False)
+        flow, logit = self.flow(small.to(dtype))  # BK,2,lh,lw ; BK,1,lh,lw
+        flow_full = F.interpolate(flow.float(), size=(h, w), mode="bilinear", align_corners=False)
+        logit = F.interpolate(logit.float(), size=(h, w), mode="bilinear", align_corners=False)
         grid = identity_grid(b * k, h, w, xs) + flow_full.permute(0, 2, 3, 1)  # BK,H,W,2
         warped = F.grid_sample(xs, grid, mode="bilinear", padding_mode="border", align_corners=False)  # BK,3,H,W
         weights = torch.softmax(logit.view(b, k, 1, h, w), dim=1)  # B,K,1,H,W
         fused = (warped.view(b, k, 3, h, w) * weights).sum(1)  # B,3,H,W
         conf = (torch.sigmoid(logit.view(b, k, 1, h, w)) * weights).sum(1)  # B,1,H,W
-        return fused, conf, flow
+        return fused.to(dtype), conf.to(dtype), flow
 
     def forward_with_aux(self, y: Tensor, psi: Tensor | None, sources: tuple[Tensor, Tensor] | None = None
                          ) -> tuple[Tensor, dict[str, Tensor]]:
