@@ -64,6 +64,21 @@ def test_folded_generator_equals_the_spectrally_normalised_one(name, overrides):
         torch.testing.assert_close(g(y, psi.expand(3, -1), sources), ref, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fixed_norm_equals_instance_norm(batch, channels_last):
+    torch.manual_seed(0)
+    norm = torch.nn.InstanceNorm2d(6, affine=True)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    x = torch.randn(batch, 6, 9, 7) * 3 + 1
+    ref = norm(x)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = FixedNorm.from_instance_norm(norm)(x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_precision_resolution():
     assert inference.resolve_precision("fp32", "cpu") == "fp32"
     assert inference.resolve_precision("bf16", "cpu") == "bf16"

@@ -13,7 +13,8 @@ from torch.nn.utils import parametrize
 from talking_heads import losses as L
 from talking_heads.config import apply_overrides, preset
 from talking_heads.models import Networks, build_networks, parameter_counts
-from talking_heads.models.blocks import AdaIN, ResBlock, SelfAttention, conv3x3_avgpool
+from talking_heads.models.blocks import (AdaIN, FixedConvAvgPool, FixedUpsampleConv, ResBlock, SelfAttention,
+                                         conv3x3_avgpool, upsample_conv3x3)
 
 NUM_VIDEOS = 3
 
@@ -80,6 +81,41 @@ def test_fused_conv_avgpool_equals_conv_then_pool(size):
     x = torch.randn(2, 5, size, size)
     ref = F.avg_pool2d(conv(x), 2)
     torch.testing.assert_close(conv3x3_avgpool(x, conv), ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(4, 4), (5, 9), (16, 16)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_upsample_conv_equals_upsample_then_conv(size, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 7, 3, padding=1, bias=bias)
+    x = torch.randn(2, 5, *size)
+    ref = conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    torch.testing.assert_close(upsample_conv3x3(x, conv), ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(FixedUpsampleConv(conv)(x), ref, atol=1e-5, rtol=1e-5)
+    # gradients flow to the 3x3 weight as through the two ops (training uses the fused form); float64, so
+    # that the different summation orders of thousands of terms do not hide a wrong tap
+    conv, x = conv.double(), x.double()
+    w_ref = torch.autograd.grad(conv(F.interpolate(x, scale_factor=2.0, mode="nearest")).square().sum(), conv.weight)[0]
+    w_fused = torch.autograd.grad(upsample_conv3x3(x, conv).square().sum(), conv.weight)[0]
+    torch.testing.assert_close(w_fused, w_ref, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("size", [8, 32])
+def test_fixed_conv_avgpool_equals_conv_then_pool(size):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(5, 7, 3, padding=1)
+    x = torch.randn(2, 5, size, size)
+    torch.testing.assert_close(FixedConvAvgPool(conv)(x), F.avg_pool2d(conv(x), 2), atol=1e-5, rtol=1e-5)
+
+
+def test_self_attention_cpu_path_equals_fused_attention():
+    torch.manual_seed(0)
+    att = SelfAttention(32, spectral=False)
+    att.gamma.data.fill_(0.7)  # 0 at init would hide the attention output
+    x = torch.randn(2, 32, 8, 8)
+    q, k, v = (m(x).flatten(2).transpose(1, 2)[:, None] for m in (att.query, att.key, att.value))
+    o = F.scaled_dot_product_attention(q, k, v, scale=1.0)[:, 0].transpose(1, 2).reshape(2, 32, 8, 8)
+    torch.testing.assert_close(att(x), x + 0.7 * o, atol=1e-5, rtol=1e-5)
 
 
 def test_paper_parameter_counts_within_5_percent():
