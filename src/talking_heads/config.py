@@ -127,7 +127,7 @@ class DataConfig:
     follow_smoothing: float = 0.3  # seconds: zero-phase moving average of a followed driver box's centre and size (data.crop.smooth_track)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")  # inference.precision values (talking_heads.inference)
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # inference.precision values (talking_heads.inference)
 BACKENDS = ("torch", "onnxruntime")  # inference.backend values
 
 
@@ -142,8 +142,8 @@ class InferenceConfig:
     motion_fps: float = 25.0  # frame rate of built-in motions and of saved landmark sequences (.npy)
     thumbnail_size: int = 64  # side (px) of the source thumbnail stored in an avatar directory
     contact_sheet_frames: int = 8  # evenly spaced frames shown on the PNG contact sheet
-    precision: str = "auto"  # generator arithmetic when rendering: "fp32", "bf16", or "auto" = bf16 on CUDA and on CPUs with AVX-512 BF16 / AMX, else fp32 (inference.py)
-    backend: str = "torch"  # renderer: "torch", or "onnxruntime" (the avatar's generator exported to ONNX, fp32; inference.py)
+    precision: str = "auto"  # generator arithmetic when rendering: "fp32", "bf16", "int8" (onnxruntime backend, CPU: static int8 calibrated per avatar; not in the paper), or "auto" = bf16 on CUDA and on CPUs with AVX-512 BF16 / AMX, else fp32 (inference.py)
+    backend: str = "torch"  # renderer: "torch", or "onnxruntime" (the avatar's generator exported to ONNX, fp32 or int8; inference.py)
 
 
 @dataclass

@@ -365,9 +365,27 @@ class TalkingHeadPipeline:
             generator, psi, sources = self.render_inputs(avatar)
             return build_renderer(generator, psi, sources, device=self.device, precision=inf.precision,
                                   backend=inf.backend, onnx_file=onnx_file,
-                                  describe=lambda: self.describe_render_inputs(generator, psi, sources))
+                                  describe=lambda: self.describe_render_inputs(generator, psi, sources),
+                                  calibration=lambda: self.calibration_images(avatar))
 
         return self._renderers.get(avatar, key, build, rebuild=onnx_file is not None)
+
+    CALIBRATION_MOTIONS = ("talk", "turn", "surprise")  # int8 calibration: 4 frames of each (calibration_images)
+
+    def calibration_images(self, avatar: Avatar) -> Tensor:
+        """Landmark images (N,3,S,S) like those `avatar` will render, on which int8 calibrates its activation
+        ranges (`inference.quantize_int8`): the avatar's own source landmarks (up to 8) and 4 frames each of
+        the built-in talk, turn and surprise motions applied to its face (without source landmarks, the motions
+        on the neutral template)."""
+        from .landmarks.motions import motion_landmarks
+
+        s = self.image_size
+        motions = [motion_landmarks(m, 2.0, 2.0, s, self.cfg.data) for m in self.CALIBRATION_MOTIONS]  # 4 each
+        if avatar.face is not None:  # each motion starts on the neutral face: its frame 0 is the reference
+            motions = [adapt_landmarks(m, avatar.face, 0) for m in motions]
+            motions.insert(0, avatar.landmarks[:8])
+        points = np.concatenate(motions).astype(np.float32)
+        return rasterize_tensor(points, s, self.cfg.data.line_thickness).to(self.device)
 
     def render_inputs(self, avatar: Avatar) -> tuple[torch.nn.Module, Tensor, tuple[Tensor, Tensor] | None]:
         """What renders `avatar`: (its generator (FT) or the model's, in eval mode; psi' (1,A); the warp

@@ -85,10 +85,11 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="rendering arithmetic (default inference.precision = auto: bf16 on CUDA and on CPUs with "
-                        "AVX-512 BF16 / AMX, else fp32)")
+                        "AVX-512 BF16 / AMX, else fp32; int8: onnxruntime's int8 kernels on the CPU, calibrated on "
+                        "the avatar, implies --backend onnxruntime)")
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="rendering backend (default inference.backend = torch; onnxruntime: the avatar's generator "
-                        "exported to ONNX, fp32)")
+                        "exported to ONNX, fp32 or int8)")
 
 
 def onnx_arg(p: argparse.ArgumentParser) -> None:
@@ -123,6 +124,12 @@ def pipeline_from_args(args):
     if getattr(args, "onnx", None):
         if args.backend == "torch":
             raise UserError("--onnx runs the file with onnxruntime: drop --backend torch")
+        args.backend = "onnxruntime"
+    if getattr(args, "precision", None) == "int8":
+        if args.backend == "torch":
+            raise UserError("--precision int8 runs on onnxruntime's int8 kernels: drop --backend torch")
+        if device != "cpu":
+            raise UserError("--precision int8 runs on the CPU: add --device cpu")
         args.backend = "onnxruntime"
     if args.backend == "onnxruntime":
         try:

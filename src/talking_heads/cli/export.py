@@ -11,7 +11,8 @@ from .avatar import model_args
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write an avatar's generator as an ONNX model (landmark image in, frame out)",
                        description="Writes the avatar-specialised generator (spectral norm, psi' and, for the warp "
-                                   "generator, the source frames folded in; fp32, opset 17) as ONNX: input "
+                                   "generator, the source frames folded in; fp32, or int8 with --precision int8, "
+                                   "calibrated on the avatar; opset 17) as ONNX: input "
                                    "'landmarks' (B,3,S,S) in [-1,1], output 'frame' (B,3,S,S) in [-1,1]. Run it with "
                                    "onnxruntime: `talking-heads animate --avatar DIR --backend onnxruntime --onnx "
                                    "FILE`, or any ONNX runtime. Frames rendered with it are synthetic media: label "
@@ -38,8 +39,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise UserError("export needs the onnx package: pip install onnx onnxruntime") from None
     pipe = pipeline_from_args(args)
     avatar = guard_input(lambda: Avatar.load(args.avatar, pipe))
-    meta = guard_input(lambda: export_avatar(pipe, avatar, args.out))
+    precision = "int8" if args.precision == "int8" else "fp32"  # the file is fp32 unless asked for int8
+    meta = guard_input(lambda: export_avatar(pipe, avatar, args.out, precision))
     size = Path(args.out).stat().st_size
-    print(f"onnx: {args.out} ({size / 2**20:.1f} MiB; {meta['image_size']} px, {meta['generator']} generator, "
+    print(f"onnx: {args.out} ({size / 2**20:.1f} MiB, {precision}; {meta['image_size']} px, {meta['generator']} generator, "
           f"avatar {meta['avatar_fingerprint']}); run it with --backend onnxruntime --onnx {args.out}")
     return 0

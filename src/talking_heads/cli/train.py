@@ -150,7 +150,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     print(bench.report(results, args.json))
     if args.write:
-        heading = f"### {results['device']}:"
+        heading = bench.device_heading(results)  # only this machine's block is replaced
         rendering = ("render", "export", "animate")
         if set(what) - set(rendering):
             bench.write_section(args.write, bench.markdown(results), heading)

@@ -246,10 +246,13 @@ def interleaved(fns: dict[str, Callable[[], Any]], device: torch.device, *, warm
 def bench_render(cfg: Config, device: torch.device, repeat: int) -> dict[str, Any]:
     """ms per frame at batch 1 of the generator as it was rendered before issue 16 (spectral norm evaluated
     every frame, psi routed every frame, no_grad: `sn`) and of the avatar-specialised renderer
-    (`inference.TorchRenderer`) in fp32 and, where the device has native bf16, bf16; with `onnx`, also
-    onnxruntime on its ONNX export (CPU). Interleaved rounds (`interleaved`). `default` names what
+    (`inference.TorchRenderer`) in fp32 and, where the device has native bf16, bf16; with onnxruntime
+    installed, also onnxruntime on its ONNX export (CPU) in fp32 and in int8 (calibrated on the benchmark's own
+    landmark image: speed only, random weights say nothing of int8's quality, which tests/test_inference.py
+    checks on real frames). Interleaved rounds (`interleaved`). `default` names what
     `inference.precision = auto` picks here."""
-    from ..inference import OnnxRenderer, TorchRenderer, cpu_supports_bf16, export_onnx, resolve_precision
+    from ..inference import (OnnxRenderer, TorchRenderer, cpu_supports_bf16, export_onnx, quantize_int8,
+                             resolve_precision)
     from ..models.specialise import specialise
 
     g, psi, sources, y = _random_avatar(cfg, device)
@@ -265,6 +268,7 @@ def bench_render(cfg: Config, device: torch.device, repeat: int) -> dict[str, An
     with contextlib.suppress(ModuleNotFoundError):
         data = export_onnx(specialise(g, psi, sources).cpu(), cfg.model.image_size, {"generator": cfg.model.generator})
         fns["onnxruntime"] = functools.partial(OnnxRenderer(data), y.cpu())
+        fns["int8"] = functools.partial(OnnxRenderer(quantize_int8(data, y.cpu())), y.cpu())
     for k, t in interleaved(fns, device, repeat=repeat).items():
         out[f"{k}_ms"] = round(t * 1e3, 2)
     return out
@@ -597,12 +601,18 @@ def _fmt_params(n: int | None) -> str:
     return "-" if n is None else (f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k")
 
 
+def device_heading(results: dict[str, Any]) -> str:
+    """The "### device: machine" heading of one machine's block (`write_section` replaces only that machine's)."""
+    m, dev = results["machine"], results["device"]
+    where = m.get("gpu", "") if dev.startswith("cuda") else f"{m['cpu']}, {m['cpu_count']} cores"
+    return f"### {dev}: {where}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The body of the "Networks and training step" section for one device."""
     m = results["machine"]
     dev = results["device"]
-    where = m.get("gpu", "") if dev.startswith("cuda") else f"{m['cpu']}, {m['cpu_count']} cores"
-    lines = [f"### {dev}: {where}", "",
+    lines = [device_heading(results), "",
              f"{m['date']}, torch {m['torch']}, {m['torch_threads']} threads, RAM {m['ram_gib']} GiB. "
              "Generator: batch 1, psi computed once, no_grad. Embedder: K = 8 frames in one batch. Train step: "
              "batch 1, K = 8, one E/G update + 2 D updates; `vgg` = VGG19 + VGGFace present with random "
@@ -661,18 +671,18 @@ def write_section(path: str | os.PathLike, body: str, device_heading: str, secti
 
 def render_markdown(results: dict[str, Any]) -> str:
     """The body of the "Real-time rendering" section for one device (render / export / animate results)."""
-    m, dev = results["machine"], results["device"]
-    where = m.get("gpu", "") if dev.startswith("cuda") else f"{m['cpu']}, {m['cpu_count']} cores"
-    lines = [f"### {dev}: {where}", "",
+    m = results["machine"]
+    lines = [device_heading(results), "",
              f"{m['date']}, torch {m['torch']}, {m['torch_threads']} threads. Generator ms per frame at batch 1, "
              "random weights, psi fixed: `sn` = the generator as rendered before (spectral norm's W / sigma and "
              "psi's routing every frame, no_grad); `fp32` / `bf16` = the avatar-specialised renderer "
              "(inference.py: folded weights, fixed AdaIN, inference_mode; bf16 with channels_last); `onnxruntime` "
-             "= its ONNX export (fp32), with its largest difference from fp32 PyTorch. Timed in interleaved rounds "
+             "= its ONNX export (fp32), with its largest difference from fp32 PyTorch; `int8` = that export quantised "
+             "(onnxruntime, static int8; speed only here). Timed in interleaved rounds "
              "(one call of each per round, medians), so other load on the machine weighs on all alike.", "",
-             "| preset | px | generator | sn ms | fp32 ms | bf16 ms | onnxruntime ms | ONNX max diff | export s | "
-             "ONNX MiB | default | speed-up of the default over sn |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| preset | px | generator | sn ms | fp32 ms | bf16 ms | onnxruntime ms | int8 ms | ONNX max diff | "
+             "export s | ONNX MiB | default | speed-up of the default over sn |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results["presets"].items():
         rr, ex = r.get("render"), r.get("export", {})
         if rr is None and not ex:
@@ -683,6 +693,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         gain = f"{rr['sn_ms'] / best:.2f}x" if best and rr.get("sn_ms") else "-"
         lines.append(f"| {name} | {r['image_size']} | {rr.get('generator', '-')} | {rr.get('sn_ms', '-')} | "
                      f"{rr.get('fp32_ms', '-')} | {rr.get('bf16_ms', '-')} | {rr.get('onnxruntime_ms', '-')} | "
+                     f"{rr.get('int8_ms', '-')} | "
                      f"{ex.get('max_abs_diff_vs_fp32', '-')} | {ex.get('export_s', '-')} | {ex.get('mib', '-')} | "
                      f"{default or '-'} | {gain} |")
     a = results.get("animate")
@@ -697,10 +708,9 @@ def render_markdown(results: dict[str, Any]) -> str:
 
 def train_step_markdown(results: dict[str, Any]) -> str:
     """The body of the "Training step" section for one device (`bench_train_step_parts` / `_speedups`)."""
-    m, dev = results["machine"], results["device"]
-    where = m.get("gpu", "") if dev.startswith("cuda") else f"{m['cpu']}, {m['cpu_count']} cores"
+    m = results["machine"]
     rows = {n: r for n, r in results["presets"].items() if "train_step_parts" in r or "train_step_speedups" in r}
-    lines = [f"### {dev}: {where}", "",
+    lines = [device_heading(results), "",
              f"{m['date']}, torch {m['torch']}, {m['torch_threads']} threads. One meta-learning step (batch 1, "
              "K = 8, one E/G update + 2 D updates) of each preset with its own losses, random weights, a "
              "synthetic episode.", "",

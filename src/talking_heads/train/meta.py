@@ -456,6 +456,13 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
         log.warning("=" * 78 + "\nOFFLINE CONTENT LOSS: no VGG19 / VGGFace weight files were given "
                     "(loss.vgg19_weights / loss.vggface_weights).\nThis is NOT the paper's L_CNT; the model "
                     "directory records content_loss='offline'.\n" + "=" * 78)
+    if cfg.train.amp_cpu and info.device.type == "cpu":
+        from ..inference import cpu_supports_bf16
+
+        if not cpu_supports_bf16():
+            log.warning("train.amp_cpu: this CPU has no native bf16 (AVX-512 BF16 / AMX), so bf16 autocast is "
+                        "emulated and many times slower than fp32 here (docs/benchmarks.md): set "
+                        "train.amp_cpu=false")
     sampler = dist.EpisodeSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size)
     start = 0
     if ck is not None:
