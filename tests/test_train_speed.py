@@ -89,7 +89,7 @@ def test_adam_implementation_follows_the_config_on_restore():
 @pytest.mark.parametrize("options", [(), SAMPLE_LIKE], ids=["tiny", "sample-options"])
 def test_bf16_autocast_on_cpu_runs_and_stays_finite(options):
     """One step in bf16 next to fp32: the losses (computed before any update) agree within 2 % (bf16 keeps 8
-    bits of mantissa), and the updates point the same way for >= 90 % of the parameters' elements (measured
+    bits of mantissa; the identity term within bf16's spacing near 1), and the updates point the same way for >= 90 % of the parameters' elements (measured
     94-97 %; Adam's first update is +-lr whatever the gradient's size, so its sign is what can differ)."""
     start, _, _ = one_step("train.lr_generator=0", "train.lr_discriminator=0", *options)
     fp32, logs32, fake32 = one_step(*options)
@@ -98,7 +98,9 @@ def test_bf16_autocast_on_cpu_runs_and_stays_finite(options):
     assert all(math.isfinite(v) for v in logs16.values())
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in bf16.values())
     for k, v in logs32.items():
-        assert logs16[k] == pytest.approx(v, rel=0.02, abs=1e-3), k
+        # the identity term is 1 - cos with cos near 1, where bf16's spacing is 2^-8 = 0.0039: its absolute error
+        # is bounded by that, not by 2 % of the small difference (0.0024 measured on an AVX2 CPU)
+        assert logs16[k] == pytest.approx(v, rel=0.02, abs=2**-8 if k == "g_cnt_id" else 1e-3), k
     agree = moved = 0
     for k in fp32:
         d32, d16 = fp32[k] - start[k], bf16[k] - start[k]
