@@ -9,6 +9,10 @@
 # training, so the long run is done in sittings: the v2 model took several). Each sitting ends by exporting
 # the model and evaluating it, so the card's numbers can be refreshed after any sitting.
 # On a GPU add --device cuda to the train line (and a larger train.batch_size).
+# When a run folder is lost (machines are not kept between sessions), INIT_FROM=MODEL_DIR starts a new run from
+# that model's E, G, D (fresh optimisers, step 0, the L_MCH warm-up again): the shipped v2 model is sitting 1
+# (8,140 steps) then, its run folder lost, sitting 2 started with
+#   INIT_FROM=src/talking_heads/assets/sample_model bash scripts/train_sample_model.sh runs/sample_v2_s2 6000   # stopped with SIGTERM after 86 min
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${TALKING_HEADS_DATA:-../shared/data}
@@ -33,7 +37,7 @@ if [ -e "$RUN/latest" ] || [ -e "$RUN/training_state.pt" ]; then
         --time-limit "$SECONDS_LIMIT" --set train.num_workers=1
 else
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $TH train --preset sample --data runs/data_train_128_all --out "$RUN" \
-        --steps "$STEPS" --time-limit "$SECONDS_LIMIT" --set train.num_workers=1
+        --steps "$STEPS" --time-limit "$SECONDS_LIMIT" --set train.num_workers=1 ${INIT_FROM:+--init-from "$INIT_FROM"}
 fi
 
 # 3. ship: fp16 copy of the model directory inside the package, plus the run's log, curves and last sample grid
