@@ -148,3 +148,23 @@ def test_bench_train_step_cli_writes_its_section(tmp_path, capsys):
     assert "fused Adam + bf16" in text
     main(["bench", "--preset", "tiny", "--what", "train-step", "--repeat", "1", "--write", str(md)])
     assert md.read_text().count(f"## {bench.TRAIN_SECTION}") == 1
+
+
+def test_write_section_replaces_its_own_machine_in_place_and_keeps_notes(tmp_path):
+    md = tmp_path / "benchmarks.md"
+    md.write_text("# Benchmarks\n\n## S\n\nintro\n\n### cpu: A, 2 cores\n\nold A table\n\n### cpu: B, 2 cores\n\n"
+                  "B table\n\nB notes\n\n## Later\n\nlater text\n")
+    bench.write_section(md, "### cpu: A, 2 cores\n\nnew A table\n", "### cpu: A, 2 cores", section="S")
+    text = md.read_text()
+    # a block without the end marker (written by hand or before it existed) is replaced whole, where it was
+    assert "old A table" not in text and text.index("new A table") < text.index("### cpu: B")
+    assert "B notes" in text and text.rstrip().endswith("later text") and text.count("### cpu: A") == 1
+    # notes written after the marker survive the next run; another machine's block is appended once
+    md.write_text(text.replace(bench.GENERATED_END, bench.GENERATED_END + "\n\nA notes by hand"))
+    bench.write_section(md, "### cpu: A, 2 cores\n\nnewer A table\n", "### cpu: A, 2 cores", section="S")
+    bench.write_section(md, "### cpu: C, 2 cores\n\nC table\n", "### cpu: C, 2 cores", section="S")
+    text = md.read_text()
+    assert "new A table" not in text and "newer A table" in text and "A notes by hand" in text
+    assert text.index("newer A table") < text.index(bench.GENERATED_END) < text.index("A notes by hand") \
+        < text.index("### cpu: B") < text.index("### cpu: C") < text.index("## Later")
+    assert text.count(bench.GENERATED_END) == 2

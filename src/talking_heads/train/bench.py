@@ -643,11 +643,16 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+GENERATED_END = "<!-- end of the block `talking-heads bench --write` generates; notes below it are kept -->"
+
+
 def write_section(path: str | os.PathLike, body: str, device_heading: str, section: str = SECTION,
                   intro: str = "Reproduce: `talking-heads bench --preset tiny --preset sample --preset paper --write "
                                "docs/benchmarks.md` (add `--device cuda` on a GPU).") -> None:
     """Insert or replace this device's block inside the "## `section`" section of `path` (created with
-    `intro` when missing). Other sections (other engineers' benchmarks) and other devices' blocks are kept."""
+    `intro` when missing), in place. The block written ends with `GENERATED_END`; what follows that marker in
+    the old block (hand-written notes on the measurement) is kept, a block without the marker is replaced
+    whole. Other sections (other engineers' benchmarks) and other devices' blocks are kept."""
     from ..atomic import write_text
 
     path = Path(path)
@@ -658,12 +663,18 @@ def write_section(path: str | os.PathLike, body: str, device_heading: str, secti
     start = text.index(head)
     nxt = text.find("\n## ", start + len(head))
     end = len(text) if nxt < 0 else nxt + 1
-    section = text[start:end]
-    blocks = section.split("\n### ")
-    intro, rest = blocks[0], blocks[1:]
-    kept = [b for b in rest if not b.startswith(device_heading.removeprefix("### "))]
-    new_section = intro.rstrip("\n") + "\n" + "".join("\n### " + b.rstrip("\n") + "\n" for b in kept) \
-        + "\n" + body.rstrip("\n") + "\n"
+    blocks = text[start:end].split("\n### ")
+    intro, rest = blocks[0], [b.rstrip("\n") for b in blocks[1:]]
+    new = body.rstrip("\n").removeprefix("### ") + "\n\n" + GENERATED_END
+    ours = [i for i, b in enumerate(rest) if b.startswith(device_heading.removeprefix("### "))]
+    if ours:
+        old = rest[ours[0]]
+        notes = old.split(GENERATED_END, 1)[1].strip("\n") if GENERATED_END in old else ""
+        rest[ours[0]] = new + ("\n\n" + notes if notes else "")
+        rest = [b for i, b in enumerate(rest) if i not in ours[1:]]
+    else:
+        rest.append(new)
+    new_section = intro.rstrip("\n") + "\n" + "".join("\n### " + b + "\n" for b in rest)
     if nxt >= 0:
         new_section += "\n"
     write_text(path, text[:start] + new_section + text[end:])
