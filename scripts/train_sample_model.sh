@@ -13,6 +13,8 @@
 # that model's E, G, D (fresh optimisers, step 0, the L_MCH warm-up again): the shipped v2 model is sitting 1
 # (8,140 steps) then, its run folder lost, sitting 2 started with
 #   INIT_FROM=src/talking_heads/assets/sample_model bash scripts/train_sample_model.sh runs/sample_v2_s2 6000   # stopped with SIGTERM after 86 min
+# and sitting 3 (8,608 steps, 85 min, to 22,348 in all: the shipped weights) with
+#   INIT_FROM=src/talking_heads/assets/sample_model bash scripts/train_sample_model.sh runs/sample_v2_s3 5100
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${TALKING_HEADS_DATA:-../shared/data}
