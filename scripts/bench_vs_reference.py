@@ -46,7 +46,9 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -243,6 +245,34 @@ def import_from(root: str | os.PathLike, names: list[str]) -> dict[str, types.Mo
             raise SystemExit(f"{name} was imported from {where}, not from {root}: is {root} the right tree?")
         out[name] = mod
     return out
+
+
+# what the docs show for a path outside the project given to these options (a machine's absolute paths stay out)
+PATH_OPTIONS = {"--vincent": "REF/vincent", "--shrubb": "REF/shrubb", "--write": None, "--from-json": None}
+
+
+def shown_path(path: str | os.PathLike, placeholder: str | None = None) -> str:
+    """`path` as committed docs show it: relative to the project when inside it, else `placeholder` (default: the
+    file name)."""
+    p = Path(path).resolve()
+    if p.is_relative_to(ROOT):
+        return str(p.relative_to(ROOT))
+    return placeholder or p.name
+
+
+def shown_command(args: list[str]) -> str:
+    """This script's command line with the PATH_OPTIONS' values as `shown_path` gives them."""
+    out, i = [], 0
+    while i < len(args):
+        opt, eq, value = args[i].partition("=")
+        if opt in PATH_OPTIONS and (eq or i + 1 < len(args)):
+            if not eq:
+                i, value = i + 1, args[i + 1]
+            out.append(f"{opt} {shown_path(value, PATH_OPTIONS[opt])}")
+        else:
+            out.append(args[i])
+        i += 1
+    return "python scripts/bench_vs_reference.py " + " ".join(out)
 
 
 def source_revision(root: str | os.PathLike) -> str | None:
@@ -926,8 +956,10 @@ def section(results: dict[str, Any]) -> str:
 
 
 def write_section(path: str | os.PathLike, text: str) -> None:
-    """Replace the "## SECTION" section of `path` with `text`, or append it at the end; other sections kept."""
+    """Replace the "## SECTION" section of `path` with `text`, or append it at the end; other sections kept, and
+    the hand-written notes after the old section's end-of-generated-text marker (`bench.with_notes`)."""
     from talking_heads.atomic import write_text
+    from talking_heads.train.bench import with_notes
 
     path = Path(path)
     doc = path.read_text() if path.exists() else "# Benchmarks\n"
@@ -936,9 +968,10 @@ def write_section(path: str | os.PathLike, text: str) -> None:
         start = doc.index(head)
         nxt = doc.find("\n## ", start + len(head))
         rest = "" if nxt < 0 else "\n" + doc[nxt + 1:]
-        doc = doc[:start] + text.rstrip("\n") + "\n" + rest
+        old = doc[start:] if nxt < 0 else doc[start:nxt]
+        doc = doc[:start] + with_notes(text, old) + "\n" + rest
     else:
-        doc = doc.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+        doc = doc.rstrip("\n") + "\n\n" + with_notes(text) + "\n"
     write_text(path, doc)
 
 
@@ -961,7 +994,7 @@ def run(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
         "image_size": preset(opts.preset).model.image_size, "k": opts.k, "rounds": opts.rounds,
         "warmup": opts.warmup, "step_rounds": opts.step_rounds or opts.rounds, "step_warmup": opts.step_warmup,
         "load_start": [round(v, 2) for v in os.getloadavg()], "note": opts.note,
-        "sources": {i: (f"`{paths[i]}`" + (f" at {rev[:12]}" if (rev := source_revision(paths[i])) else ""))
+        "sources": {i: (f"`{shown_path(paths[i], f'REF/{i}')}`" + (f" at {rev[:12]}" if (rev := source_revision(paths[i])) else ""))
                     if paths[i] else None for i in IMPLS}}
     busy0, own0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()
     if opts.vincent or opts.shrubb:
@@ -1016,7 +1049,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts = p.parse_args(argv)
     args = sys.argv[1:] if argv is None else argv
     env = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
-    opts.command = env + "python scripts/bench_vs_reference.py " + " ".join(args)
+    opts.command = env + shown_command(args)
     return opts
 
 
@@ -1026,6 +1059,11 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(opts)
     if opts.from_json:
         results = json.loads(Path(opts.from_json).read_text())
+        # a run recorded before `shown_command` / `shown_path` existed may hold this machine's absolute paths
+        env, _, args = results["command"].partition("python scripts/bench_vs_reference.py ")
+        results["command"] = env + shown_command(shlex.split(args))
+        results["sources"] = {i: v and re.sub(r"`([^`]+)`", lambda m: f"`{shown_path(m[1], f'REF/{i}')}`", v, count=1)
+                              for i, v in results["sources"].items()}
         if opts.note:
             results["note"] = opts.note
     else:

@@ -106,3 +106,25 @@ def test_torchvision_shim_layout(bvr):
         for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
             del sys.modules[k]
         sys.modules.update(before)
+
+
+def test_the_docs_show_no_absolute_paths_of_this_machine(bvr, tmp_path):
+    ref = tmp_path / "ref_vincent"
+    cmd = bvr.shown_command(["--vincent", str(ref), f"--shrubb={tmp_path / 'ref_shrubb'}", "--rounds", "5",
+                             "--write", str(bvr.ROOT / "docs" / "benchmarks.md"), "--from-json", str(tmp_path / "r.json")])
+    assert cmd == ("python scripts/bench_vs_reference.py --vincent REF/vincent --shrubb REF/shrubb --rounds 5 "
+                   "--write docs/benchmarks.md --from-json r.json")
+    assert str(tmp_path) not in cmd
+    assert bvr.shown_path(bvr.ROOT / "scripts" / "x.py") == "scripts/x.py"
+
+
+def test_write_section_keeps_the_notes_after_its_marker(bvr, tmp_path):
+    from talking_heads.train.bench import GENERATED_END
+
+    doc = tmp_path / "benchmarks.md"
+    bvr.write_section(doc, f"## {bvr.SECTION}\n\nfirst run\n")
+    doc.write_text(doc.read_text().rstrip("\n") + "\n\n### Re-measured elsewhere\n\nby hand\n\n## Later\n\nlater\n")
+    bvr.write_section(doc, f"## {bvr.SECTION}\n\nsecond run\n")
+    text = doc.read_text()
+    assert "first run" not in text and text.count(GENERATED_END) == 1
+    assert text.index("second run") < text.index(GENERATED_END) < text.index("by hand") < text.index("## Later")

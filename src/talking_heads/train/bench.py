@@ -643,7 +643,14 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-GENERATED_END = "<!-- end of the block `talking-heads bench --write` generates; notes below it are kept -->"
+GENERATED_END = "<!-- end of the text a benchmark command generates (--write); notes below it are kept -->"
+
+
+def with_notes(generated: str, old: str = "") -> str:
+    """A generated block of docs/benchmarks.md, ended by `GENERATED_END`, followed by the hand-written notes that
+    followed the marker in the `old` block it replaces (none when `old` has no marker)."""
+    notes = old.split(GENERATED_END, 1)[1].strip("\n") if GENERATED_END in old else ""
+    return generated.rstrip("\n") + "\n\n" + GENERATED_END + ("\n\n" + notes if notes else "")
 
 
 def write_section(path: str | os.PathLike, body: str, device_heading: str, section: str = SECTION,
@@ -665,15 +672,13 @@ def write_section(path: str | os.PathLike, body: str, device_heading: str, secti
     end = len(text) if nxt < 0 else nxt + 1
     blocks = text[start:end].split("\n### ")
     intro, rest = blocks[0], [b.rstrip("\n") for b in blocks[1:]]
-    new = body.rstrip("\n").removeprefix("### ") + "\n\n" + GENERATED_END
+    body = body.removeprefix("### ")
     ours = [i for i, b in enumerate(rest) if b.startswith(device_heading.removeprefix("### "))]
     if ours:
-        old = rest[ours[0]]
-        notes = old.split(GENERATED_END, 1)[1].strip("\n") if GENERATED_END in old else ""
-        rest[ours[0]] = new + ("\n\n" + notes if notes else "")
+        rest[ours[0]] = with_notes(body, rest[ours[0]])
         rest = [b for i, b in enumerate(rest) if i not in ours[1:]]
     else:
-        rest.append(new)
+        rest.append(with_notes(body))
     new_section = intro.rstrip("\n") + "\n" + "".join("\n### " + b + "\n" for b in rest)
     if nxt >= 0:
         new_section += "\n"
