@@ -698,11 +698,22 @@ class StepWorker:
         self.log.close()
 
 
+def step_precision(preset_name: str) -> str:
+    """Our meta-learning step's arithmetic on this CPU at the preset's default train.amp_cpu: "bf16" or "fp32"."""
+    from talking_heads.config import preset
+    from talking_heads.train.steps import cpu_amp
+
+    return "bf16" if cpu_amp(preset(preset_name).train.amp_cpu) else "fp32"
+
+
 def step_specs(paths: dict[str, str | None], opts: argparse.Namespace) -> list[tuple[str, str, list[str]]]:
     """(name, impl, worker argv) of each step worker: ours, ours with each --also-step, theirs with a path."""
     common = ["--threads", str(opts.threads), "--preset", opts.preset, "--k", str(opts.k)]
     specs = [("ours", "ours", ["--worker", "ours", "--content", opts.content, *common])]
-    for extra in opts.also_step or []:
+    also = list(opts.also_step or [])
+    if step_precision(opts.preset) != "fp32" and not any("train.amp_cpu=false" in a for a in also):
+        also.insert(0, "train.amp_cpu=false")  # the default is bf16 here: fp32 is reported too
+    for extra in also:
         sets = [s for s in extra.split(",") if s]
         specs.append((f"ours [{' '.join(sets)}]", "ours",
                       ["--worker", "ours", "--content", opts.content, *common, *sum((["--set", s] for s in sets), [])]))
@@ -812,7 +823,7 @@ ROWS = [  # (key, label, target key or None)
     ("generator_ms", "generator, ms per frame, default precision ({prec})", "generator"),
     ("generator_fp32_ms", "generator, ms per frame, fp32", None),
     ("embedder_ms", "embedder, ms for K = {k}", None),
-    ("step_s", "meta-learning step, s", "step"),
+    ("step_s", "meta-learning step, s, default precision ({step_prec})", "step"),
     ("peak_gib", "training peak RSS, GiB: process lifetime (steps alone)", "peak"),
 ]
 
@@ -839,7 +850,8 @@ def _fmt_ratio(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def markdown_table(fig: dict[str, dict[str, Any]], precision: str = "bf16", k: int = 8) -> str:
+def markdown_table(fig: dict[str, dict[str, Any]], precision: str = "bf16", k: int = 8,
+                   step_prec: str = "fp32") -> str:
     impls = [i for i in IMPLS if i in fig]
     tg = targets(fig)
     head = ["measurement (CPU time)", "ours (measured)"] + [f"{LABELS[i]}, {fig[i]['source']}" for i in impls] \
@@ -847,7 +859,7 @@ def markdown_table(fig: dict[str, dict[str, Any]], precision: str = "bf16", k: i
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label, tkey in ROWS:
         ours = fig["ours"].get(key)
-        cells = [label.format(prec=precision, k=k)]
+        cells = [label.format(prec=precision, k=k, step_prec=step_prec)]
         if key == "peak_gib":
             sp = fig["ours"].get("step_peak_gib")
             cells.append(f"{_fmt(ours, 2)}" + (f" ({_fmt(sp, 2)})" if sp is not None else ""))
@@ -873,7 +885,7 @@ def markdown_table(fig: dict[str, dict[str, Any]], precision: str = "bf16", k: i
         for key, label, tkey in ROWS[3:]:
             v = f.get(key)
             sp = f.get("step_peak_gib") if key == "peak_gib" else None
-            cells = [f"{label.split(',')[0]} of {name}, {label.split(', ', 1)[1]}",
+            cells = [f"{label.split(',')[0]} of {name}, {label.split(', ')[1]}",
                      _fmt(v, 2) + (f" ({_fmt(sp, 2)})" if sp is not None else "")] + ["" for _ in impls]
             cells += [_fmt_ratio(ratio(v, fig[i].get(key))) for i in impls]
             t = TARGETS[tkey]
@@ -887,7 +899,7 @@ def markdown_table(fig: dict[str, dict[str, Any]], precision: str = "bf16", k: i
 def wall_table(fig: dict[str, dict[str, Any]]) -> str:
     impls = [i for i in IMPLS if i in fig and fig[i]["source"] == "measured"]
     rows = [("generator_wall_ms", "generator ms, default precision"), ("generator_fp32_wall_ms", "generator ms, fp32"),
-            ("embedder_wall_ms", "embedder ms, K frames"), ("step_wall_s", "meta-learning step s")]
+            ("embedder_wall_ms", "embedder ms, K frames"), ("step_wall_s", "meta-learning step s, default precision")]
     head = ["wall time (same rounds)", "ours"] + [LABELS[i] for i in impls] + [f"ours / {LABELS[i].split(' ')[0]}" for i in impls]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, label in rows:
@@ -924,7 +936,8 @@ def section(results: dict[str, Any]) -> str:
     if recorded:
         lines.append(f"{', '.join(recorded)}: no source given, so the figures recorded in speed.md (one core, 1 "
                      "thread, CPU-time medians) stand in.")
-    lines += ["", markdown_table(fig, prec, results["k"])]
+    # runs recorded before train.amp_cpu had "auto" timed the step in fp32 by default
+    lines += ["", markdown_table(fig, prec, results["k"], results.get("step_precision", "fp32"))]
     if any(f.get("source") == "measured" for i, f in fig.items() if i in IMPLS):
         lines += ["Wall times of the same rounds:", "", wall_table(fig)]
     rec = RECORDED["ours"]
@@ -994,6 +1007,7 @@ def run(opts: argparse.Namespace, log: Callable[[str], None] = print) -> dict[st
         "image_size": preset(opts.preset).model.image_size, "k": opts.k, "rounds": opts.rounds,
         "warmup": opts.warmup, "step_rounds": opts.step_rounds or opts.rounds, "step_warmup": opts.step_warmup,
         "load_start": [round(v, 2) for v in os.getloadavg()], "note": opts.note,
+        "step_precision": step_precision(opts.preset),
         "sources": {i: (f"`{shown_path(paths[i], f'REF/{i}')}`" + (f" at {rev[:12]}" if (rev := source_revision(paths[i])) else ""))
                     if paths[i] else None for i in IMPLS}}
     busy0, own0, wall0 = machine_busy_s(), own_cpu_s(), time.perf_counter()

@@ -33,7 +33,10 @@ $TH preprocess "$DATA/videos/test" runs/data_test_128 --size 128 --max-frames 96
 # 2. meta-learning with the `sample` preset, whose options won their A/B runs (docs/training_ablations.md):
 #    the warp generator, a live embedder (W from the data, L_MCH at 1 after a warm-up), DiffAugment on every
 #    D call, dlib's face ResNet for the face and identity terms, E/G at D's learning rate. One thread: on two
-#    shared cores two threads were slower (docs/benchmarks.md).
+#    shared cores two threads were slower (docs/benchmarks.md). The shipped weights were trained in fp32; a new
+#    run on a CPU with native bf16 (AVX-512 BF16 / AMX) trains under bf16 autocast (train.amp_cpu = "auto",
+#    1.33x per step, the same quality in a 3,278-step A/B: docs/benchmarks.md); add
+#    `--set train.amp_cpu=false` to the train command to repeat the fp32 arithmetic.
 if [ -e "$RUN/latest" ] || [ -e "$RUN/training_state.pt" ]; then
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} $TH train --data runs/data_train_128_all --out "$RUN" --steps "$STEPS" \
         --time-limit "$SECONDS_LIMIT" --set train.num_workers=1

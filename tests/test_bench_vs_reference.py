@@ -128,3 +128,24 @@ def test_write_section_keeps_the_notes_after_its_marker(bvr, tmp_path):
     text = doc.read_text()
     assert "first run" not in text and text.count(GENERATED_END) == 1
     assert text.index("second run") < text.index(GENERATED_END) < text.index("by hand") < text.index("## Later")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_step_at_the_default_precision_and_in_fp32(bvr, monkeypatch, native):
+    """The paper preset's step runs at train.amp_cpu = "auto": bf16 where the CPU has native bf16, and then the
+    script also times an fp32 worker (the issue asks for fp32 too); the table row names the precision."""
+    from talking_heads import inference
+
+    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: native)
+    opts = bvr.parse_args(["--preset", "paper"])
+    assert bvr.step_precision("paper") == ("bf16" if native else "fp32")
+    names = [name for name, _, _ in bvr.step_specs({}, opts)]
+    assert names == (["ours", "ours [train.amp_cpu=false]"] if native else ["ours"])
+    given = bvr.parse_args(["--preset", "paper", "--also-step", "train.amp_cpu=false,train.adam=foreach"])
+    assert [n for n, _, _ in bvr.step_specs({}, given)].count("ours [train.amp_cpu=false train.adam=foreach]") == 1
+    assert len(bvr.step_specs({}, given)) == 2  # not added twice
+    fig = {"ours": {"source": "measured", "step_s": 7.5},
+           "vincent": {"source": "measured", "step_s": 22.7}, "shrubb": {"source": "measured", "step_s": 17.7}}
+    row = next(line for line in bvr.markdown_table(fig, "bf16", 8, "bf16").splitlines()
+               if line.startswith("| meta-learning step"))
+    assert row.startswith("| meta-learning step, s, default precision (bf16) | 7.50 |")

@@ -111,6 +111,28 @@ def test_bf16_autocast_on_cpu_runs_and_stays_finite(options):
     assert all(math.isfinite(v) for v in logs.values())
 
 
+def test_amp_cpu_takes_true_false_or_auto():
+    """train.amp_cpu: true / false as given, "auto" = on exactly where the CPU has native bf16; anything else is
+    a ConfigError naming the field, from --set and from a config.json alike."""
+    from talking_heads.config import Config
+    from talking_heads.inference import cpu_supports_bf16
+
+    for raw, value, on in (("true", True, True), ("false", False, False), ("auto", "auto", cpu_supports_bf16())):
+        cfg = apply_overrides(preset("tiny"), [f"train.amp_cpu={raw}"])
+        assert cfg.train.amp_cpu == value and steps.cpu_amp(cfg.train.amp_cpu) is on
+        assert Config.from_dict(json.loads(cfg.to_json())).train.amp_cpu == value  # survives config.json
+    with pytest.raises(ConfigError, match="train.amp_cpu"):
+        steps.cpu_amp(apply_overrides(preset("tiny"), ["train.amp_cpu=sometimes"]).train.amp_cpu)
+    with pytest.raises(ConfigError, match="train.amp_cpu must be true or false or a string"):
+        apply_overrides(preset("tiny"), ["train.amp_cpu=1"])
+
+
+def test_train_rejects_a_bad_amp_cpu_before_building_anything(tmp_path):
+    with pytest.raises(ConfigError, match='train.amp_cpu must be true, false or "auto"'):
+        meta.train(tmp_path / "run", cfg=preset("tiny"), overrides=["train.amp_cpu=fast"], data_dir=tmp_path)
+    assert not (tmp_path / "run").exists()
+
+
 def test_cpu_autocast_needs_its_own_flag():
     cpu = torch.device("cpu")
     x = torch.randn(2, 4)

@@ -87,7 +87,7 @@ class TrainConfig:
     sample_every: int = 500  # steps between sample grids (landmarks | ground truth | output)
     checkpoint_every: int = 1000  # steps between checkpoints
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    amp_cpu: bool = False  # bf16 autocast of meta-learning's forwards on CPU (opt-in; pays on CPUs with native bf16; docs/benchmarks.md)
+    amp_cpu: bool | str = "auto"  # bf16 autocast of meta-learning's forwards on CPU: true, false, or "auto" = on where the CPU has native bf16 (AVX-512 BF16 / AMX), else fp32 (held quality in a 3,278-step A/B: docs/benchmarks.md)
     adam: str = "fused"  # Adam: "fused" (one kernel; the same update up to float rounding), "foreach", "for-loop" (as before issue 16)
     compile: bool = False  # torch.compile the networks
     init_w_from_data: bool = False  # before step 1: W_i := mean E output over K frames of video i with the initial E (not in the paper)
@@ -234,6 +234,9 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text[:60]}"
 
 
+_KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _check_value(name: str, value: Any, hint: Any) -> Any:
     """`value` as the type `hint` (int, float, bool, str, X | None, tuple[X, ...], tuple[X, Y]); ConfigError
     naming the field otherwise. Floats must be finite; ints are accepted for floats; JSON lists become tuples."""
@@ -241,8 +244,15 @@ def _check_value(name: str, value: Any, hint: Any) -> Any:
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         if value is None:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _check_value(name, value, inner)
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(name, value, inner[0] if len(inner) == 1 else typing.Union[tuple(inner)])
+    if origin in (typing.Union, types.UnionType):  # e.g. bool | str: the first arm the value fits
+        for arm in args:
+            try:
+                return _check_value(name, value, arm)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{name} must be {' or '.join(_KIND[a] for a in args)}, got {_describe(value)}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {_describe(value)}")
@@ -325,7 +335,9 @@ def _tiny() -> Config:
             generator_up_channels=(16, 8),
             generator_up_attention_at=(16,),
         ),
-        train=TrainConfig(k_shot=2, num_workers=0, log_every=1, sample_every=10, checkpoint_every=10),
+        # fp32 on every CPU: the unit tests compare training arithmetic exactly, whatever machine runs them
+        train=TrainConfig(k_shot=2, num_workers=0, log_every=1, sample_every=10, checkpoint_every=10,
+                          amp_cpu=False),
         finetune=FinetuneConfig(epochs=2, batch_size=2),
     )
 

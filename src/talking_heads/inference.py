@@ -67,6 +67,7 @@ class OnnxModelError(CheckpointError):
 
 # --- precision -----------------------------------------------------------------------------------------
 
+@functools.lru_cache(maxsize=None)
 def cpu_supports_bf16() -> bool:
     """Native bf16 arithmetic on this CPU: AVX-512 BF16 or AMX (/proc/cpuinfo flags; without that file,
     oneDNN's own check)."""

@@ -371,7 +371,8 @@ PARTS = ("E", "G", "D in the G step", "D in the D steps", "content loss", "face 
          "optimiser E, G", "optimiser D", "other")
 # variants of the step timed side by side: name -> --set overrides on the preset, "channels_last" for networks
 # converted to that layout (measured only: training keeps NCHW, see docs/benchmarks.md). "before" is the step
-# as it ran before issue 16 (torch's per-tensor Adam loop, fp32); bf16 is CPU autocast (train.amp_cpu, opt-in)
+# as it ran before issue 16 (torch's per-tensor Adam loop, fp32); bf16 is CPU autocast (train.amp_cpu=true; the
+# default "auto" picks it on CPUs with native bf16)
 STEP_VARIANTS = {"before": ("train.adam=for-loop", "train.amp_cpu=false"),
                  "fused Adam": ("train.adam=fused", "train.amp_cpu=false"),
                  "fused Adam + channels_last": ("train.adam=fused", "train.amp_cpu=false", "channels_last"),

@@ -5,7 +5,8 @@ One step simulates a K-shot task per episode: K source frames (x_src, y_src) and
 E/G update (`steps.generator_step`: L_CNT + L_ADV + L_MCH) and `cfg.train.d_steps_per_g_step` (2) D updates
 (`steps.discriminator_step`: hinge on V, W, w0, b). Adam, lr 5e-5 (E, G) / 2e-4 (D), betas from the config;
 its implementation `train.adam` (fused by default), bf16 autocast on CUDA with `train.amp`, on CPU with
-`train.amp_cpu` (opt-in; docs/benchmarks.md "Training step" has the speed-ups and the fp32 / bf16 curves).
+`train.amp_cpu` ("auto": where the CPU has native bf16; docs/benchmarks.md "Training step" has the speed-ups,
+the fp32 / bf16 curves and the A/B that made it the default).
 
 Decisions (paper silent; [LAB] does the same):
 - Order within a step: the E/G update first, then the D updates. Every D update of a step reuses the
@@ -169,7 +170,7 @@ def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config,
     x_src, y_src = batch["x_src"], batch["y_src"]  # B,K,3,H,W
     x_tgt, y_tgt, video = batch["x_tgt"], batch["y_tgt"], batch["video"]  # B,3,H,W ; B
     device = x_tgt.device
-    amp, amp_cpu = cfg.train.amp, cfg.train.amp_cpu
+    amp, amp_cpu = cfg.train.amp, steps.cpu_amp(cfg.train.amp_cpu)
     disc = state.networks.discriminator  # unwrapped: no DDP collective for D in the G step
     with steps.autocast(device, amp, amp_cpu), steps.record_function("meta.eg_forward"):
         x_fake, e_hat, aux = state.eg(x_src, y_src, y_tgt, with_aux=True)
@@ -194,6 +195,21 @@ def meta_step(state: MetaState, batch: Mapping[str, Tensor], cfg: Config,
     if cfg.loss.match_loss:
         logs["mch_weight"] = float(w_mch)
     return logs, x_fake
+
+
+def _report_cpu_precision(setting: bool | str) -> None:
+    """Say which arithmetic the forwards run in on this CPU (train.amp_cpu), and warn when bf16 is forced on
+    a CPU that only emulates it."""
+    from ..inference import cpu_supports_bf16
+
+    on, native = steps.cpu_amp(setting), cpu_supports_bf16()
+    if on and not native:
+        log.warning("train.amp_cpu: this CPU has no native bf16 (AVX-512 BF16 / AMX), so bf16 autocast is "
+                    "emulated and many times slower than fp32 here (docs/benchmarks.md): set "
+                    'train.amp_cpu=false or "auto"')
+    else:
+        log.info("forwards in %s on this CPU (train.amp_cpu=%s%s)", "bf16 autocast" if on else "fp32",
+                 str(setting).lower(), "" if native else "; no native bf16 here")
 
 
 def _augment(state: MetaState, batch: Mapping[str, Tensor], call: int):
@@ -435,6 +451,8 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
     cfg, resuming = resolve_config(run_dir, cfg, overrides)
     if cfg.train.steps < 1:
         raise RunDirError(f"train.steps={cfg.train.steps}: give at least 1 step (--steps N)")
+    if info.device.type == "cpu":
+        _report_cpu_precision(cfg.train.amp_cpu)  # also rejects a bad value before anything is built
     if dataset is None:
         if data_dir is None:
             raise ValueError("give data_dir or dataset")
@@ -456,13 +474,6 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
         log.warning("=" * 78 + "\nOFFLINE CONTENT LOSS: no VGG19 / VGGFace weight files were given "
                     "(loss.vgg19_weights / loss.vggface_weights).\nThis is NOT the paper's L_CNT; the model "
                     "directory records content_loss='offline'.\n" + "=" * 78)
-    if cfg.train.amp_cpu and info.device.type == "cpu":
-        from ..inference import cpu_supports_bf16
-
-        if not cpu_supports_bf16():
-            log.warning("train.amp_cpu: this CPU has no native bf16 (AVX-512 BF16 / AMX), so bf16 autocast is "
-                        "emulated and many times slower than fp32 here (docs/benchmarks.md): set "
-                        "train.amp_cpu=false")
     sampler = dist.EpisodeSampler(len(dataset), cfg.train.batch_size, cfg.train.seed, info.rank, info.world_size)
     start = 0
     if ck is not None:

@@ -23,8 +23,8 @@ Decisions (the paper is silent):
 - L_MCH's gradient goes to E only (losses.match_loss detaches W_i, and W is not a generator parameter),
   as in [LAB]; W learns from the hinge loss alone.
 - All losses are means over the batch, so a DDP step over ranks equals one step over the global batch.
-- bf16 autocast wraps the forwards on CUDA when `amp`, and on CPU when `amp_cpu` (train.amp_cpu, off by
-  default: fine-tuning does not pass it); backward and the optimiser step run outside it. The losses are
+- bf16 autocast wraps the forwards on CUDA when `amp`, and on CPU when `amp_cpu` (train.amp_cpu, "auto" = on
+  CPUs with native bf16, `cpu_amp`; fine-tuning does not pass it); backward and the optimiser step run outside it. The losses are
   computed in fp32 (losses.py casts), the parameters and Adam's state stay fp32.
 - Each step runs inside a `torch.profiler.record_function` range named after it (and meta-learning's E/G
   forward inside "meta.eg_forward"), so a profile splits the time by stage (`bench_train_step_parts` in
@@ -59,6 +59,18 @@ def autocast(device: torch.device, enabled: bool = True, cpu: bool = False):
     if (device.type == "cuda" and enabled) or (device.type == "cpu" and cpu):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def cpu_amp(setting: bool | str) -> bool:
+    """train.amp_cpu as on / off: true and false as given, "auto" = on where this CPU has native bf16
+    (AVX-512 BF16 / AMX; emulated bf16 is many times slower than fp32)."""
+    if isinstance(setting, bool):
+        return setting
+    if setting == "auto":
+        from ..inference import cpu_supports_bf16
+
+        return cpu_supports_bf16()
+    raise ConfigError(f'train.amp_cpu must be true, false or "auto", got {setting!r}')
 
 
 def profiled(name: str):
