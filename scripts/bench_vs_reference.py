@@ -701,9 +701,9 @@ class StepWorker:
 def step_precision(preset_name: str) -> str:
     """Our meta-learning step's arithmetic on this CPU at the preset's default train.amp_cpu: "bf16" or "fp32"."""
     from talking_heads.config import preset
-    from talking_heads.train.steps import cpu_amp
+    from talking_heads.train import steps
 
-    return "bf16" if cpu_amp(preset(preset_name).train.amp_cpu) else "fp32"
+    return steps.step_precision(preset(preset_name).train, "cpu")
 
 
 def step_specs(paths: dict[str, str | None], opts: argparse.Namespace) -> list[tuple[str, str, list[str]]]:

@@ -356,7 +356,7 @@ def test_bench_train_step_offline():
     from talking_heads.train import bench
 
     r = bench.bench_train_step(preset("tiny"), torch.device("cpu"), repeat=1, content="offline")
-    assert r["s_per_step"] > 0 and r["k"] == 8 and r["content_loss"] == "offline"
+    assert r["s_per_step"] > 0 and r["k"] == 8 and r["content_loss"] == "offline" and r["precision"] == "fp32"
 
 
 # --- real footage (../shared/data) ---------------------------------------------------------------------

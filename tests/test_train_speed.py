@@ -127,6 +127,20 @@ def test_amp_cpu_takes_true_false_or_auto():
         apply_overrides(preset("tiny"), ["train.amp_cpu=1"])
 
 
+def test_step_precision_names_what_autocast_runs():
+    from talking_heads.inference import cpu_supports_bf16
+
+    native = "bf16" if cpu_supports_bf16() else "fp32"
+    for sets, cpu, cuda in ((["train.amp_cpu=false"], "fp32", "bf16"), (["train.amp_cpu=true"], "bf16", "bf16"),
+                            (["train.amp_cpu=auto"], native, "bf16"), (["train.amp=false"], native, "fp32")):
+        train = apply_overrides(preset("sample"), sets).train
+        assert steps.step_precision(train, "cpu") == cpu and steps.step_precision(train, "cuda") == cuda, sets
+        with steps.autocast(torch.device("cpu"), train.amp, steps.cpu_amp(train.amp_cpu)):
+            assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[cpu])
+    assert preset("sample").train.amp_cpu == preset("paper").train.amp_cpu == "auto"
+    assert preset("tiny").train.amp_cpu is False
+
+
 def test_train_rejects_a_bad_amp_cpu_before_building_anything(tmp_path):
     with pytest.raises(ConfigError, match='train.amp_cpu must be true, false or "auto"'):
         meta.train(tmp_path / "run", cfg=preset("tiny"), overrides=["train.amp_cpu=fast"], data_dir=tmp_path)
@@ -147,6 +161,7 @@ def test_profile_breakdown_covers_the_networks():
                                      repeat=1, k=2)
     parts = r["parts"]
     assert list(parts) == list(bench.PARTS) and r["content_loss"] == "offline+dlibface"
+    assert r["precision"] == "fp32"  # the tiny preset's train.amp_cpu=false
     assert abs(sum(p["share"] for p in parts.values()) - 1) < 1e-3
     for name in ("E", "G", "D in the G step", "D in the D steps", "face terms (dlib)", "augmentation",
                  "optimiser E, G", "optimiser D"):
@@ -166,7 +181,7 @@ def test_bench_train_step_cli_writes_its_section(tmp_path, capsys):
     assert set(sp["ms"]) == set(bench.STEP_VARIANTS) and sp["speedup"]["before"] == 1.0
     assert all(v > 0 for v in sp["ms"].values()) and r["train_step_parts"]["step_ms"] > 0
     text = md.read_text()
-    assert "keep me" in text and f"## {bench.TRAIN_SECTION}" in text and "| tiny | offline |" in text
+    assert "keep me" in text and f"## {bench.TRAIN_SECTION}" in text and "| tiny | offline, fp32 |" in text
     assert "fused Adam + bf16" in text
     main(["bench", "--preset", "tiny", "--what", "train-step", "--repeat", "1", "--write", str(md)])
     assert md.read_text().count(f"## {bench.TRAIN_SECTION}") == 1

@@ -252,7 +252,8 @@ def _check_value(name: str, value: Any, hint: Any) -> Any:
                 return _check_value(name, value, arm)
             except ConfigError:
                 pass
-        raise ConfigError(f"{name} must be {' or '.join(_KIND[a] for a in args)}, got {_describe(value)}")
+        kinds = " or ".join(_KIND.get(a, getattr(a, "__name__", str(a))) for a in args)
+        raise ConfigError(f"{name} must be {kinds}, got {_describe(value)}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {_describe(value)}")

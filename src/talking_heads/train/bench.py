@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ..config import Config, preset
+from . import steps
 
 WHAT = ("params", "generator", "embedder", "train-step", "render", "export", "animate")
 SECTION = "Networks and training step"
@@ -360,7 +361,7 @@ def bench_train_step(cfg: Config, device: torch.device, repeat: int, content: st
         with peak_memory(device, out):
             t = time_it(lambda: meta_step(state, batch, run_cfg), device, repeat=repeat, max_seconds=120)
     out.update(s_per_step=round(t["median_s"], 3), min_s=round(t["min_s"], 3), runs=t["runs"],
-               d_steps_per_g_step=cfg.train.d_steps_per_g_step)
+               d_steps_per_g_step=cfg.train.d_steps_per_g_step, precision=steps.step_precision(cfg.train, device))
     return out
 
 
@@ -514,7 +515,8 @@ def bench_train_step_parts(cfg: Config, device: torch.device, repeat: int, k: in
     us = attribute_parts(prof.events(), device_time=cuda)
     total = sum(us.values()) or 1.0
     return {"k": k, "batch": 1, "content_loss": state.content_loss.mode, "adam": cfg.train.adam,
-            "amp_cpu": cfg.train.amp_cpu, "step_ms": round(t["median_s"] * 1e3, 1),
+            "amp_cpu": cfg.train.amp_cpu, "precision": steps.step_precision(cfg.train, device),
+            "step_ms": round(t["median_s"] * 1e3, 1),
             "time": "CUDA kernel time" if cuda else "CPU time",
             "parts": {p: {"share": round(v / total, 4), "ms": round(v / total * t["median_s"] * 1e3, 1)}
                       for p, v in us.items()}}
@@ -638,6 +640,11 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "On CUDA the train step runs under bf16 autocast (train.amp, the default); generator and "
                   "embedder timings are fp32. At batch 1 these small kernels are bound by launch overhead."]
     else:
+        precs = sorted({s["precision"] for r in results["presets"].values()
+                        for s in (r.get("train_step_offline"), r.get("train_step_vgg")) if s and "precision" in s})
+        if precs:
+            lines += ["", f"The train step ran in {' / '.join(precs)} (train.amp_cpu = \"auto\": bf16 autocast where the "
+                      "CPU has native bf16, AVX-512 BF16 / AMX; `--set train.amp_cpu=false` for fp32)."]
         lines += ["", "Reference (issue 2): two earlier public implementations on this 2-core CPU at 256 px with the "
                   "paper's widths: generator 710-790 ms/frame, embedder 2,200-2,400 ms for 8 frames, one "
                   "meta-training step (batch 1, K = 8, VGG19 + VGGFace) 12.7-15 s, 4.7-8.3 GiB peak memory."]
@@ -734,14 +741,15 @@ def train_step_markdown(results: dict[str, Any]) -> str:
              "Where the time goes (torch.profiler; each op's self time goes to the network it ran in, a "
              "backward op to the network of its forward op; ms = its share of the profile x the median "
              "unprofiled step, default settings):", ""]
-    head = ["preset", "content loss", "step ms", *PARTS]
+    head = ["preset", "content loss, precision", "step ms", *PARTS]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, r in rows.items():
         pr = r.get("train_step_parts")
         if not pr:
             continue
         cells = [f"{pr['parts'][p]['ms']} ({pr['parts'][p]['share'] * 100:.0f} %)" for p in PARTS]
-        lines.append(f"| {name} | {pr['content_loss']} | {pr['step_ms']} | " + " | ".join(cells) + " |")
+        content = pr["content_loss"] + (f", {pr['precision']}" if "precision" in pr else "")
+        lines.append(f"| {name} | {content} | {pr['step_ms']} | " + " | ".join(cells) + " |")
     names = list(dict.fromkeys(v for r in rows.values() for v in r.get("train_step_speedups", {}).get("ms", {})))
     if names:
         lines += ["", "Speed-ups: ms per step of each variant, timed in interleaved rounds with a rotating order "

@@ -73,6 +73,14 @@ def cpu_amp(setting: bool | str) -> bool:
     raise ConfigError(f'train.amp_cpu must be true, false or "auto", got {setting!r}')
 
 
+def step_precision(train_cfg, device: torch.device | str) -> str:
+    """"bf16" or "fp32": the arithmetic of meta-learning's forwards on `device` (train.amp on CUDA,
+    train.amp_cpu on CPU, as `autocast` applies them)."""
+    device = torch.device(device)
+    on = train_cfg.amp if device.type == "cuda" else device.type == "cpu" and cpu_amp(train_cfg.amp_cpu)
+    return "bf16" if on else "fp32"
+
+
 def profiled(name: str):
     """Run the decorated function inside a profiler range `name` (see the module docstring)."""
     def wrap(fn):
