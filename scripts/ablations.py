@@ -51,7 +51,7 @@ DOCS = ROOT / "docs" / "ablations"  # committed evidence of every arm (keep)
 BASE_STEPS = 1200
 FACE_COST = 1.16  # measured on an idle CPU: 0.505 vs 0.437 s per step (docs/benchmarks.md)
 WARP_COST = 1.2  # a warp-generator step / a face-arm step: 0.625 / 0.54 and 0.68 / 0.564 s in one interleaved run
-#                  (train.bench.bench_train_step, 1 thread, the CPU shared with other work; median 1.2)
+#                  (bench.bench_train_step, 1 thread, the CPU shared with other work; median 1.2)
 COMMON = ["train.lr_generator=2e-4", "train.probe_frames=8", "train.probe_every=250", "train.checkpoint_every=200",
           "train.num_workers=1"]
 LIVE = ["train.init_w_from_data=true", "loss.match_weight=1.0", "loss.match_warmup_steps=200",

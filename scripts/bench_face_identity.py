@@ -42,7 +42,7 @@ def run(device: str, repeat: int) -> dict:
     from talking_heads.config import preset
     from talking_heads.landmarks.face_chips import chip_transform, crop_chips
     from talking_heads.models.face_identity import default_weights_path, load_face_identity
-    from talking_heads.train.bench import bench_train_step, machine, time_it
+    from talking_heads.bench import bench_train_step, machine, time_it
 
     dev = torch.device(device)
     net = load_face_identity(device=dev)
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     body = markdown(r)
     print(body)
     if args.write:
-        from talking_heads.train.bench import write_section
+        from talking_heads.bench import write_section
 
         write_section(args.write, body, f"### {r['device']}:", SECTION,
                       "dlib's face-recognition ResNet read from `face-recognition-models` into PyTorch "

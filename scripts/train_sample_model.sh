@@ -46,7 +46,7 @@ else
 fi
 
 # 3. ship: fp16 copy of the model directory inside the package, plus the run's log, curves and last sample grid
-.venv/bin/python scripts/export_model.py "$RUN/model" src/talking_heads/assets/sample_model
+$TH export-model "$RUN/model" src/talking_heads/assets/sample_model
 mkdir -p docs/sample_model
 cp "$RUN/log.jsonl" "$RUN/loss_curves.png" docs/sample_model/
 cp "$(ls "$RUN"/samples/step_*.png | tail -n 1)" docs/sample_model/

@@ -121,3 +121,24 @@ def test_reference_frame_is_checked_and_picks_the_neutral_frame(puppeteering):
     last = pipe.driver_landmarks(raw, avatar=avatar, reference_frame=15)
     np.testing.assert_allclose(last.points[15], avatar.face, atol=0.01)  # the reference frame is the avatar itself
     assert not np.allclose(last.points, adapted.points, atol=0.5)
+
+
+def test_one_frame_at_a_time_is_bit_identical_to_the_sequence(puppeteering):
+    """`MotionTransfer` built once from (reference, face) and applied frame by frame (the live stage) gives
+    exactly the floats of `adapt_landmarks` over two stacked frames (what the live stage computed before) and
+    over the whole clip, on a real driver's landmarks."""
+    from talking_heads.landmarks.adaptation import MotionTransfer
+
+    _, avatar, raw, _, _ = puppeteering
+    driver = raw.driver_points
+    for ref in (0, 7, 15):
+        transfer = MotionTransfer(driver[ref], avatar.face)
+        whole = adapt_landmarks(driver, avatar.face, ref)
+        for i, p in enumerate(driver):
+            one = transfer.apply(p)
+            assert one.shape == (68, 2) and one.dtype == np.float32
+            assert np.array_equal(one, adapt_landmarks(np.stack([driver[ref], p]), avatar.face, 0)[1]), (ref, i)
+            assert np.array_equal(one, whole[i]), (ref, i)
+        assert np.array_equal(transfer.apply(driver), whole)
+    with pytest.raises(ValueError, match="finite"):
+        MotionTransfer(np.full((68, 2), np.nan), avatar.face)

@@ -119,7 +119,7 @@ def test_the_docs_show_no_absolute_paths_of_this_machine(bvr, tmp_path):
 
 
 def test_write_section_keeps_the_notes_after_its_marker(bvr, tmp_path):
-    from talking_heads.train.bench import GENERATED_END
+    from talking_heads.bench import GENERATED_END
 
     doc = tmp_path / "benchmarks.md"
     bvr.write_section(doc, f"## {bvr.SECTION}\n\nfirst run\n")

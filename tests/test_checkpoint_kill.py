@@ -3,7 +3,7 @@ checkpoint resumes from the last complete checkpoint, bit-exactly, with no stray
 with a checkpoint; runs in the earlier layout (and the earlier layout's kill damage) resume; a new run that
 fails before its first checkpoint leaves no folder; preprocess workers die with their parent.
 
-The kills are real: a child process replaces `checkpoint.fault_point` with a function that SIGKILLs the
+The kills are real: a child process replaces `atomic.fault_point` with a function that SIGKILLs the
 process at its N-th call (no `finally` block, no atexit handler runs, as with a real kill)."""
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from talking_heads import checkpoint
+from talking_heads import atomic, checkpoint
 from talking_heads.config import apply_overrides, preset
 from talking_heads.train import meta, steps
-from talking_heads.train.bench import SyntheticEpisodes
+from talking_heads.bench import SyntheticEpisodes
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERRIDES = ["train.steps=3", "train.checkpoint_every=1", "train.sample_every=1", "train.batch_size=2"]
@@ -33,10 +33,10 @@ CHILD = r"""
 import os, signal, sys
 import torch
 torch.set_num_threads(1)
-from talking_heads import checkpoint
+from talking_heads import atomic
 from talking_heads.config import apply_overrides, preset
 from talking_heads.train import meta
-from talking_heads.train.bench import SyntheticEpisodes
+from talking_heads.bench import SyntheticEpisodes
 
 kill_at, calls = int(sys.argv[2]), [0]
 
@@ -45,7 +45,7 @@ def fault(what):
     if calls[0] == kill_at:
         os.kill(os.getpid(), signal.SIGKILL)
 
-checkpoint.fault_point = fault
+atomic.fault_point = fault
 cfg = apply_overrides(preset("tiny"), sys.argv[3:])
 meta.train(sys.argv[1], cfg=cfg, dataset=SyntheticEpisodes(cfg, num_episodes=5, num_videos=3), progress=False)
 """
@@ -80,13 +80,13 @@ def reference(tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     seen: list[str] = []
-    real = checkpoint.fault_point
-    checkpoint.fault_point = seen.append
+    real = atomic.fault_point
+    atomic.fault_point = seen.append
     try:
         run = tmp_path_factory.mktemp("kill") / "full"
         _train(run)
     finally:
-        checkpoint.fault_point = real
+        atomic.fault_point = real
         torch.set_num_threads(n)
     return run, seen
 
@@ -156,22 +156,22 @@ def test_sigkill_at_every_write_and_rename_resumes_bit_exactly(reference, tmp_pa
 
 def test_sigterm_stops_cleanly_with_a_checkpoint_and_resumes(reference, tmp_path, monkeypatch, one_thread):
     ref, _ = reference
-    real_g, calls = steps.generator_step, {"n": 0}
+    real_g, calls = steps.GanStep.generator_step, {"n": 0}
 
-    def terminated_in_step_2(**kw):
+    def terminated_in_step_2(self, *args, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             os.kill(os.getpid(), signal.SIGTERM)  # arrives mid-step: the step finishes, then a checkpoint
-        return real_g(**kw)
+        return real_g(self, *args, **kw)
 
-    monkeypatch.setattr(steps, "generator_step", terminated_in_step_2)
+    monkeypatch.setattr(steps.GanStep, "generator_step", terminated_in_step_2)
     run = tmp_path / "run"
     with pytest.raises(meta.StoppedBySignal, match="SIGTERM at step 2") as err:
         meta.train(run, cfg=apply_overrides(preset("tiny"), OVERRIDES[:1] + ["train.checkpoint_every=10"]),
                    overrides=OVERRIDES[1:], dataset=_dataset(), progress=False)
     assert err.value.step == 2 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert checkpoint.read_config(run / "model")[1]["step"] == 2
-    monkeypatch.setattr(steps, "generator_step", real_g)
+    monkeypatch.setattr(steps.GanStep, "generator_step", real_g)
     _train(run)
     assert_same_run(run, ref)
 
@@ -214,10 +214,10 @@ def test_earlier_layouts_kill_between_its_two_renames_is_recovered(reference, tm
 
 
 def test_new_run_failing_before_its_first_checkpoint_leaves_no_folder(tmp_path, monkeypatch):
-    def fails(**kw):
+    def fails(self, *args, **kw):
         raise FloatingPointError("boom")
 
-    monkeypatch.setattr(steps, "generator_step", fails)
+    monkeypatch.setattr(steps.GanStep, "generator_step", fails)
     with pytest.raises(FloatingPointError):
         _train(tmp_path / "new")
     assert not (tmp_path / "new").exists()

@@ -79,7 +79,7 @@ def _one_step(batch_size: int, info: dist.DistInfo, options: bool = False) -> di
     """
     from talking_heads.models import build_networks
     from talking_heads.train import meta
-    from talking_heads.train.bench import SyntheticEpisodes, collate
+    from talking_heads.bench import SyntheticEpisodes, collate
 
     cfg = apply_overrides(preset("tiny"), [f"train.batch_size={batch_size}", "train.d_steps_per_g_step=1",
                                            *(OPTIONS if options else [])])

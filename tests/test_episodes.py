@@ -82,7 +82,8 @@ def test_item_layout_and_ranges(root):
     assert item["aug_seed"] == ds[0]["aug_seed"] != ds[1]["aug_seed"]  # a function of the episode
     assert item["p_tgt"].shape == (68, 2) and item["p_tgt"].dtype == torch.float32
     # the target's landmarks are the ones its landmark image was drawn from
-    from talking_heads.landmarks.raster import rasterize, to_tensor
+    from talking_heads.images import to_tensor
+    from talking_heads.landmarks.raster import rasterize
     drawn = to_tensor(rasterize(item["p_tgt"].double().numpy(), STORED, ds.line_thickness))
     assert torch.equal(drawn, item["y_tgt"])
     assert item["x_src"].shape == item["y_src"].shape == (4, 3, STORED, STORED)
@@ -180,7 +181,7 @@ def test_resize_filters_and_config(root):
     assert only_a.clip_ids == ["ida__v1", "ida__v2"] and set(only_a.identities) == {"ida"}
     assert "ida__v1" not in EpisodeDataset(root, k=2, exclude_identities=["ida"]).clip_ids
     cfg = preset("tiny")
-    from_cfg = EpisodeDataset(root, cfg)
+    from_cfg = EpisodeDataset.from_config(root, cfg)
     assert from_cfg.k == cfg.train.k_shot and from_cfg.image_size == cfg.model.image_size
     assert from_cfg.flip == cfg.train.flip and from_cfg.seed == cfg.train.seed
     with pytest.raises(ValueError):

@@ -54,21 +54,21 @@ def test_finetuning_lowers_its_loss_and_changes_only_what_it_should(setup):
     cfg = apply_overrides(cfg, ["finetune.batch_size=2", "finetune.lr_generator=5e-4"])
     before = {n: _state(getattr(nets, n)) for n in ("embedder", "generator", "discriminator")}
     calls = {"g": 0, "d": 0}
-    real_g, real_d = steps.generator_step, steps.discriminator_step
+    real_g, real_d = steps.GanStep.generator_step, steps.GanStep.discriminator_step
 
-    def count_g(**kw):
+    def count_g(self, *args, **kw):
         calls["g"] += 1
-        assert kw["match"] is None  # no L_MCH in fine-tuning
-        return real_g(**kw)
+        assert not self.match  # no L_MCH in fine-tuning
+        return real_g(self, *args, **kw)
 
-    def count_d(**kw):
+    def count_d(self, *args, **kw):
         calls["d"] += 1
-        return real_d(**kw)
+        return real_d(self, *args, **kw)
 
     epochs = 12
     mp = pytest.MonkeyPatch()
-    mp.setattr(steps, "generator_step", count_g)
-    mp.setattr(steps, "discriminator_step", count_d)
+    mp.setattr(steps.GanStep, "generator_step", count_g)
+    mp.setattr(steps.GanStep, "discriminator_step", count_d)
     try:
         result = ft.finetune(nets, x, y, cfg, epochs=epochs, progress=False)
     finally:
@@ -110,7 +110,8 @@ def test_finetune_with_face_terms_uses_the_frames_landmarks(shared_data):
     import numpy as np
 
     from talking_heads.data.faces import prepare_photo
-    from talking_heads.landmarks.raster import rasterize_tensor, to_tensor
+    from talking_heads.images import to_tensor
+    from talking_heads.landmarks.raster import rasterize_tensor
     from talking_heads.models import build_networks
 
     cfg = apply_overrides(preset("tiny"), ["loss.face_network=dlib", "finetune.lr_generator=1e-3"])
@@ -160,7 +161,7 @@ def test_few_shot_copies_move_frame_and_landmarks_together():
 
 def test_step_budget_psi_rate_and_ema(setup):
     cfg, nets, x, y = setup
-    from talking_heads.train.bench import neutral_landmarks
+    from talking_heads.bench import neutral_landmarks
 
     pts = neutral_landmarks(cfg.model.image_size)[None].repeat(3, 1, 1)
     budget = apply_overrides(cfg, ["finetune.steps=5", "finetune.batch_size=4", "finetune.augment=true",
@@ -168,10 +169,10 @@ def test_step_budget_psi_rate_and_ema(setup):
     seen = {}
     real_step = ft.finetune_step
 
-    def spy(g, d, opt_g, opt_d, loss, xb, yb, c, amp, pb=None):
-        seen.setdefault("shapes", []).append(tuple(xb.shape))
-        seen["lrs"] = sorted(group["lr"] for group in opt_g.param_groups)
-        return real_step(g, d, opt_g, opt_d, loss, xb, yb, c, amp, pb)
+    def spy(gan, batch):
+        seen.setdefault("shapes", []).append(tuple(batch["x_tgt"].shape))
+        seen["lrs"] = sorted(group["lr"] for group in gan.opt_g.param_groups)
+        return real_step(gan, batch)
 
     mp = pytest.MonkeyPatch()
     mp.setattr(ft, "finetune_step", spy)
@@ -196,7 +197,8 @@ def test_recipe_on_a_real_photo_lowers_the_identity_loss(shared_data):
     import numpy as np
 
     from talking_heads.data.faces import prepare_photo
-    from talking_heads.landmarks.raster import rasterize_tensor, to_tensor
+    from talking_heads.images import to_tensor
+    from talking_heads.landmarks.raster import rasterize_tensor
     from talking_heads.models import build_networks
 
     cfg = apply_overrides(preset("tiny"), ["loss.face_network=dlib", "finetune.steps=30", "finetune.augment=true",

@@ -148,7 +148,7 @@ def test_int8_renders_real_frames_within_35_db_of_fp32(sample, tmp_path, capsys)
     pipe, avatar, y = sample
     fp32 = inference.TorchRenderer(specialise(*pipe.render_inputs(avatar)), "cpu", "fp32")(y)
     cal = pipe.calibration_images(avatar)
-    assert cal.shape == (1 + 4 * len(pipe.CALIBRATION_MOTIONS), 3, 128, 128)  # 1 source + 4 frames of 3 motions
+    assert cal.shape == (1 + 4 * len(inference.CALIBRATION_MOTIONS), 3, 128, 128)  # 1 source + 4 frames of 3 motions
     # the pipeline's int8 renderer: onnxruntime with the export quantised, calibrated on this avatar
     pipe.cfg.inference.precision, pipe.cfg.inference.backend = "int8", "onnxruntime"
     try:

@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from talking_heads import losses as L
 from talking_heads.config import apply_overrides, preset
-from talking_heads.models import Networks, build_networks, parameter_counts
+from talking_heads.models import GENERATORS, Networks, TalkingHeadGenerator, build_networks, parameter_counts
 from talking_heads.models.blocks import (AdaIN, FixedConvAvgPool, FixedUpsampleConv, ResBlock, SelfAttention,
                                          conv3x3_avgpool, upsample_conv3x3)
 
@@ -218,6 +218,42 @@ def test_each_psi_slice_drives_only_its_layer(tiny):
             h.remove()
 
 
+# --- the generator interface (models/interface.py) ----------------------------------------------------
+
+@pytest.mark.parametrize("kind", sorted(GENERATORS))
+def test_every_registered_generator_implements_the_interface(kind):
+    """isinstance of the protocol; meta-learning trains every weight, fine-tuning every weight but P (in the
+    same order: the optimisers' state follows it); `specialise(psi)` renders what `forward(y, psi)` does."""
+    cfg = apply_overrides(preset("tiny"), [f"model.generator={kind}"])
+    torch.manual_seed(0)
+    nets = build_networks(cfg, NUM_VIDEOS)
+    g = nets.generator
+    assert isinstance(g, GENERATORS[kind]) and isinstance(g, TalkingHeadGenerator)
+    assert not isinstance(nets.embedder, TalkingHeadGenerator)
+    assert isinstance(g.needs_sources, bool)
+    assert g.num_adain_params == g.projection.out_features > 0
+    assert g.meta_parameters() == list(g.parameters())
+    projection = {id(p) for p in g.projection.parameters()}
+    assert g.finetune_parameters() == [p for p in g.meta_parameters() if id(p) not in projection]
+    assert len(g.finetune_parameters()) == len(g.meta_parameters()) - len(projection)
+
+    _, y, _ = _inputs(cfg, b=2)
+    gen = torch.Generator().manual_seed(2)
+    s = cfg.model.image_size
+    sources = (torch.rand(3, 3, s, s, generator=gen) * 2 - 1, torch.rand(3, 3, s, s, generator=gen) * 2 - 1)
+    sources = sources if g.needs_sources else None
+    e = torch.randn(1, cfg.model.embedding_dim, generator=gen)
+    g.eval()
+    with torch.no_grad():
+        psi = g.adain_params(e)  # 1,A
+        ref, aux = g.forward_with_aux(y, psi.expand(2, -1), sources)
+        assert torch.equal(g(y, psi.expand(2, -1), sources), ref) and isinstance(aux, dict)
+        avatar = g.specialise(psi, sources)
+        torch.testing.assert_close(avatar(y), ref, rtol=0, atol=1e-5)
+    assert avatar.needs_sources == g.needs_sources and avatar.generator.num_adain_params == 0
+    assert g.num_adain_params == g.projection.out_features  # the original is untouched
+
+
 # --- determinism, save/load, copies --------------------------------------------------------------------
 
 def test_deterministic_initialisation_and_outputs():
@@ -316,15 +352,15 @@ def test_generator_loss_reaches_every_embedder_and_generator_parameter_and_no_di
         for m in (*e_net.modules(), *g_net.modules(), *d_net.modules()):
             if isinstance(m, SelfAttention):
                 m.gamma.fill_(0.5)
-    from talking_heads.train import steps
+    from talking_heads.train.meta_state import EmbedderGenerator, MetaState
 
     x, y, video = _inputs(cfg)
-    e_hat = e_net(x, y)
-    x_fake = g_net(y, g_net.adain_params(e_hat))
-    # the training code's own G/E update (lr 0: the gradients are what is checked, not the step)
-    steps.generator_step(x_fake=x_fake, x_real=x, y=y, video=video, discriminator=d_net,
-                         content_loss=L.ContentLoss(cfg), optimizer=torch.optim.SGD(_params(e_net, g_net), lr=0.0),
-                         loss_cfg=cfg.loss, match=(e_hat, d_net.video_embedding(video).detach()), amp=False)
+    # the training code's own G/E update (lr 0: the gradients are what is checked, not the step), E on K = 1 frame
+    state = MetaState(networks=nets, generator=EmbedderGenerator(e_net, g_net), discriminator=d_net, critic=d_net,
+                      opt_g=torch.optim.SGD(_params(e_net, g_net), lr=0.0),
+                      opt_d=torch.optim.SGD(d_net.parameters(), lr=0.0),
+                      content_loss=L.ContentLoss(cfg), loss=cfg.loss, match=True, amp=False)
+    state.generator_step({"x_src": x[:, None], "y_src": y[:, None], "x_tgt": x, "y_tgt": y, "video": video})
     for name, p in [*e_net.named_parameters(), *g_net.named_parameters()]:
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
@@ -339,13 +375,17 @@ def test_hinge_loss_reaches_discriminator_only(tiny):
         for m in nets.discriminator.modules():
             if isinstance(m, SelfAttention):
                 m.gamma.fill_(0.5)
-    from talking_heads.train import steps
+    from talking_heads.train.meta_state import EmbedderGenerator, MetaState
 
     e_hat = nets.embedder(x, y)
     x_fake = nets.generator(y, nets.generator.adain_params(e_hat))
     # the training code's own D update (lr 0: the gradients are what is checked)
-    steps.discriminator_step(x_real=x, x_fake=x_fake, y=y, video=video, discriminator=nets.discriminator,
-                             optimizer=torch.optim.SGD(nets.discriminator.parameters(), lr=0.0), amp=False)
+    state = MetaState(networks=nets, generator=EmbedderGenerator(nets.embedder, nets.generator),
+                      discriminator=nets.discriminator, critic=nets.discriminator,
+                      opt_g=torch.optim.SGD(_params(nets.embedder, nets.generator), lr=0.0),
+                      opt_d=torch.optim.SGD(nets.discriminator.parameters(), lr=0.0),
+                      content_loss=L.ContentLoss(cfg), loss=cfg.loss, amp=False)
+    state.discriminator_step({"x_tgt": x, "y_tgt": y, "video": video, "x_fake": x_fake})
     d = nets.discriminator
     for name, p in d.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from talking_heads import checkpoint
 from talking_heads.config import apply_overrides, preset
 from talking_heads.train import meta, steps
-from talking_heads.train.bench import SyntheticEpisodes, collate
+from talking_heads.bench import SyntheticEpisodes, collate
 
 
 def tiny(*overrides: str):
@@ -82,8 +82,7 @@ def test_discriminator_step_updates_d_only():
         x_fake, _ = state.eg(batch["x_src"], batch["y_src"], batch["y_tgt"])
     zero_all(state)
     eg_before = snapshot(state.eg)
-    logs = steps.discriminator_step(x_real=batch["x_tgt"], x_fake=x_fake, y=batch["y_tgt"], video=batch["video"],
-                                    discriminator=state.d, optimizer=state.opt_d, amp=False)
+    logs = state.discriminator_step({**batch, "x_fake": x_fake})
     assert set(logs) == {"d_loss", "d_real", "d_fake"}
     d = state.networks.discriminator
     missing = [k for k, v in grads(d).items() if v is None]
@@ -166,18 +165,18 @@ def _train(run_dir, *overrides, num_episodes=5):
 
 def test_two_d_updates_per_g_update(tmp_path, monkeypatch):
     calls = {"g": 0, "d": 0}
-    real_g, real_d = steps.generator_step, steps.discriminator_step
+    real_g, real_d = steps.GanStep.generator_step, steps.GanStep.discriminator_step
 
-    def count_g(**kw):
+    def count_g(self, *args, **kw):
         calls["g"] += 1
-        return real_g(**kw)
+        return real_g(self, *args, **kw)
 
-    def count_d(**kw):
+    def count_d(self, *args, **kw):
         calls["d"] += 1
-        return real_d(**kw)
+        return real_d(self, *args, **kw)
 
-    monkeypatch.setattr(steps, "generator_step", count_g)
-    monkeypatch.setattr(steps, "discriminator_step", count_d)
+    monkeypatch.setattr(steps.GanStep, "generator_step", count_g)
+    monkeypatch.setattr(steps.GanStep, "discriminator_step", count_d)
     _train(tmp_path / "run", "train.steps=3")
     assert calls == {"g": 3, "d": 6}
 
@@ -193,18 +192,18 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, monkeypatch):
     full = _train(tmp_path / "full", "train.steps=4")
 
     # kill the second run inside its step 3 (after the step-2 checkpoint), then resume it
-    real_g, calls = steps.generator_step, {"n": 0}
+    real_g, calls = steps.GanStep.generator_step, {"n": 0}
 
-    def dies_at_step_3(**kw):
+    def dies_at_step_3(self, *args, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_g(**kw)
+        return real_g(self, *args, **kw)
 
-    monkeypatch.setattr(steps, "generator_step", dies_at_step_3)
+    monkeypatch.setattr(steps.GanStep, "generator_step", dies_at_step_3)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "killed", "train.steps=4")
-    monkeypatch.setattr(steps, "generator_step", real_g)
+    monkeypatch.setattr(steps.GanStep, "generator_step", real_g)
     ts = checkpoint.load_training_state(tmp_path / "killed" / "training_state.pt")
     assert ts["step"] == 2
     # resume: the config comes from the run (no cfg given)
@@ -224,6 +223,25 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, monkeypatch):
         torch.testing.assert_close(sb[i]["exp_avg_sq"], sa[i]["exp_avg_sq"], rtol=0, atol=1e-9)
     steps_logged = [json.loads(line)["step"] for line in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
     assert steps_logged == [1, 2, 3, 4]
+
+
+def test_a_non_finite_loss_stops_the_run_before_its_next_checkpoint(tmp_path, monkeypatch):
+    """The losses cross to the host only for log lines and checkpoints: a NaN at a step that writes neither
+    stops the run at the next of them, naming its step, and no checkpoint holds the weights it updated."""
+    real_g, calls = steps.GanStep.generator_step, {"n": 0}
+
+    def nan_at_step_3(self, *args, **kw):
+        logs, x_fake = real_g(self, *args, **kw)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            logs["g_cnt"] = logs["g_cnt"] * float("nan")
+        return logs, x_fake
+
+    monkeypatch.setattr(steps.GanStep, "generator_step", nan_at_step_3)
+    run = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match="non-finite loss at step 3"):
+        _train(run, "train.steps=6", "train.log_every=5")  # checkpoints at steps 2, 4, 6; a log line at 5
+    assert calls["n"] == 4 and checkpoint.read_config(run / "model")[1]["step"] == 2
 
 
 def test_resume_with_more_steps_and_weights_only_state(tmp_path):
@@ -353,7 +371,7 @@ def test_bench_cli_and_markdown_section(tmp_path, capsys):
 
 
 def test_bench_train_step_offline():
-    from talking_heads.train import bench
+    from talking_heads import bench
 
     r = bench.bench_train_step(preset("tiny"), torch.device("cpu"), repeat=1, content="offline")
     assert r["s_per_step"] > 0 and r["k"] == 8 and r["content_loss"] == "offline" and r["precision"] == "fp32"
@@ -400,7 +418,7 @@ def test_tiny_model_overfits_one_real_clip(real_clip, tmp_path):
 
     cfg = tiny("train.steps=60", "train.log_every=20", "train.sample_every=1000", "train.checkpoint_every=1000",
                "train.lr_generator=1e-3", "train.lr_discriminator=1e-3", "train.flip=false")
-    eval_set = EpisodeDataset(real_clip, cfg)
+    eval_set = EpisodeDataset.from_config(real_clip, cfg)
     eval_set.set_epoch(10_000)  # episodes the run never draws in its first epochs
     torch.manual_seed(cfg.train.seed)
     start = _reconstruction_error(build_networks(cfg, 1), eval_set)

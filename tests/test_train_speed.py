@@ -19,11 +19,11 @@ import math
 import pytest
 import torch
 
-from talking_heads import dist
+from talking_heads import bench, dist
+from talking_heads.bench import SyntheticEpisodes, collate
 from talking_heads.config import ConfigError, apply_overrides, preset
 from talking_heads.models import build_networks
-from talking_heads.train import bench, meta, steps
-from talking_heads.train.bench import SyntheticEpisodes, collate
+from talking_heads.train import meta, steps
 
 # the sample preset's training options on the tiny networks: warp generator, dlib face terms, DiffAugment
 SAMPLE_LIKE = ("model.generator=warp", "loss.face_network=dlib", "loss.face_content_weight=1.0",
@@ -33,7 +33,7 @@ FUSED_ATOL = 1e-7
 
 def one_step(*overrides: str, steps_: int = 1):
     """Parameters of E, G, D after `steps_` meta-learning steps (seed 0, the same two synthetic episodes),
-    and the last step's logs and x_fake."""
+    and the last step's logs (as floats) and x_fake."""
     cfg = apply_overrides(preset("tiny"), list(overrides))
     torch.manual_seed(0)
     nets = build_networks(cfg, 3)
@@ -44,7 +44,7 @@ def one_step(*overrides: str, steps_: int = 1):
         logs, x_fake = meta.meta_step(state, batch, cfg, s)
     params = {f"{n}.{k}": v.detach().clone() for n in ("embedder", "generator", "discriminator")
               for k, v in getattr(nets, n).named_parameters()}
-    return params, logs, x_fake
+    return params, steps.to_floats([logs])[0], x_fake
 
 
 @pytest.mark.parametrize("options", [(), SAMPLE_LIKE], ids=["tiny", "sample-options"])

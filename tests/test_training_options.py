@@ -15,7 +15,7 @@ from talking_heads.config import apply_overrides, preset
 from talking_heads.losses import match_loss_weight
 from talking_heads.train import meta, steps
 from talking_heads.train.augment import DiffAugment, LeCam, parse_policy
-from talking_heads.train.bench import SyntheticEpisodes, collate
+from talking_heads.bench import SyntheticEpisodes, collate
 
 OPTIONS = ["train.diffaugment=translation,cutout,color", "train.lecam_weight=0.3", "train.init_w_from_data=true",
            "model.embedder_activation=leaky_relu", "loss.match_weight=1.0", "loss.match_warmup_steps=1",
@@ -86,15 +86,15 @@ def test_meta_step_with_every_option_updates_the_right_parameters_without_nan():
     nets = state.networks
     before = {n: {k: v.clone() for k, v in getattr(nets, n).state_dict().items()} for n in checkpoint.NETWORK_NAMES}
     seen = {}
-    real_g, real_d = steps.generator_step, steps.discriminator_step
+    real_g, real_d = steps.GanStep.generator_step, steps.GanStep.discriminator_step
 
-    def spy_g(**kw):
-        out = real_g(**kw)
+    def spy_g(self, *args, **kw):
+        out = real_g(self, *args, **kw)
         seen["g"] = {n: [p.grad is not None for p in getattr(nets, n).parameters()] for n in checkpoint.NETWORK_NAMES}
         return out
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(steps, "generator_step", spy_g)
+    mp.setattr(steps.GanStep, "generator_step", spy_g)
     try:
         logs, x_fake = meta.meta_step(state, batch, cfg, step=2)
     finally:
@@ -180,7 +180,7 @@ def three_people(shared_data, tmp_path_factory):
 def test_probe_frames_are_never_drawn_into_episodes(three_people):
     from talking_heads.data import EpisodeDataset
 
-    ds = EpisodeDataset(three_people, tiny("train.probe_frames=4"))
+    ds = EpisodeDataset.from_config(three_people, tiny("train.probe_frames=4"))
     for v in range(ds.num_videos):
         held = set(ds.probe_indices(v).tolist())
         assert len(held) == 4 and not held & set(ds.train_indices(v).tolist())
@@ -204,7 +204,7 @@ def test_live_embedder_on_real_clips_differs_between_people(three_people, tmp_pa
     probes = [r for r in rows if "id_probe_acc" in r]
     assert probes and all(0 <= r["id_probe_acc"] <= 1 and r["id_probe_chance"] == pytest.approx(1 / 3) for r in probes)
     _, _, nets = checkpoint.load_model_dir(model)
-    ds = EpisodeDataset(three_people, cfg)
+    ds = EpisodeDataset.from_config(three_people, cfg)
     nets.embedder.eval()
     with torch.no_grad():
         e = torch.stack([nets.embedder(*(ds.clip_frames(v, ds.train_indices(v)[:4])[k] for k in ("x", "y"))).mean(0)

@@ -13,7 +13,7 @@ from talking_heads.config import apply_overrides, preset
 from talking_heads.models import GENERATORS, WarpGenerator, build_networks
 from talking_heads.train import meta
 from talking_heads.train import finetune as ft
-from talking_heads.train.bench import SyntheticEpisodes, collate
+from talking_heads.bench import SyntheticEpisodes, collate
 
 
 def warp_cfg(*overrides):
@@ -123,7 +123,7 @@ def test_tiny_warp_model_overfits_a_real_clip(shared_data, tmp_path):
     preprocess(shared_data / "videos" / "train" / "dpe_s.mp4", data, size=32, max_frames=12, progress=False)
     cfg = warp_cfg("train.steps=60", "train.log_every=20", "train.sample_every=1000", "train.checkpoint_every=1000",
                    "train.lr_generator=1e-3", "train.lr_discriminator=1e-3", "train.flip=false")
-    eval_set = EpisodeDataset(data, cfg)
+    eval_set = EpisodeDataset.from_config(data, cfg)
     eval_set.set_epoch(10_000)
 
     def error(nets):

@@ -23,6 +23,13 @@ from pathlib import Path
 from typing import Iterator
 
 
+def fault_point(what: str) -> None:
+    """Called after every write and rename of a checkpoint (`what` names it). A no-op; the kill tests replace
+    it (`atomic.fault_point = ...`) in a child process with one that SIGKILLs the process at the N-th call.
+    Callers look it up at call time (`atomic.fault_point(...)`, never `from .atomic import fault_point`), so
+    the replacement is seen everywhere."""
+
+
 def umask() -> int:
     """The process's umask, read without changing it where the system allows (Linux: /proc)."""
     try:

@@ -13,8 +13,9 @@ Avatar directory (the model directory format of `checkpoint.py`, stage "avatar")
                            needs sources (the warp generator) also source_images (T,S,S,3) uint8, the T crops
     generator.safetensors  FT only: the fine-tuned G (its P is the meta-learned one, unused)
     discriminator.safetensors  FT, optional: D' = (V, w', b), only needed to fine-tune further
-Loading checks that the avatar fits the pipeline's model: the same architecture (`cfg.model`) always, the
-same weights (fingerprint) for FF avatars, whose psi' only means something to the G that made it.
+Loading checks that the avatar fits the model it is loaded for (an `AvatarModel`: the renderer or the
+pipeline): the same architecture (`cfg.model`) always, the same weights (fingerprint) for FF avatars, whose
+psi' only means something to the G that made it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,11 +32,28 @@ from torch import Tensor, nn
 from .checkpoint import CheckpointError, load_module, load_tensors, read_config, save_dir
 from .config import Config
 from .data.crop import CropTransform
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import TalkingHeadPipeline
+from .images import to_tensor
+from .landmarks.raster import rasterize_tensor
+from .models import ConvPart, PersonDiscriminator, TalkingHeadGenerator, build_generator
 
 KINDS = ("ff", "ft")
+
+
+class AvatarModel(Protocol):
+    """What loading an avatar needs to know about the model it is for: `renderer.Renderer` has it (and the
+    pipeline, which holds one)."""
+
+    @property
+    def cfg(self) -> Config: ...  # the model's config (architecture, data settings)
+
+    @property
+    def device(self) -> torch.device: ...  # where the avatar's tensors and FT networks go
+
+    @property
+    def generator(self) -> TalkingHeadGenerator: ...  # the meta-learned G (psi' size, whether it needs sources)
+
+    @property
+    def model_fingerprint(self) -> str: ...  # of the meta-learned E and G (FF avatars must match it)
 
 
 @dataclass
@@ -48,7 +66,7 @@ class Avatar:
     e_new: Tensor  # (1, N) mean embedding of the T frames
     landmarks: np.ndarray | None  # (T,68,2) float32 source landmarks in crop px at cfg.model.image_size
     thumbnail: np.ndarray | None = None  # (s,s,3) uint8 crop of the first source
-    generator: nn.Module | None = None  # FT: the fine-tuned G (eval mode); FF: None (the pipeline's G)
+    generator: nn.Module | None = None  # FT: the fine-tuned G (eval mode); FF: None (the model's G)
     discriminator: nn.Module | None = None  # FT: D' (PersonDiscriminator), kept only when asked for
     model_fingerprint: str = ""  # of the meta-learned E and G the avatar was made with
     transform: CropTransform | None = None  # first source: frame -> crop (paste-back)
@@ -76,8 +94,6 @@ class Avatar:
         """(x, y) (T,3,S,S) in [-1,1] of the T source crops and their landmark images (None without them)."""
         if self.source_images is None or self.landmarks is None:
             return None
-        from .landmarks.raster import rasterize_tensor, to_tensor
-
         x = torch.stack([to_tensor(img) for img in self.source_images])
         y = rasterize_tensor(self.landmarks, self.source_images.shape[1], thickness)
         return x.to(device), y.to(device)
@@ -114,32 +130,29 @@ class Avatar:
 
     # --- loading --------------------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike, pipe: "TalkingHeadPipeline") -> "Avatar":
-        """Load an avatar directory for `pipe`; CheckpointError when it is not one or does not fit the model."""
+    def load(cls, path: str | os.PathLike, model: AvatarModel) -> "Avatar":
+        """Load an avatar directory for `model` (the renderer or the pipeline); CheckpointError when it is not
+        one or does not fit the model."""
         cfg, meta = read_config(path, expected="avatar")
         if meta.get("stage") != "avatar":
             raise CheckpointError(f"{path}: holds a {meta.get('stage')!r} directory, not an avatar "
                                   "(make one with `talking-heads avatar create`)")
-        _check_model(path, cfg, meta, pipe)
-        tensors = load_tensors(path, "avatar", pipe.device)
-        _check_tensors(path, tensors, pipe)
+        _check_model(path, cfg, meta, model)
+        tensors = load_tensors(path, "avatar", model.device)
+        _check_tensors(path, tensors, model)
         kind = meta.get("kind")
         if kind not in KINDS:
             raise CheckpointError(f"{path}: meta.kind must be one of {list(KINDS)}, got {kind!r}")
-        generator = discriminator = None
-        if kind == "ft":
-            generator = load_module(path, "generator", _fresh_generator(pipe)).to(pipe.device).eval()
-            if meta.get("files", {}).get("discriminator"):
-                discriminator = load_module(path, "discriminator", _fresh_discriminator(pipe)).to(pipe.device).eval()
+        generator, discriminator = _load_networks(path, kind, meta, model)
         crop = meta.get("crop")
         lm = tensors.get("landmarks")
         thumb = tensors.get("thumbnail")
         src = tensors.get("source_images")
-        if getattr(pipe.networks.generator, "needs_sources", False) and src is None:
+        if model.generator.needs_sources and src is None:
             raise CheckpointError(f"{path}: this model's generator needs the avatar's source frames, which the "
                                   "avatar does not hold; create the avatar again")
         try:
-            return cls(cfg=pipe.cfg, kind=kind, psi=tensors["psi"], e_new=tensors["e_new"],
+            return cls(cfg=model.cfg, kind=kind, psi=tensors["psi"], e_new=tensors["e_new"],
                        landmarks=None if lm is None else lm.cpu().numpy(),
                        thumbnail=None if thumb is None else thumb.cpu().numpy(), generator=generator,
                        discriminator=discriminator, model_fingerprint=str(meta.get("model_fingerprint", "")),
@@ -152,17 +165,28 @@ class Avatar:
             raise CheckpointError(f"{path}: not a valid avatar ({err})") from None
 
 
-def _check_tensors(path, tensors: dict[str, Tensor], pipe: "TalkingHeadPipeline") -> None:
+def _load_networks(path, kind: str, meta: dict, model: AvatarModel) -> tuple[nn.Module | None, nn.Module | None]:
+    """(G', D') of an FT avatar, on the model's device in eval mode (D' None unless saved); (None, None) for FF."""
+    if kind != "ft":
+        return None, None
+    generator = load_module(path, "generator", build_generator(model.cfg)).to(model.device).eval()
+    discriminator = None
+    if meta.get("files", {}).get("discriminator"):
+        discriminator = load_module(path, "discriminator", _fresh_discriminator(model.cfg)).to(model.device).eval()
+    return generator, discriminator
+
+
+def _check_tensors(path, tensors: dict[str, Tensor], model: AvatarModel) -> None:
     """CheckpointError unless avatar.safetensors holds psi (1,A), e_new (1,N), landmarks (T,68,2), a uint8
     thumbnail (s,s,3) and source crops (T,S,S,3) as this model needs them (values are finite: load_tensors)."""
     file = Path(path) / "avatar.safetensors"
-    a = int(getattr(pipe.networks.generator, "num_adain_params", -1))
-    n = int(pipe.cfg.model.embedding_dim)
+    a = int(model.generator.num_adain_params)
+    n = int(model.cfg.model.embedding_dim)
     for key, want in (("psi", (1, a)), ("e_new", (1, n))):
         if key not in tensors:
             raise CheckpointError(f"{file}: lacks {key!r}; not an avatar file (create the avatar again)")
         got = tuple(tensors[key].shape)
-        if (a < 0 and key == "psi" and len(got) != 2) or (not (a < 0 and key == "psi") and got != want):
+        if got != want:
             raise CheckpointError(f"{file}: {key} is {list(got)}, this model needs {list(want)}: the avatar was "
                                   "made with another model or the file is damaged")
         if not tensors[key].is_floating_point():
@@ -191,30 +215,23 @@ def _check_target(path: Path) -> None:
         raise CheckpointError(f"{path} exists and is not an avatar directory: not overwriting it (choose another -o)")
 
 
-def _check_model(path, cfg: Config, meta: dict, pipe: "TalkingHeadPipeline") -> None:
+def _check_model(path, cfg: Config, meta: dict, model: AvatarModel) -> None:
     """CheckpointError when the avatar was made for another architecture (or other weights, for FF)."""
-    if cfg.model != pipe.cfg.model:
-        diff = [f"{k}: avatar {v} vs model {getattr(pipe.cfg.model, k)}" for k, v in vars(cfg.model).items()
-                if getattr(pipe.cfg.model, k) != v]
+    if cfg.model != model.cfg.model:
+        diff = [f"{k}: avatar {v} vs model {getattr(model.cfg.model, k)}" for k, v in vars(cfg.model).items()
+                if getattr(model.cfg.model, k) != v]
         raise CheckpointError(f"{path}: the avatar was made with a different model architecture "
                               f"({'; '.join(diff[:4])}). Load it with the model it was made with (--model), or "
                               "create the avatar again with this one.")
     made_with = str(meta.get("model_fingerprint", ""))
-    if meta.get("kind") == "ff" and made_with != pipe.model_fingerprint:
+    if meta.get("kind") == "ff" and made_with != model.model_fingerprint:
         raise CheckpointError(f"{path}: this feed-forward avatar was made with other model weights (fingerprint "
-                              f"{made_with or 'unknown'}, this model {pipe.model_fingerprint}); its AdaIN "
+                              f"{made_with or 'unknown'}, this model {model.model_fingerprint}); its AdaIN "
                               "parameters only fit the generator that made them. Load it with that model "
                               "(--model), or create the avatar again.")
 
 
-def _fresh_generator(pipe: "TalkingHeadPipeline") -> nn.Module:
-    from .models import build_generator
-
-    return build_generator(pipe.cfg)
-
-
-def _fresh_discriminator(pipe: "TalkingHeadPipeline") -> nn.Module:
-    from .models import ConvPart, PersonDiscriminator
-
-    n = pipe.cfg.model.embedding_dim
-    return PersonDiscriminator(ConvPart(pipe.cfg.model), torch.zeros(n), torch.zeros(()))
+def _fresh_discriminator(cfg: Config) -> nn.Module:
+    """An untrained D' = (V, w', b) of the model's architecture, for load_module to fill."""
+    n = cfg.model.embedding_dim
+    return PersonDiscriminator(ConvPart(cfg.model), torch.zeros(n), torch.zeros(()))

@@ -3,6 +3,9 @@
 Dataclasses grouped by stage, one trailing comment per field, and named presets. A preset is a complete
 `Config`; `--set section.field=value` on the command line overrides single fields (see `apply_overrides`).
 A saved model directory stores the whole `Config` as `config.json`, so it rebuilds itself with no flags.
+Every value is checked where a config is built from text (`Config.from_dict`, hence `apply_overrides` and
+config.json): its type, and for the numeric settings a user sets, its range (`RANGES`: a refusal names the
+setting and its valid range; counts with a safety limit use the `limits` check of that quantity).
 
 Paper references (../shared/design/paper.md): section 1 (few-shot avatars, puppeteering), 3 (architecture),
 4 (losses), 5 (optimisation), 6 (fine-tuning). Glossary: x frame, y landmark image, e embedding, psi AdaIN
@@ -17,8 +20,9 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
+from . import limits
 from .errors import InputError
 
 
@@ -87,8 +91,8 @@ class TrainConfig:
     sample_every: int = 500  # steps between sample grids (landmarks | ground truth | output)
     checkpoint_every: int = 1000  # steps between checkpoints
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    amp_cpu: bool | str = "auto"  # bf16 autocast of meta-learning's forwards on CPU: true, false, or "auto" = on where the CPU has native bf16 (AVX-512 BF16 / AMX), else fp32 (held quality in a 3,278-step A/B: docs/benchmarks.md)
-    adam: str = "fused"  # Adam: "fused" (one kernel; the same update up to float rounding), "foreach", "for-loop" (as before issue 16)
+    amp_cpu: bool | str = "auto"  # bf16 autocast of meta-learning's forwards on CPU: true, false, or "auto" = on where the CPU has native bf16 (AVX-512 BF16 / AMX), else fp32 (training quality held against fp32 in an A/B run)
+    adam: str = "fused"  # Adam: "fused" (one kernel; the same update up to float rounding), "foreach", "for-loop" (one parameter at a time)
     compile: bool = False  # torch.compile the networks
     init_w_from_data: bool = False  # before step 1: W_i := mean E output over K frames of video i with the initial E (not in the paper)
     diffaugment: str = ""  # DiffAugment policy for every D call, e.g. "translation,cutout,color"; "" = off (paper)
@@ -207,7 +211,7 @@ class Config:
                 if not isinstance(value, dict):
                     raise ConfigError(f"config section {f.name!r} must be an object of fields, got "
                                       f"{_describe(value)}")
-                kwargs[f.name] = _build_section(sub, value, f.name)
+                kwargs[f.name] = sub(**check_section(f.name, value))
             else:
                 kwargs[f.name] = _check_value(f.name, value, str)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
@@ -220,13 +224,16 @@ _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
              "finetune": FinetuneConfig, "data": DataConfig, "inference": InferenceConfig, "eval": EvalConfig}
 
 
-def _build_section(cls, values: dict[str, Any], section: str = ""):
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(values) - set(names)
+def check_section(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Fields of one section (e.g. "eval") checked as a config.json's are (type, range); returns them as the
+    dataclass holds them (lists as tuples). Callers that take single settings (the evaluation's flags) use it
+    to refuse a bad value before any work."""
+    cls = _SECTIONS[section]
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}: written by a different version?")
     hints = typing.get_type_hints(cls)
-    return cls(**{k: _check_value(f"{section or cls.__name__}.{k}", v, hints[k]) for k, v in values.items()})
+    return {k: _check_value(f"{section}.{k}", v, hints[k]) for k, v in values.items()}
 
 
 def _describe(value: Any) -> str:
@@ -237,9 +244,76 @@ def _describe(value: Any) -> str:
 _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
+def _shown(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _between(low: float, high: float) -> Callable[[float, str], None]:
+    """A check that `value` lies in [low, high]."""
+    def check(value: float, name: str) -> None:
+        if not low <= value <= high:
+            raise ConfigError(f"{name}={_shown(value)} is out of range: give a value from {_shown(low)} to "
+                              f"{_shown(high)}")
+    return check
+
+
+def _one_of(*choices: str) -> Callable[[str, str], None]:
+    """A check that a string setting is one of `choices`."""
+    def check(value: str, name: str) -> None:
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return check
+
+
+_WEIGHT = _between(0.0, 1e6)  # a loss weight
+_LR = _between(0.0, 1.0)  # an Adam learning rate (0: the networks do not move)
+_SEED = _between(0, 2**63 - 1)
+_EVERY = _between(1, 10**9)  # steps between two log lines, samples or checkpoints
+_BATCH = _between(1, 4096)
+
+# "section.field" -> its check (of each element of a list field). Ranges accept every preset's value and all
+# sensible use; counts that have a safety limit (`limits.LIMITS`) are checked by that limit's function.
+RANGES: dict[str, Callable[[Any, str], Any]] = {
+    "data.crop_scale": _between(1.0, 5.0), "data.crop_shift": _between(-1.0, 1.0),
+    "data.redetect_every": _between(1, 100_000), "data.max_frames": _between(0, 10**7),
+    "data.jpeg_quality": _between(1, 100), "data.line_thickness": _between(0.25, 32.0),
+    "data.follow_threshold": _between(0.0, 100.0), "data.follow_smoothing": _between(0.0, 60.0),
+    "inference.video_frames": limits.check_shots, "inference.batch_size": _BATCH,
+    "inference.output_size": _between(16, 8192), "inference.motion_seconds": limits.check_seconds,
+    "inference.motion_fps": _between(1.0, 240.0), "inference.thumbnail_size": _between(8, 1024),
+    "inference.contact_sheet_frames": _between(1, 1000),
+    "finetune.epochs": limits.check_epochs, "finetune.steps": limits.check_finetune_steps,
+    "finetune.batch_size": _BATCH, "finetune.lr_generator": _LR, "finetune.lr_discriminator": _LR,
+    "finetune.lr_psi": _LR, "finetune.d_steps_per_g_step": _between(0, 100), "finetune.ema": _between(0.0, 0.9999),
+    "train.k_shot": _between(1, 1024), "train.batch_size": _BATCH, "train.steps": limits.check_steps,
+    "train.lr_generator": _LR, "train.lr_discriminator": _LR, "train.betas": _between(0.0, 0.99999),
+    "train.d_steps_per_g_step": _between(0, 100), "train.seed": _SEED, "train.num_workers": _between(0, 256),
+    "train.log_every": _EVERY, "train.sample_every": _EVERY, "train.checkpoint_every": _EVERY,
+    "train.lecam_weight": _WEIGHT, "train.lecam_decay": _between(0.0, 1.0), "train.probe_frames": _between(0, 10_000),
+    "train.probe_every": _between(0, 10**9),
+    "loss.offline_content_weight": _WEIGHT, "loss.face_content_weight": _WEIGHT, "loss.face_layer_weights": _WEIGHT,
+    "loss.identity_weight": _WEIGHT, "loss.feature_matching_weight": _WEIGHT, "loss.match_weight": _WEIGHT,
+    "loss.adversarial_weight": _WEIGHT, "loss.warp_smoothness_weight": _WEIGHT,
+    "loss.match_warmup_steps": _between(0, 10**9), "loss.match_ramp_steps": _between(0, 10**9),
+    "eval.shots": limits.check_shots, "eval.variants": _one_of("ff", "ft"), "eval.holdout": _between(1, 100_000),
+    "eval.videos": _between(0, 10**9), "eval.per_identity": _between(0, 10**9), "eval.epochs": limits.check_epochs,
+    "eval.seed": _SEED, "eval.render_batch": _BATCH, "eval.cross_frames": _between(1, 100_000),
+    "eval.grid_rows": _between(0, 1000), "eval.detect_size": _between(16, 8192),
+    "eval.identity_threshold": _between(0.01, 10.0),
+}
+
+
+def _check_range(name: str, value: Any) -> None:
+    """`RANGES`' check of the setting `name` ("section.field", or "section.field[i]" for an element)."""
+    check = RANGES.get(name.split("[", 1)[0])
+    if check is not None:
+        check(value, name)
+
+
 def _check_value(name: str, value: Any, hint: Any) -> Any:
-    """`value` as the type `hint` (int, float, bool, str, X | None, tuple[X, ...], tuple[X, Y]); ConfigError
-    naming the field otherwise. Floats must be finite; ints are accepted for floats; JSON lists become tuples."""
+    """`value` as the type `hint` (int, float, bool, str, X | None, tuple[X, ...], tuple[X, Y]) within its
+    range (`RANGES`); an InputError naming the field otherwise. Floats must be finite; ints are accepted for
+    floats; JSON lists become tuples."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         if value is None:
@@ -269,16 +343,19 @@ def _check_value(name: str, value: Any, hint: Any) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{name} must be an integer, got {_describe(value)}")
+        _check_range(name, value)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {_describe(value)}")
         if not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value}")
+        _check_range(name, float(value))
         return float(value)
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {_describe(value)}")
+        _check_range(name, value)
         return value
     return value
 
@@ -291,14 +368,14 @@ def _paper() -> Config:
 
 
 def _sample() -> Config:
-    """CPU-trainable 128 px model for the shipped sample avatar model (a K=8 step well under 1 s on 2 cores)."""
+    """CPU-trainable 128 px model for the shipped sample avatar model."""
     return Config(
         preset="sample",
         model=ModelConfig(
             image_size=128,
-            generator="warp",  # won its A/B run: FF T=8 SSIM 0.512 -> 0.586, identity 11 -> 20 % (docs/training_ablations.md)
+            generator="warp",  # won its A/B run against the paper's generator (docs/training_ablations.md)
             embedding_dim=256,
-            embedder_channels=(16, 32, 64, 128, 256),  # E/V widths sized for a K=8 step well under 1 s on 2 CPU cores
+            embedder_channels=(16, 32, 64, 128, 256),  # E/V widths sized for training on a few CPU cores
             embedder_attention_at=(16,),
             generator_down_channels=(32, 64, 128, 256),
             generator_down_attention_at=(16,),
@@ -307,16 +384,16 @@ def _sample() -> Config:
             generator_up_attention_at=(32,),
         ),
         # without the VGG files (none can be had offline) the offline content loss is L_CNT; at weight 1 the
-        # discriminator's feature matching (x10) and hinge terms swamp it and reconstruction stalls (measured:
-        # flat at ~2.4 over the first 1,100 steps), so the sample model weighs it 10x. The options below won
-        # their A/B runs (docs/training_ablations.md): a live embedder (W from the data, L_MCH 1 warmed up),
-        # DiffAugment on every D call, the dlib face and identity terms; the generator's learning rate is D's.
+        # discriminator's feature matching (x10) and hinge terms swamp it and reconstruction stalls, so the
+        # sample model weighs it 10x. The options below won their A/B runs (docs/training_ablations.md): a live
+        # embedder (W from the data, L_MCH 1 warmed up), DiffAugment on every D call, the dlib face and identity
+        # terms; the generator's learning rate is D's.
         loss=LossConfig(offline_content_weight=10.0, face_network="dlib", face_content_weight=1.0,
                         identity_weight=10.0, match_weight=1.0, match_warmup_steps=200, match_ramp_steps=300),
         train=TrainConfig(sample_every=200, checkpoint_every=500, lr_generator=2e-4, init_w_from_data=True,
                           diffaugment="translation,cutout,color", probe_frames=4, probe_every=500),
         # FT from one photo (docs/training_ablations.md, FT recipes): 40 steps of 8 augmented copies, psi' at
-        # 10x: identity rate 34 % (paper recipe) -> 93 %, driven by other people 21 % -> 88 %
+        # 10x the learning rate: kept the person's identity far better than the paper's recipe in its A/B run
         finetune=FinetuneConfig(steps=40, batch_size=8, augment=True, lr_psi=5e-4),
     )
 

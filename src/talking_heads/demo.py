@@ -18,6 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skimage import data as skimage_data
+
+from .pipeline import TalkingHeadPipeline
 
 PORTRAIT_NAME = "astronaut"  # skimage.data.astronaut(): Eileen Collins, NASA, public domain
 PORTRAIT_MOTION = "talk"
@@ -49,9 +52,7 @@ def missing_footage(data: Path) -> str | None:
 
 def portrait():
     """The astronaut photo shipped inside scikit-image's wheel (uint8 RGB, 512 x 512)."""
-    from skimage import data
-
-    return data.astronaut()
+    return skimage_data.astronaut()
 
 
 def run_demo(out_dir: str | os.PathLike, *, pipe=None, model_dir: str | os.PathLike | None = None,
@@ -60,8 +61,6 @@ def run_demo(out_dir: str | os.PathLike, *, pipe=None, model_dir: str | os.PathL
     """Write the demo into `out_dir` (module docstring). `pipe` (or `model_dir`, default: the shipped model);
     `data_dir` None: `default_data_dir()`; `duration`: seconds of the built-in motion; `driver_seconds`:
     cut the puppeteering driver (None: whole clip)."""
-    from .pipeline import TalkingHeadPipeline
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pipe = pipe or TalkingHeadPipeline.from_pretrained(model_dir)

@@ -12,7 +12,9 @@ DataConfig.follow_threshold face sizes) is cut by a box per frame that follows t
 Frames where the face is lost hold the last good landmarks (frames before the first face take the first
 good ones) and are counted in `lost_frames`; a driver with no face at all is an error. Optional smoothing
 is the One Euro filter of `landmarks/filters.py`. Adapting the landmarks to the avatar's face is the
-pipeline's next step (`landmarks/adaptation.py`); `driver_points` keeps the driver's own for display.
+pipeline's next step (`landmarks/adaptation.py`), measured from a reference frame of the driver
+(`check_reference_frame` refuses one the driver does not have); `driver_points` keeps the driver's own for
+display.
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ from typing import Iterator
 
 import numpy as np
 
+from . import limits
 from .config import DataConfig, InferenceConfig
 from .data.crop import CropTrack, CropTransform, clip_crop, face_motion, follow_crop, hold_index, smoothing_window
+from .data.faces import track_video
 from .data.video import FRAMES_FPS, VideoError, is_frames_folder, probe, read_frames
-from .landmarks.motions import MOTIONS, motion_landmarks
-from .landmarks.raster import rasterize
 from .errors import InputError
+from .landmarks.filters import smooth_sequence
+from .landmarks.motions import MOTIONS, motion_landmarks
+from .landmarks.plausibility import MIN_CONFIDENCE, trusted
+from .landmarks.raster import rasterize
+from .paths import input_file
 
 log = logging.getLogger(__name__)
 
@@ -87,57 +94,26 @@ class DriverSequence:
 def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, inference_cfg: InferenceConfig,
                 smooth: bool = False, duration: float | None = None) -> DriverSequence:
     """A `DriverSequence` for a video, a folder of frames, a .npy landmark file or a motion name."""
-    from . import limits
-
     if isinstance(driver, str) and driver in MOTIONS and not Path(driver).exists():
-        seconds = inference_cfg.motion_seconds if duration is None else duration
-        limits.finite_positive(seconds, "the motion's duration (seconds)")
-        limits.check("duration", seconds, "the motion's duration (seconds)")
-        try:
-            points = motion_landmarks(driver, seconds, inference_cfg.motion_fps, size, data_cfg)
-        except ValueError as err:
-            raise DriverError(str(err)) from None
-        return DriverSequence(points, points.copy(), size, inference_cfg.motion_fps, "motion", driver)
+        return _motion(driver, size, data_cfg, inference_cfg, duration)
     path = Path(driver)
     if not path.exists():
         hint = f" (built-in motions: {', '.join(MOTIONS)})" if not path.suffix else ""
         raise DriverError(f"{path}: no such file or folder{hint}")
-    from .landmarks.plausibility import MIN_CONFIDENCE, trusted
-
     if path.suffix.lower() == ".npy":
         raw, frame_size = _read_npy(path), None
         fps, kind, audio, warnings, confidence = inference_cfg.motion_fps, "landmarks", None, [], None
     else:
         raw, frame_size, fps, kind, audio, warnings, confidence = _track(path, data_cfg)
-    face = usable_frames(raw)
-    found = face & trusted(raw, confidence)  # profile / occluded frames: held like frames without a face
-    held = int((face & ~found).sum())
-    if held and not found.any():
-        raise DriverError(f"{path}: a face is found in {held} frames but never clearly enough to drive with "
-                          f"(landmark confidence below {MIN_CONFIDENCE} or a distorted shape): a sideways video "
-                          "without a rotation tag, a profile or an occluded face? Use a driver that faces the "
-                          "camera, upright.")
-    if not found.any():
-        raise DriverError(f"{path}: no face found in any of its {len(raw)} frames (no usable face: none detected, "
-                          "or landmarks that are not finite, all in one point or implausibly large). Use a driver "
-                          "where one face is clearly visible, roughly frontal and at least 80 px across.")
+    face, found = _usable_and_trusted(raw, confidence, path)
     points = hold_last_good(raw, found)
     if smooth:
-        points = _smooth(points, fps)
+        points = smooth_sequence(points, fps)
     if frame_size is None:
         frame_size = tuple(int(np.ceil(v)) + 1 for v in raw[found].max(axis=(0, 1)))
-    window = smoothing_window(data_cfg.follow_smoothing, fps)
-    motion = face_motion(points, window, found)
-    followed = motion > data_cfg.follow_threshold
-    if followed:
-        tf = follow_crop(points, frame_size, size, window, data_cfg.crop_scale, data_cfg.crop_shift, found=found)
-        log.info("%s: the face moves %.2f face sizes across the frame (more than follow_threshold %.2f): the crop "
-                 "follows it (a box per frame, smoothed over %d frames)", path.name, motion,
-                 data_cfg.follow_threshold, window)
-    else:
-        tf = clip_crop(points[found], frame_size, size, data_cfg.crop_scale, data_cfg.crop_shift).transform
+    tf, followed = _driver_crop(points, found, frame_size, size, fps, data_cfg, path.name)
     crop_points = tf.to_crop(points)
-    lost = int((~face).sum())
+    lost, held = int((~face).sum()), int((face & ~found).sum())
     if lost:
         warnings.append(f"no face in {lost} of {len(raw)} driver frames: they hold the last good landmarks")
     if held:
@@ -149,6 +125,59 @@ def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, i
     return DriverSequence(crop_points, crop_points.copy(), size, fps, kind, str(path), audio, lost,
                           held_frames=held, transform=tf if kind != "landmarks" else None, warnings=warnings,
                           followed=followed)
+
+
+def _motion(name: str, size: int, data_cfg: DataConfig, inference_cfg: InferenceConfig,
+            duration: float | None) -> DriverSequence:
+    """A built-in motion of `duration` seconds (None: inference.motion_seconds)."""
+    seconds = inference_cfg.motion_seconds if duration is None else duration
+    limits.check_seconds(seconds, "the motion's duration (seconds)")
+    try:
+        points = motion_landmarks(name, seconds, inference_cfg.motion_fps, size, data_cfg)
+    except ValueError as err:
+        raise DriverError(str(err)) from None
+    return DriverSequence(points, points.copy(), size, inference_cfg.motion_fps, "motion", name)
+
+
+def _usable_and_trusted(raw: np.ndarray, confidence: np.ndarray | None, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(face, found) (F,) bool: frames with usable landmarks, and those among them clear enough to drive with
+    (profile / occluded frames are held like frames without a face); DriverError when none is found."""
+    face = usable_frames(raw)
+    found = face & trusted(raw, confidence)
+    held = int((face & ~found).sum())
+    if held and not found.any():
+        raise DriverError(f"{path}: a face is found in {held} frames but never clearly enough to drive with "
+                          f"(landmark confidence below {MIN_CONFIDENCE} or a distorted shape): a sideways video "
+                          "without a rotation tag, a profile or an occluded face? Use a driver that faces the "
+                          "camera, upright.")
+    if not found.any():
+        raise DriverError(f"{path}: no face found in any of its {len(raw)} frames (no usable face: none detected, "
+                          "or landmarks that are not finite, all in one point or implausibly large). Use a driver "
+                          "where one face is clearly visible, roughly frontal and at least 80 px across.")
+    return face, found
+
+
+def _driver_crop(points: np.ndarray, found: np.ndarray, frame_size: tuple[int, int], size: int, fps: float,
+                 data_cfg: DataConfig, name: str) -> tuple[CropTransform | CropTrack, bool]:
+    """The driver's crop (module docstring): one stable box, or a box per frame following a face that moves
+    more than `data_cfg.follow_threshold` face sizes; and whether it follows."""
+    window = smoothing_window(data_cfg.follow_smoothing, fps)
+    motion = face_motion(points, window, found)
+    if not motion > data_cfg.follow_threshold:  # NaN motion: one stable box
+        return clip_crop(points[found], frame_size, size, data_cfg.crop_scale, data_cfg.crop_shift).transform, False
+    log.info("%s: the face moves %.2f face sizes across the frame (more than follow_threshold %.2f): the crop "
+             "follows it (a box per frame, smoothed over %d frames)", name, motion, data_cfg.follow_threshold, window)
+    return follow_crop(points, frame_size, size, window, data_cfg.crop_scale, data_cfg.crop_shift, found=found), True
+
+
+def check_reference_frame(seq: DriverSequence, reference_frame: int) -> None:
+    """The driver frame adaptation measures motion from must be one of the driver's frames."""
+    if reference_frame < 0:
+        raise DriverError(f"reference frame {reference_frame}: must be >= 0 (a frame of the driver, "
+                          f"0..{len(seq) - 1})")
+    if reference_frame >= len(seq):
+        raise DriverError(f"reference frame {reference_frame} is outside the driver's {len(seq)} frames "
+                          f"(0..{len(seq) - 1})")
 
 
 MAX_COORDINATE = 100_000.0  # px: landmarks beyond this are not of any real frame
@@ -172,17 +201,8 @@ def hold_last_good(points: np.ndarray, found: np.ndarray) -> np.ndarray:
     return np.asarray(points, np.float32)[hold_index(found)]
 
 
-def _smooth(points: np.ndarray, fps: float) -> np.ndarray:
-    from .landmarks.filters import smooth_sequence
-
-    return smooth_sequence(points, fps)
-
-
 def _read_npy(path: Path) -> np.ndarray:
     """(F,68,2) float32 of a .npy file; the header (magic, shape, dtype) is checked before any data is read."""
-    from . import limits
-    from .paths import input_file
-
     input_file(path, "driver")
     with open(path, "rb") as f:
         magic = f.read(6)
@@ -213,10 +233,6 @@ def _read_npy(path: Path) -> np.ndarray:
 
 def _track(path: Path, data_cfg: DataConfig):
     """(points (F,68,2) NaN where lost, frame size, fps, kind, audio, warnings) of a video or frames folder."""
-    from .data.faces import track_video
-
-    from . import limits
-
     try:
         info = probe(path)
         limits.check("driver_frames", info.num_frames, f"{path}: frames")

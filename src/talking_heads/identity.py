@@ -3,8 +3,9 @@
 `describe(path)` finds the one face of a photo (or of T frames spread over a video or folder of frames),
 aligns it with its 68 landmarks and returns dlib's 128-D descriptor (the mean over a video's frames);
 `compare(identities)` gives every pair's Euclidean distance and dlib's verdict (same person below 0.6, the
-threshold of dlib's metric loss, 99.38 % on LFW). Used by `talking-heads identity compare`, and by anything
-else that needs to know whether two faces are one person (avatar creation warns with it).
+threshold of dlib's metric loss, `EvalConfig.identity_threshold`). Used by `talking-heads identity compare`,
+and by anything else that needs to know whether two faces are one person: `check_same_person` warns when the
+sources of an avatar show different people.
 
 Input problems raise `IdentityInputError` (a ValueError) with a message naming the file: unreadable file, no
 face, several faces (ambiguous: crop the photo to the person meant), a face too small to describe.
@@ -20,7 +21,12 @@ from typing import Sequence
 
 import numpy as np
 
+from .config import EvalConfig
+from .data.faces import DETECT_MAX_SIDE, FaceCrop
+from .data.video import VideoError, even_indices, is_frames_folder, is_video_file, probe, read_frames, read_image
 from .errors import InputError
+from .landmarks.backend import detect_faces, get_backend
+from .metrics.csim import FaceDescriptor, face_descriptor
 from .models.face_identity import SAME_PERSON_DISTANCE as SAME_PERSON  # dlib's threshold on the distance
 
 MIN_FACE_PX = 40  # a face smaller than this (landmark extent) carries too little to describe
@@ -54,8 +60,6 @@ class Comparison:
 def _images(path: Path, frames: int) -> tuple[list[tuple[str, np.ndarray]], bool]:
     """([(label, RGB uint8)], is a video) of a photo, or of `frames` frames spread over a video / folder of
     frames."""
-    from .data.video import VideoError, even_indices, is_frames_folder, is_video_file, probe, read_frames, read_image
-
     if not path.exists():
         raise IdentityInputError(f"{path}: no such file")
     if not (path.is_file() or path.is_dir()):
@@ -79,9 +83,6 @@ def _images(path: Path, frames: int) -> tuple[list[tuple[str, np.ndarray]], bool
 def _one_face(label: str, image: np.ndarray) -> tuple[np.ndarray, float]:
     """(68 landmarks (68,2), face size px) of the single face of an image; IdentityInputError for none or
     several."""
-    from .data.faces import DETECT_MAX_SIDE
-    from .landmarks.backend import detect_faces, get_backend
-
     backend = get_backend("dlib")
     faces = detect_faces(image, backend, max_side=DETECT_MAX_SIDE)
     h, w = image.shape[:2]
@@ -103,8 +104,6 @@ def describe(path: str | os.PathLike, *, frames: int = 8, descriptor=None) -> Fa
     """The descriptor of the one face in a photo, or the mean over `frames` frames of a video (frames where
     no face is found are skipped; a video with no face at all is an error). `descriptor`: a
     metrics.csim.FaceDescriptor to reuse (one is built on the CPU otherwise)."""
-    from .metrics.csim import FaceDescriptor
-
     path = Path(path)
     net = descriptor or FaceDescriptor()
     images, video = _images(path, max(1, int(frames)))
@@ -130,3 +129,22 @@ def compare(identities: Sequence[FaceIdentity], threshold: float = SAME_PERSON) 
         d = float(np.linalg.norm(a.descriptor - b.descriptor))
         out.append(Comparison(a.source, b.source, d, d < threshold))
     return out
+
+
+def check_same_person(crops: Sequence[FaceCrop], names: Sequence[str], eval_cfg: EvalConfig) -> list[str]:
+    """Warnings for avatar sources that do not look like the first one's person: the descriptors of the crops
+    (with their landmarks) farther apart than dlib's same-person distance SAME_PERSON. An avatar of two people
+    is allowed (it may be wanted), but never silently. names: the sources' names (missing ones are numbered);
+    eval_cfg: where the descriptor network's files are."""
+    if len(crops) < 2:
+        return []
+    net = face_descriptor(eval_cfg, "cpu")
+    if isinstance(net, str):
+        return [f"could not check that the sources show one person ({net})"]
+    desc = net.describe_all(np.stack([c.image for c in crops]),
+                            np.stack([c.landmarks for c in crops]).astype(np.float64))
+    dist = np.linalg.norm(desc - desc[0], axis=1)
+    names = list(names) + [f"source {i + 1}" for i in range(len(names), len(crops))]
+    return [f"{names[i]} does not look like the same person as {names[0]} (face descriptor distance "
+            f"{d:.2f} > {SAME_PERSON}): the avatar mixes their faces" for i, d in enumerate(dist)
+            if i and np.isfinite(d) and d > SAME_PERSON]

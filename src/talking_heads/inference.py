@@ -1,24 +1,21 @@
-"""Real-time rendering of one avatar: precision, backends, ONNX export (issue 16; paper section 1 stage 3).
+"""Real-time rendering of one avatar: precision, backends, ONNX export (paper section 1 stage 3).
 
-`pipeline.TalkingHeadPipeline.render` (and so animate, evaluate, the web app, the live stage and the
-telepresence receiver) renders through an avatar-specialised renderer built here once per avatar:
+`renderer.Renderer.render` (and so animate, evaluate, the web app, the live stage and the telepresence
+receiver) renders through an avatar-specialised renderer built here once per avatar:
 
 - `models/specialise.py` folds spectral norm, psi' and the warp generator's sources into a plain eval-mode
   module `AvatarGenerator: y -> x_hat`;
 - `TorchRenderer` runs it under `torch.inference_mode` at a precision (`inference.precision`, `--precision`):
   "fp32", or "bf16" (weights and activations in bfloat16, channels_last memory format; output in fp32), or
-  "auto": bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16 or AMX), fp32 elsewhere. Measured on the
-  2-core Xeon of docs/benchmarks.md: bf16 renders the sample model's real frames at 54-60 dB PSNR against fp32
-  (the issue's bar: 40 dB) and the generator 1.6-1.8x faster; channels_last only pays in bf16 (in fp32 it is
-  slower on this CPU, so fp32 stays NCHW);
+  "auto": bf16 on CUDA and on CPUs with native bf16 (AVX-512 BF16 or AMX), fp32 elsewhere. channels_last
+  only pays in bf16 (in fp32 it is slower on CPUs, so fp32 stays NCHW);
 - `OnnxRenderer` runs the same module exported to ONNX (`export_onnx`, `talking-heads export`) with
   onnxruntime (`inference.backend = "onnxruntime"`, `--backend onnxruntime`), in fp32, or in int8
   (`precision = "int8"`, onnxruntime backend only; never picked by "auto"): `quantize_int8` turns the export
   into onnxruntime's static int8 form (QDQ: int8 weights per output channel, uint8 activations with ranges
-  calibrated on the avatar's own landmark images and built-in motions applied to its face, `reduce_range` so
-  that the AVX2 / AVX-512 u8s8 kernels cannot saturate; convolutions and matrix products only, norms and
-  grid_sample stay fp32). Measured in docs/benchmarks.md: 44 dB PSNR against fp32 on real frames with the
-  sample model (the issue's bar: 35 dB), 1.1-1.3x faster than onnxruntime fp32 on this 2-core CPU.
+  calibrated on `calibration_images`: the avatar's own landmark images and built-in motions applied to its
+  face; `reduce_range` so that the AVX2 / AVX-512 u8s8 kernels cannot saturate; convolutions and matrix
+  products only, norms and grid_sample stay fp32).
 
 An exported file is self-describing: its metadata names the producer, the model's image size and generator,
 the model fingerprint and the avatar's own fingerprint (`avatar_fingerprint`), so loading it for the wrong
@@ -26,10 +23,14 @@ model or avatar is an error, not a wrong picture. Errors are `OnnxModelError` (a
 the CLI, exit 2).
 
 Glossary: y landmark images (B,3,H,W) in [-1,1], x_hat rendered frames (B,3,H,W) in [-1,1].
+
+onnx and onnxruntime are optional heavy dependencies (the onnxruntime backend and `talking-heads export`
+only): they are imported where they are used.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import hashlib
@@ -37,27 +38,36 @@ import io
 import logging
 import os
 import tempfile
+import threading
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .atomic import atomic_path
 from .checkpoint import CheckpointError
-from .config import BACKENDS, PRECISIONS
+from .config import BACKENDS, PRECISIONS, DataConfig
+from .landmarks.adaptation import adapt_landmarks
+from .landmarks.motions import motion_landmarks
+from .landmarks.raster import rasterize_tensor
 from .models.specialise import AvatarGenerator, specialise
+from .paths import input_file
 
 ONNX_OPSET = 17  # grid_sample (2-D) needs opset >= 16
 ONNX_PRODUCER = "talking-heads"
 ONNX_KIND = "avatar-generator"  # metadata "kind" of an exported avatar
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
 INT8_OPS = ("Conv", "ConvTranspose", "MatMul")  # what int8 quantises (quantize_int8)
+CALIBRATION_MOTIONS = ("talk", "turn", "surprise")  # int8 calibration: 4 frames of each (calibration_images)
 
 __all__ = ["PRECISIONS", "BACKENDS", "OnnxModelError", "cpu_supports_bf16", "resolve_precision", "TorchRenderer",
-           "OnnxRenderer", "RendererCache", "avatar_fingerprint", "avatar_metadata", "build_renderer", "export_avatar", "export_onnx",
-           "quantize_int8", "read_onnx", "onnx_metadata"]
+           "OnnxRenderer", "RendererCache", "avatar_fingerprint", "avatar_metadata", "build_renderer",
+           "calibration_images", "export_avatar", "export_onnx", "quantize_int8", "read_onnx", "onnx_metadata"]
 
 
 class OnnxModelError(CheckpointError):
@@ -105,9 +115,9 @@ class TorchRenderer:
         self.precision = resolve_precision(precision, self.device)
         bf16 = self.precision == "bf16"
         self.dtype = torch.bfloat16 if bf16 else torch.float32
-        # bf16 weights (no per-frame weight casts: autocast re-cast every weight every frame, 25 % of the warp
-        # generator's time); the warp generator's source frames stay fp32, and it keeps its sampling grid fp32
-        # (models/warp.py). channels_last pays only in bf16 on CPU (module docstring); on CUDA with bf16 as well
+        # bf16 weights (no per-frame weight casts: autocast would re-cast every weight every frame); the warp
+        # generator's source frames stay fp32, and it keeps its sampling grid fp32 (models/warp.py).
+        # channels_last pays only in bf16 on CPU (module docstring); on CUDA with bf16 as well
         self.memory_format = torch.channels_last if bf16 else torch.contiguous_format
         self.model = model.to(self.device).eval()
         self.model.generator.to(self.dtype).to(memory_format=self.memory_format)
@@ -136,8 +146,6 @@ def avatar_fingerprint(generator: nn.Module, psi: Tensor, sources: tuple[Tensor,
 def _resize_matrix(n: int, m: int, align_corners: bool) -> Tensor:
     """(m, n): PyTorch's antialiased bilinear resize of a length-n signal to length m, as a matrix (the resize
     is linear and separable, so applying it to the identity gives it exactly)."""
-    import torch.nn.functional as F
-
     eye = torch.eye(n)[:, None, None, :]  # n signals of 1 x n
     out = F.interpolate(eye, size=(1, m), mode="bilinear", antialias=True, align_corners=align_corners)
     return out[:, 0, 0, :].T.contiguous()
@@ -183,8 +191,6 @@ def export_onnx(model: AvatarGenerator, image_size: int, metadata: dict[str, str
         proto.metadata_props.add(key=key, value=str(value))
     data = proto.SerializeToString()
     if path is not None:
-        from .atomic import atomic_path
-
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
     return data
@@ -255,8 +261,6 @@ ONNX_MAX_BYTES = 2**31  # protobuf's limit for one serialised model (the paper p
 
 def read_onnx(path: str | os.PathLike) -> tuple[bytes, dict[str, str]]:
     """(bytes, metadata) of an exported avatar file; OnnxModelError when it is missing, unreadable or foreign."""
-    from .paths import input_file
-
     path = input_file(path, "ONNX file", max_bytes=ONNX_MAX_BYTES)  # a FIFO would block, a folder is not one
     try:
         data = path.read_bytes()
@@ -319,7 +323,7 @@ def build_renderer(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Ten
     """An avatar's renderer (module docstring): TorchRenderer, or OnnxRenderer from `onnx_file` (checked to
     fit; run at the precision it was written in) or, without one, from an export made now in memory (int8:
     quantised now). describe(): the avatar's `avatar_metadata`, calibration(): its int8 calibration landmark
-    images (`pipeline.calibration_images`); both needed by the onnxruntime backend only."""
+    images (`calibration_images`); both needed by the onnxruntime backend only."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     resolve_precision(precision, device)  # a bad value is an error whatever the backend
@@ -342,19 +346,14 @@ def build_renderer(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Ten
 
 class RendererCache:
     """The renderers of the last few avatars (the web app serves several), each rebuilt when what it was built
-    from changes (`key`). Thread-safe: the web app's jobs and the receiver's render thread share a pipeline."""
+    from changes (`key`). Thread-safe: the web app's jobs and the receiver's render thread share a renderer."""
 
     def __init__(self, size: int = 4):
-        import collections
-        import threading
-
         self.size = size
         self._items: collections.OrderedDict = collections.OrderedDict()  # id(avatar) -> (weakref, key, renderer)
         self._lock = threading.Lock()
 
     def get(self, avatar: Any, key: tuple, build, *, rebuild: bool = False):
-        import weakref
-
         with self._lock:
             entry = self._items.get(id(avatar))
             if entry is not None and entry[0]() is avatar and entry[1] == key and not rebuild:
@@ -368,10 +367,24 @@ class RendererCache:
             return renderer
 
 
-def export_avatar(pipe, avatar, path: str | os.PathLike, precision: str = "fp32") -> dict[str, str]:
-    """Write `avatar`'s specialised generator (`pipe.render_inputs`) to `path` (.onnx) atomically, in fp32 or
-    int8 (`quantize_int8`, calibrated on `pipe.calibration_images(avatar)`); returns the metadata it carries.
-    OnnxModelError for an output path that cannot be one."""
+def calibration_images(landmarks: np.ndarray | None, size: int, data_cfg: DataConfig) -> Tensor:
+    """Landmark images (N,3,size,size) like those an avatar will render, on which int8 calibrates its activation
+    ranges (`quantize_int8`): the avatar's own source landmarks `landmarks` (T,68,2) (up to 8) and 4 frames
+    each of the built-in CALIBRATION_MOTIONS applied to its face `landmarks[0]` (without source landmarks, the
+    motions on the neutral template)."""
+    motions = [motion_landmarks(m, 2.0, 2.0, size, data_cfg) for m in CALIBRATION_MOTIONS]  # 4 each
+    if landmarks is not None:  # each motion starts on the neutral face: its frame 0 is the reference
+        motions = [adapt_landmarks(m, landmarks[0], 0) for m in motions]
+        motions.insert(0, landmarks[:8])
+    points = np.concatenate(motions).astype(np.float32)
+    return rasterize_tensor(points, size, data_cfg.line_thickness)
+
+
+def export_avatar(renderer, avatar, path: str | os.PathLike, precision: str = "fp32") -> dict[str, str]:
+    """Write `avatar`'s specialised generator (`renderer.render_inputs`; renderer: a `renderer.Renderer` or the
+    pipeline) to `path` (.onnx) atomically, in fp32 or int8 (`quantize_int8`, calibrated on
+    `renderer.calibration_images(avatar)`); returns the metadata it carries. OnnxModelError for an output path
+    that cannot be one."""
     if precision not in ("fp32", "int8"):
         raise OnnxModelError(f"an ONNX export is fp32 or int8, not {precision}")
     path = Path(path)
@@ -379,13 +392,11 @@ def export_avatar(pipe, avatar, path: str | os.PathLike, precision: str = "fp32"
         raise OnnxModelError(f"{path}: the output must be an .onnx file")
     if path.is_dir():
         raise OnnxModelError(f"{path} is a folder: give the path of the .onnx file to write")
-    generator, psi, sources = pipe.render_inputs(avatar)
-    meta = pipe.describe_render_inputs(generator, psi, sources)
+    generator, psi, sources = renderer.render_inputs(avatar)
+    meta = renderer.describe_render_inputs(generator, psi, sources)
     data = export_onnx(specialise(generator, psi, sources), int(meta["image_size"]), meta)
     if precision == "int8":
-        data = quantize_int8(data, pipe.calibration_images(avatar))
-    from .atomic import atomic_path
-
+        data = quantize_int8(data, renderer.calibration_images(avatar))
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return onnx_metadata(data, str(path))

@@ -57,6 +57,63 @@ def finite_positive(value: float | None, what: str, *, allow_zero: bool = False)
         raise InputError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value:g}")
 
 
+# --- the checks of counts and lengths that callers give (CLI flags, web fields, config settings, library
+# arguments): one function per quantity, called wherever that quantity comes in; `what` names it in messages
+
+def whole_number(value, what: str) -> int:
+    """`value` as an int (a page may send "12"); InputError when it is not a whole number."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(f"{what} must be a whole number, got {value!r}") from None
+
+
+def _count(value, what: str, limit: str, at_least: int, unit: str) -> int:
+    """A whole number >= at_least under the limit `limit`; `unit` (singular) words the message."""
+    number = whole_number(value, what)
+    if number < at_least:
+        wanted = f"at least 1 {unit}" if at_least == 1 else f"{at_least} or more {unit}s"
+        raise InputError(f"{what} {number}: must be >= {at_least} (give {wanted})")
+    check(limit, number, what)
+    return number
+
+
+def check_epochs(epochs, what: str = "epochs", *, at_least: int = 0, at_most: int | None = None) -> int | None:
+    """Fine-tuning epochs: a whole number >= `at_least`, <= `at_most` (a caller's own cap, e.g. a server's
+    slider) and under the `epochs` limit. None (the model's default) passes."""
+    if epochs is None:
+        return None
+    number = whole_number(epochs, what)
+    if at_most is not None and not at_least <= number <= at_most:
+        raise InputError(f"{what} must be between {at_least} and {at_most}, got {number}")
+    return _count(number, what, "epochs", at_least, "epoch")
+
+
+def check_shots(frames, what: str = "T") -> int | None:
+    """Few-shot frames T of an avatar: at least 1 and under the `shots` limit. None (the default) passes."""
+    return None if frames is None else _count(frames, what, "shots", 1, "frame")
+
+
+def check_steps(steps, what: str = "steps") -> int | None:
+    """Meta-learning steps: at least 1 and under the `steps` limit. None passes."""
+    return None if steps is None else _count(steps, what, "steps", 1, "step")
+
+
+def check_finetune_steps(steps, what: str = "fine-tuning steps") -> int | None:
+    """Fine-tuning steps (0: the epochs decide) under the `finetune_steps` limit. None passes."""
+    return None if steps is None else _count(steps, what, "finetune_steps", 0, "step")
+
+
+def check_seconds(seconds: float | None, what: str) -> float | None:
+    """A length in seconds (a built-in motion, a stream to send or record): finite, > 0 and under the
+    `duration` limit. None (the default) passes."""
+    if seconds is None:
+        return None
+    finite_positive(seconds, what)
+    check("duration", seconds, what)
+    return seconds
+
+
 def parse(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
@@ -86,4 +143,5 @@ def overrides(items: list[str] | dict[str, float]) -> Iterator[None]:
         _overrides.update(saved)
 
 
-__all__ = ["LIMITS", "LimitError", "check", "finite_positive", "get", "overrides"]
+__all__ = ["LIMITS", "LimitError", "check", "check_epochs", "check_finetune_steps", "check_seconds", "check_shots",
+           "check_steps", "finite_positive", "get", "overrides", "whole_number"]

@@ -45,6 +45,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import Config, LossConfig
+from .landmarks.face_chips import chip_transform, crop_chips
+from .models.face_identity import FEATURE_NAMES, load_face_identity
+from .models.perceptual import VGG19, VGGFace
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +137,6 @@ class FaceContentLoss(nn.Module):
 
     def __init__(self, layer_weights=(1.0, 1.0, 1.0, 1.0, 1.0), weights_path: str = ""):
         super().__init__()
-        from .models.face_identity import FEATURE_NAMES, load_face_identity
-
         if len(layer_weights) != len(FEATURE_NAMES):
             raise ValueError(f"face_layer_weights needs {len(FEATURE_NAMES)} values ({', '.join(FEATURE_NAMES)}), "
                              f"got {len(layer_weights)}")
@@ -149,8 +150,6 @@ class FaceContentLoss(nn.Module):
 
     def chips(self, fake: Tensor, real: Tensor, points) -> tuple[Tensor, Tensor]:
         """(fake chips, real chips) (B,3,150,150), both cut with the real frames' transforms."""
-        from .landmarks.face_chips import chip_transform, crop_chips
-
         if points is None:
             raise ValueError("the dlib face terms of the content loss need the real frames' landmarks (points)")
         tf = chip_transform(points)
@@ -180,8 +179,6 @@ class ContentLoss(nn.Module):
 
     def __init__(self, cfg: Config):
         super().__init__()
-        from .models.perceptual import VGG19, VGGFace
-
         loss = cfg.loss
         weights = content_weights(loss)
         self.nets = nn.ModuleDict()

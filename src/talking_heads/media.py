@@ -20,7 +20,10 @@ from contextlib import ExitStack
 from fractions import Fraction
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
+from PIL import Image
 
 from . import provenance
 from .atomic import atomic_path
@@ -71,8 +74,6 @@ class VideoWriter:
         return self._audio is not None and self._audio.stream is not None
 
     def __enter__(self) -> "VideoWriter":
-        import av
-
         tmp = self._stack.enter_context(atomic_path(self.path))
         self._container = self._stack.enter_context(
             av.open(str(tmp), "w", format="mp4", options={"movflags": "use_metadata_tags"}))
@@ -81,8 +82,6 @@ class VideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         """Append one RGB uint8 (H,W,3) frame (watermarked here)."""
-        import av
-
         frame = even_size(np.ascontiguousarray(frame))
         if self._stream is None:
             self._open_streams(frame.shape[1], frame.shape[0])
@@ -131,8 +130,6 @@ class AudioTrack:
     damage."""
 
     def __init__(self, source: Path, container):
-        import av
-
         self.source, self.container = source, container
         self.stream = None
         self.written = 0  # samples encoded
@@ -185,8 +182,6 @@ class AudioTrack:
 
     def _next(self):
         """The next resampled frame, or None at the end of the source (or where it is damaged)."""
-        import av
-
         while not self._queue:
             if self._frames is None:
                 return None
@@ -210,8 +205,6 @@ class AudioTrack:
 
 def _audio_slice(frame, start: int, stop: int):
     """Samples [start, stop) of a planar float audio frame, as a new frame."""
-    import av
-
     samples = np.ascontiguousarray(frame.to_ndarray()[:, start:stop])  # fltp: (channels, samples)
     out = av.AudioFrame.from_ndarray(samples, format="fltp", layout=frame.layout.name)
     out.sample_rate = frame.sample_rate
@@ -222,8 +215,6 @@ def _audio_slice(frame, start: int, stop: int):
 
 def resize(image: np.ndarray, height: int, width: int | None = None) -> np.ndarray:
     """Resize an RGB image to `height` (and `width`; default keeps the aspect ratio)."""
-    import cv2
-
     h, w = image.shape[:2]
     width = width or max(1, int(round(w * height / h)))
     if (h, w) == (height, width):
@@ -253,8 +244,6 @@ def contact_sheet(rows: list[list[np.ndarray]], tile: int, gap: int = 4) -> np.n
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Atomically write an RGB uint8 image as a labelled PNG (tEXt marker + watermark when large enough)."""
-    from PIL import Image
-
     path = Path(path)
     if provenance.can_watermark(image):
         image = provenance.embed_watermark(image)

@@ -35,6 +35,16 @@ def input_file(path: str | os.PathLike, what: str = "input", *, max_bytes: int |
     return p
 
 
+def input_path(path: str | os.PathLike, what: str = "input") -> Path:
+    """An existing folder, or an existing regular file (`input_file`)."""
+    p = _nonempty(path, what)
+    if p.is_dir():
+        return p
+    if not p.exists() and not p.is_symlink():
+        raise InputError(f"{what} {p}: no such file or folder")
+    return input_file(p, what)
+
+
 def is_special(path: str | os.PathLike) -> bool:
     """True for something that exists and is neither a regular file nor a folder (FIFO, socket, device)."""
     try:
@@ -124,4 +134,4 @@ def output_dir(path: str | os.PathLike, what: str = "--out", *,
     return p
 
 
-__all__ = ["input_file", "is_special", "output_file", "output_dir"]
+__all__ = ["input_file", "input_path", "is_special", "output_file", "output_dir"]

@@ -9,17 +9,16 @@
    the largest singular value of each block's DCT quantised with step `STRENGTH` to an odd or even
    half-step that encodes one bit. The 32-bit `PAYLOAD` repeats over all blocks (cyclically, row-major), so
    each bit is voted on by dozens of blocks per 256 px frame. Every rendered frame carries it.
-   Strength 48 instead of the library's 36 (measured on real 256 px frames from ../shared/data): PSNR of
-   the marked frame about 39-40 dB (invisible); bits right per frame after libx264 at its default quality
-   (crf 23, yuv420p) 98-100 % (36: 94-100 %), after a second re-encode or at crf 28 about 90 % (36: 77 %).
-   The LL band of the chroma plane is what 4:2:0 sub-sampling keeps. `verify` takes the per-bit majority
-   over up to `VERIFY_FRAMES` frames of a video (fewer for large frames), which makes detection reliable.
+   Strength 48 instead of the library's 36: still invisible, and clearly more bits survive libx264 at its
+   default quality (crf 23, yuv420p) and a second re-encode. The LL band of the chroma plane is what 4:2:0
+   sub-sampling keeps. `verify` takes the per-bit majority over up to `VERIFY_FRAMES` frames of a video
+   (fewer for large frames), which makes detection reliable.
    It does not survive resizing, cropping or rotation (the block grid moves): the metadata and the
    watermark are a label for honest pipelines, not tamper-proof.
    Embedding is a vectorised re-implementation of imwatermark's encoder (the same transform, block order,
-   bit layout and quantiser; all blocks at once instead of a Python loop: about 3x faster, which matters
-   at 1080p paste-back) that also fixes the library's swapped detail bands on reconstruction (they only
-   touch the high-pass bands the decoder ignores). Reading uses imwatermark's own decoder, so anyone can
+   bit layout and quantiser; all blocks at once instead of a Python loop, which matters at 1080p paste-back)
+   that also fixes the library's swapped detail bands on reconstruction (they only touch the high-pass bands
+   the decoder ignores). Reading uses imwatermark's own decoder, so anyone can
    check a file with the library alone:
        WatermarkDecoder("bits", 32).decode(bgr, "dwtDctSvd", scales=[0, 48, 0], block=4) == PAYLOAD
    (tests check both directions). Images smaller than 256 x 256 pixels (the library's minimum) are not
@@ -52,10 +51,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
+import cv2
 import numpy as np
+import pywt
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
-from . import __version__
+from . import __version__, limits
+from .data.video import VideoError, even_indices, is_image_file, probe, read_frames, to_rgb_uint8
 from .errors import InputError
+from .paths import is_special
 
 PAYLOAD = np.array([int(b) for b in "10110010011100001101011000111001"], dtype=np.uint8)  # 16 ones, 16 zeros
 STRENGTH = 48.0  # quantisation step of the blocks' largest singular value (imwatermark's default: 36)
@@ -81,8 +87,6 @@ def video_metadata() -> dict[str, str]:
 
 def png_info():
     """PIL PngInfo with the synthetic marker as tEXt chunks."""
-    from PIL.PngImagePlugin import PngInfo
-
     info = PngInfo()
     info.add_text("Synthetic", MARKER_VALUE)
     info.add_text("Comment", f"{MARKER_KEY}: {MARKER_VALUE}")
@@ -123,9 +127,6 @@ def can_watermark(image: np.ndarray) -> bool:
 
 def embed_watermark(rgb: np.ndarray) -> np.ndarray:
     """Return a copy of an RGB uint8 image (H,W,3), H*W >= 256*256, carrying `PAYLOAD` (module docstring)."""
-    import cv2
-    import pywt
-
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected an RGB uint8 image, got {rgb.dtype} {rgb.shape}")
     if not can_watermark(rgb):
@@ -149,6 +150,8 @@ def embed_watermark(rgb: np.ndarray) -> np.ndarray:
 
 def read_watermark(rgb: np.ndarray) -> np.ndarray:
     """The 32 bits imwatermark's decoder reads from an RGB uint8 image (bool array)."""
+    # lazy: invisible-watermark is installed by the Makefile outside the package's declared dependencies (it
+    # would pull in a second OpenCV wheel); only reading a watermark needs it
     from imwatermark import WatermarkDecoder
 
     decoder = WatermarkDecoder("bits", int(PAYLOAD.size))
@@ -223,27 +226,17 @@ def verify_exit_code(statuses: list[str]) -> int:
 
 def verify(path: str | os.PathLike, max_frames: int = VERIFY_FRAMES) -> VerifyReport:
     """Look for the metadata marker and the watermark in a video or image file (module docstring)."""
-    from .paths import is_special
-
     path = Path(path)
     if not path.exists():
         raise VerifyError(f"{path}: no such file")
     if is_special(path):
         raise VerifyError(f"{path}: not a regular file (a FIFO, socket or device): not read")
-    from .data.video import is_image_file
-
     if is_image_file(path):
         return _verify_image(path)
     return _verify_video(path, max_frames)
 
 
 def _verify_image(path: Path) -> VerifyReport:
-    from PIL import Image, UnidentifiedImageError
-
-    from .data.video import to_rgb_uint8
-
-    from . import limits
-
     try:
         with Image.open(path) as img:  # the header only: the size is checked before decoding
             w, h = img.size
@@ -264,10 +257,6 @@ def _verify_image(path: Path) -> VerifyReport:
 
 
 def _verify_video(path: Path, max_frames: int) -> VerifyReport:
-    import av
-
-    from .data.video import VideoError, even_indices, probe, read_frames
-
     try:
         info = probe(path)  # a video file or a folder of frames
         tags: dict[str, str] = {}

@@ -1,8 +1,14 @@
 """`talking-heads` command line. Subcommands only parse arguments and call the library.
 
 Each module in `COMMAND_MODULES` exposes `register(subparsers)`, which adds its subcommands and sets
-`func` (called with the parsed namespace; returns an exit code). Heavy imports stay inside those functions
-so that `talking-heads --help` is instant.
+`func` (called with the parsed namespace; returns an exit code). The modules that build networks or read
+footage (the pipeline, checkpoints, training, evaluation, preprocessing) are imported inside those functions,
+so that `talking-heads --help` and argument errors do not wait for them. Options shared by several commands
+and the pipeline they describe: `cli/common.py`.
+
+Commands check their inputs with the library's own checks (`talking_heads.paths`, `talking_heads.limits`,
+`talking_heads.config`, the checks of `driver.py` and `data/`), called before any slow work, and leave the
+printing of every error to the policy below; they re-implement none of them.
 
 One error policy for every command (`talking_heads.errors`): an input error (`InputError`, any module's
 error class, a refused value or path) or an OSError (permission denied, disk full, ...) prints one line,
@@ -22,9 +28,11 @@ import sys
 import threading
 import traceback
 
+from .. import limits
 from ..errors import InputError, Terminated
 
-COMMAND_MODULES = ["train", "preprocess", "avatar", "evaluate", "demo", "identity", "web", "telepresence", "export"]
+COMMAND_MODULES = ["train", "bench", "preprocess", "avatar", "evaluate", "demo", "identity", "web", "telepresence",
+                   "export", "export_model"]
 
 
 class UserError(InputError):
@@ -82,8 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace, name: str) -> int:
     """args.func(args) under the error policy (module docstring)."""
-    from .. import limits
-
     def error(message: str, code: int) -> int:
         print(f"talking-heads {name}: error: {message}", file=sys.stderr)
         return code
@@ -103,7 +109,7 @@ def run_command(args: argparse.Namespace, name: str) -> int:
         print(f"talking-heads {name}: terminated", file=sys.stderr)
         return 128 + err.signum
     except Exception as err:  # noqa: BLE001 - the policy: internal errors are one line (traceback with -v)
-        from ..train.meta import StoppedBySignal
+        from ..train.signals import StoppedBySignal  # torch: loaded only when a command has failed
 
         if isinstance(err, StoppedBySignal):
             print(f"talking-heads {name}: {err}", file=sys.stderr)

@@ -1,12 +1,17 @@
 """`talking-heads avatar create`, `talking-heads animate` and `talking-heads verify`. Parsing only: the work is
-`talking_heads.pipeline.TalkingHeadPipeline` and `talking_heads.provenance.verify`."""
+`talking_heads.pipeline.TalkingHeadPipeline` and `talking_heads.provenance.verify`; values and paths are
+checked by the library's own checks (`limits`, `paths`, `driver`), called before any slow work."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 
+from .. import limits
+from ..errors import InputError
 from ..landmarks.motions import MOTIONS
+from ..paths import input_path, output_dir, output_file
+from . import UserError
+from .common import model_args, onnx_arg, pipeline_from_args, print_warnings, use_onnx_file
 
 VERIFY_EPILOG = ("Exit status: 0 when every file is labelled (marker or watermark found); 1 when at least one file "
                  "was read and carries neither; 3 when none is unlabelled but at least one could not be checked "
@@ -76,87 +81,24 @@ def _few_shot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, metavar="N", help="FT epochs (default finetune.epochs = 40)")
 
 
-def model_args(p: argparse.ArgumentParser) -> None:
-    """--model, --device, --precision and --backend, what `pipeline_from_args` reads (every command that builds
-    the pipeline)."""
-    from ..config import BACKENDS, PRECISIONS
-
-    p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--precision", choices=PRECISIONS, default=None,
-                   help="rendering arithmetic (default inference.precision = auto: bf16 on CUDA and on CPUs with "
-                        "AVX-512 BF16 / AMX, else fp32; int8: onnxruntime's int8 kernels on the CPU, calibrated on "
-                        "the avatar, implies --backend onnxruntime)")
-    p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="rendering backend (default inference.backend = torch; onnxruntime: the avatar's generator "
-                        "exported to ONNX, fp32 or int8)")
-
-
-def onnx_arg(p: argparse.ArgumentParser) -> None:
-    """--onnx FILE: run an export of the avatar (`talking-heads export`) with onnxruntime."""
-    p.add_argument("--onnx", default=None, metavar="FILE.onnx",
-                   help="render with this ONNX export of the avatar (talking-heads export; implies --backend "
-                        "onnxruntime)")
-
-
-def use_onnx_file(pipe, avatar, args) -> None:
-    """Build the avatar's renderer from --onnx now (a wrong or unreadable file fails before any work)."""
-    if getattr(args, "onnx", None):
-        guard_input(lambda: pipe.renderer(avatar, onnx_file=args.onnx))
-
-
 def _common_args(p: argparse.ArgumentParser) -> None:
     model_args(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def pipeline_from_args(args):
-    import torch
-
-    from ..pipeline import TalkingHeadPipeline
-    from . import UserError
-
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
-        raise UserError(f"--device {device}: expected cpu, cuda or cuda:N")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device available")
-    if getattr(args, "onnx", None):
-        if args.backend == "torch":
-            raise UserError("--onnx runs the file with onnxruntime: drop --backend torch")
-        args.backend = "onnxruntime"
-    if getattr(args, "precision", None) == "int8":
-        if args.backend == "torch":
-            raise UserError("--precision int8 runs on onnxruntime's int8 kernels: drop --backend torch")
-        if device != "cpu":
-            raise UserError("--precision int8 runs on the CPU: add --device cpu")
-        args.backend = "onnxruntime"
-    if args.backend == "onnxruntime":
-        try:
-            import onnx, onnxruntime  # noqa: F401, E401
-        except ModuleNotFoundError:
-            raise UserError("--backend onnxruntime needs onnx and onnxruntime: pip install onnx onnxruntime") from None
-    pipe = guard_input(lambda: TalkingHeadPipeline.from_pretrained(args.model, device=device))
-    for name in ("precision", "backend"):  # rendering settings (inference.py); None: the model's config
-        if getattr(args, name, None) is not None:
-            setattr(pipe.cfg.inference, name, getattr(args, name))
-    return pipe
+def check_few_shot(args: argparse.Namespace) -> None:
+    """--frames, --finetune and --epochs (and each photo of --source / create's sources) before any work."""
+    limits.check_shots(args.frames, "--frames")
+    if args.epochs is not None and not args.finetune:
+        raise UserError("--epochs applies to fine-tuning: add --finetune")
+    limits.check_epochs(args.epochs, "--epochs")
+    for source in getattr(args, "sources", None) or getattr(args, "source", None) or []:
+        input_path(source, "source")
 
 
-def guard_input(fn):
-    """Run fn; input errors become UserError (one readable line, exit code 2)."""
-    from ..pipeline import INPUT_ERRORS
-    from . import UserError
-
-    try:
-        return fn()
-    except INPUT_ERRORS as err:
-        raise UserError(str(err)) from None
-
-
-def _create(pipe, args, sources):
-    return guard_input(lambda: pipe.create_avatar(sources, frames=args.frames, finetune=args.finetune, epochs=args.epochs,
-                                             progress=not args.no_progress))
+def _create(pipe, args: argparse.Namespace, sources):
+    return pipe.create_avatar(sources, frames=args.frames, finetune=args.finetune, epochs=args.epochs,
+                              progress=not args.no_progress)
 
 
 def _describe(avatar) -> str:
@@ -164,113 +106,49 @@ def _describe(avatar) -> str:
     return f"{kind}, T={avatar.num_frames} from {', '.join(avatar.sources) or 'tensors'}"
 
 
-def check_few_shot(args: argparse.Namespace) -> None:
-    """--frames and --epochs: integers in range, under the limits (talking_heads.limits)."""
-    from .. import limits
-    from . import UserError
-
-    if args.frames is not None:
-        if args.frames < 1:
-            raise UserError(f"--frames {args.frames}: give at least 1 frame")
-        limits.check("shots", args.frames, "--frames")
-    if args.epochs is not None:
-        if not args.finetune:
-            raise UserError("--epochs applies to fine-tuning: add --finetune")
-        check_epochs(args.epochs)
-
-
-def check_epochs(epochs: int | None, flag: str = "--epochs") -> None:
-    """FT epochs given on the command line: 0 or more and under the `epochs` limit."""
-    from .. import limits
-    from . import UserError
-
-    if epochs is None:
-        return
-    if epochs < 0:
-        raise UserError(f"{flag} {epochs}: give 0 or more epochs")
-    limits.check("epochs", epochs, flag)
-
-
-def check_seconds(value: float | None, flag: str) -> None:
-    """A length in seconds given on the command line: finite, > 0 and under the `duration` limit."""
-    from .. import limits
-
-    limits.finite_positive(value, flag)
-    if value is not None:
-        limits.check("duration", value, flag)
-
-
-def check_sources(sources: list[str]) -> None:
-    """Each source exists and is a regular file or a folder (a FIFO would block the reader for ever)."""
-    from pathlib import Path
-
-    from ..paths import input_file
-    from . import UserError
-
-    for s in sources:
-        if not Path(s).is_dir():
-            if not Path(s).exists() and not Path(s).is_symlink():
-                raise UserError(f"{s}: no such file or folder")
-            input_file(s, "source")
-
-
 def run_create(args: argparse.Namespace) -> int:
-    from ..paths import output_dir
-
     check_few_shot(args)
-    check_sources(args.sources)
     output_dir(args.out, "-o", inputs=args.sources)
     pipe = pipeline_from_args(args)
     avatar = _create(pipe, args, args.sources)
-    path = guard_input(lambda: avatar.save(args.out, with_discriminator=args.with_discriminator))
+    path = avatar.save(args.out, with_discriminator=args.with_discriminator)
     size = sum(f.stat().st_size for f in path.iterdir())
-    for msg in dict.fromkeys(avatar.warnings):  # each warning once
-        print(f"warning: {msg}", file=sys.stderr)
+    print_warnings(avatar.warnings)
     print(f"avatar: {path} ({_describe(avatar)}; {size / 1024:.0f} kB)")
     return 0
 
 
 def run_animate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..pipeline import Avatar
-    from . import UserError
-
-    from .. import limits
-    from ..paths import input_file, output_file
+    from ..avatar import Avatar  # loaded when the command runs (cli/__init__.py)
+    from ..driver import check_reference_frame
 
     if args.avatar and (args.frames is not None or args.finetune or args.epochs is not None):
         raise UserError("--frames, --finetune and --epochs apply to --source (an avatar is already made)")
     check_few_shot(args)
-    if args.source:
-        check_sources(args.source)
-    if args.driver and Path(args.driver).exists() and not Path(args.driver).is_dir():
-        input_file(args.driver, "--driver")
     output_file(args.out, "-o", suffixes=[".mp4"], inputs=[args.driver, *(args.source or [])])
-    if args.duration is not None:
-        if args.driver:
-            raise UserError("--duration applies to built-in motions (--motion), not to --driver")
-        check_seconds(args.duration, "--duration")
-    if args.reference_frame is not None and args.reference_frame < 0:
-        raise UserError(f"--reference-frame {args.reference_frame}: give a frame number >= 0")
+    if args.duration is not None and args.driver:
+        raise UserError("--duration applies to built-in motions (--motion), not to --driver")
+    limits.check_seconds(args.duration, "--duration")
     pipe = pipeline_from_args(args)
     # the driver first: a bad driver fails before minutes of fine-tuning
-    seq = guard_input(lambda: pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth,
-                                          duration=args.duration))
+    seq = pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth, duration=args.duration)
     if args.reference_frame is not None:
-        guard_input(lambda: pipe.check_reference_frame(seq, args.reference_frame))
-    avatar = guard_input(lambda: Avatar.load(args.avatar, pipe)) if args.avatar else _create(pipe, args, args.source)
+        check_reference_frame(seq, args.reference_frame)
+    avatar = Avatar.load(args.avatar, pipe) if args.avatar else _create(pipe, args, args.source)
     use_onnx_file(pipe, avatar, args)
-    result = guard_input(lambda: pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt,
-                                         reference_frame=args.reference_frame, side_by_side=args.side_by_side,
-                                         paste_back=args.paste_back, paste_mask=not args.square_paste,
-                                         contact_sheet=not args.no_contact_sheet,
-                                         progress=not args.no_progress))
-    for msg in dict.fromkeys(avatar.warnings + result.warnings):  # each warning once
-        print(f"warning: {msg}", file=sys.stderr)
+    result = pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt, reference_frame=args.reference_frame,
+                          side_by_side=args.side_by_side, paste_back=args.paste_back,
+                          paste_mask=not args.square_paste, contact_sheet=not args.no_contact_sheet,
+                          progress=not args.no_progress)
+    print_warnings(avatar.warnings, result.warnings)
+    _print_animation(result, seq, avatar, adapted=not args.no_adapt)
+    return 0
+
+
+def _print_animation(result, seq, avatar, adapted: bool) -> None:
     audio = "with the driver's audio" if seq.audio is not None else "no audio"
     print(f"video: {result.video} ({result.frames} frames at {result.fps:g} fps, {audio}; avatar {_describe(avatar)}; "
-          f"landmarks {'adapted to the avatar' if not args.no_adapt else 'as driven'})")
+          f"landmarks {'adapted to the avatar' if adapted else 'as driven'})")
     if result.lost_frames:
         print(f"driver frames without a face (held the last good landmarks): {result.lost_frames}")
     if result.held_frames:
@@ -280,13 +158,11 @@ def run_animate(args: argparse.Namespace) -> int:
         print(f"background outside the person: {result.background_change:.2f}/255 mean change per frame")
     if result.contact_sheet:
         print(f"contact sheet: {result.contact_sheet}")
-    return 0
 
 
 def run_verify(args: argparse.Namespace) -> int:
     """One line per file; every file is checked whatever happened to the one before (exit codes: epilog)."""
-    from ..errors import InputError
-    from ..provenance import verify, verify_exit_code
+    from ..provenance import verify, verify_exit_code  # loaded when the command runs (cli/__init__.py)
 
     statuses = []
     for name in args.files:

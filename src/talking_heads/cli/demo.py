@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from .avatar import model_args
+from .. import limits
+from ..paths import output_dir
+from . import UserError
+from .common import model_args, pipeline_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,19 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..demo import missing_footage, run_demo
-    from ..paths import output_dir
-    from .avatar import check_epochs, check_seconds, guard_input, pipeline_from_args
-    from . import UserError
+    from ..demo import missing_footage, run_demo  # loaded when the command runs (cli/__init__.py)
 
     # every option is checked before the first minute of work (fine-tuning comes first)
     if args.epochs is not None and args.ff:
         raise UserError("--epochs applies to fine-tuning; drop --ff")
-    check_epochs(args.epochs)
-    check_seconds(args.duration, "--duration")
-    check_seconds(args.driver_seconds, "--driver-seconds")
+    limits.check_epochs(args.epochs, "--epochs")
+    limits.check_seconds(args.duration, "--duration")
+    limits.check_seconds(args.driver_seconds, "--driver-seconds")
     if args.data is not None:
         if not Path(args.data).is_dir():
             raise UserError(f"--data {args.data}: no such folder")
@@ -50,9 +49,8 @@ def run(args: argparse.Namespace) -> int:
                             "footage folder, ../shared/data, or omit --data)")
     output_dir(args.out, "--out", inputs=[args.data])
     pipe = pipeline_from_args(args)
-    result = guard_input(lambda: run_demo(args.out, pipe=pipe, data_dir=args.data, finetune=not args.ff,
-                                     epochs=args.epochs, duration=args.duration, driver_seconds=args.driver_seconds,
-                                     progress=not args.no_progress))
+    result = run_demo(args.out, pipe=pipe, data_dir=args.data, finetune=not args.ff, epochs=args.epochs,
+                      duration=args.duration, driver_seconds=args.driver_seconds, progress=not args.no_progress)
     parts = ", ".join(f"{name} {sec:.0f} s" for name, sec in result.seconds.items())
     print(f"demo written to {Path(args.out).resolve()} in {sum(result.seconds.values()):.0f} s ({parts}):")
     for what, path in result.outputs:

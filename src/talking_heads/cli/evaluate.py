@@ -4,11 +4,44 @@ metric). Parsing only; the work is in talking_heads.evaluation."""
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
+import sys
 
-from ..config import EvalConfig
+from .. import limits
+from ..config import Config, EvalConfig, apply_overrides, check_section
+from ..paths import output_dir
+from . import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    _evaluate_parser(sub)
+    u = sub.add_parser("userstudy", help="the USER metric: make an HTML triplet study, score its answers",
+                       description="Paper section 7's user study: triplets of one person (two real frames from "
+                                   "different clips, one generated); participants pick the fake.")
+    us = u.add_subparsers(dest="userstudy_command", metavar="ACTION")
+    m = us.add_parser("make", help="write STUDY_DIR/study.html (self-contained) and STUDY_DIR/key.json")
+    m.add_argument("--model", required=True, help="model directory")
+    m.add_argument("--data", required=True, help="preprocessed test clips")
+    m.add_argument("--out", required=True, metavar="STUDY_DIR", help="study folder")
+    m.add_argument("--triplets", type=int, default=20, help="number of triplets (default 20)")
+    m.add_argument("--shots", type=int, default=8, metavar="T", help="few-shot frames per avatar (default 8)")
+    m.add_argument("--variant", choices=["ff", "ft"], default="ft", help="avatar variant (default ft)")
+    m.add_argument("--epochs", type=int, default=None, help="FT epochs (default finetune.epochs)")
+    m.add_argument("--size", type=int, default=256, help="displayed image size in px (default 256)")
+    m.add_argument("--seed", type=int, default=0, help="seed of the triplet plan (default 0)")
+    m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    m.add_argument("--no-progress", action="store_true", help="no progress bar")
+    m.set_defaults(func=run_userstudy_make)
+    s = us.add_parser("score", help="accuracy of fake picks with a Wilson 95%% interval (1/3 is chance)")
+    s.add_argument("answers", nargs="+", metavar="ANSWERS.json", help="answer files downloaded from the page")
+    s.add_argument("--key", default=None, help="the study's key.json (default: key.json beside the first answers)")
+    s.add_argument("--json", action="store_true", help="print JSON instead of text")
+    s.set_defaults(func=run_userstudy_score)
+    u.set_defaults(func=lambda args: _usage(u))
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "evaluate", help="self-reenactment metrics, baselines, cross-identity, timings: a Table-1-style report",
         description="Evaluate a meta-learned model with the paper's protocol (section 7) on preprocessed test "
@@ -50,30 +83,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_evaluate)
 
-    u = sub.add_parser("userstudy", help="the USER metric: make an HTML triplet study, score its answers",
-                       description="Paper section 7's user study: triplets of one person (two real frames from "
-                                   "different clips, one generated); participants pick the fake.")
-    us = u.add_subparsers(dest="userstudy_command", metavar="ACTION")
-    m = us.add_parser("make", help="write STUDY_DIR/study.html (self-contained) and STUDY_DIR/key.json")
-    m.add_argument("--model", required=True, help="model directory")
-    m.add_argument("--data", required=True, help="preprocessed test clips")
-    m.add_argument("--out", required=True, metavar="STUDY_DIR", help="study folder")
-    m.add_argument("--triplets", type=int, default=20, help="number of triplets (default 20)")
-    m.add_argument("--shots", type=int, default=8, metavar="T", help="few-shot frames per avatar (default 8)")
-    m.add_argument("--variant", choices=["ff", "ft"], default="ft", help="avatar variant (default ft)")
-    m.add_argument("--epochs", type=int, default=None, help="FT epochs (default finetune.epochs)")
-    m.add_argument("--size", type=int, default=256, help="displayed image size in px (default 256)")
-    m.add_argument("--seed", type=int, default=0, help="seed of the triplet plan (default 0)")
-    m.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    m.add_argument("--no-progress", action="store_true", help="no progress bar")
-    m.set_defaults(func=run_userstudy_make)
-    s = us.add_parser("score", help="accuracy of fake picks with a Wilson 95%% interval (1/3 is chance)")
-    s.add_argument("answers", nargs="+", metavar="ANSWERS.json", help="answer files downloaded from the page")
-    s.add_argument("--key", default=None, help="the study's key.json (default: key.json beside the first answers)")
-    s.add_argument("--json", action="store_true", help="print JSON instead of text")
-    s.set_defaults(func=run_userstudy_score)
-    u.set_defaults(func=lambda args: _usage(u))
-
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
@@ -81,45 +90,28 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 RECIPE_SECTIONS = ("finetune.", "loss.")  # --set sections that change the FT recipe (evaluation.evaluate's `recipe`)
+FLAGS = ("shots", "holdout", "variants", "videos", "per_identity", "epochs", "cross", "metrics", "fid_weights",
+         "lpips_weights", "lpips_backbone", "seed")  # options that set the EvalConfig field of the same name
 
 
 def _eval_settings(args: argparse.Namespace) -> dict:
-    """EvalConfig overrides from the flags and --set eval.*, validated."""
-    from ..config import Config, apply_overrides
-    from . import UserError
+    """EvalConfig overrides from --set eval.* and the flags, checked by the config's own checks."""
+    from ..metrics import METRICS  # loaded when the command runs (cli/__init__.py)
 
     bad = [o for o in args.overrides if not o.startswith(("eval.",) + RECIPE_SECTIONS)]
     if bad:
         raise UserError(f"only eval.*, finetune.* and loss.* settings apply to evaluation, got {bad}")
-    overrides = [o for o in args.overrides if o.startswith("eval.")]
-    try:
-        from_set = apply_overrides(Config(), args.overrides).eval
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    settings = {o.split("=", 1)[0].split(".", 1)[1]: None for o in overrides}
+    from_set = apply_overrides(Config(), args.overrides).eval  # every --set checked, the recipe's too
+    settings = {o.split("=", 1)[0].split(".", 1)[1]: None for o in args.overrides if o.startswith("eval.")}
     settings = {k: getattr(from_set, k) for k in settings}
-    flags = {"shots": args.shots, "holdout": args.holdout, "variants": args.variants, "videos": args.videos,
-             "per_identity": args.per_identity, "epochs": args.epochs, "cross": args.cross, "metrics": args.metrics,
-             "fid_weights": args.fid_weights, "lpips_weights": args.lpips_weights, "lpips_backbone": args.lpips_backbone, "seed": args.seed}
-    settings.update({k: v for k, v in flags.items() if v is not None})
+    settings.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
     settings.setdefault("metrics", EvalConfig().metrics)  # metrics belong to the evaluation code, not the model
-    from .. import limits
-
-    if any(t < 1 for t in settings.get("shots", [1])) or settings.get("holdout", 1) < 1:
-        raise UserError("--shots and --holdout must be >= 1")
-    for t in settings.get("shots", []):
-        limits.check("shots", t, "--shots")
-    if settings.get("epochs") is not None and settings["epochs"] < 0:
-        raise UserError("--epochs must be >= 0")
-    if settings.get("epochs") is not None:
-        limits.check("epochs", settings["epochs"], "--epochs")
-    for flag in ("videos", "per_identity"):
+    check_section("eval", settings)
+    for flag in ("videos", "per_identity"):  # the flags count videos (0, "all", is their default)
         if settings.get(flag) is not None and settings[flag] < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
-    if not set(settings.get("variants", ["ff"])) <= {"ff", "ft"} or not settings.get("variants", ["ff"]):
-        raise UserError(f"variants must be ff and/or ft, got {settings['variants']}")
-    from ..metrics import METRICS
-
+    if not settings.get("variants", ["ff"]):
+        raise UserError("variants must be ff and/or ft, got none")
     unknown = [n for n in settings.get("metrics", []) if n not in METRICS]
     if unknown:
         raise UserError(f"unknown metric(s) {unknown}; available: {sorted(METRICS)}")
@@ -127,34 +119,19 @@ def _eval_settings(args: argparse.Namespace) -> dict:
 
 
 def _check_inputs(model: str, data: str) -> None:
-    from pathlib import Path
-
-    from ..checkpoint import CheckpointError, read_config
-    from . import UserError
+    """--model (its config.json) and --data (preprocessed clips with at least 2 frames)."""
+    from ..checkpoint import CheckpointError, read_config  # loaded when the command runs (cli/__init__.py)
+    from ..data.layout import usable_clips
 
     try:
         read_config(model)
     except CheckpointError as err:
         raise UserError(f"--model: {err}") from None
-    if not Path(data).is_dir():
-        raise UserError(f"--data {data}: no such folder (run `talking-heads preprocess VIDEOS {data}` first)")
-    from ..data import read_manifest
-
-    if not any(r.get("status") == "ok" and int(r.get("n_frames", 0)) >= 2 for r in read_manifest(data)):
-        raise UserError(f"--data {data}: no preprocessed clips with at least 2 frames "
-                        f"(run `talking-heads preprocess VIDEOS {data}` first)")
+    usable_clips(data, "--data")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
-
-    from ..checkpoint import CheckpointError
-    from ..evaluation import evaluate
-    from ..pipeline import PipelineError
-    from . import UserError
-
-    from ..paths import output_dir
+    from ..evaluation import evaluate  # loaded when the command runs (cli/__init__.py)
     from ..pipeline import sample_model_dir
 
     settings = _eval_settings(args)
@@ -168,16 +145,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        result, paths = evaluate(args.model, args.data, args.out, device=args.device, progress=not args.no_progress,
-                                 command=shlex.join(["talking-heads", *sys.argv[1:]]),
-                                 recipe=[o for o in args.overrides if o.startswith(RECIPE_SECTIONS)], **settings)
-    except (CheckpointError, PipelineError) as err:
-        raise UserError(str(err)) from None
-    table = result.table
+    result, paths = evaluate(args.model, args.data, args.out, device=args.device, progress=not args.no_progress,
+                             command=shlex.join(["talking-heads", *sys.argv[1:]]),
+                             recipe=[o for o in args.overrides if o.startswith(RECIPE_SECTIONS)], **settings)
     print(f"report: {paths['report']}")
     print(f"values: {paths['values']}")
-    for (t, method), values in table.items():
+    for (t, method), values in result.table.items():
         cells = ", ".join(f"{k} {v.format()}" for k, v in values.items() if v.available)
         print(f"  {method} T={t}: {cells}")
     if result.skipped:
@@ -186,19 +159,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_userstudy_make(args: argparse.Namespace) -> int:
-    from ..evaluation.protocol import NotEnoughFrames
-    from ..evaluation.userstudy import make_study
-    from . import UserError
+    from ..evaluation.userstudy import make_study  # loaded when the command runs (cli/__init__.py)
 
     _check_inputs(args.model, args.data)
-    if args.triplets < 1 or args.shots < 1 or args.size < 16:
-        raise UserError("--triplets and --shots must be >= 1, --size >= 16")
-    try:
-        study, paths = make_study(args.model, args.data, args.out, triplets=args.triplets, shots=args.shots,
-                                  variant=args.variant, epochs=args.epochs, display_size=args.size, seed=args.seed,
-                                  device=args.device, progress=not args.no_progress)
-    except NotEnoughFrames as err:
-        raise UserError(str(err)) from None
+    if args.triplets < 1 or args.size < 16:
+        raise UserError("--triplets must be >= 1, --size >= 16")
+    limits.check_shots(args.shots, "--shots")
+    limits.check_epochs(args.epochs, "--epochs")
+    study, paths = make_study(args.model, args.data, args.out, triplets=args.triplets, shots=args.shots,
+                              variant=args.variant, epochs=args.epochs, display_size=args.size, seed=args.seed,
+                              device=args.device, progress=not args.no_progress)
     print(f"study page: {paths['html']} ({len(study.triplets)} triplets; send it to participants)")
     print(f"key (keep it; do not send): {paths['key']}")
     for w in study.warnings:
@@ -208,14 +178,8 @@ def run_userstudy_make(args: argparse.Namespace) -> int:
 
 
 def run_userstudy_score(args: argparse.Namespace) -> int:
-    import json
+    from ..evaluation.userstudy import score_files
 
-    from ..evaluation.userstudy import AnswersError, score_files
-    from . import UserError
-
-    try:
-        result = score_files(args.answers, args.key)
-    except AnswersError as err:
-        raise UserError(str(err)) from None
+    result = score_files(args.answers, args.key)
     print(json.dumps(result.to_dict(), indent=1) if args.json else result.text())
     return 0

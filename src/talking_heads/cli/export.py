@@ -1,11 +1,14 @@
-"""`talking-heads export`: an avatar's specialised generator as ONNX (issue 16). Parsing only: the work is
+"""`talking-heads export`: an avatar's specialised generator as ONNX. Parsing only: the work is
 `talking_heads.inference.export_avatar`."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from .avatar import model_args
+from ..paths import output_file
+from . import UserError
+from .common import model_args, pipeline_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,13 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from ..avatar import Avatar  # loaded when the command runs (cli/__init__.py)
     from ..inference import export_avatar
-    from ..paths import output_file
-    from ..pipeline import Avatar
-    from . import UserError
-    from .avatar import guard_input, pipeline_from_args
 
     output_file(args.out, "-o", suffixes=[".onnx"], inputs=[args.avatar])
     try:
@@ -38,9 +36,9 @@ def run_export(args: argparse.Namespace) -> int:
     except ModuleNotFoundError:
         raise UserError("export needs the onnx package: pip install onnx onnxruntime") from None
     pipe = pipeline_from_args(args)
-    avatar = guard_input(lambda: Avatar.load(args.avatar, pipe))
+    avatar = Avatar.load(args.avatar, pipe)
     precision = "int8" if args.precision == "int8" else "fp32"  # the file is fp32 unless asked for int8
-    meta = guard_input(lambda: export_avatar(pipe, avatar, args.out, precision))
+    meta = export_avatar(pipe, avatar, args.out, precision)
     size = Path(args.out).stat().st_size
     print(f"onnx: {args.out} ({size / 2**20:.1f} MiB, {precision}; {meta['image_size']} px, {meta['generator']} generator, "
           f"avatar {meta['avatar_fingerprint']}); run it with --backend onnxruntime --onnx {args.out}")

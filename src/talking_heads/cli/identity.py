@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+
+from . import UserError
+from .common import resolve_device
 
 EPILOG = ("Distances are Euclidean distances of dlib's 128-D face descriptors; dlib counts two faces as one person "
           "below 0.6 (99.38 % on LFW). Exit status: 0 when every file was described, 2 when a file cannot be "
@@ -29,13 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    import math
-
-    import torch
-
-    from ..identity import SAME_PERSON, IdentityInputError, compare, describe
+    from ..identity import SAME_PERSON, compare, describe  # loaded when the command runs (cli/__init__.py)
     from ..metrics.csim import FaceDescriptor
-    from . import UserError
 
     if len(args.files) < 2:
         raise UserError("give at least two files to compare")
@@ -44,15 +43,8 @@ def run_compare(args: argparse.Namespace) -> int:
     threshold = SAME_PERSON if args.threshold is None else args.threshold
     if not (math.isfinite(threshold) and 0 < threshold < 10):
         raise UserError(f"--threshold {args.threshold}: expected a distance between 0 and 10 (dlib uses 0.6)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device available")
-    if args.device not in ("cpu",) and not args.device.startswith("cuda"):
-        raise UserError(f"--device {args.device}: expected cpu or cuda")
-    net = FaceDescriptor(device=args.device)
-    try:
-        people = [describe(f, frames=args.frames, descriptor=net) for f in args.files]
-    except IdentityInputError as err:
-        raise UserError(str(err)) from None
+    net = FaceDescriptor(device=resolve_device(args.device))
+    people = [describe(f, frames=args.frames, descriptor=net) for f in args.files]
     pairs = compare(people, threshold)
     if args.json:
         print(json.dumps({"threshold": threshold,

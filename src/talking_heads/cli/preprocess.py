@@ -1,14 +1,16 @@
-"""`talking-heads preprocess INPUT OUT`: head crops + landmarks for meta-learning. Parsing only
-(the job and the output layout: talking_heads/data/preprocess.py)."""
+"""`talking-heads preprocess INPUT OUT`: head crops + landmarks for meta-learning. Parsing only (the job:
+talking_heads/data/preprocess.py; the output layout: talking_heads/data/layout.py)."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..config import Config, ModelConfig, apply_overrides
+from ..paths import input_path, output_dir
+from . import UserError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..config import ModelConfig
-
     p = sub.add_parser(
         "preprocess", help="detect landmarks once, crop heads, write per-clip folders + manifest (resumable)",
         description="Turn videos (mp4/mov/avi/webm/..., any size and fps), folders of frames or a VoxCeleb2 "
@@ -16,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(paper.md section 2). Re-running skips finished clips. Exit code 1 when any clip of "
                     "this shard failed or was skipped (reasons in the manifest and OUT/failed/).")
     p.add_argument("input", metavar="INPUT", help="video file, folder of frames, or folder tree of videos")
-    p.add_argument("out", metavar="OUT", help="output folder (layout: talking_heads/data/preprocess.py)")
+    p.add_argument("out", metavar="OUT", help="output folder (layout: talking_heads/data/layout.py)")
     p.add_argument("--size", type=int, default=ModelConfig.image_size,
                    help=f"crop resolution in px (default {ModelConfig.image_size}, the paper model's)")
     p.add_argument("--max-frames", type=int, default=None,
@@ -37,47 +39,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..config import Config, apply_overrides
-    from ..data import preprocess as pp
-    from . import UserError
+    from ..data import preprocess as pp  # loaded when the command runs (cli/__init__.py)
 
     if args.merge_manifests:
         path = pp.merge_manifests(args.out, rebuild=True)
         print(f"manifest: {path}")
         return 0
-    import os
-
-    from ..paths import input_file, output_dir
-
-    if not Path(args.input).exists():
-        raise UserError(f"{args.input}: no such file or folder")
-    if not Path(args.input).is_dir():
-        input_file(args.input, "INPUT")
+    input_path(args.input, "INPUT")
     # OUT inside INPUT is skipped by the walk; OUT == INPUT or INPUT inside OUT would read its own crops
     output_dir(args.out, "OUT", inputs=[args.input], inside_input_ok=True)
-    if not 1 <= args.workers <= max(64, 4 * (os.cpu_count() or 1)):
-        raise UserError(f"--workers {args.workers}: give 1 to {max(64, 4 * (os.cpu_count() or 1))} processes")
-    if not 16 <= args.size <= 4096:
-        raise UserError(f"--size {args.size}: give a crop size from 16 to 4096 px")
-    if args.max_frames is not None and args.max_frames < 0:
-        raise UserError(f"--max-frames {args.max_frames}: give 0 (all frames) or more")
-    if args.num_shards < 1 or not 0 <= args.shard_index < args.num_shards:
-        raise UserError(f"--shard-index {args.shard_index} --num-shards {args.num_shards}: need 0 <= index < shards")
-    if args.manifest:
-        input_file(args.manifest, "--manifest")
+    pp.check_job(size=args.size, max_frames=args.max_frames, workers=args.workers, shard_index=args.shard_index,
+                 num_shards=args.num_shards)
     bad = [o for o in args.overrides if not o.startswith("data.")]
     if bad:
         raise UserError(f"only data.* settings apply to preprocessing, got {bad}")
-    try:
-        cfg = apply_overrides(Config(), args.overrides).data
-        report = pp.preprocess(args.input, args.out, size=args.size, data_cfg=cfg, max_frames=args.max_frames,
-                               workers=args.workers, shard_index=args.shard_index, num_shards=args.num_shards,
-                               manifest=args.manifest, retry_failed=args.retry_failed,
-                               progress=not args.no_progress)
-    except (ValueError, OSError) as err:
-        raise UserError(str(err)) from None
+    cfg = apply_overrides(Config(), args.overrides).data
+    report = pp.preprocess(args.input, args.out, size=args.size, data_cfg=cfg, max_frames=args.max_frames,
+                           workers=args.workers, shard_index=args.shard_index, num_shards=args.num_shards,
+                           manifest=args.manifest, retry_failed=args.retry_failed, progress=not args.no_progress)
     print(pp.summary(report))
     for rec in report.records:
         if rec["status"] != "ok":

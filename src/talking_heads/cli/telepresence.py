@@ -1,19 +1,43 @@
-"""`talking-heads send`, `receive`, `token` and `telepresence-demo` (issue 14). Parsing only: the work is in
+"""`talking-heads send`, `receive`, `token` and `telepresence-demo`. Parsing only: the work is in
 `talking_heads.telepresence` (sender, receiver, transport, demo) and the pipeline's live stage."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
+import json
+import logging
 import sys
-from .avatar import model_args, onnx_arg
+import webbrowser
+from pathlib import Path
+
+from .. import limits
+from ..atomic import write_text
+from ..paths import input_path, output_dir, output_file
+from ..telepresence.access import client_ssl, parse_address, read_token_file, server_ssl, write_token_file
+from ..telepresence.settings import TelepresenceConfig
+from . import UserError
+from .common import model_args, onnx_arg, pipeline_from_args, use_onnx_file
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULTS = TelepresenceConfig()
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..telepresence.settings import TelepresenceConfig
+    _send_parser(sub)
+    _receive_parser(sub)
+    t = sub.add_parser("token", help="make a shared token file for send/receive (mode 0600)",
+                       description="Writes 32 random bytes (URL-safe base64) to FILE, readable by its owner only. "
+                                   "Give the same file to both ends (copy it over a secure channel).")
+    t.add_argument("file", metavar="FILE")
+    t.add_argument("--force", action="store_true", help="replace an existing token file")
+    t.set_defaults(func=run_token)
+    _demo_parser(sub)
 
-    d = TelepresenceConfig()
+
+def _send_parser(sub: argparse._SubParsersAction) -> None:
+    d = DEFAULTS
     s = sub.add_parser("send", help="stream face landmarks from a camera or a video to a receiver",
                        description="Tracks 68 face landmarks per frame, encodes them (a few hundred bits per frame) "
                                    "and sends them over a WebSocket to `talking-heads receive`. A video file is "
@@ -38,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-basis", action="store_true", help="code point by point instead of on the shape basis")
     s.set_defaults(func=run_send)
 
+
+def _receive_parser(sub: argparse._SubParsersAction) -> None:
+    d = DEFAULTS
     r = sub.add_parser("receive", help="render an avatar from received landmarks, live (page on the same port)",
                        description="Listens for one sender (WebSocket, shared token), drives the avatar with the "
                                    "received landmarks in real time (stale frames are dropped and counted), serves a "
@@ -60,13 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     onnx_arg(r)
     r.set_defaults(func=run_receive)
 
-    t = sub.add_parser("token", help="make a shared token file for send/receive (mode 0600)",
-                       description="Writes 32 random bytes (URL-safe base64) to FILE, readable by its owner only. "
-                                   "Give the same file to both ends (copy it over a secure channel).")
-    t.add_argument("file", metavar="FILE")
-    t.add_argument("--force", action="store_true", help="replace an existing token file")
-    t.set_defaults(func=run_token)
 
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
     m = sub.add_parser("telepresence-demo", help="sender and receiver on loopback with a test-split video",
                        description="Runs a receiver and a sender on 127.0.0.1 with a test-split video of "
                                    "../shared/data and an avatar, and writes OUT/side_by_side.mp4 (original | what "
@@ -80,125 +102,75 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--epochs", type=int, default=None, help="FT epochs for a new avatar (default finetune.epochs)")
     m.add_argument("--seconds", type=float, default=10.0, help="stream at most this many seconds (default 10)")
     m.add_argument("--out", default="outputs/telepresence", help="output folder (default outputs/telepresence)")
-    m.add_argument("--step", type=float, default=d.step, help=f"quantisation step (default {d.step})")
+    m.add_argument("--step", type=float, default=DEFAULTS.step, help=f"quantisation step (default {DEFAULTS.step})")
     model_args(m)
     m.set_defaults(func=run_demo)
 
 
-def _guard(fn):
-    """Transport and input errors -> UserError (one line, exit code 2)."""
-    from ..telepresence.transport import TransportError
-    from .avatar import guard_input
-    from . import UserError
-
-    try:
-        return guard_input(fn)
-    except TransportError as err:
-        raise UserError(str(err)) from None
-
-
 def _check_step(step: float) -> None:
     """--step: the codec's quantisation step, a whole number of 1/64 px between 1 and 255 of them."""
-    from . import UserError
-
     if not 1 <= step * 64 <= 255:  # False for NaN too
         raise UserError(f"--step {step}: must be between 1/64 and 255/64 px")
 
 
 def run_token(args: argparse.Namespace) -> int:
-    from ..telepresence.transport import write_token_file
-
-    path = _guard(lambda: write_token_file(args.file, force=args.force))
+    path = write_token_file(args.file, force=args.force)
     print(f"token: {path} (mode 0600; give the same file to `send` and `receive`)")
     return 0
 
 
 def run_send(args: argparse.Namespace) -> int:
-    import asyncio
-    import dataclasses
-
-    from ..telepresence.sender import CameraSource, FileSource, send
-    from ..telepresence.settings import TelepresenceConfig
-    from ..telepresence.transport import client_ssl, parse_address, read_token_file
-    from .avatar import check_seconds
-    from . import UserError
+    from ..telepresence.sender import CameraSource, FileSource, send  # loaded when the command runs (cli/__init__.py)
 
     _check_step(args.step)
     if not 1 <= args.key_interval <= 255:
         raise UserError(f"--key-interval {args.key_interval}: must be between 1 and 255 frames")
-    check_seconds(args.seconds, "--seconds")
-    host, port = _guard(lambda: parse_address(args.to))
-    token = _guard(lambda: read_token_file(args.token_file))
-    tls = _guard(lambda: client_ssl(args.tls_ca)) if (args.tls_ca or args.tls) else None
-    settings = dataclasses.replace(TelepresenceConfig(), step=args.step, key_interval=args.key_interval,
+    limits.check_seconds(args.seconds, "--seconds")
+    host, port = parse_address(args.to)
+    token = read_token_file(args.token_file)
+    tls = client_ssl(args.tls_ca) if (args.tls_ca or args.tls) else None
+    settings = dataclasses.replace(DEFAULTS, step=args.step, key_interval=args.key_interval,
                                    smooth=not args.no_smooth, use_basis=not args.no_basis,
                                    smooth_space=args.smooth_space, version=args.packet_version)
-    source = _guard(lambda: CameraSource(args.camera, seconds=args.seconds) if args.camera is not None
-                    else FileSource(args.video, seconds=args.seconds))
+    source = CameraSource(args.camera, seconds=args.seconds) if args.camera is not None \
+        else FileSource(args.video, seconds=args.seconds)
     print(f"sending {'camera ' + str(args.camera) if args.camera is not None else args.video} at {source.fps:g} fps "
           f"to {'wss' if tls else 'ws'}://{host}:{port}", flush=True)
-    stats = _guard(lambda: asyncio.run(send(source, host, port, token, settings=settings, ssl_context=tls)))
+    stats = asyncio.run(send(source, host, port, token, settings=settings, ssl_context=tls))
     print(f"sent: {stats.summary()}")
     return 0
 
 
 def run_receive(args: argparse.Namespace) -> int:
-    import asyncio
-    import dataclasses
-    import json
-    from pathlib import Path
-
-    from ..pipeline import Avatar
+    from ..avatar import Avatar  # loaded when the command runs (cli/__init__.py)
     from ..telepresence.basis import known_bases
     from ..telepresence.receiver import Receiver
-    from ..telepresence.settings import TelepresenceConfig
-    from ..telepresence.transport import parse_address, read_token_file, server_ssl
-    from .avatar import pipeline_from_args, use_onnx_file
-    from . import UserError
 
-    if args.out is not None and Path(args.out).suffix.lower() != ".mp4":
-        raise UserError(f"--out {args.out}: the recording must be an .mp4 file")
+    if args.out is not None:
+        output_file(args.out, "--out", suffixes=[".mp4"])
     if args.max_senders < 1:
         raise UserError("--max-senders must be at least 1")
-    host, port = _guard(lambda: parse_address(args.listen))
-    token = _guard(lambda: read_token_file(args.token_file))
-    tls = _guard(lambda: server_ssl(args.tls_cert, args.tls_key))
+    host, port = parse_address(args.listen)
+    token = read_token_file(args.token_file)
+    tls = server_ssl(args.tls_cert, args.tls_key)
     if not getattr(args, "verbose", False):  # one log line per refused connection would let a flood fill the disk
-        import logging
-
         logging.getLogger("websockets").setLevel(logging.WARNING)
     pipe = pipeline_from_args(args)
-    avatar = _guard(lambda: Avatar.load(args.avatar, pipe))
+    avatar = Avatar.load(args.avatar, pipe)
     if not args.no_adapt and avatar.face is None:
         raise UserError(f"{args.avatar}: this avatar has no source landmarks: use --no-adapt")
     use_onnx_file(pipe, avatar, args)
-    settings = dataclasses.replace(TelepresenceConfig(), host=host, port=port, max_senders=args.max_senders)
+    settings = dataclasses.replace(DEFAULTS, host=host, port=port, max_senders=args.max_senders)
     receiver = Receiver(pipe, avatar, settings=settings, bases=known_bases(), adapt=not args.no_adapt,
                         smooth=args.smooth, out=args.out, once=args.once)
-    scheme = "https" if tls else "http"
-
-    def ready(bound: int, key: str) -> None:
-        where = "loopback only" if host in LOOPBACK else "REACHABLE FROM OTHER MACHINES"
-        print(f"listening on {host}:{bound} ({where}); sender URL {'wss' if tls else 'ws'}://{host}:{bound}/send",
-              flush=True)
-        if host not in LOOPBACK and tls is None:
-            print("warning: no TLS (--tls-cert/--tls-key): landmarks and the page travel unencrypted", file=sys.stderr)
-        page = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}/?key={key}"
-        print(f"page: {page}", flush=True)
-        if args.view:
-            import webbrowser
-
-            webbrowser.open(page)
-
     try:
-        stats = asyncio.run(receiver.run(token, host=host, port=port, ssl_context=tls, ready=ready))
+        stats = asyncio.run(receiver.run(token, host=host, port=port, ssl_context=tls,
+                                         ready=_announce(host, tls is not None, args.view)))
     except OSError as err:
         raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err})") from None
     except KeyboardInterrupt:
         stats = receiver.snapshot()
     if args.stats:
-        from ..atomic import write_text
-
         write_text(args.stats, json.dumps(stats, indent=2, default=list))
     print(f"received: {stats['decoded']} frames decoded, {stats['rendered']} rendered, {stats['dropped']} dropped as "
           f"stale, {stats['bad_packets']} bad packets; {stats['bytes']} codec bytes"
@@ -206,23 +178,31 @@ def run_receive(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    import dataclasses
-    from pathlib import Path
+def _announce(host: str, tls: bool, view: bool):
+    """The receiver's `ready(port, key)` callback: where it listens, the page's address (opened with --view)."""
+    def ready(bound: int, key: str) -> None:
+        where = "loopback only" if host in LOOPBACK else "REACHABLE FROM OTHER MACHINES"
+        print(f"listening on {host}:{bound} ({where}); sender URL {'wss' if tls else 'ws'}://{host}:{bound}/send",
+              flush=True)
+        if host not in LOOPBACK and not tls:
+            print("warning: no TLS (--tls-cert/--tls-key): landmarks and the page travel unencrypted", file=sys.stderr)
+        page = f"{'https' if tls else 'http'}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{bound}/?key={key}"
+        print(f"page: {page}", flush=True)
+        if view:
+            webbrowser.open(page)
+    return ready
 
+
+def run_demo(args: argparse.Namespace) -> int:
+    from ..avatar import Avatar  # loaded when the command runs (cli/__init__.py)
     from ..data.video import probe
     from ..demo import default_data_dir, portrait
-    from ..paths import input_file, output_dir
-    from ..pipeline import Avatar
     from ..telepresence.demo import DEMO_VIDEO, run_telepresence_demo
-    from ..telepresence.settings import TelepresenceConfig
-    from .avatar import check_epochs, check_seconds, pipeline_from_args
-    from . import UserError
 
     # every option and the driving video are checked before a minute of fine-tuning
     _check_step(args.step)
-    check_seconds(args.seconds, "--seconds")
-    check_epochs(args.epochs)
+    limits.check_seconds(args.seconds, "--seconds")
+    limits.check_epochs(args.epochs, "--epochs")
     video = args.video
     if video is None:
         data = default_data_dir()
@@ -230,8 +210,7 @@ def run_demo(args: argparse.Namespace) -> int:
             raise UserError("no driving video: pass --video FILE (the test-split clips of ../shared/data or "
                             "$TALKING_HEADS_DATA are not here)")
         video = data / DEMO_VIDEO
-    if not Path(video).is_dir():
-        input_file(video, "--video")
+    input_path(video, "--video")
     probe(video)  # a file that is not a video fails here, before the avatar's fine-tuning
     if args.avatar is not None and not Path(args.avatar).is_dir():
         raise UserError(f"--avatar {args.avatar}: no such avatar directory (make one with `talking-heads avatar "
@@ -240,19 +219,18 @@ def run_demo(args: argparse.Namespace) -> int:
     pipe = pipeline_from_args(args)
     default_avatar = Path("outputs/demo/avatar_astronaut")
     if args.avatar is not None:
-        avatar = _guard(lambda: Avatar.load(args.avatar, pipe))
+        avatar = Avatar.load(args.avatar, pipe)
         what = args.avatar
     elif (default_avatar / "config.json").is_file():
-        avatar = _guard(lambda: Avatar.load(default_avatar, pipe))
+        avatar = Avatar.load(default_avatar, pipe)
         what = str(default_avatar)
     else:
-        avatar = _guard(lambda: pipe.create_avatar(portrait(), finetune=True, epochs=args.epochs))
+        avatar = pipe.create_avatar(portrait(), finetune=True, epochs=args.epochs)
         avatar.save(Path(args.out) / "avatar_astronaut")
         what = f"a new FT avatar of the astronaut portrait ({Path(args.out) / 'avatar_astronaut'})"
     print(f"avatar: {what}; driver: {video}", flush=True)
-    settings = dataclasses.replace(TelepresenceConfig(), step=args.step)
-    result = _guard(lambda: run_telepresence_demo(pipe, avatar, video, args.out, settings=settings,
-                                                  seconds=args.seconds))
+    settings = dataclasses.replace(DEFAULTS, step=args.step)
+    result = run_telepresence_demo(pipe, avatar, video, args.out, settings=settings, seconds=args.seconds)
     print(result.summary())
     print(f"side by side (original | received): {result.side_by_side}")
     print(f"receiver's recording: {result.received}; statistics: {result.stats}")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
+from pathlib import Path
 
 from ..web.settings import WebSettings
-from .avatar import model_args
+from . import UserError
+from .common import model_args, pipeline_from_args
 
 DEFAULTS = WebSettings()
 
@@ -43,11 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check_can_listen(host: str, port: int) -> None:
     """UserError unless this machine can listen on host:port now: a name that does not resolve, an address
     of another machine or a port in use is refused before anything is loaded or written."""
-    import errno
-    import socket
-
-    from . import UserError
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as err:
@@ -68,9 +67,6 @@ def _check_can_listen(host: str, port: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import UserError
-    from .avatar import pipeline_from_args
-
     try:
         settings = WebSettings(host=args.host, port=args.port, share_dir=args.share_dir or "",
                                avatars_dir=args.avatars_dir, work_dir=args.work_dir or "", max_jobs=args.max_jobs,
@@ -79,13 +75,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:  # "max_jobs must be ..." -> "--max-jobs must be ..."
         field, _, rest = str(err).partition(" ")
         raise UserError(f"--{field.replace('_', '-')} {rest}") from None
-    if settings.share_dir:
-        from pathlib import Path
-
-        if not Path(settings.share_dir).is_dir():
-            raise UserError(f"--share-dir {settings.share_dir}: no such folder")
+    if settings.share_dir and not Path(settings.share_dir).is_dir():
+        raise UserError(f"--share-dir {settings.share_dir}: no such folder")
     try:
-        from ..web.app import serve
+        from ..web.app import serve  # gradio: an optional dependency, loaded only here
     except ModuleNotFoundError as err:
         if err.name not in ("gradio", "gradio_client"):
             raise

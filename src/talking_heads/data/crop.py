@@ -16,6 +16,10 @@ DataConfig.follow_threshold): the same rule per frame on the landmark-box centre
 DataConfig.follow_smoothing seconds (`smooth_track`: zero-phase moving average, frames without a face hold
 the last one), giving a `CropTrack` of one `CropTransform` per frame.
 
+A stream whose frames arrive one at a time (a camera, the telepresence sender, the live stage) cannot take
+medians over the clip: `StreamCrop` applies the rule to its first frame with a face and keeps that box until
+the head leaves it.
+
 Parts of the box outside the frame are padded by edge replication (`pad="replicate"`, default: no hard
 black edge for the generator to learn; VoxCeleb2's own crops contain no black bars) or with black
 (`pad="black"`). Paste-back only writes inside the original frame, so padding never reaches an output.
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..config import DataConfig
@@ -58,15 +63,16 @@ class CropTransform:
     # --- points ---------------------------------------------------------------------------------------
     def to_crop(self, points: np.ndarray) -> np.ndarray:
         """Frame px -> crop px, any (...,2) array."""
-        p = np.asarray(points, dtype=np.float64)
-        origin = np.array([self.x0, self.y0], dtype=np.float64)
-        return ((p - origin + 0.5) * self.scale - 0.5).astype(np.float32)
+        return _to_crop(np.asarray(points, dtype=np.float64), self.origin, self.scale)
 
     def to_frame(self, points: np.ndarray) -> np.ndarray:
         """Crop px -> frame px, any (...,2) array."""
-        p = np.asarray(points, dtype=np.float64)
-        origin = np.array([self.x0, self.y0], dtype=np.float64)
-        return ((p + 0.5) / self.scale - 0.5 + origin).astype(np.float32)
+        return _to_frame(np.asarray(points, dtype=np.float64), self.origin, self.scale)
+
+    @property
+    def origin(self) -> np.ndarray:
+        """(2,) float64 (x0, y0): the box's top-left corner in frame px."""
+        return np.array([self.x0, self.y0], dtype=np.float64)
 
     @property
     def matrix(self) -> np.ndarray:
@@ -87,8 +93,6 @@ class CropTransform:
     # --- images ---------------------------------------------------------------------------------------
     def crop(self, frame: np.ndarray, pad: str = "replicate") -> np.ndarray:
         """The size x size crop of an (H,W,C) frame; outside parts padded by `pad` (module docstring)."""
-        import cv2
-
         if pad not in PAD_MODES:
             raise ValueError(f"pad must be one of {PAD_MODES}, got {pad!r}")
         h, w = frame.shape[:2]
@@ -110,8 +114,6 @@ class CropTransform:
         mask: optional crop-space weights in [0, 1] (H,W) or (H,W,1) (e.g. a head mask); default a square
         whose edges fade out over `feather` x side (0 = hard edges). Returns the new frame (same dtype).
         """
-        import cv2
-
         out = frame.copy()
         h, w = frame.shape[:2]
         x0, y0, x1, y1 = self.box
@@ -145,6 +147,17 @@ class CropTransform:
     def from_dict(cls, d: dict) -> "CropTransform":
         return cls(int(d["x0"]), int(d["y0"]), int(d["side"]), int(d["size"]), int(d["frame_width"]),
                    int(d["frame_height"]))
+
+
+def _to_crop(p: np.ndarray, origin, scale) -> np.ndarray:
+    """Frame px -> crop px (the pixel-centre convention of the module docstring): float64 points (...,2),
+    box origin (...,2) and scale = size / side (...,1) or a float -> float32."""
+    return ((p - origin + 0.5) * scale - 0.5).astype(np.float32)
+
+
+def _to_frame(p: np.ndarray, origin, scale) -> np.ndarray:
+    """Crop px -> frame px, the inverse of `_to_crop` (same arguments)."""
+    return ((p + 0.5) / scale - 0.5 + origin).astype(np.float32)
 
 
 def _feather_mask(side: int, feather: float) -> np.ndarray:
@@ -264,19 +277,17 @@ class CropTrack:
         if p.ndim < 2 or p.shape[0] != len(self) or p.shape[-1] != 2:
             raise ValueError(f"a CropTrack of {len(self)} frames maps (F={len(self)},...,2) points, got {p.shape}")
         lead = (len(self),) + (1,) * (p.ndim - 2)
-        origin = np.array([[b.x0, b.y0] for b in self.boxes], dtype=np.float64).reshape(lead + (2,))
+        origin = np.stack([b.origin for b in self.boxes]).reshape(lead + (2,))
         scale = np.array([b.scale for b in self.boxes], dtype=np.float64).reshape(lead + (1,))
         return p, origin, scale
 
     def to_crop(self, points: np.ndarray) -> np.ndarray:
         """Frame px -> crop px, (F,...,2): frame i's points through box i (as `self[i].to_crop`)."""
-        p, origin, scale = self._per_frame(points)
-        return ((p - origin + 0.5) * scale - 0.5).astype(np.float32)
+        return _to_crop(*self._per_frame(points))
 
     def to_frame(self, points: np.ndarray) -> np.ndarray:
         """Crop px -> frame px, (F,...,2): frame i's points through box i (as `self[i].to_frame`)."""
-        p, origin, scale = self._per_frame(points)
-        return ((p + 0.5) / scale - 0.5 + origin).astype(np.float32)
+        return _to_frame(*self._per_frame(points))
 
 
 def smoothing_window(seconds: float, fps: float) -> int:
@@ -362,3 +373,30 @@ def follow_crop(points: np.ndarray, frame_size: tuple[int, int], size: int, wind
         side, centre, _ = _fit(pts[t], want, base, max_grow, margin)
         boxes[t] = _box(side, centre, size, frame_size)
     return CropTrack(tuple(boxes[t] for t in hold_index(found)))
+
+
+# --- a stream's crop -----------------------------------------------------------------------------------
+
+class StreamCrop:
+    """The crop of a stream whose frames arrive one by one: `clip_crop`'s rule on the first frame with a face
+    (instead of the median over a whole clip). The box then stays put, so that the points' coordinates only
+    move with the head; it is refitted on the current frame when a landmark leaves the box by more than
+    `refit` x its side (the person moved away), and `changed` says so."""
+
+    def __init__(self, size: int, data_cfg: DataConfig | None = None, refit: float = 0.25):
+        self.size, self.cfg, self.refit = int(size), data_cfg or DataConfig(), refit
+        self.transform: CropTransform | None = None
+        self.changed = False  # the last update fitted a new box
+
+    def update(self, points: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+        """(68,2) frame px (finite) -> crop px at `size`; fits or refits the box as needed."""
+        tf = self.transform
+        self.changed = tf is None
+        if tf is not None:
+            x0, y0, x1, y1 = tf.box
+            m = self.refit * tf.side
+            self.changed = bool((points < [x0 - m, y0 - m]).any() or (points > [x1 + m, y1 + m]).any())
+        if self.changed:
+            self.transform = clip_crop(points[None], frame_size, self.size, self.cfg.crop_scale,
+                                       self.cfg.crop_shift).transform
+        return self.transform.to_crop(points)

@@ -5,7 +5,7 @@ frames (x_src, y_src) and one target frame (x_tgt, y_tgt) of that clip. The targ
 K sources without replacement from the *other* frames; when a clip has fewer than K+1 frames the sources
 are drawn with replacement from the frames other than the target (never the target itself: the mistake
 listed in paper.md section 9). Images and landmark images are float32 (3,H,W) in [-1, 1] (docs/interfaces.md);
-landmark images are rasterised here from the stored landmarks (about 0.1-0.4 ms each), never re-detected.
+landmark images are rasterised here from the stored landmarks (cheap), never re-detected.
 
 Randomness: every draw of item i comes from a generator seeded by (seed, epoch, i), so an item is the same
 whatever the worker, process or rank that loads it. The epoch comes from `set_epoch(e)` (the way
@@ -26,16 +26,14 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+import cv2
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..landmarks.raster import flip_landmarks, rasterize, to_tensor
-from .preprocess import CLIPS_DIR, FRAME_NAME, FRAMES_DIR, SETTINGS_FILE, read_manifest
-
-
-class DatasetError(InputError):
-    """A preprocessed folder that cannot be trained on; the message names the folder or clip."""
+from ..config import Config
+from ..images import to_tensor
+from ..landmarks.raster import flip_landmarks, rasterize
+from .layout import CLIPS_DIR, FRAME_NAME, FRAMES_DIR, SETTINGS_FILE, DatasetError, usable_clips
 
 
 def identity_split(identities: Iterable[str], test_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -50,31 +48,22 @@ def identity_split(identities: Iterable[str], test_fraction: float, seed: int = 
 class EpisodeDataset(torch.utils.data.Dataset):
     """K-shot episodes from `talking-heads preprocess` output (module docstring).
 
-    root: the preprocessed folder. k: source frames per episode, or a `Config` (then k, image size, flip,
-    seed and line thickness come from it: cfg.train.k_shot, cfg.model.image_size, cfg.train.flip,
-    cfg.train.seed, cfg.data.line_thickness). image_size: H = W of the returned tensors (None = stored
-    size). identities / exclude_identities / clip_ids: optional filters (identity-disjoint splits).
+    root: the preprocessed folder. k: source frames per episode. image_size: H = W of the returned tensors
+    (None = stored size). identities / exclude_identities / clip_ids: optional filters (identity-disjoint
+    splits). probe_frames: frames held back at the end of every clip (`train_indices`). The training loop's
+    form: `EpisodeDataset.from_config(root, cfg)`.
     """
 
-    def __init__(self, root: str | os.PathLike, k=8, image_size: int | None = None, flip: bool = False,
+    def __init__(self, root: str | os.PathLike, k: int = 8, image_size: int | None = None, flip: bool = False,
                  seed: int = 0, identities: Iterable[str] | None = None,
                  exclude_identities: Iterable[str] | None = None, clip_ids: Iterable[str] | None = None,
                  line_thickness: float | None = None, probe_frames: int | None = None):
-        from ..config import Config
-
-        if isinstance(k, Config):  # EpisodeDataset(root, cfg), as the training loop builds it
-            cfg = k
-            k, image_size, flip, seed = cfg.train.k_shot, cfg.model.image_size, cfg.train.flip, cfg.train.seed
-            line_thickness = cfg.data.line_thickness if line_thickness is None else line_thickness
-            probe_frames = cfg.train.probe_frames if probe_frames is None else probe_frames
         if int(k) < 1:
             raise DatasetError(f"k must be >= 1, got {k}")
         self.root = Path(root)
         self.k, self.flip, self.seed = int(k), bool(flip), int(seed)
         self.line_thickness = line_thickness
-        if not self.root.is_dir():
-            raise DatasetError(f"{root}: no such folder (run `talking-heads preprocess INPUT {root}` first)")
-        records = [r for r in read_manifest(self.root) if r.get("status") == "ok" and int(r.get("n_frames", 0)) >= 2]
+        records = usable_clips(self.root)
         if identities is not None:
             keep = set(identities)
             records = [r for r in records if r["identity"] in keep]
@@ -86,8 +75,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
             records = [r for r in records if r["clip_id"] in ids]
         records.sort(key=lambda r: r["clip_id"])
         if not records:
-            raise DatasetError(f"{root}: no usable clips (status ok, at least 2 frames) after filtering; is it the "
-                               "output folder of `talking-heads preprocess`?")
+            raise DatasetError(f"{root}: no usable clips (status ok, at least 2 frames) after filtering")
         for r in records:
             self._check_clip(r)
         self.clip_ids = [r["clip_id"] for r in records]
@@ -97,6 +85,15 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.image_size = int(image_size or self.stored_size)
         self.epoch = 0
         self.probe_frames = max(0, int(probe_frames or 0))
+
+    @classmethod
+    def from_config(cls, root: str | os.PathLike, cfg: Config, **filters) -> "EpisodeDataset":
+        """Episodes as meta-learning draws them: k, image size, flip, seed, line thickness and held-back
+        probe frames from `cfg` (train.k_shot, model.image_size, train.flip, train.seed, data.line_thickness,
+        train.probe_frames); `filters`: identities / exclude_identities / clip_ids."""
+        return cls(root, k=cfg.train.k_shot, image_size=cfg.model.image_size, flip=cfg.train.flip,
+                   seed=cfg.train.seed, line_thickness=cfg.data.line_thickness, probe_frames=cfg.train.probe_frames,
+                   **filters)
 
     def _check_clip(self, record: dict) -> None:
         """DatasetError unless the clip's landmarks.npy is (n_frames,68,2) of finite numbers and its frames
@@ -170,8 +167,6 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     def _image(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
         """Stored frame i resized to image_size (uint8 RGB) and its landmarks (68,2) in those pixels."""
-        import cv2
-
         path = clip_dir / FRAMES_DIR / FRAME_NAME.format(i)
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:

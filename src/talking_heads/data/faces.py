@@ -6,9 +6,9 @@ take the largest (a warning names the others), fit 68 landmarks, and cut the Vox
 `crop.py`. No face, or a face too small to fill the model's input, raises `FaceNotFoundError` whose message
 says what to do.
 
-`track_video` (driving videos, stage 3; also what preprocessing uses): landmarks of every frame (or of
-`max_frames` evenly spaced frames) in original frame pixels, with per-frame confidence and found mask
-(see `landmarks/tracking.py`). Cropping a driving sequence is the caller's next step:
+`track_video` (driving videos, stage 3) and `track_file` (its footage part, which preprocessing uses too):
+landmarks of every frame (or of `max_frames` evenly spaced frames) in original frame pixels, with per-frame
+confidence and found mask (see `landmarks/tracking.py`). Cropping a driving sequence is the caller's next step:
 `crop.clip_crop(track.points[track.found], track.frame_size, size)`.
 """
 
@@ -18,16 +18,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..config import DataConfig, ModelConfig
 from ..landmarks.backend import LandmarkBackend, detect_faces, get_backend
 from ..landmarks.tracking import LandmarkTrack, track_frames
-from .crop import CropTransform, clip_crop, face_extent
-from .video import VideoError, even_indices, probe, read_frames, read_image, to_rgb_uint8
 from ..errors import InputError
+from .crop import CropTransform, clip_crop, face_extent
+from .video import VideoError, VideoInfo, even_indices, probe, read_frames, read_image, to_rgb_uint8
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,45 @@ def prepare_photo(image_or_path, size: int = ModelConfig.image_size, data_cfg: D
                     confidence=backend.confidence(face.score), warnings=warnings)
 
 
+def tracking_roi_scale(keep: Sequence[int] | None) -> float:
+    """The tracker's search window (face sizes) for the frames `keep` of a clip (None: every frame): 2.2
+    while kept frames are at most 2 source frames apart on average (`even_indices` then never leaves a gap of
+    3), 3.0 for sparser frames, between which the face moves further."""
+    if keep is None or len(keep) < 2:
+        return 2.2
+    gap = (keep[-1] - keep[0]) / (len(keep) - 1)
+    return 2.2 if gap <= 2 else 3.0
+
+
+def track_file(path: str | os.PathLike, *, max_frames: int, backend: str | LandmarkBackend = "dlib",
+               redetect_every: int = DataConfig.redetect_every, threads: int = 0, frames_fps: float | None = None,
+               on_frame: Callable[[int, np.ndarray], None] | None = None) -> tuple[LandmarkTrack, VideoInfo]:
+    """(track, probe info) of `max_frames` evenly spaced frames (0: all) of a video file or folder of frames.
+
+    The track's points are in original frame pixels; its frame_indices are the source index of every tracked
+    frame and its warnings the decoder's (a list the caller may add to). on_frame(i, frame) sees every decoded
+    RGB frame as it is tracked (preprocessing keeps them for cropping). Raises VideoError.
+    """
+    info = probe(path, **({"frames_fps": frames_fps} if frames_fps else {}))
+    keep = even_indices(info.num_frames, max_frames) if max_frames and info.num_frames else None
+    warnings: list[str] = list(info.warnings)
+    kept: list[int] = []
+
+    def frames():
+        for i, frame in read_frames(path, keep, threads=threads, warnings=warnings):
+            kept.append(i)
+            if on_frame is not None:
+                on_frame(i, frame)
+            yield frame
+
+    track = track_frames(frames(), backend=backend, redetect_every=redetect_every, fps=info.fps,
+                         roi_scale=tracking_roi_scale(keep), frame_size=(info.width, info.height))
+    track.frame_indices = np.asarray(kept, np.int64)
+    track.num_source_frames = max(info.num_frames, kept[-1] + 1 if kept else 0)
+    track.warnings = warnings
+    return track, info
+
+
 def track_video(path_or_frames: str | os.PathLike | Iterable[np.ndarray], *, max_frames: int | None = None,
                 data_cfg: DataConfig | None = None, backend: str | LandmarkBackend = "dlib",
                 fps: float | None = None, redetect_every: int | None = None, threads: int = 0) -> LandmarkTrack:
@@ -123,29 +162,14 @@ def track_video(path_or_frames: str | os.PathLike | Iterable[np.ndarray], *, max
     max_frames = cfg.max_frames if max_frames is None else max_frames
     every = redetect_every or cfg.redetect_every
     if isinstance(path_or_frames, (str, os.PathLike)):
-        info = probe(path_or_frames, **({"frames_fps": fps} if fps else {}))
-        keep = even_indices(info.num_frames, max_frames) if max_frames and info.num_frames else None
-        warnings: list[str] = list(info.warnings)
-        kept: list[int] = []
-
-        def frames():
-            for i, frame in read_frames(path_or_frames, keep, threads=threads, warnings=warnings):
-                kept.append(i)
-                yield frame
-
-        gap = 1 if keep is None or len(keep) < 2 else max(1, (keep[-1] - keep[0]) // (len(keep) - 1))
-        track = track_frames(frames(), backend=backend, redetect_every=every, fps=info.fps,
-                             roi_scale=2.2 if gap <= 2 else 3.0, frame_size=(info.width, info.height))
-        track.frame_indices = np.asarray(kept, np.int64)
-        track.num_source_frames = max(info.num_frames, kept[-1] + 1 if kept else 0)
-        track.warnings = warnings
-        return track
+        return track_file(path_or_frames, max_frames=max_frames, backend=backend, redetect_every=every,
+                          threads=threads, frames_fps=fps)[0]
     frames = (to_rgb_uint8(f) for f in path_or_frames)
     if max_frames:
         frames_list = list(frames)
         idx = even_indices(len(frames_list), max_frames)
         track = track_frames((frames_list[i] for i in idx), backend=backend, redetect_every=every,
-                             fps=fps or 25.0, frame_indices=idx)
+                             roi_scale=tracking_roi_scale(idx), fps=fps or 25.0, frame_indices=idx)
         track.num_source_frames = len(frames_list)
         return track
     return track_frames(frames, backend=backend, redetect_every=every, fps=fps or 25.0)

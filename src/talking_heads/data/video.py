@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import os
 import re
+import warnings as py_warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import av
 import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .. import limits
 from ..errors import InputError
+from ..paths import is_special
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -88,21 +93,23 @@ def even_indices(num_frames: int, max_frames: int | None) -> list[int]:
 
 # --- video files -------------------------------------------------------------------------------------
 
-def _open(path: Path):
-    import av
-
-    from .. import limits
-    from ..paths import is_special
-
-    if not path.exists():
-        raise VideoError(f"{path}: no such file")
-    if path.is_dir():
-        raise VideoError(f"{path}: is a folder with no image files, not a video")
+def _file_size(path: Path, as_folder: str = "no such file") -> int:
+    """The size of `path`, which must be a regular, non-empty file (`as_folder`: what a folder there is
+    called); VideoError saying what it is otherwise."""
     if is_special(path):
         raise VideoError(f"{path}: not a regular file (a FIFO, socket or device, which could block for ever)")
+    if path.is_dir():
+        raise VideoError(f"{path}: {as_folder}")
+    if not path.is_file():
+        raise VideoError(f"{path}: no such file")
     size = path.stat().st_size
     if size == 0:
         raise VideoError(f"{path}: empty file (0 bytes)")
+    return size
+
+
+def _open(path: Path):
+    size = _file_size(path, as_folder="is a folder with no image files, not a video")
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
@@ -273,23 +280,11 @@ def _read_frame_files(folder: Path, keep: list[int] | None, warnings: list[str])
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Any still image file -> RGB uint8 (H,W,3): grayscale, palette, RGBA (composited on white), 16-bit,
     float, CMYK and EXIF-rotated images are all converted. Raises VideoError with the reason."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from .. import limits
-    from ..paths import is_special
-
     path = Path(path)
-    if is_special(path):
-        raise VideoError(f"{path}: not a regular file (a FIFO, socket or device, which could block for ever)")
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise VideoError(f"{path}: empty file (0 bytes)")
-    import warnings
-
+    _file_size(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large photos are expected
+        with py_warnings.catch_warnings():
+            py_warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large photos are expected
             with Image.open(path) as img:  # reads the header only: the size is known before decoding
                 w, h = img.size
                 try:
@@ -312,8 +307,6 @@ def to_rgb_uint8(image) -> np.ndarray:
 
     Transparency is composited on white (photos with a cut-out background look natural that way).
     """
-    from PIL import Image
-
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             image = np.asarray(image)

@@ -20,6 +20,10 @@ With A = D_r (the driver drives its own first frame) the output equals the drive
 Off (`adapt=False` in the pipeline) is the paper's behaviour: the driver's landmarks, placed into the
 avatar's crop by the shared crop rule.
 
+`MotionTransfer(D_r, A)` computes what depends on the reference frame and the avatar alone (Q, the centres,
+the lids' axis) once; its `apply` adapts one frame (the live stage) or a sequence (`adapt_landmarks`, which
+is exactly that), with the same floats either way.
+
 All arrays are (..., 68, 2) float pixels in one image's coordinates (x right, y down); sequences (F,68,2).
 """
 
@@ -60,6 +64,47 @@ def _apply(scale, rot, t, points):
     return scale[..., None, None] * np.einsum("...ij,...pj->...pi", rot, points) + t[..., None, :]
 
 
+class MotionTransfer:
+    """The driver's motion since its reference frame, applied to the avatar's own landmarks (module docstring).
+
+    Built once from the reference frame D_r (68,2) and the avatar's face A (68,2), both finite: everything that
+    depends on them alone (the similarity Q, the stable-point centres, the lids' "down" axis) is computed here;
+    `apply` then adapts frames (F,68,2) or one frame (68,2). `adapt_landmarks` is this over a whole sequence.
+    """
+
+    def __init__(self, reference: np.ndarray, face: np.ndarray):
+        ref = np.asarray(reference, np.float64)
+        a = np.asarray(face, np.float64)
+        if ref.shape != (68, 2) or a.shape != (68, 2):
+            raise ValueError(f"expected a reference frame (68,2) and avatar (68,2), got {ref.shape} and {a.shape}")
+        if not (np.isfinite(ref).all() and np.isfinite(a).all()):
+            raise ValueError("adapt_landmarks needs finite landmarks (fill lost frames first)")
+        self.reference, self.face = ref, a
+        s_q, r_q, _ = fit_similarity(ref[STABLE_POINTS], a[STABLE_POINTS])  # driver ref -> avatar
+        self.q_lin = s_q * r_q  # 2,2
+        self.c_r, self.c_a = ref[STABLE_POINTS].mean(0), a[STABLE_POINTS].mean(0)
+        self.down = _down(a)
+
+    def apply(self, driver: np.ndarray) -> np.ndarray:
+        """Finite driver landmarks (F,68,2) or (68,2), in the reference frame's pixels -> the same shape, float32,
+        in the avatar's crop coordinates."""
+        d = np.asarray(driver, np.float64)
+        if d.ndim == 2:
+            return self.apply(d[None])[0]
+        ref = self.reference
+        s_t, r_t, t_t = fit_similarity(np.broadcast_to(ref[STABLE_POINTS], (len(d), len(STABLE_POINTS), 2)),
+                                       d[:, STABLE_POINTS])  # reference -> frame t (pose), F
+        inv_r = np.swapaxes(r_t, -1, -2)
+        normalised = np.einsum("fij,fpj->fpi", inv_r, d - t_t[:, None]) / s_t[:, None, None]  # F,68,2 in ref pose
+        delta = normalised - ref  # F,68,2 expression change
+        expressed = self.face + delta @ self.q_lin.T  # F,68,2 avatar shape + driver expression
+        expressed = _uncross(expressed, self.down)
+        moved_c = _apply(s_t, r_t, t_t, np.broadcast_to(self.c_r, (len(d), 1, 2)))[:, 0]  # F,2
+        shift = (moved_c - self.c_r) @ self.q_lin.T  # F,2 head translation in avatar pixels
+        out = self.c_a + s_t[:, None, None] * np.einsum("fij,fpj->fpi", r_t, expressed - self.c_a) + shift[:, None]
+        return out.astype(np.float32)
+
+
 def adapt_landmarks(driver: np.ndarray, avatar: np.ndarray, reference_frame: int = 0) -> np.ndarray:
     """The driver's motion relative to `reference_frame`, applied to the avatar's own landmarks.
 
@@ -74,28 +119,18 @@ def adapt_landmarks(driver: np.ndarray, avatar: np.ndarray, reference_frame: int
         raise ValueError(f"reference frame {reference_frame} is outside the driving sequence (0..{len(d) - 1})")
     if not (np.isfinite(d).all() and np.isfinite(a).all()):
         raise ValueError("adapt_landmarks needs finite landmarks (fill lost frames first)")
-    ref = d[reference_frame]
-    s_t, r_t, t_t = fit_similarity(np.broadcast_to(ref[STABLE_POINTS], (len(d), len(STABLE_POINTS), 2)),
-                                   d[:, STABLE_POINTS])  # reference -> frame t (pose), F
-    inv_r = np.swapaxes(r_t, -1, -2)
-    normalised = np.einsum("fij,fpj->fpi", inv_r, d - t_t[:, None]) / s_t[:, None, None]  # F,68,2 in ref pose
-    delta = normalised - ref  # F,68,2 expression change
-    s_q, r_q, _ = fit_similarity(ref[STABLE_POINTS], a[STABLE_POINTS])  # driver ref -> avatar
-    q_lin = s_q * r_q  # 2,2
-    expressed = a + delta @ q_lin.T  # F,68,2 avatar shape + driver expression
-    expressed = _uncross(expressed, a)
-    c_r, c_a = ref[STABLE_POINTS].mean(0), a[STABLE_POINTS].mean(0)
-    moved_c = _apply(s_t, r_t, t_t, np.broadcast_to(c_r, (len(d), 1, 2)))[:, 0]  # F,2
-    shift = (moved_c - c_r) @ q_lin.T  # F,2 head translation in avatar pixels
-    out = c_a + s_t[:, None, None] * np.einsum("fij,fpj->fpi", r_t, expressed - c_a) + shift[:, None]
-    return out.astype(np.float32)
+    return MotionTransfer(d[reference_frame], a).apply(d)
 
 
-def _uncross(points: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """Where an upper lid / inner-lip point went below its lower partner (along the face's vertical axis,
-    perpendicular to the eye line of `face`), put both at their midpoint along that axis."""
+def _down(face: np.ndarray) -> np.ndarray:
+    """(2,) the face's "down": unit vector perpendicular to its eye line (36 -> 45)."""
     eye_line = face[45] - face[36]
-    down = np.array([-eye_line[1], eye_line[0]]) / max(np.linalg.norm(eye_line), 1e-9)  # face's "down"
+    return np.array([-eye_line[1], eye_line[0]]) / max(np.linalg.norm(eye_line), 1e-9)
+
+
+def _uncross(points: np.ndarray, down: np.ndarray) -> np.ndarray:
+    """Where an upper lid / inner-lip point (F,68,2) went below its lower partner along the face's vertical
+    axis `down` (`_down`), put both at their midpoint along that axis."""
     out = points.copy()
     for upper, lower in _LID_PAIRS + _LIP_PAIRS:
         gap = (out[:, lower] - out[:, upper]) @ down  # F, >= 0 when not crossed

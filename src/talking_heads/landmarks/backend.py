@@ -9,8 +9,9 @@ A backend does two things, both on RGB uint8 images (H,W,3):
 Everything downstream (tracking, crops, rasterisation, episodes) only sees 68-point arrays, so a second
 backend (for instance a 478-point mesh with iris points for gaze) implements this interface, maps its own
 points to the 68 iBUG ones in `landmarks()` and may expose the full set through `extra_points()`.
-Backends register themselves in `BACKENDS`; `get_backend(name)` builds one (cached per process, models are
-loaded once per worker).
+Backends register themselves in `BACKENDS` (`register_backend`, called by the backend's own module;
+`landmarks/__init__.py` imports the shipped dlib backend, so it is registered whenever this package is
+loaded); `get_backend(name)` builds one (cached per process, models are loaded once per worker).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import cv2
 import numpy as np
 
 NUM_POINTS = 68  # iBUG 300-W scheme
@@ -86,17 +88,14 @@ def get_backend(name: str | LandmarkBackend = "dlib") -> LandmarkBackend:
     if isinstance(name, LandmarkBackend):
         return name
     if name not in BACKENDS:
-        from . import dlib_backend  # noqa: F401  (registers "dlib")
-    if name not in BACKENDS:
         raise ValueError(f"unknown landmark backend {name!r}; available: {sorted(BACKENDS)}")
     if name not in _CACHE:
         _CACHE[name] = BACKENDS[name]()
     return _CACHE[name]
 
 
-def _resized(image: np.ndarray, s: float) -> np.ndarray:
-    import cv2
-
+def resized(image: np.ndarray, s: float) -> np.ndarray:
+    """`image` scaled by `s` (area averaging down, bilinear up)."""
     if s == 1.0:
         return image
     h, w = image.shape[:2]
@@ -114,8 +113,6 @@ def detect_faces(image: np.ndarray, backend: LandmarkBackend, max_side: int = 64
     and tiny images are still found; then, with `robust`, the backend's slower robust detector on a copy of
     long side `robust_side` (profile faces).
     """
-    import cv2
-
     h, w = image.shape[:2]
     long_side = max(h, w)
     scales = []
@@ -136,7 +133,7 @@ def detect_faces(image: np.ndarray, backend: LandmarkBackend, max_side: int = 64
             out = [d.scaled(0.5 * (sx + sy)) for d in found]
             return sorted(out, key=lambda d: -d.size)
     if robust:
-        small = _resized(image, min(1.0, robust_side / long_side))
+        small = resized(image, min(1.0, robust_side / long_side))
         found = backend.detect_robust(small)
         sx = w / small.shape[1]
         return sorted((d.scaled(sx) for d in found), key=lambda d: -d.size)

@@ -5,7 +5,7 @@ The model files are located with `importlib.util.find_spec` and never imported: 
 iBUG 300-W, whose licence excludes commercial use.
 
 Detectors: the HOG detector (fast, frontal to about 45 degrees of yaw) for everything; the CNN "MMOD"
-detector (`mmod_human_face_detector.dat`, handles profiles, about 100x slower) only as `detect_robust`,
+detector (`mmod_human_face_detector.dat`, handles profiles, much slower) only as `detect_robust`,
 i.e. when HOG finds nothing.
 
 Scores: dlib's HOG detector returns an SVM margin (0 at its default threshold, about 1-3 for clear frontal
@@ -19,6 +19,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import cv2
+import dlib
 import numpy as np
 
 from .backend import Detection, LandmarkBackend, register_backend
@@ -47,8 +49,6 @@ class DlibBackend(LandmarkBackend):
     min_face_px = 80
 
     def __init__(self) -> None:
-        import dlib
-
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(model_path(SHAPE_PREDICTOR_68)))
@@ -61,7 +61,7 @@ class DlibBackend(LandmarkBackend):
                 for r, s in zip(rects, scores)]
 
     def detect_robust(self, image: np.ndarray) -> list[Detection]:
-        if getattr(self, "_cnn", None) is None:
+        if self._cnn is None:
             self._cnn = self._dlib.cnn_face_detection_model_v1(str(model_path(MMOD_DETECTOR)))
         found = self._cnn(np.ascontiguousarray(image), 0)
         return [Detection((float(d.rect.left()), float(d.rect.top()), float(d.rect.right() + 1),
@@ -69,8 +69,6 @@ class DlibBackend(LandmarkBackend):
 
     def landmarks(self, image: np.ndarray, box) -> tuple[np.ndarray, float]:
         """68 points for a face box; large faces are processed on a local, downscaled window (speed)."""
-        import cv2
-
         x0, y0, x1, y1 = (float(v) for v in box)
         side = max(x1 - x0, y1 - y0)
         offset, scale = np.zeros(2), 1.0

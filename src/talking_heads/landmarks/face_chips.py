@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .adaptation import fit_similarity
+
 CHIP_SIZE, CHIP_PADDING = 150, 0.25  # dlib's alignment for the face-recognition ResNet
 
 # dlib's mean face shape for points 17-67, in [0, 1] template coordinates
@@ -58,8 +60,6 @@ def template(size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> np.ndarray
 def chip_transform(points, size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> Tensor:
     """(B,2,3) float64 maps chip pixel (x, y, 1) -> image pixel of dlib's aligned chip for 68-point landmarks
     `points` (B,68,2) or (68,2) (numpy or torch; not differentiated)."""
-    from .adaptation import fit_similarity
-
     p = points.detach().cpu().numpy() if isinstance(points, Tensor) else np.asarray(points)
     p = np.asarray(p, np.float64)
     if p.ndim == 2:

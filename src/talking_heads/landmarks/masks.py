@@ -13,6 +13,7 @@ Points are (68,2) / (F,68,2) float pixels (x right, y down), iBUG 300-W order.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 JAW, BROWS = slice(0, 17), slice(17, 27)
@@ -21,8 +22,6 @@ JAW, BROWS = slice(0, 17), slice(17, 27)
 def head_mask(points: np.ndarray, size: int, *, hair: float = 0.55, neck: float = 0.35, grow: float = 0.12,
               feather: float = 0.06) -> np.ndarray:
     """(size,size) float32 in [0,1]: 1 on the head (face, hair, neck), 0 far from it, feathered edges."""
-    import cv2
-
     p = np.asarray(points, np.float64).reshape(68, 2)
     if not np.isfinite(p).all():
         raise ValueError("landmarks contain NaN or inf: no head mask")

@@ -6,15 +6,18 @@ outer lips 48-59 yellow (closed) · inner lips 60-67 yellow (closed).
 ("right"/"left" are the subject's; on an unflipped image the subject's right side is the image's left.)
 
 Thickness is `DataConfig.line_thickness` (2 px) at 256 px, scaled linearly with the canvas size and drawn
-anti-aliased with sub-pixel vertices (cv2.polylines, shift=4): about 0.1 ms for a 256 px image on this
-2-core CPU, cheap enough to run in the data loader and per frame at inference. Points use the pixel-centre
+anti-aliased with sub-pixel vertices (cv2.polylines, shift=4): cheap enough to run in the data loader and
+per frame at inference. Points use the pixel-centre
 convention (pixel (i, j) has its centre at x=j, y=i). Also here: `flip_landmarks`, the horizontal mirror
 with the iBUG-68 left/right re-indexing, used by flip augmentation.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+
+from ..config import DataConfig
 
 RGB = tuple[int, int, int]
 WHITE, RED, GREEN, BLUE = (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -51,8 +54,6 @@ FLIP_PERMUTATION = np.array(
 
 def scaled_thickness(size: int, thickness: float | None = None) -> float:
     """Line thickness in px for a canvas of `size` px: `thickness` (px at 256; None = DataConfig's) scaled."""
-    from ..config import DataConfig
-
     base = DataConfig.line_thickness if thickness is None else float(thickness)
     return base * size / REFERENCE_SIZE
 
@@ -63,8 +64,6 @@ def rasterize(points: np.ndarray, size: int, thickness: float | None = None) -> 
     thickness: line thickness in px *at 256 px* (None = DataConfig.line_thickness); scaled with `size` and
     rounded to whole pixels (at least 1). NaN points give an all-black image (no face).
     """
-    import cv2
-
     canvas = np.zeros((size, size, 3), np.uint8)
     points = np.asarray(points, dtype=np.float64)
     if points.shape != (68, 2):
@@ -79,16 +78,13 @@ def rasterize(points: np.ndarray, size: int, thickness: float | None = None) -> 
     return canvas
 
 
-def to_tensor(image: np.ndarray):
-    """uint8 (H,W,3) RGB -> float32 torch tensor (3,H,W) in [-1, 1] (black = -1)."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(127.5).sub_(1.0)
-
-
 def rasterize_tensor(points, size: int, thickness: float | None = None):
     """Landmark image(s) as float tensors in [-1, 1]: points (68,2) -> (3,S,S); (B,68,2) -> (B,3,S,S)."""
+    # lazy: torch takes seconds to import, and the command line (`talking-heads --help`, argument errors)
+    # imports the landmarks package without needing tensors
     import torch
+
+    from ..images import to_tensor
 
     if isinstance(points, torch.Tensor):
         points = points.detach().cpu().numpy()

@@ -19,10 +19,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import cv2
 import numpy as np
 
 from ..config import DataConfig
-from .backend import NUM_POINTS, Detection, LandmarkBackend, detect_faces, get_backend
+from .backend import NUM_POINTS, Detection, LandmarkBackend, detect_faces, get_backend, resized
 
 
 @dataclass
@@ -89,8 +90,6 @@ class FaceTracker:
         exhaustive: all scales (`detect_faces`). Otherwise one scale: where the last known face size is
         comfortable for the detector, or the `max_side` downscale when no size is known yet.
         """
-        import cv2
-
         if exhaustive:
             return detect_faces(frame, self.backend, max_side=self.max_side, robust=self.robust)
         h, w = frame.shape[:2]
@@ -105,8 +104,6 @@ class FaceTracker:
 
     def _roi_detect(self, frame: np.ndarray) -> Detection | None:
         """Search the window around the last box: HOG first, the robust detector when HOG finds nothing."""
-        from .backend import _resized
-
         x0, y0, x1, y1 = self.box
         side = max(x1 - x0, y1 - y0)
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -121,7 +118,7 @@ class FaceTracker:
         if self.robust:
             attempts.append((self.robust_face_px / side, self.backend.detect_robust))
         for s, detect in attempts:
-            small = _resized(roi, s)
+            small = resized(roi, s)
             found = detect(small)
             if found:
                 sx = (X1 - X0) / small.shape[1]

@@ -28,21 +28,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..config import EvalConfig
+from ..images import to_uint8
 
 
 def as_uint8(images) -> np.ndarray:
     """uint8 RGB (N,H,W,3) from uint8 (N,H,W,3) / (H,W,3) arrays or float tensors/arrays (N,3,H,W) / (3,H,W)
     in [-1,1]."""
     if hasattr(images, "detach"):  # torch tensor in [-1,1], channels first
-        import torch
-
-        t = images.detach().float().cpu()
-        if t.dim() == 3:
-            t = t.unsqueeze(0)
+        t = images.unsqueeze(0) if images.dim() == 3 else images
         if t.dim() != 4 or t.shape[1] != 3:
             raise ValueError(f"expected a (N,3,H,W) tensor in [-1,1], got shape {tuple(t.shape)}")
-        t = ((t + 1.0) * 127.5).round_().clamp_(0, 255)
-        return t.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+        return to_uint8(t)
     a = np.asarray(images)
     if a.dtype != np.uint8:
         raise ValueError(f"numpy images must be uint8 RGB (N,H,W,3); got dtype {a.dtype} (convert float "

@@ -31,6 +31,9 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from ..landmarks.face_chips import chip_transform, crop_chips
+from ..models.dlib_format import DlibFormatError
+from ..models.face_identity import shared_face_identity
 from .base import PairedMetric, as_uint8
 from .faces import find_landmarks
 
@@ -51,8 +54,6 @@ class FaceDescriptor:
     same frames cost one pass."""
 
     def __init__(self, detect_size: int = 256, device: str = "cpu", weights: str = ""):
-        from ..models.face_identity import shared_face_identity
-
         self.net = shared_face_identity(weights or None, device)
         self.device = torch.device(device)
         self.detect_size = detect_size
@@ -81,8 +82,6 @@ class FaceDescriptor:
         return out.copy()
 
     def _compute(self, images: np.ndarray, points: np.ndarray | None) -> np.ndarray:
-        from ..landmarks.face_chips import chip_transform, crop_chips
-
         if points is None:
             found = [find_landmarks(img, self.detect_size) for img in images]
             points = np.stack([np.full((68, 2), np.nan) if p is None else p for p in found]) if len(images) else \
@@ -134,8 +133,6 @@ class CSIM(PairedMetric):
 
 def face_descriptor(cfg, device: str = "cpu") -> "FaceDescriptor | str":
     """A FaceDescriptor for an EvalConfig, or the reason why none can be built (for `available = False`)."""
-    from ..models.dlib_format import DlibFormatError
-
     try:
         return FaceDescriptor(cfg.detect_size, device, getattr(cfg, "face_weights", ""))
     except (ImportError, RuntimeError, DlibFormatError) as err:

@@ -3,18 +3,19 @@
 Generated frames are small (32-256 px crops) and dlib's HOG detector needs faces of about 80 px, so a
 frame smaller than `detect_size` is first upscaled to `detect_size` px (bicubic); detection and the 68-point
 fit run there and the points are mapped back to the frame's pixels. Only the HOG detector is used (no CNN
-fallback): it is the same for every method compared, and ~100x cheaper.
+fallback): it is the same for every method compared, and far cheaper.
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+
+from ..landmarks.backend import detect_faces, get_backend
 
 
 def upscaled(image: np.ndarray, size: int) -> tuple[np.ndarray, float]:
     """(image resized so its long side is at least `size`, scale factor s; frame px p -> (p + 0.5) s - 0.5)."""
-    import cv2
-
     h, w = image.shape[:2]
     s = max(1.0, size / max(h, w))
     if s == 1.0:
@@ -32,8 +33,6 @@ def from_scaled(points: np.ndarray, s: float) -> np.ndarray:
 
 def find_landmarks(image: np.ndarray, detect_size: int = 256) -> np.ndarray | None:
     """68 points (68,2) float64 in `image` pixels of its largest face, or None when no face is detected."""
-    from ..landmarks.backend import detect_faces, get_backend
-
     backend = get_backend("dlib")
     big, s = upscaled(image, detect_size)
     faces = detect_faces(big, backend, max_side=max(640, detect_size), robust=False)

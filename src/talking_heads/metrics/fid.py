@@ -22,6 +22,7 @@ the covariances are rank-deficient and FID is strongly biased upwards (the paper
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.perceptual import PerceptualWeightsError, read_state_dict
 from .base import SetMetric
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -204,8 +206,6 @@ class FIDInceptionV3(nn.Module):
     def from_file(cls, path: str | os.PathLike) -> "FIDInceptionV3":
         """Build and load a weight file in the layout of `pt_inception-2015-12-05-6726825d.pth` (strict, except
         BatchNorm's `num_batches_tracked` counters, which that old file lacks). Eval mode, frozen."""
-        from ..models.perceptual import PerceptualWeightsError, read_state_dict
-
         net = cls()
         sd = read_state_dict(path)
         try:
@@ -231,8 +231,8 @@ def preprocess(images: np.ndarray) -> Tensor:
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
                      eps: float = 1e-6) -> float:
     """|mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)); a small diagonal offset when the product is singular."""
-    import warnings
-
+    # lazy: scipy.linalg takes about half a second to import, and the pipeline imports the metrics package
+    # (metrics.flicker) without ever computing a Frechet distance
     from scipy import linalg
 
     diff = mu1 - mu2

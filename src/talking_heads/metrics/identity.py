@@ -29,6 +29,7 @@ import numpy as np
 
 from .base import Metric, MetricValue, SetMetric, as_uint8
 from .csim import FaceDescriptor, face_descriptor
+from .fid import fid_from_features
 
 
 def distances(desc: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -148,8 +149,6 @@ class DescriptorFID(SetMetric):
         return d[np.isfinite(d).all(axis=1)]
 
     def _distance(self, feats_fake: np.ndarray, feats_real: np.ndarray) -> float:
-        from .fid import fid_from_features
-
         return fid_from_features(feats_fake, feats_real)
 
 

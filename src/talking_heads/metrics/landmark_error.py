@@ -1,5 +1,5 @@
 """Landmark error: how well a generated frame follows the motion it was driven with (not in the paper's Table 1;
-the issue asks for it, and it is what cross-identity puppeteering is judged by).
+it is what cross-identity puppeteering is judged by).
 
 Per frame: the 68 points detected on the generated frame (dlib HOG + 68-point predictor, `faces.find_landmarks`,
 frames upscaled to `EvalConfig.detect_size` first) against the 68 driving points:
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..landmarks.backend import get_backend
 from .base import PairedMetric, as_uint8
 from .faces import find_landmarks, inter_ocular
 
@@ -39,8 +40,6 @@ class LandmarkError(PairedMetric):
     def __init__(self, cfg=None, device: str = "cpu"):
         super().__init__(cfg, device)
         try:
-            from ..landmarks.backend import get_backend
-
             get_backend("dlib")
         except (ImportError, RuntimeError) as err:
             self.available, self.reason = False, f"dlib landmark detector unavailable: {err}"

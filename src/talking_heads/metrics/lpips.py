@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..models.perceptual import VGG16_CFG, PerceptualWeightsError, read_state_dict, vgg_features
 from .base import PairedMetric
 
 SHIFT = (-0.030, -0.088, -0.188)  # LPIPS ScalingLayer
@@ -67,8 +68,6 @@ class LPIPS(nn.Module):
         super().__init__()
         if net not in NETS:
             raise ValueError(f"unknown LPIPS backbone {net!r}; choose one of {sorted(NETS)}")
-        from ..models.perceptual import VGG16_CFG, vgg_features
-
         self.net_name = net
         channels, self.taps = NETS[net]
         self.features = alexnet_features() if net == "alex" else vgg_features(VGG16_CFG, self.taps[-1])
@@ -123,8 +122,6 @@ class LPIPS(nn.Module):
     @classmethod
     def from_files(cls, lin_path: str | os.PathLike, backbone_path: str | os.PathLike | None = None) -> "LPIPS":
         """Load the linear layers (and, unless they hold it too, the backbone) from standard files; strict."""
-        from ..models.perceptual import PerceptualWeightsError, read_state_dict
-
         sd = cls.convert_state_dict(read_state_dict(lin_path))
         if backbone_path:
             sd.update({k: v for k, v in cls.convert_state_dict(read_state_dict(backbone_path)).items()

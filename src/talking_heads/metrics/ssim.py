@@ -17,14 +17,14 @@ C1 = (K1 L)^2, C2 = (K2 L)^2, L the data range; moments are local window average
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from .base import PairedMetric, as_uint8
 
 
 def _gaussian_window(sigma: float, truncate: float = 3.5):
     """1-D Gaussian taps exactly as scipy.ndimage.gaussian_filter builds them (radius int(truncate*sigma+0.5))."""
-    import torch
-
     radius = int(truncate * sigma + 0.5)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     w = torch.exp(-0.5 * (x / sigma) ** 2)
@@ -38,9 +38,6 @@ def ssim(fake, real, *, gaussian: bool = True, sigma: float = 1.5, win_size: int
 
     sample_covariance: None = False with `gaussian` (Wang et al.), True without (skimage's default).
     """
-    import torch
-    import torch.nn.functional as F
-
     a = torch.from_numpy(as_uint8(fake)).permute(0, 3, 1, 2).to(torch.float64)  # N,3,H,W
     b = torch.from_numpy(as_uint8(real)).permute(0, 3, 1, 2).to(torch.float64)
     if a.shape != b.shape:

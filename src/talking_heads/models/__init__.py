@@ -5,10 +5,12 @@
 - `Discriminator` D(x, y, i) = V^T (W_i + w0) + b        models/discriminator.py (`single_person` -> D')
 - `VGG19`, `VGGFace`                                     models/perceptual.py (loaded by path, frozen)
 - `WarpGenerator` (option `model.generator = "warp"`)     models/warp.py: warp-then-refine, same interface
+- `TalkingHeadGenerator`, the generators' interface      models/interface.py
 - `FaceIdentityNet` (dlib's face ResNet, frozen)         models/face_identity.py + dlib_format.py (its reader)
 
-Generators are built from `GENERATORS` by `model.generator`; they share one interface (Generator's
-docstring), so training steps, checkpoints, fine-tuning and the pipeline take either.
+Generators are built from `GENERATORS` by `model.generator`; they share one interface
+(`TalkingHeadGenerator`, models/interface.py), so training steps, checkpoints, fine-tuning and the pipeline
+take any of them. A new generator is its own module plus one line in `GENERATORS`.
 
 `build_networks(cfg, num_videos)` builds E, G, D for a Config; `parameter_counts(cfg)` counts them.
 Initialisation is deterministic given torch.manual_seed (modules are built in a fixed order E, G, D).
@@ -25,13 +27,14 @@ from ..config import Config
 from .discriminator import ConvPart, Discriminator, PersonDiscriminator
 from .embedder import Embedder
 from .generator import Generator
+from .interface import TalkingHeadGenerator
 from .warp import WarpGenerator
 
-# generators by `model.generator` (one interface: see Generator's docstring)
-GENERATORS = {"adain": Generator, "warp": WarpGenerator}
+# generators by `model.generator`, each a TalkingHeadGenerator (models/interface.py)
+GENERATORS: dict[str, type[TalkingHeadGenerator]] = {"adain": Generator, "warp": WarpGenerator}
 
-__all__ = ["Embedder", "Generator", "WarpGenerator", "GENERATORS", "build_generator", "Discriminator", "PersonDiscriminator", "ConvPart", "Networks",
-           "build_networks", "parameter_counts"]
+__all__ = ["Embedder", "Generator", "WarpGenerator", "TalkingHeadGenerator", "GENERATORS", "build_generator",
+           "Discriminator", "PersonDiscriminator", "ConvPart", "Networks", "build_networks", "parameter_counts"]
 
 
 @dataclass
@@ -39,11 +42,11 @@ class Networks:
     """The meta-learned networks (what a model directory stores, one safetensors file each)."""
 
     embedder: Embedder
-    generator: Generator
+    generator: TalkingHeadGenerator
     discriminator: Discriminator
 
 
-def build_generator(cfg: Config) -> nn.Module:
+def build_generator(cfg: Config) -> TalkingHeadGenerator:
     """The generator `cfg.model.generator` names (GENERATORS)."""
     if cfg.model.generator not in GENERATORS:
         raise ValueError(f"model.generator must be one of {sorted(GENERATORS)}, got {cfg.model.generator!r}")

@@ -2,7 +2,9 @@
 
 - `ResBlock`: pre-activation BigGAN-style residual block, down / up / same resolution, with no norm (E, V),
   instance norm with learned affine (G's encoder) or AdaIN (G's bottleneck and decoder).
-- `AdaIN`: instance norm whose per-sample scale and bias come from psi = P e (the person-specific part).
+- `AdaIN`: instance norm whose per-sample scale and bias come from psi = P e (the person-specific part);
+  `FixedNorm`: an instance norm with one fixed affine step (an AdaIN layer fixed to one person, or an
+  affine instance norm, in an avatar's renderer: models/specialise.py).
 - `SelfAttention`: SAGAN self-attention.
 - `DownStack`: the residual downsampling stack of E and V (and of G's encoder), with attention inserted at
   the configured resolutions.
@@ -63,6 +65,42 @@ class AdaIN(nn.Module):
         return x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
 
 
+class FixedNorm(nn.Module):
+    """Instance norm with a fixed per-channel affine step, IN(x) * scale + bias: an AdaIN layer with one
+    person's (gamma, beta) (`from_adain`: scale 1 + gamma, bias beta) or the encoder's instance norm with its
+    learned affine (`from_instance_norm`).
+
+    On a channels_last tensor each sample runs as batch norm with batch statistics, which over one sample are
+    its instance statistics (the same numbers): torch's instance_norm copies a channels_last tensor to NCHW and
+    back, which is much slower. NCHW tensors and ONNX export use instance_norm."""
+
+    num_adain_params = 0  # consumes no psi: the generator's routing skips it
+
+    def __init__(self, scale: Tensor, bias: Tensor, eps: float):
+        super().__init__()
+        self.eps = float(eps)
+        self.register_buffer("scale", scale.detach().reshape(-1).clone())  # C
+        self.register_buffer("bias", bias.detach().reshape(-1).clone())  # C
+
+    @classmethod
+    def from_adain(cls, adain: AdaIN, psi_slice: Tensor) -> "FixedNorm":
+        gamma, beta = psi_slice.detach().reshape(-1).split(adain.channels)  # C ; C
+        return cls(1 + gamma, beta, adain.eps)
+
+    @classmethod
+    def from_instance_norm(cls, norm: nn.InstanceNorm2d) -> "FixedNorm":
+        if not norm.affine or norm.track_running_stats:
+            raise ValueError("only an affine instance norm without running statistics can be fixed")
+        return cls(norm.weight, norm.bias, norm.eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        if not channels_last or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return F.instance_norm(x, weight=self.scale, bias=self.bias, eps=self.eps)  # B,C,H,W
+        parts = [F.batch_norm(xi, None, None, self.scale, self.bias, True, 0.0, self.eps) for xi in x.split(1)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)  # B,C,H,W
+
+
 def make_norm(kind: str, channels: int) -> nn.Module | None:
     if kind == "none":
         return None
@@ -92,8 +130,7 @@ def conv3x3_avgpool(x: Tensor, conv3: nn.Conv2d, w4: Tensor | None = None) -> Te
 
     From FUSE_MIN_SIZE px up it runs as ONE stride-2 4x4 convolution with w4 = w3 @ taps: exactly the same
     linear map (bias unchanged), 4 instead of 9 multiply-adds per input pixel and no full-resolution
-    output (about 2x faster on CPU). `conv3.weight` is read once, so spectral norm's power iteration runs
-    once as usual.
+    output. `conv3.weight` is read once, so spectral norm's power iteration runs once as usual.
     """
     if min(x.shape[-2:]) < FUSE_MIN_SIZE:
         return F.avg_pool2d(conv3(x), 2)
@@ -122,9 +159,8 @@ _UPSAMPLE_TAPS = _upsample_taps()
 def upsample_conv3x3(x: Tensor, conv3: nn.Conv2d, w4: Tensor | None = None) -> Tensor:
     """Nearest x2 upsampling followed by conv3x3 (padding 1): (B,I,H,W) -> (B,O,2H,2W), run as ONE stride-2
     4x4 transposed convolution of the low-resolution input with w4 = w3 @ taps: exactly the same linear map
-    (bias unchanged), 16 instead of 36 multiply-adds per input pixel and no upsampled copy (measured 1.1-3.2x
-    faster forward, 1.7-2.4x forward + backward on this CPU; docs/benchmarks.md). `conv3.weight` is read
-    once, so spectral norm's power iteration runs once as usual."""
+    (bias unchanged), 16 instead of 36 multiply-adds per input pixel and no upsampled copy. `conv3.weight` is
+    read once, so spectral norm's power iteration runs once as usual."""
     w4 = upsample_weight(conv3.weight) if w4 is None else w4  # w4: the kernel computed once (FixedUpsampleConv)
     return F.conv_transpose2d(x, w4, conv3.bias, stride=2, padding=1)  # B,O,2H,2W
 
@@ -194,10 +230,20 @@ class ResBlock(nn.Module):
     @property
     def num_adain_params(self) -> int:
         """Size of this block's psi slice (0 once its AdaIN layers are fixed to one person: models/specialise.py)."""
-        return sum(n.num_adain_params for n in self._adain_norms())
+        return sum(n.num_adain_params for n in self.adain_norms())
 
-    def _adain_norms(self) -> list[AdaIN]:
+    def adain_norms(self) -> list[AdaIN]:
+        """This block's AdaIN layers in the order its psi slice is laid out (norm0, norm1)."""
         return [n for n in (self.norm0, self.norm1) if isinstance(n, AdaIN)]
+
+    def fix_adain(self, psi: Tensor) -> None:
+        """Replace this block's AdaIN layers by FixedNorm layers holding psi's slices (1, num_adain_params),
+        in place (an avatar's renderer: models/specialise.py); afterwards `num_adain_params == 0`."""
+        parts = iter(psi.split([n.num_adain_params for n in self.adain_norms()], dim=1))
+        if isinstance(self.norm0, AdaIN):
+            self.norm0 = FixedNorm.from_adain(self.norm0, next(parts))
+        if isinstance(self.norm1, AdaIN):
+            self.norm1 = FixedNorm.from_adain(self.norm1, next(parts))
 
     def _norm(self, norm: nn.Module | None, x: Tensor, psi: Tensor | None) -> Tensor:
         if norm is None:
@@ -208,7 +254,7 @@ class ResBlock(nn.Module):
         """x (B,Cin,H,W), psi (B, num_adain_params) for AdaIN blocks -> (B,Cout,H',W')."""
         psi0 = psi1 = None
         if self.num_adain_params:
-            parts = iter(psi.split([n.num_adain_params for n in self._adain_norms()], dim=1))
+            parts = iter(psi.split([n.num_adain_params for n in self.adain_norms()], dim=1))
             psi0 = next(parts) if isinstance(self.norm0, AdaIN) else None
             psi1 = next(parts)
         h = x
@@ -236,8 +282,8 @@ class SelfAttention(nn.Module):
     q, k: 1x1 convs to C/8 channels, v: 1x1 conv to C channels, all spectrally normalised; one head, no
     1/sqrt(d) scaling (as in SAGAN). On CUDA the fused scaled_dot_product_attention (no HW x HW matrix in
     memory on kernels that support it); on the CPU two plain matrix products around a softmax: no fused CPU
-    kernel takes v wider than q, k, and torch's fallback for that case was 1.2-3.7x slower than these three
-    ops (fp32 / bf16, 32 px maps; docs/benchmarks.md). The same function either way.
+    kernel takes v wider than q, k, and torch's fallback for that case is slower than these three ops. The
+    same function either way.
     """
 
     num_adain_params = 0

@@ -155,54 +155,58 @@ class Reader:
 
 
 def _read_details(r: Reader, layer: Layer, index: int) -> LayerWeights | None:
-    """The details of one computational layer (after its inner network)."""
+    """The details of one computational layer (after its inner network); the weights of con, affine, fc."""
     what = f"layer {index} ({layer.kind})"
     if layer.kind not in COMPUTE_VERSIONS:
         raise r.fail(f"{what}: no details reader")  # pragma: no cover - declaration error
     version = r.version(COMPUTE_VERSIONS[layer.kind], what)
-    if layer.kind in ("add_prev1", "add_prev2"):
-        return None
-    if layer.kind == "relu":
-        if version == "relu_2":
-            r.bool(f"{what} disabled")
-        return None
+    if layer.kind == "relu" and version == "relu_2":
+        r.bool(f"{what} disabled")
     if layer.kind in ("max_pool", "avg_pool"):
         k = 0 if layer.kernel == 0 else layer.kernel  # avg_pool_everything is stored as 0 x 0
         for name, expected in (("nr", k), ("nc", k), ("stride_y", layer.stride), ("stride_x", layer.stride),
                                ("padding_y", layer.padding), ("padding_x", layer.padding)):
             r.expect_int(expected, f"{what} {name}")
-        return None
-    if layer.kind == "con":
-        params = r.tensor(f"{what} params").ravel()
-        for name, expected in (("num_filters", layer.filters), ("nr", layer.kernel), ("nc", layer.kernel),
-                               ("stride_y", layer.stride), ("stride_x", layer.stride),
-                               ("padding_y", layer.padding), ("padding_x", layer.padding)):
-            r.expect_int(expected, f"{what} {name}")
-        filters, biases = r.alias(f"{what} filters"), r.alias(f"{what} biases")
-        for m in ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay"):
-            r.float(f"{what} {m} multiplier")
-        if version in ("con_5", "con_6"):
-            r.bool(f"{what} use_bias")
-        if version == "con_6":
-            r.bool(f"{what} use_relu")
-        o, i, kh, kw = filters
-        if (o, kh, kw) != (layer.filters, layer.kernel, layer.kernel) or biases[1] != o:
-            raise r.fail(f"{what}: filter shape {filters} / bias shape {biases} do not match the declaration")
-        nw = o * i * kh * kw
-        if params.size != nw + o:
-            raise r.fail(f"{what}: {params.size} parameters, expected {nw + o} for filters {filters} and biases")
-        return LayerWeights(layer, {"weight": params[:nw].reshape(o, i, kh, kw), "bias": params[nw:]})
-    if layer.kind == "affine":
-        params = r.tensor(f"{what} params").ravel()
-        gamma, beta = r.alias(f"{what} gamma"), r.alias(f"{what} beta")
-        r.int(f"{what} mode")
-        if version == "affine_2":
-            r.bool(f"{what} disabled")
-        c = int(np.prod(gamma))
-        if params.size != 2 * c or int(np.prod(beta)) != c:
-            raise r.fail(f"{what}: {params.size} parameters for gamma {gamma} and beta {beta}")
-        return LayerWeights(layer, {"gamma": params[:c], "beta": params[c:]})
-    # fc (no bias in this network): params stored inputs x outputs
+    readers = {"con": _read_con, "affine": _read_affine, "fc": _read_fc}
+    return readers[layer.kind](r, layer, version, what) if layer.kind in readers else None  # add_prev: none
+
+
+def _read_con(r: Reader, layer: Layer, version: str, what: str) -> LayerWeights:
+    params = r.tensor(f"{what} params").ravel()
+    for name, expected in (("num_filters", layer.filters), ("nr", layer.kernel), ("nc", layer.kernel),
+                           ("stride_y", layer.stride), ("stride_x", layer.stride),
+                           ("padding_y", layer.padding), ("padding_x", layer.padding)):
+        r.expect_int(expected, f"{what} {name}")
+    filters, biases = r.alias(f"{what} filters"), r.alias(f"{what} biases")
+    for m in ("learning_rate", "weight_decay", "bias_learning_rate", "bias_weight_decay"):
+        r.float(f"{what} {m} multiplier")
+    if version in ("con_5", "con_6"):
+        r.bool(f"{what} use_bias")
+    if version == "con_6":
+        r.bool(f"{what} use_relu")
+    o, i, kh, kw = filters
+    if (o, kh, kw) != (layer.filters, layer.kernel, layer.kernel) or biases[1] != o:
+        raise r.fail(f"{what}: filter shape {filters} / bias shape {biases} do not match the declaration")
+    nw = o * i * kh * kw
+    if params.size != nw + o:
+        raise r.fail(f"{what}: {params.size} parameters, expected {nw + o} for filters {filters} and biases")
+    return LayerWeights(layer, {"weight": params[:nw].reshape(o, i, kh, kw), "bias": params[nw:]})
+
+
+def _read_affine(r: Reader, layer: Layer, version: str, what: str) -> LayerWeights:
+    params = r.tensor(f"{what} params").ravel()
+    gamma, beta = r.alias(f"{what} gamma"), r.alias(f"{what} beta")
+    r.int(f"{what} mode")
+    if version == "affine_2":
+        r.bool(f"{what} disabled")
+    c = int(np.prod(gamma))
+    if params.size != 2 * c or int(np.prod(beta)) != c:
+        raise r.fail(f"{what}: {params.size} parameters for gamma {gamma} and beta {beta}")
+    return LayerWeights(layer, {"gamma": params[:c], "beta": params[c:]})
+
+
+def _read_fc(r: Reader, layer: Layer, version: str, what: str) -> LayerWeights:
+    """fc without bias (this network's): params stored inputs x outputs."""
     outputs, inputs = r.int(f"{what} num_outputs"), r.int(f"{what} num_inputs")
     params = r.tensor(f"{what} params")
     r.alias(f"{what} weights"), r.alias(f"{what} biases")

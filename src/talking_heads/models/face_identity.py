@@ -40,12 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import EvalConfig
+from ..landmarks.dlib_backend import model_path
+from ..landmarks.face_chips import CHIP_SIZE  # input side of the network: dlib's 150 px chip
 from .dlib_format import DlibFormatError, Layer, parameter_count, read_network
 
 RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
-from ..landmarks.face_chips import CHIP_SIZE  # input side of the network: dlib's 150 px chip
 PARAMETERS = 5_614_592  # of the shipped file (29 convolutions, 29 affine layers, fc 256 -> 128)
-SAME_PERSON_DISTANCE = 0.6  # dlib's verification threshold on the Euclidean descriptor distance
+SAME_PERSON_DISTANCE = EvalConfig.identity_threshold  # dlib's verification threshold on the descriptor distance
 INPUT_MEAN = (122.782, 117.001, 104.298)  # RGB mean subtracted by input_rgb_image_sized
 # (channels, res<N> blocks, preceded by a res_down<N>) per level, from the input outwards
 LEVELS = ((32, 3, False), (64, 3, True), (128, 2, True), (256, 2, True), (256, 0, True))
@@ -181,8 +183,6 @@ class FaceIdentityNet(nn.Module):
 
 def default_weights_path() -> Path:
     """dlib_face_recognition_resnet_model_v1.dat inside the installed face-recognition-models package."""
-    from ..landmarks.dlib_backend import model_path
-
     return model_path(RECOGNITION_MODEL)
 
 

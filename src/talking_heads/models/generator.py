@@ -13,7 +13,8 @@ The person-specific parameters psi_hat = P e (P = `projection`, one spectrally n
 N -> num_adain_params) are the per-channel scales and biases of every AdaIN layer. Routing: the generator
 lists its AdaIN-consuming layers in forward order (`adain_layers()`), each reports `num_adain_params`, and
 `forward` splits psi with torch.split by those counts; nothing keeps slice offsets by hand. In fine-tuning
-(paper section 6) psi' is a free parameter passed to `forward` directly and P is unused.
+(paper section 6) psi' is a free parameter passed to `forward` directly and P is unused. For rendering one
+avatar, `fix_adain` fixes psi' into the AdaIN layers (`specialise`, models/specialise.py).
 
 Glossary: y landmark image (B,3,H,W) in [-1,1], e embedding (B,N), psi AdaIN parameters (B,num_adain_params).
 """
@@ -24,16 +25,16 @@ import torch
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .blocks import AdaIN, DownStack, ResBlock, SelfAttention, check_resolutions, conv, sn
+from .blocks import AdaIN, DownStack, FixedNorm, ResBlock, SelfAttention, check_resolutions, conv, sn
+from .specialise import AvatarGenerator
 
 
 class Generator(nn.Module):
     """G: `adain_params(e) -> psi`, `forward(y, psi) -> x_hat`. Pure: tensors in, tensors out.
 
-    The generator interface every generator of `models.GENERATORS` shares (see models/warp.py for the other):
-    `forward(y, psi, sources=None)` (this one ignores sources), `forward_with_aux(...) -> (x_hat, aux)`,
-    `person_parameters()`, `needs_sources`. `in_channels`: 3 for a landmark image (the paper); more when
-    another generator feeds it extra input planes."""
+    Implements models/interface.py's TalkingHeadGenerator (`forward` ignores sources; aux is empty).
+    `in_channels`: 3 for a landmark image (the paper); more when another generator feeds it extra input
+    planes (models/warp.py)."""
 
     needs_sources = False
 
@@ -79,10 +80,30 @@ class Generator(nn.Module):
         """psi_hat = P e: (B,N) -> (B,num_adain_params)."""
         return self.projection(e)
 
-    def person_parameters(self) -> list[nn.Parameter]:
-        """The generic weights psi that fine-tuning trains (paper section 6): everything but P."""
+    def meta_parameters(self) -> list[nn.Parameter]:
+        """What meta-learning trains: every weight, P included."""
+        return list(self.parameters())
+
+    def finetune_parameters(self) -> list[nn.Parameter]:
+        """What fine-tuning trains besides psi' (paper section 6): every weight but P."""
         projection = {id(p) for p in self.projection.parameters()}
         return [p for p in self.parameters() if id(p) not in projection]
+
+    def fix_adain(self, psi: Tensor) -> None:
+        """Fix one person's psi (1, num_adain_params) into the AdaIN layers, in place (each becomes a
+        FixedNorm); afterwards `num_adain_params == 0` and `forward` takes psi None."""
+        if psi.dim() != 2 or psi.shape[0] != 1 or psi.shape[1] != self.num_adain_params:
+            raise ValueError(f"psi must be (1, {self.num_adain_params}), got {tuple(psi.shape)}")
+        for layer, chunk in zip(self.adain_layers(), psi.split(self.adain_sizes(), dim=1)):  # psi's layout
+            if layer is self.out_norm:  # the head's AdaIN
+                self.out_norm = FixedNorm.from_adain(layer, chunk)
+            else:  # a ResBlock
+                layer.fix_adain(chunk)
+
+    def specialise(self, psi: Tensor, sources=None) -> AvatarGenerator:
+        """One avatar's renderer, equal to `self(y, psi)` (psi (1, num_adain_params); models/specialise.py).
+        This generator does not use `sources`; the renderer holds them as buffers when given."""
+        return AvatarGenerator.from_generator(self, psi, sources)
 
     def forward_with_aux(self, y: Tensor, psi: Tensor, sources=None) -> tuple[Tensor, dict[str, Tensor]]:
         return self(y, psi), {}

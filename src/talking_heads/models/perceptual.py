@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ..errors import InputError
@@ -72,8 +73,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"perceptual network weights not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,16 +1,18 @@
-"""A generator specialised to one avatar, for rendering (paper section 1 stage 3, puppeteering; issue 16).
+"""A generator specialised to one avatar, for rendering (paper section 1 stage 3, puppeteering).
 
 While an avatar is being rendered, everything person-specific is fixed: psi' (FF: P e_new; FT: the fine-tuned
 psi'), the (fine-tuned) generator weights and, for the warp generator, the avatar's T source frames and their
-landmark images. `specialise(generator, psi, sources)` turns that into a plain eval-mode module
-`AvatarGenerator: y (B,3,H,W) -> x_hat (B,3,H,W)` whose forward does only per-frame work:
+landmark images. `specialise(generator, psi, sources)` (the generator's own `specialise` method, which for
+the generators of models.GENERATORS is `AvatarGenerator.from_generator`) turns that into a plain eval-mode
+module `AvatarGenerator: y (B,3,H,W) -> x_hat (B,3,H,W)` whose forward does only per-frame work:
 
 - spectral norm folded into plain weights (`fold_spectral_norm`): W / sigma(W) evaluated once with the stored
   power-iteration vectors u, v (eval mode: exactly what every eval forward computes, so no power iteration and
   no weight recomputation per frame);
-- AdaIN parameters precomputed (`FixedNorm`): each AdaIN layer's slice of psi becomes a per-channel scale
-  1 + gamma and bias beta, applied by the instance norm's own affine step (one fused op instead of three);
-  the encoder's instance norms become the same module (fast on channels_last tensors);
+- AdaIN parameters precomputed (the generator's `fix_adain`, models/blocks.py's `FixedNorm`): each AdaIN
+  layer's slice of psi becomes a per-channel scale 1 + gamma and bias beta, applied by the instance norm's
+  own affine step (one fused op instead of three); the encoder's instance norms become the same module (fast
+  on channels_last tensors);
 - the resampling convolutions' fused kernels (upsampling + conv3x3 as one transposed convolution, conv3x3 +
   average pooling as one stride-2 convolution; models/blocks.py) computed once (`fuse_resampling`);
 - the warp generator's sources held as buffers (no rasterising of the T landmark images per frame).
@@ -27,49 +29,12 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .blocks import AdaIN, FixedConvAvgPool, FixedUpsampleConv, ResBlock
+from .blocks import FixedConvAvgPool, FixedNorm, FixedUpsampleConv, ResBlock
 
-__all__ = ["AvatarGenerator", "FixedNorm", "fold_spectral_norm", "fix_adain", "fix_norms", "fuse_resampling", "specialise"]
-
-
-class FixedNorm(nn.Module):
-    """Instance norm with a fixed per-channel affine step, IN(x) * scale + bias: an AdaIN layer with one
-    person's (gamma, beta) (`from_adain`: scale 1 + gamma, bias beta) or the encoder's instance norm with its
-    learned affine (`from_instance_norm`).
-
-    On a channels_last tensor each sample runs as batch norm with batch statistics, which over one sample are
-    its instance statistics (the same numbers): torch's instance_norm copies a channels_last tensor to NCHW and
-    back, 6x slower at 128 px in bf16 (docs/benchmarks.md). NCHW tensors and ONNX export use instance_norm."""
-
-    num_adain_params = 0  # consumes no psi: the generator's routing skips it
-
-    def __init__(self, scale: Tensor, bias: Tensor, eps: float):
-        super().__init__()
-        self.eps = float(eps)
-        self.register_buffer("scale", scale.detach().reshape(-1).clone())  # C
-        self.register_buffer("bias", bias.detach().reshape(-1).clone())  # C
-
-    @classmethod
-    def from_adain(cls, adain: AdaIN, psi_slice: Tensor) -> "FixedNorm":
-        gamma, beta = psi_slice.detach().reshape(-1).split(adain.channels)  # C ; C
-        return cls(1 + gamma, beta, adain.eps)
-
-    @classmethod
-    def from_instance_norm(cls, norm: nn.InstanceNorm2d) -> "FixedNorm":
-        if not norm.affine or norm.track_running_stats:
-            raise ValueError("only an affine instance norm without running statistics can be fixed")
-        return cls(norm.weight, norm.bias, norm.eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        if not channels_last or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            return F.instance_norm(x, weight=self.scale, bias=self.bias, eps=self.eps)  # B,C,H,W
-        parts = [F.batch_norm(xi, None, None, self.scale, self.bias, True, 0.0, self.eps) for xi in x.split(1)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)  # B,C,H,W
+__all__ = ["AvatarGenerator", "FixedNorm", "fold_spectral_norm", "fix_norms", "fuse_resampling", "specialise"]
 
 
 def fold_spectral_norm(module: nn.Module) -> nn.Module:
@@ -101,25 +66,6 @@ def _plain(m: nn.Module) -> nn.Module:
     return plain
 
 
-def fix_adain(generator: nn.Module, psi: Tensor) -> nn.Module:
-    """Replace the AdaIN layers of `generator` (a Generator, models/generator.py) by FixedNorm layers holding
-    psi's slices (1, num_adain_params), in place; afterwards `generator.num_adain_params == 0`."""
-    if psi.dim() != 2 or psi.shape[0] != 1 or psi.shape[1] != generator.num_adain_params:
-        raise ValueError(f"psi must be (1, {generator.num_adain_params}), got {tuple(psi.shape)}")
-    chunks = iter(psi.split(generator.adain_sizes(), dim=1))
-    for layer in generator.adain_layers():  # forward order = psi's layout
-        chunk = next(chunks)
-        if isinstance(layer, AdaIN):  # the head's out_norm
-            generator.out_norm = FixedNorm.from_adain(layer, chunk)
-            continue
-        parts = iter(chunk.split([n.num_adain_params for n in layer._adain_norms()], dim=1))
-        for name in ("norm0", "norm1"):  # a ResBlock's AdaIN layers, in the order it splits its slice
-            norm = getattr(layer, name)
-            if isinstance(norm, AdaIN):
-                setattr(layer, name, FixedNorm.from_adain(norm, next(parts)))
-    return generator
-
-
 def fix_norms(module: nn.Module) -> nn.Module:
     """Replace every affine nn.InstanceNorm2d of `module` (the generator's encoder) by a FixedNorm, in place."""
     for parent in list(module.modules()):
@@ -142,17 +88,33 @@ def fuse_resampling(module: nn.Module) -> nn.Module:
 
 
 class AvatarGenerator(nn.Module):
-    """One avatar's renderer: `forward(y) -> x_hat` (module docstring). Build it with `specialise`."""
+    """One avatar's renderer: `forward(y) -> x_hat` (module docstring). Build it with `specialise` (or a
+    generator's `specialise` method)."""
 
     def __init__(self, generator: nn.Module, sources: tuple[Tensor, Tensor] | None = None):
         super().__init__()
         self.generator = generator
-        self.needs_sources = bool(getattr(generator, "needs_sources", False))
+        self.needs_sources = bool(generator.needs_sources)
         if self.needs_sources and sources is None:
             raise ValueError("the warp generator needs the avatar's source frames and landmark images")
         if sources is not None:
             self.register_buffer("x_src", sources[0].detach().clone())  # T,3,H,W
             self.register_buffer("y_src", sources[1].detach().clone())  # T,3,H,W
+
+    @classmethod
+    def from_generator(cls, generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None
+                       ) -> "AvatarGenerator":
+        """The recipe the generators' `specialise` methods share: a frozen eval-mode copy of `generator` with
+        spectral norm folded, psi (1, A) fixed by the generator's own `fix_adain`, the instance norms fixed
+        and the resampling kernels fused."""
+        g = copy.deepcopy(generator).eval()
+        fold_spectral_norm(g)
+        g.fix_adain(psi.to(next(g.parameters()).device))
+        fix_norms(g)
+        fuse_resampling(g)
+        for p in g.parameters():
+            p.requires_grad_(False)
+        return cls(g, sources).eval()
 
     def forward(self, y: Tensor) -> Tensor:
         """y (B,3,H,W) landmark images in [-1,1] -> x_hat (B,3,H,W) in [-1,1]."""
@@ -160,19 +122,8 @@ class AvatarGenerator(nn.Module):
         return self.generator(y, None, sources)
 
 
-def _core(generator: nn.Module) -> nn.Module:
-    """The AdaIN generator inside (the warp generator's `core`, or the generator itself)."""
-    return getattr(generator, "core", generator)
-
-
 def specialise(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None) -> AvatarGenerator:
-    """An eval-mode AvatarGenerator equal to `generator(y, psi, sources)` for every y (module docstring).
-    generator: any of models.GENERATORS; psi (1, A); sources (T,3,H,W) x 2 for generators that need them."""
-    g = copy.deepcopy(generator).eval()
-    fold_spectral_norm(g)
-    fix_adain(_core(g), psi.to(next(g.parameters()).device))
-    fix_norms(g)
-    fuse_resampling(g)
-    for p in g.parameters():
-        p.requires_grad_(False)
-    return AvatarGenerator(g, sources).eval()
+    """An eval-mode AvatarGenerator equal to `generator(y, psi, sources)` for every y (module docstring):
+    `generator.specialise(psi, sources)`. generator: any of models.GENERATORS (models/interface.py); psi
+    (1, A); sources (T,3,H,W) x 2 for generators that need them."""
+    return generator.specialise(psi, sources)

@@ -18,9 +18,8 @@ initialised). A smoothness regulariser, the total variation of the flow (`loss.w
 it from tearing; `forward_with_aux` returns it. ONNX: grid_sample is 2-D (bilinear, border padding), which
 opset 16 exports.
 
-Interface shared with `Generator` (models/generator.py), so steps, checkpoints, fine-tuning and the pipeline
-take either: `adain_params(e)`, `num_adain_params`, `person_parameters()` (what fine-tuning trains: all but
-P), `needs_sources`, `forward(y, psi, sources)`, `forward_with_aux(y, psi, sources) -> (x_hat, aux)`.
+It implements models/interface.py's TalkingHeadGenerator, as `Generator` does, so steps, checkpoints,
+fine-tuning and the pipeline take either; psi, P and the AdaIN layers are its core's.
 
 Glossary: y driver landmark image (B,3,H,W), sources (x_src, y_src) (B,K,3,H,W) frames and landmark images
 of the person, psi AdaIN parameters (B,A), flow (B*K,2,h,w).
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig
 from .generator import Generator
+from .specialise import AvatarGenerator
 
 
 class FlowNet(nn.Module):
@@ -109,8 +109,22 @@ class WarpGenerator(nn.Module):
     def adain_params(self, e: Tensor) -> Tensor:
         return self.core.adain_params(e)
 
-    def person_parameters(self) -> list[nn.Parameter]:
-        return self.core.person_parameters() + list(self.flow.parameters())
+    def meta_parameters(self) -> list[nn.Parameter]:
+        """What meta-learning trains: every weight (core with P, then the flow network)."""
+        return list(self.parameters())
+
+    def finetune_parameters(self) -> list[nn.Parameter]:
+        """What fine-tuning trains besides psi': every weight but P (core, then the flow network)."""
+        return self.core.finetune_parameters() + list(self.flow.parameters())
+
+    def fix_adain(self, psi: Tensor) -> None:
+        """Fix one person's psi (1, num_adain_params) into the core's AdaIN layers, in place."""
+        self.core.fix_adain(psi)
+
+    def specialise(self, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None) -> AvatarGenerator:
+        """One avatar's renderer, equal to `self(y, psi, sources)` for sources (T,3,H,W) x 2, held as buffers
+        (models/specialise.py)."""
+        return AvatarGenerator.from_generator(self, psi, sources)
 
     def warp(self, y: Tensor, sources: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """(fused warped source (B,3,H,W), confidence (B,1,H,W) in [0,1], flow (B*K,2,h,w)). The networks

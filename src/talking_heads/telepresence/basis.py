@@ -35,11 +35,18 @@ import json
 import logging
 import os
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .codec import DIM, Basis
+from ..atomic import atomic_path
+from ..data.crop import clip_crop
+from ..data.faces import track_video
+from ..landmarks.filters import OneEuroFilter, smooth_sequence
+from .entropy import CLASS_THRESHOLDS_Q8, MAX_SYMBOL, STATE_SHIFT_V2, TABLES, initial_states
+from .packet import DIM
+from .prediction import Basis
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +63,6 @@ FIT_STEP, FIT_DEADZONE = 0.75, 0.15  # the codec's settings the predictors are f
 
 
 def default_path() -> Path:
-    from importlib import resources
-
     return Path(str(resources.files("talking_heads").joinpath("assets", "telepresence", BASIS_FILE)))
 
 
@@ -91,9 +96,6 @@ def known_bases() -> dict[int, Basis]:
 def training_tracks(data_dir: Path, size: int = REFERENCE_SIZE) -> tuple[list[np.ndarray], list[float], list[str]]:
     """Per training-split video of `manifest.csv`: landmarks (F,136) in its `size` px crop, runs of frames
     with a face only (a lost frame splits the clip), with their fps and names."""
-    from ..data.crop import clip_crop
-    from ..data.faces import track_video
-
     with open(data_dir / "manifest.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "train" and r["kind"] == "video"]
     clips, rates, names = [], [], []
@@ -144,16 +146,14 @@ def simulate_trend(clips: list[np.ndarray], vectors: np.ndarray, grid: np.ndarra
     (G,3) at once, coefficient by coefficient, closed loop: (bits (G,136) summed over frames under the codec's
     entropy model with its adaptive classes, squared error (G,136), squared prediction error (G,136), frames).
     Bits are ideal code lengths (-log2 p); the arithmetic coder is within a byte per packet of them."""
-    from .codec import _TABLES, CLASS_THRESHOLDS_Q8, MAX_SYMBOL, STATE_SHIFT_V2, _initial_states
-
-    cost = np.array([[np.log2(total / f) for f in freq] for freq, total in _TABLES])  # (16, 22)
+    cost = np.array([[np.log2(total / f) for f in freq] for freq, total in TABLES])  # (16, 22)
     thresholds = np.array(CLASS_THRESHOLDS_Q8)
     a, b, f = (grid[:, i, None] for i in range(3))
     g = len(grid)
     bits, sq, perr, frames = np.zeros((g, DIM)), np.zeros((g, DIM)), np.zeros((g, DIM)), 0
     q64 = int(round(step * 64))
     spread = np.sqrt(np.mean(np.concatenate([np.diff(x @ vectors, axis=0) for x in clips]) ** 2, axis=0))
-    init = np.array(_initial_states(np.maximum(1, np.round(spread * 256)).astype(np.int64), reference, q64, reference))
+    init = np.array(initial_states(np.maximum(1, np.round(spread * 256)).astype(np.int64), reference, q64, reference))
     for x in clips:
         c = x @ vectors
         state = np.broadcast_to(init, (g, DIM)).copy()
@@ -198,14 +198,12 @@ class BasisFilter:
     pose, jaw, mouth: most of the motion) with the point filter's settings, the others (small shape changes,
     mostly the tracker's jitter) at a lower cut-off and speed gain. In coefficient space the speed that opens
     the filter is that of a motion, not of every coordinate it drags along, so the big motions lag less and
-    the jitter is smoothed more than by the same filter on the points (docs/benchmarks.md, Telepresence).
+    the jitter is smoothed more than by the same filter on the points.
     Points (68,2) in, points out, crop px at `size` (the basis is scaled: its axes are unit vectors at any size).
     """
 
     def __init__(self, vectors: np.ndarray, *, min_cutoff: float = 1.0, beta: float = 0.05, head: int = 20,
                  tail_min_cutoff: float = 0.5, tail_beta: float = 0.01, size: int = REFERENCE_SIZE):
-        from ..landmarks.filters import OneEuroFilter
-
         cut, gain = np.full(DIM, float(min_cutoff)), np.full(DIM, float(beta))
         cut[head:], gain[head:] = tail_min_cutoff, tail_beta
         self.vectors = np.asarray(vectors, np.float64)
@@ -237,8 +235,6 @@ def fit_predictors(clips: list[np.ndarray], rates: list[float], vectors: np.ndar
 
 
 def fit_basis(clips: list[np.ndarray], rates: list[float]) -> dict[str, np.ndarray]:
-    from ..landmarks.filters import smooth_sequence
-
     shapes = np.concatenate(clips)
     mean = shapes.mean(0)
     shape_vectors, shape_std = _pca(shapes - mean)
@@ -256,8 +252,6 @@ def fit_basis(clips: list[np.ndarray], rates: list[float]) -> dict[str, np.ndarr
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..atomic import atomic_path
-
     p = argparse.ArgumentParser(description="Fit the telepresence codec's shape basis on the training split.")
     p.add_argument("--data", default="../shared/data", help="folder with manifest.csv (default ../shared/data)")
     p.add_argument("--out", default=str(default_path()), help="npz to write (default: the shipped file)")

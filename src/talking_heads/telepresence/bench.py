@@ -1,4 +1,4 @@
-"""Measurements of the telepresence path (docs/benchmarks.md, "Telepresence"):
+"""Measurements of the telepresence path:
 
     python -m talking_heads.telepresence.bench --data ../shared/data --out reports/telepresence
 
@@ -10,7 +10,7 @@
    at the 256 px crop, against what the codec was given).
 2. H.264 of the same 256 px head crops (PyAV libx264, CRF 23 and 35, yuv420p, the clip's rate): bitstream
    kbit/s, and the ratio to the landmark codec.
-3. Rendering from decoded landmarks vs from the uncompressed ones (`pipeline.LiveStage`, the model given):
+3. Rendering from decoded landmarks vs from the uncompressed ones (`live.LiveStage`, the model given):
    the landmark error of the rendered frames (`metrics.landmark_error`) against the uncompressed path's
    driving landmarks, both paths, and their relative difference; the uncompressed path is v1's (points One
    Euro filtered, no codec), so a changed sender filter is judged as well as the codec.
@@ -22,13 +22,24 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import time
 from pathlib import Path
 
+import av
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
+from ..data.crop import CropTransform
+from ..data.video import read_frames
+from ..machine import describe
+from ..media import frame_rate
+from ..metrics.landmark_error import landmark_errors
+from ..pipeline import Avatar, TalkingHeadPipeline
+from .basis import load_basis
 from .codec import PREDICT_PREVIOUS, Basis, CropBox, LandmarkDecoder, LandmarkEncoder
+from .sender import FileSource, LandmarkStream
 from .settings import TelepresenceConfig
 
 STEPS = (0.5, 0.625, 0.703125, 0.75, 1.0, 1.5)  # 0.703125 = 45/64, the default
@@ -43,9 +54,6 @@ def split_clips(data: Path) -> list[tuple[str, float]]:
 
 def sender_track(path: Path, smooth: bool = True, smooth_space: str = "basis") -> dict:
     """What the sender would code for a clip: per frame crop points (or None), the boxes, the crops, timing."""
-    from ..data.video import read_frames
-    from .sender import FileSource, LandmarkStream
-
     src = FileSource(path, realtime=False)
     stream = LandmarkStream(src.fps, TelepresenceConfig(smooth=smooth, smooth_space=smooth_space))
     points, boxes, crops, t0 = [], [], [], time.perf_counter()
@@ -61,8 +69,6 @@ def sender_track(path: Path, smooth: bool = True, smooth_space: str = "basis") -
 def zero_lag_reference(track: dict, sigma: float = 1.5) -> list:
     """The raw track smoothed without delay (a centred Gaussian of `sigma` frames along time, within each run of
     frames with a face in one crop box): what a filter that removed the jitter without lagging would give."""
-    from scipy.ndimage import gaussian_filter1d
-
     out, run = [None] * len(track["points"]), []
 
     def flush():
@@ -106,13 +112,7 @@ def code(points, boxes, fps: float, basis: Basis, predictor: int, step: float, *
 
 
 def h264_kbps(crops: list, fps: float, crf: int) -> float:
-    import av
-
-    from ..media import frame_rate
-
     frames = [c for c in crops if c is not None]
-    import io
-
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=frame_rate(fps))
@@ -140,9 +140,6 @@ def render_paths(pipe, avatar, track: dict, others: dict[str, list], max_frames:
     """Frames rendered from track["points"] (the uncompressed path) and from each list of `others` (points
     per frame in the same crops), their landmark errors against the uncompressed path's driving landmarks:
     {"uncompressed": LE, name: LE, ..., "frames": frames where every path's error is defined}."""
-    from ..data.crop import CropTransform
-    from ..metrics.landmark_error import landmark_errors
-
     def frame_px(p, box):
         return None if p is None else CropTransform(box.x0, box.y0, box.side, box.size, 0, 0).to_frame(p)
 
@@ -162,10 +159,49 @@ def render_paths(pipe, avatar, track: dict, others: dict[str, list], max_frames:
     return {**{name: float(v[ok].mean()) for name, v in le.items()}, "frames": int(ok.sum())}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..machine import describe
-    from .basis import load_basis
+def measure_clip(path: Path, basis: Basis) -> tuple[list[dict], dict, list]:
+    """Items 1, 2 and 4 for one clip: one row per sender input (`INPUTS`, each printed as it is done), the
+    tracks by input, and the decoded points of the default stream (basis filter, v2, the default step)."""
+    tracks = {name: sender_track(path, **kw) for name, kw in INPUTS.items()}
+    reference = zero_lag_reference(tracks["raw"])
+    rows, default_decoded = [], None
+    for name, track in tracks.items():
+        row = {"clip": path.name, "input": name, "frames": len(track["points"]), "fps": track["fps"],
+               "no_face": sum(x is None for x in track["points"]), "track_fps": track["track_fps"],
+               "to_zero_lag_px": distance(track["points"], reference),
+               "to_points_filter_px": distance(track["points"], tracks["points"]["points"])}
+        cells, decoded = coding_cells(track, basis, name)
+        row.update(cells)
+        if name == "basis":
+            default_decoded = decoded
+            for crf in (23, 35):
+                row[f"h264_crf{crf}_kbps"] = h264_kbps(track["crops"], track["fps"], crf)
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if not isinstance(v, (dict, list))}), flush=True)
+    return rows, tracks, default_decoded
 
+
+def coding_cells(track: dict, basis: Basis, name: str) -> tuple[dict, list | None]:
+    """{"<coding>_<step>": bits per frame, kbit/s at 25 fps and at the clip's rate, error px} of one input's
+    track for every coding and step, and the decoded points at the default step (v2)."""
+    pred = 1 if name == "raw" else 2
+    codings = {"v2": (basis, pred, 2), "v1": (basis, pred, 1), "plain": (Basis.identity(), PREDICT_PREVIOUS, 2)}
+    if name != "basis":
+        codings.pop("plain")
+    cells, default_decoded = {}, None
+    for coding, (b, pr, version) in codings.items():
+        for step in STEPS:
+            key = TelepresenceConfig.key_interval if version == 2 else 50  # v1 at its old defaults
+            bits, err, decoded = code(track["points"], track["boxes"], track["fps"], b, pr, step,
+                                      version=version, key_interval=key)
+            cells[f"{coding}_{step}"] = {"bits_per_frame": bits, "kbps25": bits * 25 / 1000,
+                                         "kbps": bits * track["fps"] / 1000, "error_px": err}
+            if coding == "v2" and step == TelepresenceConfig.step:
+                default_decoded = decoded
+    return cells, default_decoded
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", default="../shared/data")
     p.add_argument("--out", default="reports/telepresence")
@@ -173,53 +209,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="model directory of the avatar (default: the shipped one)")
     p.add_argument("--render-clips", type=int, default=4, help="clips in the rendering comparison")
     p.add_argument("--render-frames", type=int, default=60, help="frames per clip in the rendering comparison")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     basis = load_basis()
     rows, renders = [], []
     pipe = avatar = None
     if args.avatar:
-        from ..pipeline import Avatar, TalkingHeadPipeline
-
         pipe = TalkingHeadPipeline.from_pretrained(args.model)
         avatar = Avatar.load(args.avatar, pipe)
-    default_step = TelepresenceConfig.step
     for n, (rel, _) in enumerate(split_clips(data)):
-        tracks = {name: sender_track(data / rel, **kw) for name, kw in INPUTS.items()}
-        reference = zero_lag_reference(tracks["raw"])
-        for name, track in tracks.items():
-            row = {"clip": Path(rel).name, "input": name, "frames": len(track["points"]), "fps": track["fps"],
-                   "no_face": sum(x is None for x in track["points"]), "track_fps": track["track_fps"],
-                   "to_zero_lag_px": distance(track["points"], reference),
-                   "to_points_filter_px": distance(track["points"], tracks["points"]["points"])}
-            pred = 1 if name == "raw" else 2
-            codings = {"v2": (basis, pred, 2), "v1": (basis, pred, 1), "plain": (Basis.identity(), PREDICT_PREVIOUS, 2)}
-            if name != "basis":
-                codings.pop("plain")
-            for coding, (b, pr, version) in codings.items():
-                for step in STEPS:
-                    key = TelepresenceConfig.key_interval if version == 2 else 50  # v1 at its old defaults
-                    bits, err, decoded = code(track["points"], track["boxes"], track["fps"], b, pr, step,
-                                              version=version, key_interval=key)
-                    row[f"{coding}_{step}"] = {"bits_per_frame": bits, "kbps25": bits * 25 / 1000,
-                                               "kbps": bits * track["fps"] / 1000, "error_px": err}
-                    if name == "basis" and coding == "v2" and step == default_step:
-                        row["decoded"] = decoded
-            if name == "basis":
-                for crf in (23, 35):
-                    row[f"h264_crf{crf}_kbps"] = h264_kbps(track["crops"], track["fps"], crf)
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if not isinstance(v, (dict, list))}), flush=True)
+        clip_rows, tracks, decoded = measure_clip(data / rel, basis)
+        rows += clip_rows
         if pipe is not None and n < args.render_clips:
-            decoded = rows[-3].pop("decoded")
-            old = tracks["points"]
-            le = render_paths(pipe, avatar, old, {"basis_uncompressed": tracks["basis"]["points"],
-                                                  "basis_decoded": decoded}, args.render_frames)
-            renders.append({"clip": Path(rel).name, "step": default_step, **le})
+            le = render_paths(pipe, avatar, tracks["points"], {"basis_uncompressed": tracks["basis"]["points"],
+                                                               "basis_decoded": decoded}, args.render_frames)
+            renders.append({"clip": Path(rel).name, "step": TelepresenceConfig.step, **le})
             print(renders[-1], flush=True)
-        for r in rows[-3:]:
-            r.pop("decoded", None)
     result = {"machine": describe(), "rows": rows, "renders": renders, "command": "python -m "
               "talking_heads.telepresence.bench " + " ".join(argv or [])}
     (out / "telepresence_bench.json").write_text(json.dumps(result, indent=2, default=str))
@@ -228,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def tables(result: dict) -> str:
-    """The Markdown tables of docs/benchmarks.md (Telepresence)."""
+    """The results as Markdown tables: smoothing, bitrate / error per step and coding, H.264 per clip, and the
+    rendering comparison."""
     rows, d = result["rows"], TelepresenceConfig.step
     lines = ["| input (sender's smoothing) | px to the zero-lag reference | px to the points filter |",
              "|---|---|---|"]

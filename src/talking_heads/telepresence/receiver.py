@@ -1,10 +1,10 @@
-"""The receiving end: packets in, the avatar's live picture out (issue 14, item 3).
+"""The receiving end: packets in, the avatar's live picture out.
 
 Three threads of work, each with bounded buffers:
 - the event loop (`transport.PacketServer`) authenticates, limits and receives packets, and decodes each one
-  at once (`codec.LandmarkDecoder`, about a millisecond): statistics stay exact even when frames are dropped;
+  at once (`codec.LandmarkDecoder`, cheap): statistics stay exact even when frames are dropped;
 - the renderer takes the newest decoded frame from a one-frame slot and drives the avatar with the
-  pipeline's live stage (`pipeline.LiveStage`: adaptation to the avatar, render). A frame that is replaced in
+  pipeline's live stage (`live.LiveStage`: adaptation to the avatar, render). A frame that is replaced in
   the slot before the renderer got to it is stale and counted as dropped: the receiver never builds a
   backlog, whatever the sender's rate and the renderer's speed;
 - the recorder (with `out`) writes the rendered frames to a labelled H.264 mp4 (`media.VideoWriter`:
@@ -26,8 +26,12 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from .. import provenance
+from ..data.crop import CropTransform
+from ..media import VideoWriter
 from .codec import CodecError, Frame, LandmarkDecoder, StreamGap
 from .settings import TelepresenceConfig
 from .transport import PacketServer, PacketSink
@@ -122,8 +126,6 @@ class Recorder(threading.Thread):
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from ..media import VideoWriter
-
         previous, written = None, -1
         try:
             with VideoWriter(self.path, self.fps) as writer:
@@ -238,8 +240,6 @@ class Receiver(PacketSink):
             self.done.set()
 
     def _render(self, stream: int, first_seq: int, frame: Frame) -> None:
-        from ..data.crop import CropTransform
-
         s = self.stats
         if stream != self._live_stream:  # a new sender: a new reference frame, a new segment of the video
             self._live = self.pipe.live(self.avatar, adapt=self.adapt, smooth=self.smooth, fps=frame.fps)
@@ -343,10 +343,6 @@ def _seq_after(a: int, b: int) -> int:
 
 def _jpeg(image: np.ndarray, quality: int) -> bytes:
     """A watermarked JPEG of a rendered frame (the page shows synthetic media too)."""
-    import cv2
-
-    from .. import provenance
-
     if provenance.can_watermark(image):
         image = provenance.embed_watermark(image)
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])

@@ -1,8 +1,8 @@
-"""The sending end: a camera (or a video file played as one) -> 68 landmarks per frame -> packets (issue 14, item 2).
+"""The sending end: a camera (or a video file played as one) -> 68 landmarks per frame -> packets.
 
 Per frame (`LandmarkStream.process`): track the face (`landmarks.tracking.FaceTracker`: a full detection on the
 first frame and now and then, otherwise a search around the last box), express the points in the sender's
-head crop (`pipeline.StreamCrop`: the VoxCeleb box of the first face, refitted only when the head leaves it),
+head crop (`data.crop.StreamCrop`: the VoxCeleb box of the first face, refitted only when the head leaves it),
 smooth them (One Euro on the shape basis's motion coefficients, `basis.BasisFilter`, or on the points;
 optional) and encode them (`codec.LandmarkEncoder`). Frames without a face are sent as
 such (the receiver holds the last picture).
@@ -11,7 +11,7 @@ A video file stands in for a camera (`FileSource`): frame i is "captured" at t0 
 and frames that the sender had no time for are skipped and counted, exactly as a camera's frames would be
 missed; `realtime=False` reads every frame as fast as it can (measurements). `CameraSource` reads an OpenCV
 camera. The capture timestamp in each packet is the wall-clock time of capture (ms mod 2^32), so the
-receiver's latency includes tracking, coding, the network and rendering. Audio is not sent (yet).
+receiver's latency includes tracking, coding, the network and rendering. Audio is not sent.
 """
 
 from __future__ import annotations
@@ -24,9 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+import cv2
 import numpy as np
+from websockets.exceptions import ConnectionClosed
 
-from .codec import PREDICT_PREVIOUS, Basis, CropBox, LandmarkEncoder
+from ..config import DataConfig
+from ..data.crop import StreamCrop
+from ..data.video import probe, read_frames
+from ..landmarks.filters import OneEuroFilter
+from ..landmarks.tracking import FaceTracker
+from .basis import BasisFilter, load_basis
+from .codec import KEY_MAGIC, PREDICT_PREVIOUS, Basis, CropBox, LandmarkEncoder
 from .settings import TelepresenceConfig
 from .transport import TransportError, connect_sender
 
@@ -41,8 +49,6 @@ class FileSource:
     """A video file (or folder of frames) played as a camera (module docstring)."""
 
     def __init__(self, path: str | Path, *, realtime: bool = True, seconds: float | None = None):
-        from ..data.video import probe
-
         self.path = Path(path)
         info = probe(self.path)
         self.fps = float(info.fps)
@@ -53,8 +59,6 @@ class FileSource:
 
     def frames(self) -> Iterator[tuple[int, np.ndarray, float]]:
         """(frame index, RGB frame, capture time in s on the wall clock)."""
-        from ..data.video import read_frames
-
         t0 = time.time()
         for i, frame in read_frames(self.path):
             if self.limit is not None and i >= self.limit:
@@ -74,8 +78,6 @@ class CameraSource:
     """An OpenCV camera (index N): frames as they come, timestamped when read."""
 
     def __init__(self, index: int, *, seconds: float | None = None):
-        import cv2
-
         self.capture = cv2.VideoCapture(int(index))
         if not self.capture.isOpened():
             raise TransportError(f"camera {index}: cannot open it (no such camera, or no permission)")
@@ -133,8 +135,6 @@ def make_encoder(settings: TelepresenceConfig, fps: float) -> LandmarkEncoder:
     """The codec as the settings ask (the shipped basis unless use_basis is off or it is missing)."""
     basis, predictor = Basis.identity(), PREDICT_PREVIOUS
     if settings.use_basis:
-        from .basis import load_basis
-
         try:
             basis = load_basis()
             predictor = PREDICT_SMOOTHED if settings.smooth else PREDICT_RAW
@@ -149,15 +149,11 @@ def make_encoder(settings: TelepresenceConfig, fps: float) -> LandmarkEncoder:
 def make_filter(settings: TelepresenceConfig):
     """The sender's smoothing as the settings ask: None, the filter on the basis's motion coefficients
     (`basis.BasisFilter`, the default), or the One Euro filter on the points (also when the basis is missing)."""
-    from ..landmarks.filters import OneEuroFilter
-
     if not settings.smooth:
         return None
     if settings.smooth_space not in ("basis", "points"):
         raise ValueError(f"smooth_space must be 'basis' or 'points', got {settings.smooth_space!r}")
     if settings.smooth_space == "basis":
-        from .basis import BasisFilter, load_basis
-
         try:
             return BasisFilter(load_basis().motion_vectors, size=settings.crop_size)
         except FileNotFoundError:
@@ -169,10 +165,6 @@ class LandmarkStream:
     """Frames -> packets (module docstring). One per stream; `process` is called once per frame in order."""
 
     def __init__(self, fps: float, settings: TelepresenceConfig | None = None, *, backend: str = "dlib"):
-        from ..config import DataConfig
-        from ..landmarks.tracking import FaceTracker
-        from ..pipeline import StreamCrop
-
         self.settings = settings or TelepresenceConfig()
         self.fps = float(fps)
         self.tracker = FaceTracker(backend, redetect_every=DataConfig.redetect_every)
@@ -224,42 +216,29 @@ async def send(source, host: str, port: int, token: str, *, settings: Telepresen
                stop: threading.Event | None = None) -> SenderStats:
     """Stream `source` (FileSource or CameraSource) to a receiver; returns the statistics when the source
     ends (or `stop` is set) and the connection is closed cleanly. on_frame(seq, index, frame, stream) is
-    called for every frame sent (the demo keeps the originals this way)."""
+    called for every frame sent (the demo keeps the originals this way).
+
+    Tracking and coding run in a worker thread that hands packets to the event loop through a small queue
+    (backpressure: a slow link makes the source skip frames); None in the queue ends the stream."""
     settings = settings or TelepresenceConfig()
     stop = stop or threading.Event()
     connection = await connect_sender(host, port, token, ssl_context=ssl_context)
     stream = LandmarkStream(source.fps, settings)
     stats = SenderStats(fps=source.fps)
     loop = asyncio.get_running_loop()
-    packets: asyncio.Queue = asyncio.Queue(maxsize=4)  # backpressure: a slow link makes the source skip frames
+    packets: asyncio.Queue = asyncio.Queue(maxsize=4)
     failure: list[BaseException] = []
 
+    def put(packet: bytes | None) -> None:  # from the worker thread; waits while the queue is full
+        asyncio.run_coroutine_threadsafe(packets.put(packet), loop).result()
+
     def produce() -> None:
-        total = 0.0
         try:
-            for index, frame, t in source.frames():
-                if stop.is_set():
-                    break
-                t0 = time.perf_counter()
-                seq = stream.encoder.seq
-                packet = stream.process(frame, t)
-                total += time.perf_counter() - t0
-                stats.frames += 1
-                stats.no_face += stream.points is None
-                stats.key_frames += packet[:4] == b"THLM"
-                if record_sent:
-                    stats.sent.append((seq, index))
-                if on_frame is not None:
-                    on_frame(seq, index, frame, stream)
-                asyncio.run_coroutine_threadsafe(packets.put(packet), loop).result()
-            asyncio.run_coroutine_threadsafe(packets.put(stream.end(time.time())), loop).result()
+            _encode_frames(source, stream, stats, put, stop, record_sent, on_frame)
         except BaseException as err:  # re-raised below, after a clean close
             failure.append(err)
         finally:
-            stats.process_ms = 1000 * total / max(1, stats.frames)
-            asyncio.run_coroutine_threadsafe(packets.put(None), loop).result()
-
-    from websockets.exceptions import ConnectionClosed
+            put(None)
 
     started = time.perf_counter()
     worker = threading.Thread(target=produce, name="telepresence-sender", daemon=True)
@@ -273,13 +252,44 @@ async def send(source, host: str, port: int, token: str, *, settings: Telepresen
         raise TransportError(f"the receiver closed the connection ({err})") from None
     finally:
         stop.set()
-        while worker.is_alive():  # let the producer finish (it may wait on the queue)
-            try:
-                packets.get_nowait()
-            except asyncio.QueueEmpty:
-                await asyncio.sleep(0.01)
+        await _drain(worker, packets)
         stats.seconds = time.perf_counter() - started
         stats.skipped = getattr(source, "skipped", 0)
     if failure:
         raise failure[0]
     return stats
+
+
+def _encode_frames(source, stream: LandmarkStream, stats: SenderStats, put: Callable[[bytes | None], None],
+                   stop: threading.Event, record_sent: bool, on_frame: Callable | None) -> None:
+    """The worker thread's loop: every frame of `source` -> one packet handed to `put`, then the end-of-stream
+    marker; counts into `stats` (process_ms: the mean tracking + coding time per frame)."""
+    total = 0.0
+    try:
+        for index, frame, t in source.frames():
+            if stop.is_set():
+                break
+            t0 = time.perf_counter()
+            seq = stream.encoder.seq
+            packet = stream.process(frame, t)
+            total += time.perf_counter() - t0
+            stats.frames += 1
+            stats.no_face += stream.points is None
+            stats.key_frames += packet[:4] == KEY_MAGIC
+            if record_sent:
+                stats.sent.append((seq, index))
+            if on_frame is not None:
+                on_frame(seq, index, frame, stream)
+            put(packet)
+        put(stream.end(time.time()))
+    finally:
+        stats.process_ms = 1000 * total / max(1, stats.frames)
+
+
+async def _drain(worker: threading.Thread, packets: asyncio.Queue) -> None:
+    """Empty the queue until the worker has finished (it may be waiting to put a packet)."""
+    while worker.is_alive():
+        try:
+            packets.get_nowait()
+        except asyncio.QueueEmpty:
+            await asyncio.sleep(0.01)

@@ -18,129 +18,41 @@ close the connection (1008); `bad_packets` undecodable packets close it too; a s
 bounded: websockets' own queue (`max_queue` messages of at most `max_packet` bytes), one pending frame per
 viewer. Compression is off (no decompression bombs, nothing to gain on 20-byte messages).
 
-Tokens: `generate_token` (32 random bytes, URL-safe base64), `write_token_file` (mode 0600, created
-exclusively), `read_token_file` (refuses files that others can read, like ssh does with keys).
+Tokens, TLS contexts and addresses: `access.py` (re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import http
 import json
 import logging
-import os
 import secrets
 import ssl
-import stat
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, PayloadTooBig
+from websockets.http11 import Response
+
+from .access import (TransportError, client_ssl, generate_token, parse_address, read_token_file, server_ssl,
+                     token_matches, write_token_file)
 from .settings import TelepresenceConfig
-from ..errors import InputError
-from ..paths import input_file
+
+__all__ = ["CLOSE_POLICY", "SEND_PATH", "VIEW_PATH", "ConnectionCounts", "PacketServer", "PacketSink", "TokenBucket",
+           "TransportError", "client_ssl", "connect_sender", "generate_token", "parse_address", "read_token_file",
+           "server_ssl", "token_matches", "write_token_file"]
 
 log = logging.getLogger(__name__)
 
-TOKEN_FILE_MAX_BYTES = 4096  # a token file is one line (write_token_file writes 43 characters)
 SEND_PATH = "/send"
 VIEW_PATH = "/view"
 CLOSE_POLICY = 1008  # WebSocket close code: policy violation (rate limit, bad packets, idle)
-
-
-class TransportError(InputError):
-    """A problem with the user's transport settings (token file, certificate, address); one readable line."""
-
-
-# --- tokens ------------------------------------------------------------------------------------------
-
-def generate_token() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def write_token_file(path: str | os.PathLike, *, force: bool = False) -> Path:
-    """A new token in a file only its owner can read (0600), created atomically; refuses to overwrite
-    unless `force`."""
-    path = Path(path)
-    if path.exists() and not force:
-        raise TransportError(f"{path} exists: not overwriting a token file (use --force to replace it)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(generate_token() + "\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def read_token_file(path: str | os.PathLike) -> str:
-    path = Path(path)
-    if not path.exists():
-        raise TransportError(f"{path}: no such token file (make one with `talking-heads token {path}`)")
-    input_file(path, "token file", max_bytes=TOKEN_FILE_MAX_BYTES)  # a FIFO would block, a huge file fill memory
-    try:
-        info = path.stat()
-        text = path.read_text().strip()
-    except (OSError, UnicodeDecodeError) as err:
-        raise TransportError(f"{path}: cannot read the token file ({err})") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise TransportError(f"{path}: permissions {stat.S_IMODE(info.st_mode):04o} let others read the token; "
-                             f"run `chmod 600 {path}`")
-    if len(text) < 16 or any(c.isspace() for c in text):
-        raise TransportError(f"{path}: not a token file (expected one line of at least 16 characters)")
-    return text
-
-
-def token_matches(given: str | None, expected: str) -> bool:
-    """Constant-time comparison (the time taken does not depend on where the strings differ)."""
-    return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
-
-
-# --- TLS and addresses ---------------------------------------------------------------------------------
-
-def server_ssl(cert: str | None, key: str | None) -> ssl.SSLContext | None:
-    if not cert and not key:
-        return None
-    if not cert or not key:
-        raise TransportError("TLS needs both --tls-cert and --tls-key")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        ctx.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as err:
-        raise TransportError(f"cannot load the TLS certificate/key ({cert}, {key}): {err}") from None
-    return ctx
-
-
-def client_ssl(ca: str | None) -> ssl.SSLContext:
-    """Verify the receiver's certificate: against `ca` (e.g. a self-signed certificate) or the system's CAs."""
-    try:
-        return ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-    except (OSError, ssl.SSLError) as err:
-        raise TransportError(f"cannot load the certificate to trust ({ca}): {err}") from None
-
-
-def parse_address(text: str, *, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """"HOST:PORT", ":PORT" or "PORT" -> (host, port); IPv6 as [::1]:PORT."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "", text
-    host = host.strip("[]") or default_host
-    try:
-        number = int(port)
-    except ValueError:
-        raise TransportError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:8765") from None
-    if not 0 <= number <= 65535:
-        raise TransportError(f"{text!r}: port {number} outside 0..65535")
-    return host, number
 
 
 # --- server --------------------------------------------------------------------------------------------
@@ -210,8 +122,6 @@ class PacketServer:
 
     # --- lifecycle ---
     async def start(self, host: str, port: int) -> int:
-        from websockets.asyncio.server import serve
-
         self.loop = asyncio.get_running_loop()
         s = self.settings
         self.server = await serve(self._handler, host, port, process_request=self._process_request,
@@ -279,8 +189,6 @@ class PacketServer:
 
     # --- the sender ---
     async def _sender(self, connection) -> None:
-        from websockets.exceptions import ConnectionClosed, PayloadTooBig
-
         s = self.settings
         self.counts.senders += 1
         bucket = TokenBucket(s.max_packet_rate, s.rate_burst)
@@ -332,8 +240,6 @@ class PacketServer:
 
     # --- viewers ---
     async def _viewer(self, connection) -> None:
-        from websockets.exceptions import ConnectionClosed
-
         wake = asyncio.Event()
         self.viewers.add(connection)
         self._wake[connection] = wake
@@ -379,9 +285,6 @@ class PacketServer:
 
 
 def _html(connection, body: str):
-    from websockets.datastructures import Headers
-    from websockets.http11 import Response
-
     data = body.encode()
     headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
                        ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
@@ -397,9 +300,6 @@ def _html(connection, body: str):
 async def connect_sender(host: str, port: int, token: str, *, ssl_context: ssl.SSLContext | None = None,
                          open_timeout: float = 5.0):
     """The sender's WebSocket to a receiver (raises TransportError with the receiver's reason when refused)."""
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import InvalidStatus, InvalidHandshake
-
     scheme = "wss" if ssl_context is not None else "ws"
     uri = f"{scheme}://{_host_in_uri(host)}:{port}{SEND_PATH}"
     try:
@@ -416,4 +316,3 @@ async def connect_sender(host: str, port: int, token: str, *, ssl_context: ssl.S
 
 def _host_in_uri(host: str) -> str:
     return f"[{host}]" if ":" in host else host
-

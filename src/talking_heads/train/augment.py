@@ -25,9 +25,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..landmarks.raster import flip_landmarks, rasterize_tensor
 
 POLICIES = ("translation", "cutout", "color")
 
@@ -130,8 +133,8 @@ class LeCam:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"lecam_decay must be in [0, 1), got {decay}")
         self.decay = float(decay)
-        self.ema_real = 0.0
-        self.ema_fake = 0.0
+        self.ema_real: float | Tensor = 0.0
+        self.ema_fake: float | Tensor = 0.0
 
     def penalty(self, score_real: Tensor, score_fake: Tensor) -> Tensor:
         return (F.relu(score_real.float() - self.ema_fake).pow(2).mean()
@@ -139,17 +142,19 @@ class LeCam:
 
     def update(self, score_real: Tensor, score_fake: Tensor) -> None:
         """Move the averages towards this step's mean scores (over the global batch under DDP, so every rank
-        keeps the same averages as a single process would)."""
+        keeps the same averages as a single process would). The averages stay where the scores are (0-dim
+        float64 tensors, the same arithmetic as Python floats): reading them back would make the host wait
+        for every D step."""
         means = torch.stack([score_real.detach().float().mean(), score_fake.detach().float().mean()])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(means)
             means = means / torch.distributed.get_world_size()
         d = self.decay
-        self.ema_real = d * self.ema_real + (1 - d) * float(means[0])
-        self.ema_fake = d * self.ema_fake + (1 - d) * float(means[1])
+        self.ema_real = d * self.ema_real + (1 - d) * means[0].double()
+        self.ema_fake = d * self.ema_fake + (1 - d) * means[1].double()
 
     def state_dict(self) -> dict[str, float]:
-        return {"ema_real": self.ema_real, "ema_fake": self.ema_fake, "decay": self.decay}
+        return {"ema_real": float(self.ema_real), "ema_fake": float(self.ema_fake), "decay": self.decay}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.ema_real, self.ema_fake = float(state["ema_real"]), float(state["ema_fake"])
@@ -165,11 +170,6 @@ def few_shot_copies(x: Tensor, points: Tensor, generator: torch.Generator, *, fl
     [1 - scale, 1 + scale] and a shift of up to `shift` of the side, identical on the frame and its
     landmarks; the landmark image is drawn again from the moved points. x (B,3,S,S) in [-1,1], points
     (B,68,2) px -> (x', y', points'). Border pixels are replicated, as the crops are."""
-    import numpy as np
-    import torch.nn.functional as F
-
-    from ..landmarks.raster import flip_landmarks, rasterize_tensor
-
     b, _, h, w = x.shape
     u = torch.rand(b, 4, generator=generator)
     s = 1 + scale * (2 * u[:, 0] - 1)  # B

@@ -2,8 +2,9 @@
 
     python -m talking_heads.train.curves RUN_DIR [-o PNG]
 
-Panels: generator terms (L_CNT, -D as L_ADV's first term, L_FM, L_MCH, total), discriminator hinge loss, and the
-realism scores D(x_real), D(x_fake), and the embedder's mean |e_hat| (a collapse shows as 0). Raw values are drawn thin, a moving average over `smooth` log lines thick.
+Panels: generator terms (L_CNT, -D as L_ADV's first term, L_FM, L_MCH, total), discriminator hinge loss, the
+realism scores D(x_real), D(x_fake), and the embedder's mean |e_hat| (a collapse shows as 0). Raw values are drawn
+thin, a moving average over `smooth` log lines thick.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _moving_average(v: np.ndarray, n: int) -> np.ndarray:
 
 def plot_losses(log_path: str | os.PathLike, out: str | os.PathLike, smooth: int = 20) -> Path | None:
     """Write the loss-curve PNG for `log_path`; None when the log has no rows yet."""
-    import matplotlib
+    import matplotlib  # lazy: a heavy import, and the Agg backend must be chosen before pyplot loads
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

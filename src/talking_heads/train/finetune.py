@@ -9,7 +9,7 @@ Given T frames x (T,3,H,W) of a new person with landmark images y (T,3,H,W) and 
   `cfg.finetune.d_steps_per_g_step` (2) D' updates per G' update, each reusing that G' step's batch and
   x_fake.detach() (as in meta-learning); `cfg.finetune.epochs` (40) passes over the T frames in shuffled
   batches of min(T, cfg.finetune.batch_size). No learning-rate schedule [P].
-The updates are `steps.generator_step` / `steps.discriminator_step`, the same functions meta-learning uses.
+The updates are a `steps.GanStep` (`PersonGan`, built once per fine-tuning), the same code meta-learning uses.
 
 Options beyond the paper (`FinetuneConfig`; the defaults are the paper's recipe): a step budget
 (`steps`) instead of epochs, batches of augmented copies of the T frames (`augment`: flip with re-indexed
@@ -24,16 +24,19 @@ not even the spectral-norm power iteration touches their buffers).
 from __future__ import annotations
 
 import copy
-import logging
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from ..config import Config
+from ..losses import ContentLoss
 from . import steps
+from .augment import few_shot_copies
 
-log = logging.getLogger(__name__)
+READ_EVERY = 20  # steps between readouts of the losses for the history and the progress bar (each waits)
 
 
 @dataclass
@@ -50,24 +53,16 @@ class FinetuneResult:
 @torch.no_grad()
 def embed_frames(embedder: nn.Module, x: Tensor, y: Tensor, chunk: int = 8) -> Tensor:
     """e_new (1,N) = mean over the T frames of E(x, y), computed in eval mode in chunks (E untouched)."""
-    was_training = embedder.training
-    embedder.eval()
-    try:
+    with steps.eval_mode(embedder):
         e = torch.cat([embedder(x[i:i + chunk], y[i:i + chunk]) for i in range(0, x.shape[0], chunk)])  # T,N
-    finally:
-        embedder.train(was_training)
     return e.mean(0, keepdim=True)  # 1,N
 
 
 @torch.no_grad()
 def initial_psi(generator: nn.Module, e_new: Tensor) -> Tensor:
     """psi' initialisation P e_new (1, num_adain_params), in eval mode (P's buffers untouched)."""
-    was_training = generator.training
-    generator.eval()
-    try:
+    with steps.eval_mode(generator):
         return generator.adain_params(e_new).detach().clone()
-    finally:
-        generator.train(was_training)
 
 
 class PersonGenerator(nn.Module):
@@ -78,13 +73,25 @@ class PersonGenerator(nn.Module):
         super().__init__()
         self.generator = generator
         self.psi = nn.Parameter(psi.detach().clone())  # 1,num_adain_params
-        self.sources = sources if getattr(generator, "needs_sources", False) else None
+        self.sources = sources if generator.needs_sources else None
 
     def forward_with_aux(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         return self.generator.forward_with_aux(y, self.psi.expand(y.shape[0], -1), self.sources)  # B,3,H,W
 
     def forward(self, y: Tensor) -> Tensor:
         return self.forward_with_aux(y)[0]
+
+
+@dataclass(eq=False, kw_only=True)
+class PersonGan(steps.GanStep):
+    """The GAN step of one fine-tuning: G' (`PersonGenerator`) against D'. A batch holds x_tgt, y_tgt
+    (B,3,H,W) drawn from the T frames and, for the face terms, p_tgt (B,68,2); no video (D' has one row)."""
+
+    RENDER_RANGE = "finetune.g_forward"
+
+    def render(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, None, dict[str, Tensor]]:
+        x_fake, aux = self.generator.forward_with_aux(batch["y_tgt"])  # B,3,H,W
+        return x_fake, None, aux
 
 
 def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Module | None = None,
@@ -97,45 +104,58 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
     the augmentations. `points` (T,68,2): the frames' landmarks, needed by the content loss's face terms
     (`loss.face_network`) and by `finetune.augment`.
     """
-    from tqdm import tqdm
-
-    ft = cfg.finetune
-    device = x.device
-    amp = cfg.train.amp
     if x.shape != y.shape or x.dim() != 4:
         raise ValueError(f"x and y must both be (T,3,H,W); got {tuple(x.shape)} and {tuple(y.shape)}")
-    if ft.augment and points is None:
+    if cfg.finetune.augment and points is None:
         raise ValueError("finetune.augment needs the frames' landmarks (points)")
-    if content_loss is None:
-        from ..losses import ContentLoss
+    gan, e_new = build_person_gan(networks, x, y, cfg, content_loss)
+    ema = _Ema(gan.generator, cfg.finetune.ema) if cfg.finetune.ema > 0 else None
+    batches = _batches(x, y, points, cfg, epochs, seed)
+    history: list[dict[str, float]] = []
+    pending: list[tuple[int, steps.Logs]] = []  # (epoch, losses as tensors) of the steps not read back yet
+    bar = tqdm(total=len(batches), unit="step", desc="fine-tuning", disable=not progress, dynamic_ncols=True)
+    for i, (epoch, make) in enumerate(batches, 1):
+        xb, yb, pb = make()
+        pending.append((epoch, finetune_step(gan, {"x_tgt": xb, "y_tgt": yb, **({} if pb is None else {"p_tgt": pb})})))
+        if ema is not None:
+            ema.update(gan.generator)
+        bar.update(1)
+        if len(pending) == READ_EVERY or i == len(batches):
+            history += [{"epoch": e, **logs} for (e, _), logs in zip(pending, steps.to_floats([r for _, r in pending]))]
+            pending = []
+            bar.set_postfix(g=f"{history[-1]['g_total']:.3f}", d=f"{history[-1].get('d_loss', float('nan')):.3f}",
+                            refresh=False)
+    bar.close()
+    if ema is not None:
+        ema.copy_to(gan.generator)
+    return FinetuneResult(generator=gan.generator.generator, psi=gan.generator.psi.detach(),
+                          discriminator=gan.discriminator, e_new=e_new, history=history)
 
-        content_loss = ContentLoss(cfg).to(device)
+
+def build_person_gan(networks, x: Tensor, y: Tensor, cfg: Config,
+                     content_loss: nn.Module | None = None) -> tuple[PersonGan, Tensor]:
+    """(the GAN step of fine-tuning on the T frames x, y (T,3,H,W), e_new (1,N)): G' a copy of G with psi' =
+    P e_new, D' = the meta D's single-person form with w' = w0 + e_new, their optimisers, the content loss
+    (frozen; built from `cfg` when not given). E and P are only read, in eval mode."""
+    ft = cfg.finetune
+    if content_loss is None:
+        content_loss = ContentLoss(cfg).to(x.device)
     content_loss.eval()
     steps.set_requires_grad([content_loss], False)
-
     e_new = embed_frames(networks.embedder, x, y, chunk=max(1, ft.batch_size))  # 1,N
     g_person = PersonGenerator(copy.deepcopy(networks.generator), initial_psi(networks.generator, e_new),
                                (x.detach(), y.detach())).train()
-    d_person = networks.discriminator.single_person(e_new.detach()).to(device).train()
+    d_person = networks.discriminator.single_person(e_new.detach()).to(x.device).train()
     opt_g, opt_d = _optimizers(g_person, d_person, cfg)
-    ema = _Ema(g_person, ft.ema) if ft.ema > 0 else None
+    gan = PersonGan(generator=g_person, discriminator=d_person, critic=d_person, opt_g=opt_g, opt_d=opt_d,
+                    content_loss=content_loss, loss=cfg.loss, d_steps=ft.d_steps_per_g_step, amp=cfg.train.amp)
+    return gan, e_new
 
-    batches = _batches(x, y, points, cfg, epochs, seed)
-    history: list[dict[str, float]] = []
-    bar = tqdm(total=len(batches), unit="step", desc="fine-tuning", disable=not progress, dynamic_ncols=True)
-    for epoch, make in batches:
-        xb, yb, pb = make()
-        logs = finetune_step(g_person, d_person, opt_g, opt_d, content_loss, xb, yb, cfg, amp, pb)
-        if ema is not None:
-            ema.update(g_person)
-        history.append({"epoch": epoch, **logs})
-        bar.update(1)
-        bar.set_postfix(g=f"{logs['g_total']:.3f}", d=f"{logs.get('d_loss', float('nan')):.3f}", refresh=False)
-    bar.close()
-    if ema is not None:
-        ema.copy_to(g_person)
-    return FinetuneResult(generator=g_person.generator, psi=g_person.psi.detach(), discriminator=d_person,
-                          e_new=e_new, history=history)
+
+def finetune_step(gan: PersonGan, batch: Mapping[str, Tensor]) -> steps.Logs:
+    """One G' update and `finetune.d_steps_per_g_step` D' updates on a batch of the T frames (B,3,H,W); the
+    losses as 0-dim tensors."""
+    return gan.update(batch)[0]
 
 
 def describe_recipe(cfg: Config, epochs: int | None = None) -> str:
@@ -158,7 +178,7 @@ def describe_recipe(cfg: Config, epochs: int | None = None) -> str:
 def _optimizers(g_person: PersonGenerator, d_person: nn.Module, cfg: Config):
     """Adam for G' (generic G weights + psi', P excluded; psi' at `finetune.lr_psi` when set) and for D'."""
     ft = cfg.finetune
-    generic = g_person.generator.person_parameters()
+    generic = g_person.generator.finetune_parameters()
     groups = [{"params": generic, "lr": ft.lr_generator},
               {"params": [g_person.psi], "lr": ft.lr_generator if ft.lr_psi is None else ft.lr_psi}]
     opt_g = torch.optim.Adam(groups, lr=ft.lr_generator, betas=tuple(cfg.train.betas))
@@ -171,16 +191,14 @@ def _batches(x: Tensor, y: Tensor, points: Tensor | None, cfg: Config, epochs: i
     `epochs` shuffled passes over the T frames in batches of min(T, batch_size). With `finetune.steps`: that
     many batches of `batch_size` frames drawn from the T frames (with repetition when T is smaller: at T = 1
     a batch is copies of the one photo). With `finetune.augment` every drawn frame is an augmented copy."""
-    from .augment import few_shot_copies
-
     ft = cfg.finetune
     t = x.shape[0]
     order_rng = torch.Generator().manual_seed(seed)
     aug_rng = torch.Generator().manual_seed(seed + 1)
     plan: list[tuple[int, Tensor]] = []
     if ft.steps > 0 and epochs is None:
-        for i in range(ft.steps):
-            plan.append((i * max(1, ft.batch_size) // t, torch.randint(t, (max(1, ft.batch_size),), generator=order_rng)))
+        n = max(1, ft.batch_size)
+        plan += [(i * n // t, torch.randint(t, (n,), generator=order_rng)) for i in range(ft.steps)]
     else:
         bs = min(t, ft.batch_size)
         for epoch in range(ft.epochs if epochs is None else epochs):
@@ -218,21 +236,3 @@ class _Ema:
 
     def copy_to(self, module: nn.Module) -> None:
         module.load_state_dict(self.shadow)
-
-
-def finetune_step(g_person: PersonGenerator, d_person: nn.Module, opt_g, opt_d, content_loss: nn.Module,
-                  x: Tensor, y: Tensor, cfg: Config, amp: bool, points: Tensor | None = None) -> dict[str, float]:
-    """One G' update and `d_steps_per_g_step` D' updates on a batch of the T frames (B,3,H,W)."""
-    with steps.autocast(x.device, amp):
-        x_fake, aux = g_person.forward_with_aux(y)  # B,3,H,W
-    extra = {"g_warp_tv": (cfg.loss.warp_smoothness_weight, aux["flow_tv"])} if "flow_tv" in aux else None
-    logs = steps.generator_step(x_fake=x_fake, x_real=x, y=y, video=None, discriminator=d_person,
-                                content_loss=content_loss, optimizer=opt_g, loss_cfg=cfg.loss, match=None, amp=amp,
-                                points=points, extra=extra)
-    x_fake = x_fake.detach()
-    d_logs: dict[str, float] = {}
-    for _ in range(cfg.finetune.d_steps_per_g_step):
-        d_logs = steps.discriminator_step(x_real=x, x_fake=x_fake, y=y, video=None, discriminator=d_person,
-                                          optimizer=opt_d, amp=amp)
-    logs.update(d_logs)
-    return logs

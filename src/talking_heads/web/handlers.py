@@ -13,8 +13,10 @@ What is added here is what a server needs and a command line does not:
 - saved avatars (`avatar_choices`, `save_avatar`, `load_avatar`): one private folder per browser (a random key
   the browser keeps), plus an optional read-only folder of avatars shared with every visitor.
 
-Input the page refuses is a `WebInputError`; together with the pipeline's `INPUT_ERRORS` and provenance's
-`VerifyError` these are `USER_ERRORS`, whose messages are shown to the user as they are (one readable line).
+Input the page refuses is a `WebInputError`. Every input error of the library is an `InputError`
+(`talking_heads.errors`), and so is `WebInputError`: `USER_ERRORS`, whose messages are shown to the user as
+they are (one readable line). Values the library checks (epochs, the driver's reference frame) go through
+the library's own checks (`limits`, `driver`); the page adds only its server limits.
 """
 
 from __future__ import annotations
@@ -31,19 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import av
 import numpy as np
+from PIL import Image
 
-from .. import media
+from .. import limits, media
 from ..avatar import Avatar
 from ..data.faces import FaceCrop
 from ..data.video import is_image_file, is_video_file, probe
-from ..driver import DriverSequence
+from ..driver import DriverSequence, check_reference_frame
+from ..errors import InputError
 from ..landmarks.motions import MOTIONS
 from ..landmarks.raster import rasterize
-from ..pipeline import INPUT_ERRORS, AnimationResult, TalkingHeadPipeline
-from ..provenance import VerifyError, VerifyReport, verify
+from ..pipeline import AnimationResult, TalkingHeadPipeline
+from ..provenance import VerifyReport, verify
 from .settings import WebSettings
-from ..errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +61,7 @@ class WebInputError(InputError):
     """Input the web app refuses before the pipeline sees it; the message says what to do instead."""
 
 
-USER_ERRORS = INPUT_ERRORS + (WebInputError, VerifyError)
+USER_ERRORS = (InputError,)  # the project's error policy: every input error, whichever module raised it
 
 
 # --- per-session and per-job folders -------------------------------------------------------------------
@@ -156,8 +160,6 @@ def check_sources(sources: Sequence[str | Path] | str | Path | None, settings: W
 
 
 def _check_megapixels(path: Path, settings: WebSettings) -> None:
-    from PIL import Image
-
     try:
         with Image.open(path) as img:  # reads the header only
             w, h = img.size
@@ -216,13 +218,11 @@ class AvatarResult:
 
 
 def check_epochs(epochs, settings: WebSettings) -> int:
+    """The epochs field (a number or its text): `limits.check_epochs` within the server's 1..max_epochs."""
     try:
-        value = int(epochs)
-    except (TypeError, ValueError):
-        raise WebInputError(f"epochs must be a whole number, got {epochs!r}") from None
-    if not 1 <= value <= settings.max_epochs:
-        raise WebInputError(f"epochs must be between 1 and {settings.max_epochs}, got {value}")
-    return value
+        return limits.check_epochs(epochs, "epochs", at_least=1, at_most=settings.max_epochs)
+    except InputError as err:
+        raise WebInputError(str(err)) from None
 
 
 def create_avatar(pipe: TalkingHeadPipeline, sources, settings: WebSettings, results_dir: Path, *,
@@ -318,8 +318,6 @@ def load_avatar(pipe: TalkingHeadPipeline, settings: WebSettings, browser_key: s
 def cut_video(src: Path, dst: Path, seconds: float) -> Path:
     """Copy the first `seconds` of a video's video and audio streams into `dst` (same container, no
     re-encoding: packets are copied up to that decoding time, so every kept frame still decodes)."""
-    import av
-
     try:
         with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
             streams = [s for s in inp.streams if s.type in ("video", "audio")]
@@ -400,7 +398,7 @@ def animate(pipe: TalkingHeadPipeline, avatar: Avatar | None, settings: WebSetti
     seq, warnings = prepare_driver(pipe, settings, job.temp, video=video, motion=motion, duration=duration,
                                    smooth=smooth)
     if reference_frame is not None:
-        pipe.check_reference_frame(seq, reference_frame)
+        check_reference_frame(seq, reference_frame)
     name = f"{_stem(avatar)}_{'driven' if video else motion}.mp4"
     result = pipe.animate(avatar, seq, job.results / name, adapt=adapt, reference_frame=reference_frame,
                           side_by_side=side_by_side, paste_back=paste_back, contact_sheet=True, progress=progress)
