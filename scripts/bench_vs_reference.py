@@ -80,7 +80,7 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], *, warmup: int, rounds: int) -> dict[str, dict[str, float]]:
+def cpu_and_wall_medians(fns: dict[str, Callable[[], Any]], *, warmup: int, rounds: int) -> dict[str, dict[str, float]]:
     """CPU and wall seconds (medians) of each fn, timed in interleaved rounds (`bench.interleaved_times`): round r
     calls every fn once, starting with the r-th (rotating), after `warmup` calls of each."""
     times = interleaved_times(fns, warmup=warmup, repeat=rounds, rotate=True)
@@ -193,7 +193,7 @@ def measure_render(what: list[str], paths: dict[str, str | None], *, preset_name
             continue
         sel = {name.split("/", 1)[1]: fn for name, fn in fns.items() if name.startswith(part + "/")}
         log(f"[{part}] {len(sel)} implementations, {warmup} warm-up calls each, {rounds} interleaved rounds")
-        out[part] = interleaved(sel, warmup=warmup, rounds=rounds)
+        out[part] = cpu_and_wall_medians(sel, warmup=warmup, rounds=rounds)
         log(f"[{part}] " + ", ".join(f"{n} {t['cpu_s'] * 1e3:.1f} ms cpu / {t['wall_s'] * 1e3:.1f} ms wall"
                                      for n, t in out[part].items()))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -47,3 +48,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny_model") / "model"
     save_model_dir(path, cfg, build_networks(cfg, num_videos=3), num_videos=3, content_loss="offline", step=0)
     return path
+
+
+def load_script(name: str):
+    """A module of scripts/ (not a package) by file name, e.g. load_script("code_stats")."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -4,21 +4,15 @@ docs section. No timing assertions; the mirrors of their source are not needed."
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def bvr():
-    spec = importlib.util.spec_from_file_location("bench_vs_reference", ROOT / "scripts" / "bench_vs_reference.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("bench_vs_reference")
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +128,9 @@ def test_write_section_keeps_the_notes_after_its_marker(bvr, tmp_path):
 def test_step_at_the_default_precision_and_in_fp32(bvr, monkeypatch, native):
     """The paper preset's step runs at train.amp_cpu = "auto": bf16 where the CPU has native bf16, and then the
     script also times an fp32 worker (the issue asks for fp32 too); the table row names the precision."""
-    from talking_heads import inference
+    from talking_heads import machine
 
-    monkeypatch.setattr(inference, "cpu_supports_bf16", lambda: native)
+    monkeypatch.setattr(machine, "cpu_supports_bf16", lambda: native)
     opts = bvr.parse_args(["--preset", "paper"])
     assert bvr.step_precision("paper") == ("bf16" if native else "fp32")
     names = [name for name, _, _ in bvr.step_specs({}, opts)]

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from talking_heads import limits
-from talking_heads.config import (PRESETS, RANGES, Config, ConfigError, _SECTIONS, apply_overrides, check_section,
-                                  preset)
+from talking_heads.config import (LIMITED, PRESETS, RANGES, Config, ConfigError, _SECTIONS, apply_overrides,
+                                  check_section, preset)
 from talking_heads.errors import InputError
 
 SAMPLE_MODEL = Path(__file__).resolve().parents[1] / "src" / "talking_heads" / "assets" / "sample_model"
@@ -96,3 +98,59 @@ def test_check_section_checks_single_settings():
     with pytest.raises(ConfigError, match="unknown"):
         check_section("eval", {"nonsense": 1})
     assert dataclasses.is_dataclass(_SECTIONS["eval"])
+
+
+def test_every_limited_setting_is_a_setting_with_a_range():
+    for key in LIMITED:
+        section, field = key.split(".")
+        assert field in typing.get_type_hints(_SECTIONS[section]) and key in RANGES, key
+
+
+def test_a_saved_config_past_a_limit_loads_while_setting_that_value_needs_the_limit(tiny_model_dir, tmp_path):
+    """A model trained with --limit steps=2e7 (or fine-tuned with --limit epochs=...) animates, evaluates and
+    resumes without the flag: the limits hold values a user sets (--set, flags), not a config read back."""
+    from talking_heads.checkpoint import load_model_dir, read_config
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    d = json.loads((model / "config.json").read_text())
+    d["train"]["steps"], d["finetune"]["epochs"] = 20_000_000, 50_000
+    (model / "config.json").write_text(json.dumps(d))
+    cfg, _ = read_config(model)
+    assert cfg.train.steps == 20_000_000 and cfg.finetune.epochs == 50_000
+    assert load_model_dir(model)[0].train.steps == 20_000_000
+    assert apply_overrides(cfg, ["train.seed=1"]).train.steps == 20_000_000  # a resumed run with another --set
+    with pytest.raises(limits.LimitError, match="--limit steps="):
+        apply_overrides(cfg, ["train.steps=20000000"])  # the same value typed by the user
+    with pytest.raises(limits.LimitError, match="--limit epochs="):
+        apply_overrides(preset("tiny"), ["finetune.epochs=50000"])
+    with limits.overrides(["steps=2e7"]):
+        assert apply_overrides(cfg, ["train.steps=20000000"]).train.steps == 20_000_000
+    d["train"]["steps"] = 0  # the plain ranges still hold on load
+    (model / "config.json").write_text(json.dumps(d))
+    with pytest.raises(InputError, match="train.steps=0 is out of range: give 1 or more"):
+        read_config(model)
+
+
+def test_check_section_names_a_flag_as_typed():
+    with pytest.raises(InputError, match=r"^--holdout 0 is out of range: give a value from 1 to 100000$"):
+        check_section("eval", {"holdout": 0}, names={"holdout": "--holdout"})
+    with pytest.raises(InputError, match=r"^--shots 0: must be >= 1"):
+        check_section("eval", {"shots": [1, 0]}, names={"shots": "--shots"})
+    with pytest.raises(InputError, match=r"^--epochs -1: must be >= 0"):
+        check_section("eval", {"epochs": -1}, names={"epochs": "--epochs"})
+
+
+@pytest.mark.parametrize("value, expected", [(12, 12), (2.0, 2), ("12", 12), (" 7 ", 7), (np.int64(3), 3),
+                                             (np.float32(4.0), 4)])
+def test_whole_number_accepts_integers_and_their_text(value, expected):
+    assert limits.whole_number(value, "epochs") == expected
+
+
+@pytest.mark.parametrize("value", [2.7, -0.5, "2.5", "two", float("nan"), float("inf"), None, [1], np.float64(1.5)])
+def test_whole_number_refuses_what_is_not_a_whole_number(value):
+    with pytest.raises(InputError, match="epochs must be a whole number"):
+        limits.whole_number(value, "epochs")
+    if value is not None:  # None is "the model's default" to check_epochs
+        with pytest.raises(InputError, match="must be a whole number"):
+            limits.check_epochs(value, "epochs")

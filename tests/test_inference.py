@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 import torch
 
-from talking_heads import inference
+from talking_heads import inference, machine
 from talking_heads.checkpoint import save_model_dir
 from talking_heads.cli import main
 from talking_heads.config import apply_overrides, preset
@@ -89,7 +89,7 @@ def test_precision_resolution():
     assert inference.resolve_precision("fp32", "cpu") == "fp32"
     assert inference.resolve_precision("bf16", "cpu") == "bf16"
     assert inference.resolve_precision("auto", "cuda") == "bf16"
-    assert inference.resolve_precision("auto", "cpu") == ("bf16" if inference.cpu_supports_bf16() else "fp32")
+    assert inference.resolve_precision("auto", "cpu") == ("bf16" if machine.cpu_supports_bf16() else "fp32")
     assert inference.resolve_precision("int8", "cpu") == "int8"  # auto never picks int8
     with pytest.raises(ValueError, match="precision must be one of"):
         inference.resolve_precision("fp16", "cpu")

@@ -2,20 +2,13 @@
 60 lines, no module over 500, no import circle, and the training layer never reaches up into inference
 orchestration or the benchmarks."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def stats():
-    spec = importlib.util.spec_from_file_location("code_stats", ROOT / "scripts" / "code_stats.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.analyse()
+    return load_script("code_stats").analyse()
 
 
 def test_no_function_over_60_lines(stats):
@@ -41,9 +34,7 @@ def test_training_imports_neither_the_pipeline_nor_the_benchmarks(stats):
 
 def test_the_analysis_sees_what_it_should(stats, tmp_path):
     """The yardsticks themselves: a circle, a long function and a lazy import in a small fake package are found."""
-    spec = importlib.util.spec_from_file_location("code_stats", ROOT / "scripts" / "code_stats.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("code_stats")
     pkg = tmp_path / "talking_heads"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")

@@ -115,7 +115,7 @@ def test_amp_cpu_takes_true_false_or_auto():
     """train.amp_cpu: true / false as given, "auto" = on exactly where the CPU has native bf16; anything else is
     a ConfigError naming the field, from --set and from a config.json alike."""
     from talking_heads.config import Config
-    from talking_heads.inference import cpu_supports_bf16
+    from talking_heads.machine import cpu_supports_bf16
 
     for raw, value, on in (("true", True, True), ("false", False, False), ("auto", "auto", cpu_supports_bf16())):
         cfg = apply_overrides(preset("tiny"), [f"train.amp_cpu={raw}"])
@@ -128,7 +128,7 @@ def test_amp_cpu_takes_true_false_or_auto():
 
 
 def test_step_precision_names_what_autocast_runs():
-    from talking_heads.inference import cpu_supports_bf16
+    from talking_heads.machine import cpu_supports_bf16
 
     native = "bf16" if cpu_supports_bf16() else "fp32"
     for sets, cpu, cuda in ((["train.amp_cpu=false"], "fp32", "bf16"), (["train.amp_cpu=true"], "bf16", "bf16"),

@@ -4,7 +4,7 @@ FF (feed-forward): e_new = mean_t E(x_t, y_t) and psi' = P e_new; the meta-learn
 saved avatar is tiny (psi', e_new, landmarks, a thumbnail: a few kB to a few hundred kB).
 FT (fine-tuned, paper section 6): psi' and a fine-tuned copy of G (and optionally D') are stored as well.
 
-Avatar directory (the model directory format of `checkpoint.py`, stage "avatar"):
+Avatar directory (the model directory format of `model_dir.py`, stage "avatar"):
     config.json            the Config of the model it was made with + meta: kind ("ff" | "ft"), num_frames T,
                            model_fingerprint (of the meta-learned E and G), epochs, sources (file names),
                            source_path (first source, for paste-back), crop (its CropTransform), history
@@ -29,12 +29,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import CheckpointError, load_module, load_tensors, read_config, save_dir
 from .config import Config
 from .data.crop import CropTransform
 from .images import to_tensor
 from .landmarks.raster import rasterize_tensor
+from .model_dir import read_config, save_dir
 from .models import ConvPart, PersonDiscriminator, TalkingHeadGenerator, build_generator
+from .safetensors_io import CheckpointError, load_module, load_tensors
 
 KINDS = ("ff", "ft")
 

@@ -4,8 +4,10 @@ Dataclasses grouped by stage, one trailing comment per field, and named presets.
 `Config`; `--set section.field=value` on the command line overrides single fields (see `apply_overrides`).
 A saved model directory stores the whole `Config` as `config.json`, so it rebuilds itself with no flags.
 Every value is checked where a config is built from text (`Config.from_dict`, hence `apply_overrides` and
-config.json): its type, and for the numeric settings a user sets, its range (`RANGES`: a refusal names the
-setting and its valid range; counts with a safety limit use the `limits` check of that quantity).
+config.json): its type and, for the numeric settings, its range (`RANGES`: a refusal names the setting and
+its valid range). Counts with a safety limit (`LIMITED`: steps, epochs, shots, seconds) are also held to
+their `limits` check when a user sets them (`--set`, a command's flag), never when a saved config is read:
+a model or run made with `--limit steps=2e7` loads, animates and resumes without the flag.
 
 Paper references (../shared/design/paper.md): section 1 (few-shot avatars, puppeteering), 3 (architecture),
 4 (losses), 5 (optimisation), 6 (fine-tuning). Glossary: x frame, y landmark image, e embedding, psi AdaIN
@@ -20,7 +22,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Mapping
 
 from . import limits
 from .errors import InputError
@@ -172,7 +174,7 @@ class EvalConfig:
     lpips_backbone: str = ""  # torchvision alexnet / vgg16 state_dict for LPIPS ("" = inside lpips_weights)
     detect_size: int = 256  # frames are upscaled to this side before face detection (landmark error, CSIM)
     face_weights: str = ""  # dlib_face_recognition_resnet_model_v1.dat for CSIM and the identity metrics; "" = the copy inside face-recognition-models
-    identity_threshold: float = 0.6  # descriptor distance below which two faces count as one person (dlib's rule, models.face_identity.SAME_PERSON_DISTANCE)
+    identity_threshold: float = 0.6  # descriptor distance below which two faces count as one person (dlib's rule; models.face_identity.SAME_PERSON_DISTANCE is this value)
 
 
 @dataclass
@@ -196,9 +198,11 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
-        """Rebuild from `to_dict()` output, checking every field's type against the dataclasses (the message
-        names the field); unknown keys are an error (an incompatible model directory)."""
+    def from_dict(cls, d: dict[str, Any], *, user_set: Collection[str] = ()) -> "Config":
+        """Rebuild from `to_dict()` output, checking every field's type and range against the dataclasses (the
+        message names the field); unknown keys are an error (an incompatible model directory). user_set: the
+        "section.field" keys a user sets now (`apply_overrides`): only their counts are held to the safety
+        limits (`LIMITED`), so a saved config (a model trained with --limit steps=2e7) loads without the flag."""
         if not isinstance(d, dict):
             raise ConfigError(f"a config must be a JSON object of sections, got {type(d).__name__}")
         kwargs: dict[str, Any] = {}
@@ -211,7 +215,8 @@ class Config:
                 if not isinstance(value, dict):
                     raise ConfigError(f"config section {f.name!r} must be an object of fields, got "
                                       f"{_describe(value)}")
-                kwargs[f.name] = sub(**check_section(f.name, value))
+                limited = {k.split(".", 1)[1] for k in user_set if k.startswith(f"{f.name}.")}
+                kwargs[f.name] = sub(**check_section(f.name, value, limited=limited))
             else:
                 kwargs[f.name] = _check_value(f.name, value, str)
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
@@ -224,16 +229,21 @@ _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
              "finetune": FinetuneConfig, "data": DataConfig, "inference": InferenceConfig, "eval": EvalConfig}
 
 
-def check_section(section: str, values: dict[str, Any]) -> dict[str, Any]:
+def check_section(section: str, values: dict[str, Any], *, names: Mapping[str, str] | None = None,
+                  limited: Collection[str] | None = None) -> dict[str, Any]:
     """Fields of one section (e.g. "eval") checked as a config.json's are (type, range); returns them as the
     dataclass holds them (lists as tuples). Callers that take single settings (the evaluation's flags) use it
-    to refuse a bad value before any work."""
+    to refuse a bad value before any work. names: what messages call a field (a command's flag, e.g.
+    {"epochs": "--epochs"}; default "section.field"); limited: the fields a user gives, held to the safety
+    limits too (default: all of `values`)."""
     cls = _SECTIONS[section]
     unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} field(s) {sorted(unknown)}: written by a different version?")
-    hints = typing.get_type_hints(cls)
-    return {k: _check_value(f"{section}.{k}", v, hints[k]) for k, v in values.items()}
+    hints, names = typing.get_type_hints(cls), names or {}
+    limited = values.keys() if limited is None else limited
+    return {k: _check_value(names.get(k, f"{section}.{k}"), v, hints[k], key=f"{section}.{k}", limited=k in limited)
+            for k, v in values.items()}
 
 
 def _describe(value: Any) -> str:
@@ -244,24 +254,40 @@ def _describe(value: Any) -> str:
 _KIND = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
+def _named(name: str, shown: str) -> str:
+    """A setting and its value as the user wrote them: "section.field=value", or "--flag value"."""
+    return f"{name} {shown}" if name.startswith("-") else f"{name}={shown}"
+
+
+def _item(name: str, i: int) -> str:
+    """What messages call element i of a list setting: "section.field[i]"; a flag is named as typed ("--shots")."""
+    return name if name.startswith("-") else f"{name}[{i}]"
+
+
 def _shown(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
-def _between(low: float, high: float) -> Callable[[float, str], None]:
+def _between(low: float, high: float = math.inf) -> Callable[[float, str], None]:
     """A check that `value` lies in [low, high]."""
+    wanted = f"{_shown(low)} or more" if high == math.inf else f"a value from {_shown(low)} to {_shown(high)}"
+
     def check(value: float, name: str) -> None:
         if not low <= value <= high:
-            raise ConfigError(f"{name}={_shown(value)} is out of range: give a value from {_shown(low)} to "
-                              f"{_shown(high)}")
+            raise ConfigError(f"{_named(name, _shown(value))} is out of range: give {wanted}")
     return check
+
+
+def _positive(value: float, name: str) -> None:
+    if not value > 0:
+        raise ConfigError(f"{_named(name, _shown(value))} is out of range: give a number > 0")
 
 
 def _one_of(*choices: str) -> Callable[[str, str], None]:
     """A check that a string setting is one of `choices`."""
     def check(value: str, name: str) -> None:
         if value not in choices:
-            raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+            raise ConfigError(f"{_named(name, repr(value))} is not one of {', '.join(choices)}")
     return check
 
 
@@ -271,21 +297,21 @@ _SEED = _between(0, 2**63 - 1)
 _EVERY = _between(1, 10**9)  # steps between two log lines, samples or checkpoints
 _BATCH = _between(1, 4096)
 
-# "section.field" -> its check (of each element of a list field). Ranges accept every preset's value and all
-# sensible use; counts that have a safety limit (`limits.LIMITS`) are checked by that limit's function.
+# "section.field" -> its check (of each element of a list field), for every config, a saved one included.
+# Ranges accept every preset's value and all sensible use.
 RANGES: dict[str, Callable[[Any, str], Any]] = {
     "data.crop_scale": _between(1.0, 5.0), "data.crop_shift": _between(-1.0, 1.0),
     "data.redetect_every": _between(1, 100_000), "data.max_frames": _between(0, 10**7),
     "data.jpeg_quality": _between(1, 100), "data.line_thickness": _between(0.25, 32.0),
     "data.follow_threshold": _between(0.0, 100.0), "data.follow_smoothing": _between(0.0, 60.0),
-    "inference.video_frames": limits.check_shots, "inference.batch_size": _BATCH,
-    "inference.output_size": _between(16, 8192), "inference.motion_seconds": limits.check_seconds,
+    "inference.video_frames": _between(1), "inference.batch_size": _BATCH,
+    "inference.output_size": _between(16, 8192), "inference.motion_seconds": _positive,
     "inference.motion_fps": _between(1.0, 240.0), "inference.thumbnail_size": _between(8, 1024),
     "inference.contact_sheet_frames": _between(1, 1000),
-    "finetune.epochs": limits.check_epochs, "finetune.steps": limits.check_finetune_steps,
+    "finetune.epochs": _between(0), "finetune.steps": _between(0),
     "finetune.batch_size": _BATCH, "finetune.lr_generator": _LR, "finetune.lr_discriminator": _LR,
     "finetune.lr_psi": _LR, "finetune.d_steps_per_g_step": _between(0, 100), "finetune.ema": _between(0.0, 0.9999),
-    "train.k_shot": _between(1, 1024), "train.batch_size": _BATCH, "train.steps": limits.check_steps,
+    "train.k_shot": _between(1, 1024), "train.batch_size": _BATCH, "train.steps": _between(1),
     "train.lr_generator": _LR, "train.lr_discriminator": _LR, "train.betas": _between(0.0, 0.99999),
     "train.d_steps_per_g_step": _between(0, 100), "train.seed": _SEED, "train.num_workers": _between(0, 256),
     "train.log_every": _EVERY, "train.sample_every": _EVERY, "train.checkpoint_every": _EVERY,
@@ -295,35 +321,45 @@ RANGES: dict[str, Callable[[Any, str], Any]] = {
     "loss.identity_weight": _WEIGHT, "loss.feature_matching_weight": _WEIGHT, "loss.match_weight": _WEIGHT,
     "loss.adversarial_weight": _WEIGHT, "loss.warp_smoothness_weight": _WEIGHT,
     "loss.match_warmup_steps": _between(0, 10**9), "loss.match_ramp_steps": _between(0, 10**9),
-    "eval.shots": limits.check_shots, "eval.variants": _one_of("ff", "ft"), "eval.holdout": _between(1, 100_000),
-    "eval.videos": _between(0, 10**9), "eval.per_identity": _between(0, 10**9), "eval.epochs": limits.check_epochs,
+    "eval.shots": _between(1), "eval.variants": _one_of("ff", "ft"), "eval.holdout": _between(1, 100_000),
+    "eval.videos": _between(0, 10**9), "eval.per_identity": _between(0, 10**9), "eval.epochs": _between(0),
     "eval.seed": _SEED, "eval.render_batch": _BATCH, "eval.cross_frames": _between(1, 100_000),
     "eval.grid_rows": _between(0, 1000), "eval.detect_size": _between(16, 8192),
     "eval.identity_threshold": _between(0.01, 10.0),
 }
+# counts with a safety limit (`limits.LIMITS`): a value a user sets is checked by that limit's function (its
+# message says how to go past the limit) before its range; a value read from a saved config only by its range
+LIMITED: dict[str, Callable[[Any, str], Any]] = {
+    "inference.video_frames": limits.check_shots, "inference.motion_seconds": limits.check_seconds,
+    "finetune.epochs": limits.check_epochs, "finetune.steps": limits.check_finetune_steps,
+    "train.steps": limits.check_steps, "eval.shots": limits.check_shots, "eval.epochs": limits.check_epochs,
+}
 
 
-def _check_range(name: str, value: Any) -> None:
-    """`RANGES`' check of the setting `name` ("section.field", or "section.field[i]" for an element)."""
-    check = RANGES.get(name.split("[", 1)[0])
-    if check is not None:
-        check(value, name)
+def _check_range(name: str, key: str, value: Any, limited: bool) -> None:
+    """The checks of the setting `key` ("section.field"; `name` is what messages call it): its safety limit
+    when a user set it (`limited`), then its range."""
+    for check in ((LIMITED.get(key) if limited else None), RANGES.get(key)):
+        if check is not None:
+            check(value, name)
 
 
-def _check_value(name: str, value: Any, hint: Any) -> Any:
+def _check_value(name: str, value: Any, hint: Any, *, key: str = "", limited: bool = False) -> Any:
     """`value` as the type `hint` (int, float, bool, str, X | None, tuple[X, ...], tuple[X, Y]) within its
-    range (`RANGES`); an InputError naming the field otherwise. Floats must be finite; ints are accepted for
-    floats; JSON lists become tuples."""
+    range (`_check_range` of `key`, default `name`); an InputError naming the field otherwise. Floats must be
+    finite; ints are accepted for floats; JSON lists become tuples."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
+    key = key or name
+    again = {"key": key, "limited": limited}  # for the checks of the same setting one type level down
     if origin in (typing.Union, types.UnionType) and type(None) in args:
         if value is None:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _check_value(name, value, inner[0] if len(inner) == 1 else typing.Union[tuple(inner)])
+        return _check_value(name, value, inner[0] if len(inner) == 1 else typing.Union[tuple(inner)], **again)
     if origin in (typing.Union, types.UnionType):  # e.g. bool | str: the first arm the value fits
         for arm in args:
             try:
-                return _check_value(name, value, arm)
+                return _check_value(name, value, arm, **again)
             except ConfigError:
                 pass
         kinds = " or ".join(_KIND.get(a, getattr(a, "__name__", str(a))) for a in args)
@@ -332,10 +368,10 @@ def _check_value(name: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name} must be a list, got {_describe(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_check_value(f"{name}[{i}]", v, args[0]) for i, v in enumerate(value))
+            return tuple(_check_value(_item(name, i), v, args[0], **again) for i, v in enumerate(value))
         if len(value) != len(args):
             raise ConfigError(f"{name} must be a list of {len(args)} values, got {_describe(list(value))}")
-        return tuple(_check_value(f"{name}[{i}]", v, a) for i, (v, a) in enumerate(zip(value, args)))
+        return tuple(_check_value(_item(name, i), v, a, **again) for i, (v, a) in enumerate(zip(value, args)))
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{name} must be true or false, got {_describe(value)}")
@@ -343,19 +379,19 @@ def _check_value(name: str, value: Any, hint: Any) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{name} must be an integer, got {_describe(value)}")
-        _check_range(name, value)
+        _check_range(name, key, value, limited)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{name} must be a number, got {_describe(value)}")
         if not math.isfinite(value):
             raise ConfigError(f"{name} must be a finite number, got {value}")
-        _check_range(name, float(value))
+        _check_range(name, key, float(value), limited)
         return float(value)
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name} must be a string, got {_describe(value)}")
-        _check_range(name, value)
+        _check_range(name, key, value, limited)
         return value
     return value
 
@@ -431,8 +467,9 @@ def preset(name: str) -> Config:
 
 
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply `section.field=value` strings (values parsed as JSON, else taken as strings)."""
-    d = cfg.to_dict()
+    """Apply `section.field=value` strings (values parsed as JSON, else taken as strings); the values set here
+    are held to the safety limits (`LIMITED`) besides their ranges."""
+    d, user_set = cfg.to_dict(), set()
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.steps=1000")
@@ -445,4 +482,5 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         except json.JSONDecodeError:
             value = raw
         d[section][name] = value
-    return Config.from_dict(d)
+        user_set.add(key)
+    return Config.from_dict(d, user_set=user_set)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.distributed as tdist
@@ -144,11 +144,16 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
 
 def any_true(flag: bool, device: torch.device) -> bool:
     """True on every rank when `flag` is true on any rank (so all ranks stop at the same step)."""
+    return any_true_each([flag], device)[0]
+
+
+def any_true_each(flags: Sequence[bool], device: torch.device) -> list[bool]:
+    """`any_true` of several flags in one collective (one host-device round trip per step, not one per flag)."""
     if not is_initialized():
-        return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return [bool(f) for f in flags]
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return [bool(v > 0) for v in t.tolist()]
 
 
 def all_gather_object(obj: Any) -> list[Any]:

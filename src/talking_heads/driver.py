@@ -13,8 +13,8 @@ Frames where the face is lost hold the last good landmarks (frames before the fi
 good ones) and are counted in `lost_frames`; a driver with no face at all is an error. Optional smoothing
 is the One Euro filter of `landmarks/filters.py`. Adapting the landmarks to the avatar's face is the
 pipeline's next step (`landmarks/adaptation.py`), measured from a reference frame of the driver
-(`check_reference_frame` refuses one the driver does not have); `driver_points` keeps the driver's own for
-display.
+(`check_reference_index` refuses a negative one before any work, `check_reference_frame` one the driver
+does not have); `driver_points` keeps the driver's own for display.
 """
 
 from __future__ import annotations
@@ -170,11 +170,18 @@ def _driver_crop(points: np.ndarray, found: np.ndarray, frame_size: tuple[int, i
     return follow_crop(points, frame_size, size, window, data_cfg.crop_scale, data_cfg.crop_shift, found=found), True
 
 
+def check_reference_index(reference_frame, what: str = "reference frame") -> int:
+    """A reference frame number as given (an int, or a page's text of one), checked before the driver is
+    loaded: a whole number >= 0. Whether the driver has that frame is `check_reference_frame`'s, once loaded."""
+    number = limits.whole_number(reference_frame, what)
+    if number < 0:
+        raise DriverError(f"{what} {number}: give a frame number >= 0")
+    return number
+
+
 def check_reference_frame(seq: DriverSequence, reference_frame: int) -> None:
     """The driver frame adaptation measures motion from must be one of the driver's frames."""
-    if reference_frame < 0:
-        raise DriverError(f"reference frame {reference_frame}: must be >= 0 (a frame of the driver, "
-                          f"0..{len(seq) - 1})")
+    reference_frame = check_reference_index(reference_frame)
     if reference_frame >= len(seq):
         raise DriverError(f"reference frame {reference_frame} is outside the driver's {len(seq)} frames "
                           f"(0..{len(seq) - 1})")

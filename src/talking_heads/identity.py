@@ -27,7 +27,7 @@ from .data.video import VideoError, even_indices, is_frames_folder, is_video_fil
 from .errors import InputError
 from .landmarks.backend import detect_faces, get_backend
 from .metrics.csim import FaceDescriptor, face_descriptor
-from .models.face_identity import SAME_PERSON_DISTANCE as SAME_PERSON  # dlib's threshold on the distance
+from .models.face_identity import SAME_PERSON_DISTANCE  # dlib's threshold on the distance (EvalConfig.identity_threshold)
 
 MIN_FACE_PX = 40  # a face smaller than this (landmark extent) carries too little to describe
 
@@ -122,7 +122,7 @@ def describe(path: str | os.PathLike, *, frames: int = 8, descriptor=None) -> Fa
     return FaceIdentity(str(path), np.mean(descs, axis=0), len(descs), min(sizes))
 
 
-def compare(identities: Sequence[FaceIdentity], threshold: float = SAME_PERSON) -> list[Comparison]:
+def compare(identities: Sequence[FaceIdentity], threshold: float = SAME_PERSON_DISTANCE) -> list[Comparison]:
     """Every pair (i < j): Euclidean distance of the descriptors and the verdict distance < threshold."""
     out = []
     for a, b in itertools.combinations(identities, 2):
@@ -133,7 +133,7 @@ def compare(identities: Sequence[FaceIdentity], threshold: float = SAME_PERSON) 
 
 def check_same_person(crops: Sequence[FaceCrop], names: Sequence[str], eval_cfg: EvalConfig) -> list[str]:
     """Warnings for avatar sources that do not look like the first one's person: the descriptors of the crops
-    (with their landmarks) farther apart than dlib's same-person distance SAME_PERSON. An avatar of two people
+    (with their landmarks) farther apart than the same-person distance `eval_cfg.identity_threshold` (dlib's 0.6). An avatar of two people
     is allowed (it may be wanted), but never silently. names: the sources' names (missing ones are numbered);
     eval_cfg: where the descriptor network's files are."""
     if len(crops) < 2:
@@ -145,6 +145,7 @@ def check_same_person(crops: Sequence[FaceCrop], names: Sequence[str], eval_cfg:
                             np.stack([c.landmarks for c in crops]).astype(np.float64))
     dist = np.linalg.norm(desc - desc[0], axis=1)
     names = list(names) + [f"source {i + 1}" for i in range(len(names), len(crops))]
+    limit = eval_cfg.identity_threshold
     return [f"{names[i]} does not look like the same person as {names[0]} (face descriptor distance "
-            f"{d:.2f} > {SAME_PERSON}): the avatar mixes their faces" for i, d in enumerate(dist)
-            if i and np.isfinite(d) and d > SAME_PERSON]
+            f"{d:.2f} > {limit}): the avatar mixes their faces" for i, d in enumerate(dist)
+            if i and np.isfinite(d) and d > limit]

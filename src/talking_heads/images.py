@@ -11,9 +11,21 @@ import torch
 from torch import Tensor
 
 
-def to_tensor(image: np.ndarray) -> Tensor:
-    """uint8 (H,W,3) RGB -> float32 torch tensor (3,H,W) in [-1, 1] (black = -1)."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float().div_(127.5).sub_(1.0)
+def to_tensor(images: np.ndarray, device: torch.device | str | None = None) -> Tensor:
+    """uint8 RGB -> float32 torch tensor in [-1, 1] (black = -1).
+
+    One image (H,W,3) -> (3,H,W), contiguous; a batch (N,H,W,3) -> (N,3,H,W) in channels_last memory order
+    (the array's own order: no transposing copy). With `device`, the uint8 data is moved there first and
+    converted there (a quarter of the bytes to copy)."""
+    if images.ndim == 3:
+        x = torch.from_numpy(np.ascontiguousarray(images.transpose(2, 0, 1)))
+    elif images.ndim == 4:
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    else:
+        raise ValueError(f"expected (H,W,3) or (N,H,W,3) images, got shape {images.shape}")
+    if device is not None:
+        x = x.to(device)
+    return x.float().div_(127.5).sub_(1.0)
 
 
 def to_uint8(images: Tensor) -> np.ndarray:

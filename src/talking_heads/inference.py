@@ -25,13 +25,12 @@ the CLI, exit 2).
 Glossary: y landmark images (B,3,H,W) in [-1,1], x_hat rendered frames (B,3,H,W) in [-1,1].
 
 onnx and onnxruntime are optional heavy dependencies (the onnxruntime backend and `talking-heads export`
-only): they are imported where they are used.
+only): they are imported where they are used, like torch.onnx (the exporter, which rendering never needs).
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
 import hashlib
 import io
@@ -49,8 +48,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import machine
 from .atomic import atomic_path
-from .checkpoint import CheckpointError
+from .safetensors_io import CheckpointError
 from .config import BACKENDS, PRECISIONS, DataConfig
 from .landmarks.adaptation import adapt_landmarks
 from .landmarks.motions import motion_landmarks
@@ -61,11 +61,10 @@ from .paths import input_file
 ONNX_OPSET = 17  # grid_sample (2-D) needs opset >= 16
 ONNX_PRODUCER = "talking-heads"
 ONNX_KIND = "avatar-generator"  # metadata "kind" of an exported avatar
-CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
 INT8_OPS = ("Conv", "ConvTranspose", "MatMul")  # what int8 quantises (quantize_int8)
 CALIBRATION_MOTIONS = ("talk", "turn", "surprise")  # int8 calibration: 4 frames of each (calibration_images)
 
-__all__ = ["PRECISIONS", "BACKENDS", "OnnxModelError", "cpu_supports_bf16", "resolve_precision", "TorchRenderer",
+__all__ = ["PRECISIONS", "BACKENDS", "OnnxModelError", "resolve_precision", "TorchRenderer",
            "OnnxRenderer", "RendererCache", "avatar_fingerprint", "avatar_metadata", "build_renderer",
            "calibration_images", "export_avatar", "export_onnx", "quantize_int8", "read_onnx", "onnx_metadata"]
 
@@ -77,19 +76,6 @@ class OnnxModelError(CheckpointError):
 
 # --- precision -----------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
-def cpu_supports_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU: AVX-512 BF16 or AMX (/proc/cpuinfo flags; without that file,
-    oneDNN's own check)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return any(flag in line.split() for flag in CPU_BF16_FLAGS)
-    with contextlib.suppress(Exception):
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return False
-
-
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """"fp32", "bf16" or "int8" for `precision` (PRECISIONS) on `device` ("auto": module docstring; it never
     picks int8, which needs the onnxruntime backend)."""
@@ -100,7 +86,7 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if precision != "auto":
         return precision
     device = torch.device(device)
-    return "bf16" if device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16()) else "fp32"
+    return "bf16" if device.type == "cuda" or (device.type == "cpu" and machine.cpu_supports_bf16()) else "fp32"
 
 
 # --- the torch backend ---------------------------------------------------------------------------------
@@ -156,7 +142,7 @@ def _antialiased_resize_symbolic(g, x, output_size, align_corners, scale_factors
     exporter lacks (ONNX Resize's antialias differs from PyTorch's by up to 0.05): A_h @ x @ A_w^T with the
     resize matrices as constants, exact to float rounding. The input's H, W: its traced size or, where the
     tracer lost it (after a concatenation), `image_size`, the only size these models resize from."""
-    from torch.onnx import symbolic_helper as sh
+    from torch.onnx import symbolic_helper as sh  # lazy: export only (start-up time: rendering never loads torch.onnx)
 
     sizes = sh._get_tensor_sizes(x) or [None] * 4
     h, w = (v if isinstance(v, int) else image_size for v in sizes[-2:])
@@ -171,7 +157,7 @@ def export_onnx(model: AvatarGenerator, image_size: int, metadata: dict[str, str
     """The AvatarGenerator as ONNX (fp32, opset ONNX_OPSET, input "landmarks" (B,3,S,S), output "frame"
     (B,3,S,S), dynamic batch), with `metadata` (plus producer and kind) in its metadata_props. Written
     atomically to `path` when given; the bytes are returned either way."""
-    import onnx
+    import onnx  # optional dependency (module docstring)
 
     model = model.float().to("cpu", memory_format=torch.contiguous_format).eval()
     example = torch.zeros(1, 3, image_size, image_size)
@@ -207,7 +193,7 @@ def quantize_int8(data: bytes, calibration: Tensor) -> bytes:
     """An exported avatar (fp32 ONNX bytes) in onnxruntime's static int8 form (module docstring), its activation
     ranges calibrated on `calibration`: landmark images (N,3,S,S) in [-1,1] like those it will render. The
     metadata is kept, with "precision" = "int8"."""
-    import onnx
+    import onnx  # optional dependencies (module docstring)
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     if calibration.dim() != 4 or len(calibration) == 0:
@@ -244,7 +230,7 @@ def quantize_int8(data: bytes, calibration: Tensor) -> bytes:
 
 def onnx_metadata(data: bytes, name: str = "the ONNX model") -> dict[str, str]:
     """The metadata_props of an exported avatar; OnnxModelError for a file that is not one."""
-    import onnx
+    import onnx  # optional dependency (module docstring)
 
     try:
         proto = onnx.load_from_string(data)
@@ -277,7 +263,7 @@ class OnnxRenderer:
 
     def __init__(self, data: bytes, name: str = "the ONNX model", threads: int | None = None):
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # optional dependency (module docstring)
         except ModuleNotFoundError:
             raise OnnxModelError("the onnxruntime backend needs onnxruntime: pip install onnxruntime") from None
         self.metadata = onnx_metadata(data, name)

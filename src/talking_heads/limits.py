@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from typing import Iterator
 
 from .errors import InputError
@@ -61,11 +62,19 @@ def finite_positive(value: float | None, what: str, *, allow_zero: bool = False)
 # arguments): one function per quantity, called wherever that quantity comes in; `what` names it in messages
 
 def whole_number(value, what: str) -> int:
-    """`value` as an int (a page may send "12"); InputError when it is not a whole number."""
-    try:
+    """`value` as an int: an integer, a float with no fractional part (a number field may send 12.0) or the
+    text of an integer (a page may send "12"); InputError for anything else (2.7, "2.5", NaN, None), which
+    int() would truncate or misread."""
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    elif isinstance(value, numbers.Integral):
         return int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise InputError(f"{what} must be a whole number, got {value!r}") from None
+    elif isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise InputError(f"{what} must be a whole number, got {value!r}")
 
 
 def _count(value, what: str, limit: str, at_least: int, unit: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import platform
 from pathlib import Path
@@ -17,6 +18,24 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_supports_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU: AVX-512 BF16 or AMX (/proc/cpuinfo flags; without that file,
+    oneDNN's own check). Decides what "auto" precision means for rendering and training on a CPU."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return any(flag in line.split() for flag in CPU_BF16_FLAGS)
+    import torch  # lazy, as in `describe`: only when /proc/cpuinfo is missing
+
+    with contextlib.suppress(Exception):
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
 
 
 def describe(device: str | None = None) -> dict[str, Any]:

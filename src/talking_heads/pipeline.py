@@ -14,10 +14,10 @@ telepresence receiver (architecture.md principle 7). Python API:
     print(result.video, result.contact_sheet, result.frames, result.lost_frames)
 
 Three layers:
-- `renderer.Renderer` (`pipe.core`): the tensor stages: `embed` (FF), `finetune` (FT), `render` (landmark
-  images -> frames, batched, no grad, through the avatar's specialised renderer), `paste_back` / `paste_mask`,
-  `model_fingerprint`. The pipeline offers them under the same names (`pipe.render(...)` is
-  `pipe.core.render(...)`);
+- `renderer.Renderer`: the tensor stages: `embed` (FF), `finetune` (FT), `render` (landmark images -> frames,
+  batched, no grad, through the avatar's specialised renderer), `paste_back` / `paste_mask`,
+  `model_fingerprint`. No file I/O: evaluation and the live stage need nothing more. The pipeline is a
+  Renderer (it inherits these stages) that adds the files;
 - `live.LiveStage` (`pipe.live(avatar)`): one frame of driver landmarks in, one rendered frame out (crop,
   optional One Euro smoothing, adaptation against a reference frame, render);
 - here, the orchestration from files: `detect_and_crop` (largest face, 68 landmarks, VoxCeleb-style crop),
@@ -27,7 +27,7 @@ Three layers:
   provenance labels, `media.py`) and contact sheets.
 
 Errors caused by the input (no face, unreadable file, T larger than the frames available, an avatar made
-with another model, ...) are the `INPUT_ERRORS` classes, all ValueErrors with a message that says what to do.
+with another model, ...) are `errors.InputError`s (`INPUT_ERRORS`), ValueErrors with a message that says what to do.
 Outputs are written under a temporary name and renamed when complete: a failure leaves nothing at `out_path`.
 """
 
@@ -44,15 +44,14 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from . import limits, media
 from .avatar import Avatar
-from .checkpoint import CheckpointError, load_model_dir
+from .model_dir import load_model_dir
 from .config import Config
 from .data.crop import CropTransform, StreamCrop
 from .data.faces import FaceCrop, FaceNotFoundError, min_face_size, prepare_photo
-from .data.video import (VideoError, even_indices, is_frames_folder, is_video_file, probe, read_frames, read_image,
+from .data.video import (even_indices, is_frames_folder, is_video_file, probe, read_frames, read_image,
                          to_rgb_uint8)
 from .driver import DriverError, DriverSequence, check_reference_frame, load_driver
 from .errors import InputError
@@ -73,7 +72,7 @@ __all__ = ["TalkingHeadPipeline", "Avatar", "AnimationResult", "DriverSequence",
 
 PASTE_MAX_SIDE = 1920  # paste-back frames larger than this (long side, px) are downscaled first
 
-INPUT_ERRORS = (PipelineError, DriverError, FaceNotFoundError, VideoError, CheckpointError)
+INPUT_ERRORS = (InputError,)  # every input error of the library (PipelineError, DriverError, FaceNotFoundError, ...)
 
 
 @dataclass
@@ -104,26 +103,13 @@ def sample_model_dir() -> Path:
     return Path(str(resources.files("talking_heads").joinpath("assets", "sample_model")))
 
 
-class _Core:
-    """A pipeline attribute that is its Renderer's (`pipe.core`), read and written through: one implementation
-    of each tensor stage, offered under the pipeline's name."""
-
-    def __set_name__(self, owner, name: str) -> None:
-        self.name = name
-
-    def __get__(self, pipe, owner=None):
-        return getattr(Renderer, self.name, self) if pipe is None else getattr(pipe.core, self.name)
-
-    def __set__(self, pipe, value) -> None:
-        setattr(pipe.core, self.name, value)
-
-
-class TalkingHeadPipeline:
-    """Few-shot avatars and puppeteering with one meta-learned model, from files (module docstring)."""
+class TalkingHeadPipeline(Renderer):
+    """Few-shot avatars and puppeteering with one meta-learned model, from files (module docstring): the
+    Renderer's tensor stages plus everything that reads or writes files."""
 
     def __init__(self, cfg: Config, networks, *, device: str | torch.device = "cpu", meta: dict | None = None,
                  model_dir: str | os.PathLike | None = None):
-        self.core = Renderer(cfg, networks, device=device)  # the tensor stages
+        super().__init__(cfg, networks, device=device)
         self.meta = dict(meta or {})
         self.model_dir = Path(model_dir) if model_dir is not None else None
 
@@ -139,30 +125,6 @@ class TalkingHeadPipeline:
                                     "(--model DIR)")
         cfg, meta, networks = load_model_dir(model_dir, device)
         return cls(cfg, networks, device=device, meta=meta, model_dir=model_dir)
-
-    # --- the Renderer's settings and tensor stages (renderer.py) ----------------------------------------
-    cfg = _Core()
-    networks = _Core()
-    device = _Core()
-    generator = _Core()
-    image_size = _Core()
-    output_size = _Core()
-    model_fingerprint = _Core()
-    content_loss_warnings = _Core()
-    set_config = _Core()
-    embed = _Core()
-    finetune = _Core()
-    content_loss = _Core()
-    create_avatar_from_tensors = _Core()
-    render = _Core()
-    renderer = _Core()
-    calibration_images = _Core()
-    render_inputs = _Core()
-    describe_render_inputs = _Core()
-    render_sequence = _Core()
-    render_frames = _Core()
-    paste_back = _Core()
-    paste_mask = _Core()
 
     # --- stage: detect and crop -----------------------------------------------------------------------
     def detect_and_crop(self, sources, *, frames: int | None = None) -> list[FaceCrop]:
@@ -270,10 +232,11 @@ class TalkingHeadPipeline:
         except DriverError as err:
             raise PipelineError(str(err)) from None
 
-    def live(self, avatar: Avatar, **options) -> LiveStage:
-        """The per-frame live stage on this pipeline's renderer: driver landmarks in, rendered frames out, one at
-        a time. options: LiveStage's (adapt, reference, smooth, fps, crop)."""
-        return LiveStage(self.core, avatar, **options)
+    def live(self, avatar: Avatar, *, adapt: bool = True, reference: np.ndarray | None = None, smooth: bool = False,
+             fps: float = 25.0, crop: CropTransform | None = None) -> LiveStage:
+        """The per-frame live stage (`live.LiveStage`) on this model: driver landmarks in, rendered frames out,
+        one at a time."""
+        return LiveStage(self, avatar, adapt=adapt, reference=reference, smooth=smooth, fps=fps, crop=crop)
 
     # --- stage: paste back ----------------------------------------------------------------------------
     def paste_target(self, avatar: Avatar) -> tuple[np.ndarray, CropTransform]:
@@ -323,7 +286,7 @@ class TalkingHeadPipeline:
                          crop=CropTransform(0, 0, seq.size, self.image_size, seq.size, seq.size))
         target = self.paste_target(avatar) if paste_back else None
         flicker = paste_back_flicker(avatar.face, *target, self.image_size) if target is not None else None
-        compose = _Composer(self.core, avatar, target, paste_mask, side_by_side,
+        compose = _Composer(self, avatar, target, paste_mask, side_by_side,
                             picks=set(even_indices(len(seq), self.cfg.inference.contact_sheet_frames)), flicker=flicker)
         panels = seq.panels(self.output_size)
         frames = (compose(i, points, crop, next(panels, None))
@@ -358,16 +321,11 @@ class TalkingHeadPipeline:
                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """(frame index, landmarks rendered (68,2) in crop px, rendered crop (output_size px)) for every driver
         frame: the live stage's landmarks frame by frame, rendered in batches (offline: throughput)."""
-        bar = tqdm(total=len(seq), unit="frame", desc="rendering", disable=not progress, dynamic_ncols=True)
-        bs = max(1, self.cfg.inference.batch_size)
-        try:
-            for start in range(0, len(seq), bs):
-                chunk = [live.landmarks(p).copy() for p in seq.driver_points[start:start + bs]]
-                for i, (points, crop) in enumerate(zip(chunk, live.render_batch(chunk)), start):
-                    yield i, points, crop
-                    bar.update(1)
-        finally:
-            bar.close()
+        for batch, bar in self.frame_batches(len(seq), progress):
+            chunk = [live.landmarks(p).copy() for p in seq.driver_points[batch.start:batch.stop]]
+            for i, (points, crop) in enumerate(zip(chunk, live.render_batch(chunk)), batch.start):
+                yield i, points, crop
+                bar.update(1)
 
     # --- stage: write video ---------------------------------------------------------------------------
     def write_video(self, frames: Iterator[np.ndarray], out_path: str | os.PathLike, fps: float,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping
 
 import torch
 
@@ -22,16 +23,19 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 _WRITER_KEYS = ("format", "format_version", "stage", "created", "files", "torch", "talking_heads")
 
 
-def export_model(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "float16") -> Path:
+def export_model(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "float16", *,
+                 names: Mapping[str, str] | None = None) -> Path:
     """Write the model directory `src` (from `talking-heads train`: RUN_DIR/model) to `dst` with its floating-point
     weights in `dtype` (one of DTYPES). `dst` is created, or replaced when it is a model directory already;
-    any other existing folder is refused (its contents would be replaced), as is one that overlaps `src`."""
+    any other existing folder is refused (its contents would be replaced), as is one that overlaps `src`.
+    names: what messages call `dst` and `dtype` (a command's, e.g. {"dtype": "--dtype"}; default: "dst", "dtype")."""
+    called = {"dst": "dst", "dtype": "dtype", **(names or {})}
     if dtype not in DTYPES:
-        raise InputError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    dst = output_dir(dst, "OUT_DIR", inputs=[src])
+        raise InputError(f"{called['dtype']} {dtype}: choose one of {', '.join(DTYPES)}")
+    dst = output_dir(dst, called["dst"], inputs=[src])
     if dst.is_dir() and any(dst.iterdir()) and not checkpoint.is_model_dir(dst):
-        raise InputError(f"OUT_DIR {dst} is a folder that holds something other than a model directory, and "
-                         "export-model replaces the whole folder; give a new folder or a model directory")
+        raise InputError(f"{called['dst']} {dst} is a folder that holds something other than a model directory, and "
+                         "exporting replaces the whole folder; give a new folder or a model directory")
     cfg, meta, networks = checkpoint.load_model_dir(src)
     parts = {}
     for name in checkpoint.NETWORK_NAMES:

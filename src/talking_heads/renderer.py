@@ -230,12 +230,18 @@ class Renderer:
 
     def render_sequence(self, avatar: Avatar, points: np.ndarray, *, progress: bool = True) -> Iterator[np.ndarray]:
         """RGB uint8 frames (output_size px) for landmarks (F,68,2) in crop px, rendered in batches."""
+        for batch, bar in self.frame_batches(len(points), progress):
+            yield from self.render_frames(avatar, points[batch.start:batch.stop])
+            bar.update(len(batch))
+
+    def frame_batches(self, n: int, progress: bool) -> Iterator[tuple[range, tqdm]]:
+        """Frames 0..n-1 in batches of `inference.batch_size` (the indices of each), with the "rendering"
+        progress bar that the caller advances as frames are done."""
         bs = max(1, self.cfg.inference.batch_size)
-        bar = tqdm(total=len(points), unit="frame", desc="rendering", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=n, unit="frame", desc="rendering", disable=not progress, dynamic_ncols=True)
         try:
-            for i in range(0, len(points), bs):
-                yield from self.render_frames(avatar, points[i:i + bs])
-                bar.update(len(points[i:i + bs]))
+            for start in range(0, n, bs):
+                yield range(start, min(n, start + bs)), bar
         finally:
             bar.close()
 

@@ -15,10 +15,10 @@ from typing import Any
 from ..atomic import write_text
 from .train_step import PARTS
 
-# the sections' headings in docs/benchmarks.md (a writer finds its own section by its heading)
+# the sections' headings in docs/benchmarks.md (a writer finds its own section by its heading: rename both)
 SECTION = "Networks and training step"
-RENDER_SECTION = "Real-time rendering (issue 16)"
-TRAIN_SECTION = "Training step: profile and speed-ups (issue 16)"
+RENDER_SECTION = "Real-time rendering"
+TRAIN_SECTION = "Training step: profile and speed-ups"
 INTRO = ("Reproduce: `talking-heads bench --preset tiny --preset sample --preset paper --write "
          "docs/benchmarks.md` (add `--device cuda` on a GPU).")
 RENDER_INTRO = ("Reproduce: `talking-heads bench --preset sample --preset paper --what render,export,animate "
@@ -75,7 +75,7 @@ def markdown(results: dict[str, Any]) -> str:
         if precs:
             lines += ["", f"The train step ran in {' / '.join(precs)} (train.amp_cpu = \"auto\": bf16 autocast where the "
                       "CPU has native bf16, AVX-512 BF16 / AMX; `--set train.amp_cpu=false` for fp32)."]
-        lines += ["", "Reference (issue 2): two earlier public implementations on this 2-core CPU at 256 px with the "
+        lines += ["", "Reference: two earlier public implementations on this 2-core CPU at 256 px with the "
                   "paper's widths: generator 710-790 ms/frame, embedder 2,200-2,400 ms for 8 frames, one "
                   "meta-training step (batch 1, K = 8, VGG19 + VGGFace) 12.7-15 s, 4.7-8.3 GiB peak memory."]
     return "\n".join(lines) + "\n"
@@ -178,7 +178,7 @@ def train_step_markdown(results: dict[str, Any]) -> str:
     if names:
         lines += ["", "Speed-ups: ms per step of each variant, timed in interleaved rounds with a rotating order "
                   "(medians; other load weighs on all alike), and in brackets the speed-up over `before` (the "
-                  "step before issue 16: torch's per-tensor Adam loop, fp32). Settings: " + "; ".join(
+                  "step as it was first written: torch's per-tensor Adam loop, fp32). Settings: " + "; ".join(
                       f"`{n}` = {v}" for n, v in next(r["train_step_speedups"]["variants"] for r in rows.values()
                                                        if "train_step_speedups" in r).items()) + ".", "",
                   "| preset | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]

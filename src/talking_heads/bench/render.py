@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 import torch
 
+from .. import machine
 from ..config import Config
-from ..inference import (OnnxRenderer, TorchRenderer, cpu_supports_bf16, export_onnx, quantize_int8,
+from ..inference import (OnnxRenderer, TorchRenderer, export_onnx, quantize_int8,
                          resolve_precision)
 from ..landmarks.motions import motion_landmarks, neutral_face
 from ..landmarks.raster import rasterize_tensor
@@ -43,7 +44,7 @@ def bench_render(cfg: Config, device: torch.device, repeat: int) -> dict[str, An
             return g(y, psi, sources)
 
     fns: dict[str, Callable[[], Any]] = {"sn": sn}
-    for precision in ["fp32"] + (["bf16"] if device.type == "cuda" or cpu_supports_bf16() else []):
+    for precision in ["fp32"] + (["bf16"] if device.type == "cuda" or machine.cpu_supports_bf16() else []):
         fns[precision] = functools.partial(TorchRenderer(g.specialise(psi, sources), device, precision), y)
     with contextlib.suppress(ModuleNotFoundError):  # onnx / onnxruntime are optional
         data = export_onnx(g.specialise(psi, sources).cpu(), cfg.model.image_size, {"generator": cfg.model.generator})

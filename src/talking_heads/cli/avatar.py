@@ -1,6 +1,7 @@
 """`talking-heads avatar create`, `talking-heads animate` and `talking-heads verify`. Parsing only: the work is
 `talking_heads.pipeline.TalkingHeadPipeline` and `talking_heads.provenance.verify`; values and paths are
-checked by the library's own checks (`limits`, `paths`, `driver`), called before any slow work."""
+checked by the library's own checks (`limits`, `paths`, `driver`), called before any slow work. Modules that
+load torch or PyAV are imported inside the `run_*` functions, so that `talking-heads --help` stays fast."""
 
 from __future__ import annotations
 
@@ -119,8 +120,8 @@ def run_create(args: argparse.Namespace) -> int:
 
 
 def run_animate(args: argparse.Namespace) -> int:
-    from ..avatar import Avatar  # loaded when the command runs (cli/__init__.py)
-    from ..driver import check_reference_frame
+    from ..avatar import Avatar
+    from ..driver import check_reference_frame, check_reference_index
 
     if args.avatar and (args.frames is not None or args.finetune or args.epochs is not None):
         raise UserError("--frames, --finetune and --epochs apply to --source (an avatar is already made)")
@@ -129,6 +130,8 @@ def run_animate(args: argparse.Namespace) -> int:
     if args.duration is not None and args.driver:
         raise UserError("--duration applies to built-in motions (--motion), not to --driver")
     limits.check_seconds(args.duration, "--duration")
+    if args.reference_frame is not None:
+        check_reference_index(args.reference_frame, "--reference-frame")
     pipe = pipeline_from_args(args)
     # the driver first: a bad driver fails before minutes of fine-tuning
     seq = pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth, duration=args.duration)
@@ -162,7 +165,7 @@ def _print_animation(result, seq, avatar, adapted: bool) -> None:
 
 def run_verify(args: argparse.Namespace) -> int:
     """One line per file; every file is checked whatever happened to the one before (exit codes: epilog)."""
-    from ..provenance import verify, verify_exit_code  # loaded when the command runs (cli/__init__.py)
+    from ..provenance import verify, verify_exit_code
 
     statuses = []
     for name in args.files:

@@ -1,7 +1,8 @@
 """What several commands share: the model options (--model, --device, --precision, --backend, --onnx), the
 pipeline they describe, and how warnings are printed. The checks of values and paths are the library's
 (`talking_heads.paths`, `talking_heads.limits`, `talking_heads.config`); errors are printed by the policy in
-`cli/__init__.py`."""
+`cli/__init__.py`. torch and the pipeline are imported inside the functions that use them, so that
+`talking-heads --help` stays fast."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def onnx_arg(p: argparse.ArgumentParser) -> None:
 
 def resolve_device(device: str | None, flag: str = "--device") -> str:
     """cpu, cuda or cuda:N (None: cuda when available), refused when CUDA is asked for and absent."""
-    import torch  # loaded when the command runs (cli/__init__.py)
+    import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if not (device in ("cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
@@ -69,7 +70,7 @@ def _rendering_backend(args: argparse.Namespace, device: str) -> str | None:
 
 def pipeline_from_args(args: argparse.Namespace):
     """The `TalkingHeadPipeline` of --model on --device, rendering with --precision / --backend."""
-    from ..pipeline import TalkingHeadPipeline  # loaded when the command runs (cli/__init__.py)
+    from ..pipeline import TalkingHeadPipeline
 
     device = resolve_device(args.device)
     args.backend = _rendering_backend(args, device)
@@ -86,10 +87,18 @@ def use_onnx_file(pipe, avatar, args: argparse.Namespace) -> None:
         pipe.renderer(avatar, onnx_file=args.onnx)
 
 
+def flag_names(dests: Iterable[str]) -> dict[str, str]:
+    """{argparse dest: the flag as typed}, e.g. {"per_identity": "--per-identity"}: the `names` a command passes
+    to the library's checks (`config.check_section`, `data.preprocess.check_job`, ...), so that a refusal
+    names the flag the user typed, not the library's argument or setting."""
+    return {dest: "--" + dest.replace("_", "-") for dest in dests}
+
+
 def print_warnings(*groups: Iterable[str]) -> None:
     """Each warning once, on stderr."""
     for msg in dict.fromkeys(m for group in groups for m in group):
         print(f"warning: {msg}", file=sys.stderr)
 
 
-__all__ = ["model_args", "onnx_arg", "pipeline_from_args", "print_warnings", "resolve_device", "use_onnx_file"]
+__all__ = ["flag_names", "model_args", "onnx_arg", "pipeline_from_args", "print_warnings", "resolve_device",
+           "use_onnx_file"]

@@ -1,5 +1,6 @@
 """`talking-heads demo`: the main job on built-in defaults (`make demo`). Parsing only: the work is
-`talking_heads.demo.run_demo`."""
+`talking_heads.demo.run_demo`, imported when the command runs (torch, PyAV), so that `talking-heads --help` stays
+fast."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..demo import missing_footage, run_demo  # loaded when the command runs (cli/__init__.py)
+    from ..demo import missing_footage, run_demo
 
     # every option is checked before the first minute of work (fine-tuning comes first)
     if args.epochs is not None and args.ff:

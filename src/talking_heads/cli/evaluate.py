@@ -1,5 +1,6 @@
 """`talking-heads evaluate` (the paper's evaluation protocol) and `talking-heads userstudy make | score` (the USER
-metric). Parsing only; the work is in talking_heads.evaluation."""
+metric). Parsing only; the work is in talking_heads.evaluation. Modules that load torch or PyAV are imported
+inside the `run_*` functions, so that `talking-heads --help` stays fast."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .. import limits
 from ..config import Config, EvalConfig, apply_overrides, check_section
 from ..paths import output_dir
 from . import UserError
+from .common import flag_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,8 +97,9 @@ FLAGS = ("shots", "holdout", "variants", "videos", "per_identity", "epochs", "cr
 
 
 def _eval_settings(args: argparse.Namespace) -> dict:
-    """EvalConfig overrides from --set eval.* and the flags, checked by the config's own checks."""
-    from ..metrics import METRICS  # loaded when the command runs (cli/__init__.py)
+    """EvalConfig overrides from --set eval.* and the flags, checked by the config's own checks (a refusal
+    names the --set setting or the flag, as typed)."""
+    from ..metrics import METRICS
 
     bad = [o for o in args.overrides if not o.startswith(("eval.",) + RECIPE_SECTIONS)]
     if bad:
@@ -104,12 +107,13 @@ def _eval_settings(args: argparse.Namespace) -> dict:
     from_set = apply_overrides(Config(), args.overrides).eval  # every --set checked, the recipe's too
     settings = {o.split("=", 1)[0].split(".", 1)[1]: None for o in args.overrides if o.startswith("eval.")}
     settings = {k: getattr(from_set, k) for k in settings}
-    settings.update({k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None})
-    settings.setdefault("metrics", EvalConfig().metrics)  # metrics belong to the evaluation code, not the model
-    check_section("eval", settings)
+    flags = {k: getattr(args, k) for k in FLAGS if getattr(args, k) is not None}
+    settings.update(flags)
     for flag in ("videos", "per_identity"):  # the flags count videos (0, "all", is their default)
         if settings.get(flag) is not None and settings[flag] < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
+    check_section("eval", flags, names=flag_names(flags))
+    settings.setdefault("metrics", EvalConfig().metrics)  # metrics belong to the evaluation code, not the model
     if not settings.get("variants", ["ff"]):
         raise UserError("variants must be ff and/or ft, got none")
     unknown = [n for n in settings.get("metrics", []) if n not in METRICS]
@@ -120,7 +124,7 @@ def _eval_settings(args: argparse.Namespace) -> dict:
 
 def _check_inputs(model: str, data: str) -> None:
     """--model (its config.json) and --data (preprocessed clips with at least 2 frames)."""
-    from ..checkpoint import CheckpointError, read_config  # loaded when the command runs (cli/__init__.py)
+    from ..checkpoint import CheckpointError, read_config
     from ..data.layout import usable_clips
 
     try:
@@ -131,7 +135,9 @@ def _check_inputs(model: str, data: str) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation import evaluate  # loaded when the command runs (cli/__init__.py)
+    import torch
+
+    from ..evaluation import evaluate
     from ..pipeline import sample_model_dir
 
     settings = _eval_settings(args)
@@ -142,8 +148,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.threads is not None:
         if args.threads < 1:
             raise UserError("--threads must be >= 1")
-        import torch
-
         torch.set_num_threads(args.threads)
     result, paths = evaluate(args.model, args.data, args.out, device=args.device, progress=not args.no_progress,
                              command=shlex.join(["talking-heads", *sys.argv[1:]]),
@@ -159,7 +163,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_userstudy_make(args: argparse.Namespace) -> int:
-    from ..evaluation.userstudy import make_study  # loaded when the command runs (cli/__init__.py)
+    from ..evaluation.userstudy import make_study
 
     _check_inputs(args.model, args.data)
     if args.triplets < 1 or args.size < 16:

@@ -1,5 +1,6 @@
 """`talking-heads export`: an avatar's specialised generator as ONNX. Parsing only: the work is
-`talking_heads.inference.export_avatar`."""
+`talking_heads.inference.export_avatar`. Modules that load torch are imported when the command runs, so that
+`talking-heads --help` stays fast; onnx is an optional dependency."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..avatar import Avatar  # loaded when the command runs (cli/__init__.py)
+    from ..avatar import Avatar
     from ..inference import export_avatar
 
     output_file(args.out, "-o", suffixes=[".onnx"], inputs=[args.avatar])

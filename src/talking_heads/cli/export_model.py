@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_export_model(args: argparse.Namespace) -> int:
     from ..release import export_model  # torch: kept out of `talking-heads --help` (cli/__init__.py)
 
-    out = export_model(args.src, args.dst, args.dtype)
+    out = export_model(args.src, args.dst, args.dtype, names={"dst": "OUT_DIR", "dtype": "--dtype"})
     total = sum(f.stat().st_size for f in out.iterdir())
     print(f"{out}: {total / 2**20:.1f} MiB")
     return 0

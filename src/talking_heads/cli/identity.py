@@ -1,5 +1,6 @@
 """`talking-heads identity compare`: are these the same person? Parsing only: the work is
-`talking_heads.identity` (dlib's face ResNet, our PyTorch port)."""
+`talking_heads.identity` (dlib's face ResNet, our PyTorch port), imported when the command runs (torch), so that
+`talking-heads --help` stays fast."""
 
 from __future__ import annotations
 
@@ -33,14 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ..identity import SAME_PERSON, compare, describe  # loaded when the command runs (cli/__init__.py)
+    from ..identity import SAME_PERSON_DISTANCE, compare, describe
     from ..metrics.csim import FaceDescriptor
 
     if len(args.files) < 2:
         raise UserError("give at least two files to compare")
     if args.frames < 1 or args.frames > 1000:
         raise UserError(f"--frames {args.frames}: expected 1 to 1000 frames per video")
-    threshold = SAME_PERSON if args.threshold is None else args.threshold
+    threshold = SAME_PERSON_DISTANCE if args.threshold is None else args.threshold
     if not (math.isfinite(threshold) and 0 < threshold < 10):
         raise UserError(f"--threshold {args.threshold}: expected a distance between 0 and 10 (dlib uses 0.6)")
     net = FaceDescriptor(device=resolve_device(args.device))

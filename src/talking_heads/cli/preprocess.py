@@ -1,5 +1,6 @@
 """`talking-heads preprocess INPUT OUT`: head crops + landmarks for meta-learning. Parsing only (the job:
-talking_heads/data/preprocess.py; the output layout: talking_heads/data/layout.py)."""
+talking_heads/data/preprocess.py; the output layout: talking_heads/data/layout.py). The job's module (PyAV,
+OpenCV) is imported when the command runs, so that `talking-heads --help` stays fast."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 from ..config import Config, ModelConfig, apply_overrides
 from ..paths import input_path, output_dir
 from . import UserError
+from .common import flag_names
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import preprocess as pp  # loaded when the command runs (cli/__init__.py)
+    from ..data import preprocess as pp
 
     if args.merge_manifests:
         path = pp.merge_manifests(args.out, rebuild=True)
@@ -48,15 +50,15 @@ def run(args: argparse.Namespace) -> int:
     input_path(args.input, "INPUT")
     # OUT inside INPUT is skipped by the walk; OUT == INPUT or INPUT inside OUT would read its own crops
     output_dir(args.out, "OUT", inputs=[args.input], inside_input_ok=True)
-    pp.check_job(size=args.size, max_frames=args.max_frames, workers=args.workers, shard_index=args.shard_index,
-                 num_shards=args.num_shards)
+    job = dict(size=args.size, max_frames=args.max_frames, workers=args.workers, shard_index=args.shard_index,
+               num_shards=args.num_shards, manifest=args.manifest)
+    pp.check_job(**job, names=flag_names(job))
     bad = [o for o in args.overrides if not o.startswith("data.")]
     if bad:
         raise UserError(f"only data.* settings apply to preprocessing, got {bad}")
     cfg = apply_overrides(Config(), args.overrides).data
-    report = pp.preprocess(args.input, args.out, size=args.size, data_cfg=cfg, max_frames=args.max_frames,
-                           workers=args.workers, shard_index=args.shard_index, num_shards=args.num_shards,
-                           manifest=args.manifest, retry_failed=args.retry_failed, progress=not args.no_progress)
+    report = pp.preprocess(args.input, args.out, data_cfg=cfg, retry_failed=args.retry_failed,
+                           progress=not args.no_progress, **job)
     print(pp.summary(report))
     for rec in report.records:
         if rec["status"] != "ok":

@@ -1,5 +1,6 @@
 """`talking-heads send`, `receive`, `token` and `telepresence-demo`. Parsing only: the work is in
-`talking_heads.telepresence` (sender, receiver, transport, demo) and the pipeline's live stage."""
+`talking_heads.telepresence` (sender, receiver, transport, demo) and the pipeline's live stage. Modules that
+load torch or PyAV are imported inside the `run_*` functions, so that `talking-heads --help` stays fast."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .. import limits
 from ..atomic import write_text
 from ..paths import input_path, output_dir, output_file
 from ..telepresence.access import client_ssl, parse_address, read_token_file, server_ssl, write_token_file
+from ..telepresence.codec import check_key_interval, check_step
 from ..telepresence.settings import TelepresenceConfig
 from . import UserError
 from .common import model_args, onnx_arg, pipeline_from_args, use_onnx_file
@@ -107,12 +109,6 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
     m.set_defaults(func=run_demo)
 
 
-def _check_step(step: float) -> None:
-    """--step: the codec's quantisation step, a whole number of 1/64 px between 1 and 255 of them."""
-    if not 1 <= step * 64 <= 255:  # False for NaN too
-        raise UserError(f"--step {step}: must be between 1/64 and 255/64 px")
-
-
 def run_token(args: argparse.Namespace) -> int:
     path = write_token_file(args.file, force=args.force)
     print(f"token: {path} (mode 0600; give the same file to `send` and `receive`)")
@@ -120,11 +116,10 @@ def run_token(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from ..telepresence.sender import CameraSource, FileSource, send  # loaded when the command runs (cli/__init__.py)
+    from ..telepresence.sender import CameraSource, FileSource, send
 
-    _check_step(args.step)
-    if not 1 <= args.key_interval <= 255:
-        raise UserError(f"--key-interval {args.key_interval}: must be between 1 and 255 frames")
+    check_step(args.step, "--step")
+    check_key_interval(args.key_interval, "--key-interval")
     limits.check_seconds(args.seconds, "--seconds")
     host, port = parse_address(args.to)
     token = read_token_file(args.token_file)
@@ -142,7 +137,8 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def run_receive(args: argparse.Namespace) -> int:
-    from ..avatar import Avatar  # loaded when the command runs (cli/__init__.py)
+    from ..avatar import Avatar
+    from ..live import require_landmarks
     from ..telepresence.basis import known_bases
     from ..telepresence.receiver import Receiver
 
@@ -157,8 +153,8 @@ def run_receive(args: argparse.Namespace) -> int:
         logging.getLogger("websockets").setLevel(logging.WARNING)
     pipe = pipeline_from_args(args)
     avatar = Avatar.load(args.avatar, pipe)
-    if not args.no_adapt and avatar.face is None:
-        raise UserError(f"{args.avatar}: this avatar has no source landmarks: use --no-adapt")
+    if not args.no_adapt:
+        require_landmarks(avatar)
     use_onnx_file(pipe, avatar, args)
     settings = dataclasses.replace(DEFAULTS, host=host, port=port, max_senders=args.max_senders)
     receiver = Receiver(pipe, avatar, settings=settings, bases=known_bases(), adapt=not args.no_adapt,
@@ -194,13 +190,13 @@ def _announce(host: str, tls: bool, view: bool):
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..avatar import Avatar  # loaded when the command runs (cli/__init__.py)
+    from ..avatar import Avatar
     from ..data.video import probe
     from ..demo import default_data_dir, portrait
     from ..telepresence.demo import DEMO_VIDEO, run_telepresence_demo
 
     # every option and the driving video are checked before a minute of fine-tuning
-    _check_step(args.step)
+    check_step(args.step, "--step")
     limits.check_seconds(args.seconds, "--seconds")
     limits.check_epochs(args.epochs, "--epochs")
     video = args.video

@@ -1,4 +1,6 @@
-"""`talking-heads train` (meta-learning). Parsing only."""
+"""`talking-heads train` (meta-learning). Parsing only: the work is `talking_heads.train.meta.train`. Modules
+that load torch or PyAV are imported inside the functions that use them, so that `talking-heads --help`
+stays fast."""
 
 from __future__ import annotations
 
@@ -32,10 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .. import dist  # loaded when the command runs (cli/__init__.py)
+    from .. import dist
     from ..checkpoint import read_config
     from ..train import meta
 
+    limits.check_steps(args.steps, "--steps")  # the flags first, then the folders
     overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
     limits.finite_positive(args.time_limit, "--time-limit")
     output_dir(args.out, "--out", inputs=[args.data], inside_input_ok=True)  # the dataset reads its clips only
@@ -62,7 +65,7 @@ def run_train(args: argparse.Namespace) -> int:
 def _check_buildable(cfg) -> None:
     """The networks the settings describe can be built (on the meta device: no memory, no time), so that
     inconsistent --set values (e.g. an embedding_dim that is not E's last width) are one line, exit 2."""
-    import torch  # loaded when the command runs (cli/__init__.py)
+    import torch
 
     from ..models import build_networks
 
@@ -76,6 +79,6 @@ def _check_buildable(cfg) -> None:
 def check_data(data: str) -> None:
     """--data must be a folder written by `talking-heads preprocess` holding usable clips (the dataset's own
     check, `data.layout.usable_clips`, run before anything is built)."""
-    from ..data.layout import usable_clips  # loaded when the command runs (cli/__init__.py)
+    from ..data.layout import usable_clips
 
     usable_clips(data, "--data")

@@ -66,7 +66,7 @@ class IdentityTable:
         self.by_rel: dict[str, str] = {}
         if csv_path is None:
             return
-        csv_path = input_file(csv_path, "--manifest")
+        csv_path = input_file(csv_path, "manifest")
         with open(csv_path, newline="") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or "path" not in reader.fieldnames or "identity" not in reader.fieldnames:
@@ -104,7 +104,7 @@ def discover(input_path: str | os.PathLike, manifest: str | os.PathLike | None =
              exclude: Iterable[str | os.PathLike] = ()) -> list[ClipSource]:
     """Every clip under INPUT, sorted by clip id (module docstring). Folders that cannot be read are
     returned as kind "unreadable" so they are reported, not silently lost."""
-    root = input_path_checked(input_path, "INPUT").resolve()
+    root = input_path_checked(input_path, "input_path").resolve()
     table = IdentityTable(manifest)
     excluded = {Path(e).resolve() for e in exclude}
     found: list[ClipSource] = []

@@ -33,7 +33,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -45,6 +45,7 @@ from ..errors import InputError
 from ..landmarks.backend import get_backend
 from ..landmarks.plausibility import MIN_CONFIDENCE
 from ..landmarks.tracking import LandmarkTrack
+from ..paths import input_file
 from .crop import clip_crop
 from .discover import ClipSource, discover, make_clip_id, shard_of
 from .faces import track_file
@@ -328,16 +329,23 @@ def _run_task(src: ClipSource, out: str) -> dict[str, Any]:
         return _record(src, "failed", f"internal error: {type(err).__name__}: {err}")
 
 
-def check_job(*, size: int, max_frames: int | None, workers: int, shard_index: int, num_shards: int) -> None:
-    """The job's options (named as `talking-heads preprocess` spells them), refused before any work."""
-    if not 16 <= size <= 4096:
-        raise InputError(f"--size {size}: give a crop size from 16 to 4096 px")
-    if max_frames is not None and max_frames < 0:
-        raise InputError(f"--max-frames {max_frames}: give 0 (all frames) or more")
+def check_job(*, size: int, max_frames: int | None, workers: int, shard_index: int, num_shards: int,
+              manifest: str | os.PathLike | None = None, names: Mapping[str, str] | None = None) -> None:
+    """The job's options (`preprocess`'s arguments), refused before any work. names: what messages call each
+    argument (a command's flags, e.g. {"size": "--size"}; default: the argument's own name)."""
+    called = {k: k for k in ("size", "max_frames", "workers", "shard_index", "num_shards", "manifest")}
+    called.update(names or {})
     if not 1 <= workers <= MAX_WORKERS:
-        raise InputError(f"--workers {workers}: give 1 to {MAX_WORKERS} processes")
+        raise InputError(f"{called['workers']} {workers}: give 1 to {MAX_WORKERS} processes")
+    if not 16 <= size <= 4096:
+        raise InputError(f"{called['size']} {size}: give a crop size from 16 to 4096 px")
+    if max_frames is not None and max_frames < 0:
+        raise InputError(f"{called['max_frames']} {max_frames}: give 0 (all frames) or more")
     if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise InputError(f"--shard-index {shard_index} --num-shards {num_shards}: need 0 <= index < shards")
+        raise InputError(f"{called['shard_index']} {shard_index} {called['num_shards']} {num_shards}: need 0 <= index "
+                         "< shards")
+    if manifest is not None:
+        input_file(manifest, called["manifest"])
 
 
 def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, *, size: int = ModelConfig.image_size,
@@ -346,7 +354,8 @@ def preprocess(input_path: str | os.PathLike, out: str | os.PathLike, *, size: i
                retry_failed: bool = False, progress: bool = True, backend: str = "dlib",
                pad: str = "replicate") -> PreprocessReport:
     """Preprocess this shard of INPUT into OUT (module docstring). Returns the shard's records."""
-    check_job(size=size, max_frames=max_frames, workers=workers, shard_index=shard_index, num_shards=num_shards)
+    check_job(size=size, max_frames=max_frames, workers=workers, shard_index=shard_index, num_shards=num_shards,
+              manifest=manifest)
     cfg = data_cfg or DataConfig()
     opts = ClipOptions(size=int(size), max_frames=int(cfg.max_frames if max_frames is None else max_frames),
                        data=cfg, backend=backend, decode_threads=1, pad=pad)

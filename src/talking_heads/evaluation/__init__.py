@@ -17,14 +17,11 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..config import apply_overrides
+from ..pipeline import TalkingHeadPipeline
 from .protocol import (BASELINE, METHOD_LABELS, VARIANTS, Evaluation, EvaluationResult, FrameSplit, NotEnoughFrames,
-                       nearest_shot, normalise_landmarks, portable_path, select_videos, split_frames)
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+                       default_device, nearest_shot, normalise_landmarks, portable_path, select_videos, split_frames)
+from .report import write_report
 
 
 def with_eval_settings(cfg, **settings: Any):
@@ -43,10 +40,6 @@ def evaluate(model_dir: str | os.PathLike, data_dir: str | os.PathLike, out: str
     `finetune.FIELD=VALUE` / `loss.FIELD=VALUE` overrides of the model's config for fine-tuning FT avatars
     (e.g. a step budget, augmentation, the identity term), recorded in the report.
     """
-    from ..config import apply_overrides
-    from ..pipeline import TalkingHeadPipeline
-    from .report import write_report
-
     device = device or default_device()
     pipe = TalkingHeadPipeline.from_pretrained(model_dir, device=device)
     if recipe:

@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..metrics import MetricValue, as_uint8
+from ..driver import DriverSequence
+from ..landmarks.raster import rasterize_tensor
+from ..metrics import MetricValue, as_uint8, create
 from ..metrics.csim import cosine
 from ..metrics.identity import rate_value, reference_descriptor, verified
 
@@ -53,8 +55,6 @@ class CrossEvaluation:
         self.csim = metrics.get("csim")
         self.lmk = metrics.get("landmark_error")
         if self.csim is None or self.lmk is None:  # cross needs them even if the table does not list them
-            from ..metrics import create
-
             self.csim = self.csim or create("csim", cfg.eval, device)
             self.lmk = self.lmk or create("landmark_error", cfg.eval, device)
         self.records: list[dict[str, Any]] = []
@@ -70,8 +70,6 @@ class CrossEvaluation:
     def driving_landmarks(self, avatar, driver_points: np.ndarray, clip: str, adapt: bool) -> np.ndarray:
         """(F,68,2) landmarks that drive the avatar, in its crop pixels: the pipeline's driver stage given the
         driver clip's own crop landmarks (already at the model's resolution, so no re-cropping)."""
-        from ..driver import DriverSequence
-
         own = np.asarray(driver_points, np.float32)
         seq = DriverSequence(points=own, driver_points=own.copy(), size=self.cfg.model.image_size,
                              fps=self.cfg.inference.motion_fps, kind="landmarks", source=clip)
@@ -79,8 +77,6 @@ class CrossEvaluation:
         return np.asarray(out.points, np.float64)
 
     def evaluate(self, source: int, driver: int, split, avatars: dict[str, Any], t: int) -> None:
-        from ..landmarks.raster import rasterize_tensor
-
         hold = self.test.clip_frames(source, split.holdout)
         drv = self.driver_frames(driver)
         ok = self.csim.available

@@ -39,11 +39,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..config import Config
-from ..train.finetune import describe_recipe
-from ..metrics import MetricValue, PairedMetric, SetMetric, as_uint8, create_all
+from ..data.episodes import EpisodeDataset
 from ..errors import InputError
+from ..machine import describe
+from ..metrics import MetricValue, PairedMetric, SetMetric, as_uint8, create_all
+from ..train.finetune import describe_recipe
+from .cross import CrossEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +231,13 @@ def portable_path(path: str | os.PathLike) -> str:
         return str(path)
 
 
+def default_device() -> str:
+    """"cuda" when a GPU is visible, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def machine_description(device: str) -> dict[str, Any]:
     """CPU model, cores, torch threads, GPU name, torch version, host OS (for the timing table)."""
-    from ..machine import describe
-
     info = describe(device)
     return {"cpu": info["cpu"], "cpu_cores": info["cpu_count"], "torch_threads": info["torch_threads"],
             "torch": info["torch"], "os": info["os"], "device": device, **({"gpu": info["gpu"]} if "gpu" in info else {})}
@@ -252,8 +259,6 @@ def timed(fn: Callable[[], Any], device: str) -> tuple[Any, float]:
 
 def open_test_set(data_dir: str | os.PathLike, cfg: Config):
     """The preprocessed test clips, read at the model's resolution (an `EpisodeDataset` used as a clip reader)."""
-    from ..data.episodes import EpisodeDataset
-
     return EpisodeDataset(data_dir, k=1, image_size=cfg.model.image_size, line_thickness=cfg.data.line_thickness)
 
 
@@ -281,16 +286,12 @@ class Evaluation:
         self.frames_used: dict[str, dict[str, Any]] = {}  # clip -> stored-frame indices of hold-out and shots
         self.cross = None
         if self.ecfg.cross:
-            from .cross import CrossEvaluation
-
             self.cross = CrossEvaluation(self.pipe, self.test, self.metrics, cfg, device=self.device)
 
     def videos(self) -> list[int]:
         return select_videos(self.test.identities, self.ecfg.per_identity, self.ecfg.videos)
 
     def run(self) -> EvaluationResult:
-        from tqdm import tqdm
-
         videos = self.videos()
         started = time.time()
         drivers = self.cross.pick_drivers(videos) if self.cross else {}

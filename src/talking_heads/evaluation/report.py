@@ -23,8 +23,10 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+import cv2
 import numpy as np
 
+from .. import media
 from ..atomic import atomic_path
 from ..metrics import MetricValue
 from .protocol import BASELINE, METHOD_LABELS, VARIANTS, EvaluationResult
@@ -350,8 +352,6 @@ def notes_section(result: EvaluationResult) -> list[str]:
 
 def write_grids(result: EvaluationResult, out: Path) -> dict[int, Path]:
     """One PNG per T: rows of [source, ground truth, methods...] with a header band naming the columns."""
-    from .. import media
-
     methods = [m for m in (*VARIANTS, BASELINE) if m in result.settings["variants"] or m == BASELINE]
     paths = {}
     for t, rows in result.grids.items():
@@ -367,8 +367,6 @@ def write_grids(result: EvaluationResult, out: Path) -> dict[int, Path]:
 
 
 def _label_band(labels: list[str], tile: int, width: int, gap: int = 4) -> np.ndarray:
-    import cv2
-
     band = np.full((28, width, 3), 24, np.uint8)
     scale = 0.4 if tile < 200 else 0.55
     for j, text in enumerate(labels):

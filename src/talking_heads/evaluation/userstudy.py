@@ -40,12 +40,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
+from .. import media, provenance
 from ..atomic import atomic_path
 from ..config import Config
-from ..metrics import as_uint8
-from .protocol import NotEnoughFrames, open_test_set, split_frames
 from ..errors import InputError
+from ..metrics import as_uint8
+from ..pipeline import TalkingHeadPipeline
+from .protocol import NotEnoughFrames, default_device, open_test_set, split_frames
 
 CHANCE = 1.0 / 3.0
 Z95 = 1.959963984540054
@@ -105,8 +109,6 @@ def plan_triplets(identities: list[str], n_frames: list[int], count: int, shots:
 
 def png_data_uri(image: np.ndarray) -> str:
     """A metadata-free PNG of an RGB uint8 image as a data: URI."""
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -147,14 +149,10 @@ class StudyBuilder:
         return self.avatars[video]
 
     def display(self, image: np.ndarray, generated: bool) -> np.ndarray:
-        from .. import media, provenance
-
         out = media.resize(image, self.display_size, self.display_size)
         return provenance.embed_watermark(out) if generated and provenance.can_watermark(out) else out
 
     def build(self, count: int, holdout: int, seed: int) -> Study:
-        from tqdm import tqdm
-
         t = self.test
         plans = plan_triplets(t.identities, t.n_frames, count, self.shots, holdout, seed, t.clip_ids)
         study_id = secrets.token_hex(6)
@@ -211,9 +209,6 @@ def make_study(model_dir: str | os.PathLike, data_dir: str | os.PathLike, out: s
                display_size: int = 256, seed: int = 0, device: str | None = None,
                progress: bool = True) -> tuple[Study, dict[str, Path]]:
     """Build a study with the inference pipeline and write it (module docstring)."""
-    from ..pipeline import TalkingHeadPipeline
-    from . import default_device
-
     device = device or default_device()
     pipe = TalkingHeadPipeline.from_pretrained(model_dir, device=device)
     builder = StudyBuilder(pipe, data_dir, pipe.cfg, shots=shots, variant=variant, epochs=epochs,

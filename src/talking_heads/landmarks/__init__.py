@@ -11,6 +11,9 @@
 
 Landmarks are computed once (preprocessing, or once per driving video at inference), never inside a data
 loader (paper.md section 9).
+
+Every command imports this package, `talking-heads --help` included (the CLI lists the built-in motions), so
+the modules imported here load cv2, dlib and torch inside the functions that use them (start-up time).
 """
 
 from . import dlib_backend  # noqa: F401  (registers the default backend, "dlib")

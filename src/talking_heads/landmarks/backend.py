@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import cv2
 import numpy as np
 
 NUM_POINTS = 68  # iBUG 300-W scheme
@@ -96,6 +95,8 @@ def get_backend(name: str | LandmarkBackend = "dlib") -> LandmarkBackend:
 
 def resized(image: np.ndarray, s: float) -> np.ndarray:
     """`image` scaled by `s` (area averaging down, bilinear up)."""
+    import cv2  # lazy: start-up time of every command (landmarks/__init__.py)
+
     if s == 1.0:
         return image
     h, w = image.shape[:2]
@@ -123,8 +124,7 @@ def detect_faces(image: np.ndarray, backend: LandmarkBackend, max_side: int = 64
             break
         s = min(1.0, s * 2.0)
     for s in scales:
-        small = image if s == 1.0 else cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
-                                                   interpolation=cv2.INTER_AREA)
+        small = resized(image, s)  # s <= 1
         found = backend.detect(small, threshold=threshold)
         if not found and s == 1.0 and long_side <= 2 * max_side:
             found = backend.detect(small, threshold=threshold, upsample=1)

@@ -19,8 +19,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import cv2
-import dlib
 import numpy as np
 
 from .backend import Detection, LandmarkBackend, register_backend
@@ -49,6 +47,8 @@ class DlibBackend(LandmarkBackend):
     min_face_px = 80
 
     def __init__(self) -> None:
+        import dlib  # lazy: start-up time of every command (landmarks/__init__.py)
+
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(model_path(SHAPE_PREDICTOR_68)))
@@ -69,6 +69,8 @@ class DlibBackend(LandmarkBackend):
 
     def landmarks(self, image: np.ndarray, box) -> tuple[np.ndarray, float]:
         """68 points for a face box; large faces are processed on a local, downscaled window (speed)."""
+        import cv2  # lazy: start-up time of every command (landmarks/__init__.py)
+
         x0, y0, x1, y1 = (float(v) for v in box)
         side = max(x1 - x0, y1 - y0)
         offset, scale = np.zeros(2), 1.0

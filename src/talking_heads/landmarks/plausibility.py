@@ -1,6 +1,6 @@
 """Is a frame's 68-point shape trustworthy? (drivers in profile, half-occluded or sideways).
 
-Two tests, both measured on ../shared/data (scripts in the issue 15 notes, numbers below):
+Two tests, both measured on ../shared/data (the numbers below set the thresholds):
 - the tracker's confidence (`LandmarkTrack.confidence`, dlib's detector score mapped to [0, 1]). Real,
   upright test footage: per-clip minima 0.58 to 0.87 over 10 test clips (60 frames each; the lowest, 0.58, a
   1280 x 720 wide shot). The same 16-frame clip degraded: rotated 90 degrees without a rotation tag 0.33-0.43,
@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .adaptation import fit_similarity
+from .motions import neutral_face
+
 MIN_CONFIDENCE = 0.55
 MAX_SHAPE_RESIDUAL = 0.15
 
@@ -23,9 +26,6 @@ MAX_SHAPE_RESIDUAL = 0.15
 def shape_residual(points: np.ndarray) -> np.ndarray:
     """(F,) mean point distance from the neutral template after a similarity fit, over the fitted face size
     (NaN for frames that are not finite)."""
-    from .adaptation import fit_similarity
-    from .motions import neutral_face
-
     p = np.asarray(points, np.float64)
     out = np.full(len(p), np.nan)
     ok = np.isfinite(p).all(axis=(1, 2))

@@ -14,7 +14,6 @@ with the iBUG-68 left/right re-indexing, used by flip augmentation.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from ..config import DataConfig
@@ -64,6 +63,8 @@ def rasterize(points: np.ndarray, size: int, thickness: float | None = None) -> 
     thickness: line thickness in px *at 256 px* (None = DataConfig.line_thickness); scaled with `size` and
     rounded to whole pixels (at least 1). NaN points give an all-black image (no face).
     """
+    import cv2  # lazy: start-up time of every command (landmarks/__init__.py)
+
     canvas = np.zeros((size, size, 3), np.uint8)
     points = np.asarray(points, dtype=np.float64)
     if points.shape != (68, 2):
@@ -80,8 +81,8 @@ def rasterize(points: np.ndarray, size: int, thickness: float | None = None) -> 
 
 def rasterize_tensor(points, size: int, thickness: float | None = None):
     """Landmark image(s) as float tensors in [-1, 1]: points (68,2) -> (3,S,S); (B,68,2) -> (B,3,S,S)."""
-    # lazy: torch takes seconds to import, and the command line (`talking-heads --help`, argument errors)
-    # imports the landmarks package without needing tensors
+    # lazy: torch (also behind `images`) is the slowest import of all, and every command, `--help` included,
+    # imports this package without needing tensors (landmarks/__init__.py)
     import torch
 
     from ..images import to_tensor

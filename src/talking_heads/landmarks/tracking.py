@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import cv2
 import numpy as np
 
 from ..config import DataConfig
@@ -97,8 +96,7 @@ class FaceTracker:
             s = min(1.0, 1.3 * self.roi_face_px / self.size_hint)
         else:
             s = min(1.0, self.max_side / max(h, w))
-        small = frame if s >= 1.0 else cv2.resize(frame, (max(1, round(w * s)), max(1, round(h * s))),
-                                                   interpolation=cv2.INTER_AREA)
+        small = resized(frame, s)  # s <= 1
         sx = w / small.shape[1]
         return sorted((d.scaled(sx) for d in self.backend.detect(small)), key=lambda d: -d.size)
 

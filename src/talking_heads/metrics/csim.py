@@ -31,6 +31,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
+from ..images import to_tensor
 from ..landmarks.face_chips import chip_transform, crop_chips
 from ..models.dlib_format import DlibFormatError
 from ..models.face_identity import shared_face_identity
@@ -93,8 +94,7 @@ class FaceDescriptor:
             # one image size per call (frames of one evaluation share it; photos may not)
             for shape in {images[i].shape for i in idx}:
                 sub = [i for i in idx if images[i].shape == shape]
-                x = torch.from_numpy(np.ascontiguousarray(images[sub])).to(self.device)
-                x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # B,3,H,W in [-1,1]
+                x = to_tensor(images[sub], self.device)  # B,3,H,W in [-1,1]
                 with torch.no_grad():
                     chips = crop_chips(x, chip_transform(points[sub]), dlib_rounding=True)  # B,3,150,150
                     out[sub] = self.net(chips).double().cpu().numpy()

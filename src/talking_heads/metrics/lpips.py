@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..images import to_tensor
 from ..models.perceptual import VGG16_CFG, PerceptualWeightsError, read_state_dict, vgg_features
 from .base import PairedMetric
 
@@ -171,7 +172,7 @@ class LPIPSMetric(PairedMetric):
     @torch.no_grad()
     def _per_frame(self, fake, reference, points):
         def t(a: np.ndarray) -> Tensor:
-            return torch.from_numpy(a).permute(0, 3, 1, 2).float().div(127.5).sub(1.0).to(self.device)
+            return to_tensor(a).to(self.device)
 
         out = [self.net(t(fake[i:i + self.batch_size]), t(reference[i:i + self.batch_size])).double().cpu()
                for i in range(0, len(fake), self.batch_size)]

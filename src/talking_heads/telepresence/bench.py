@@ -31,12 +31,13 @@ import av
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from ..avatar import Avatar
 from ..data.crop import CropTransform
 from ..data.video import read_frames
 from ..machine import describe
 from ..media import frame_rate
 from ..metrics.landmark_error import landmark_errors
-from ..pipeline import Avatar, TalkingHeadPipeline
+from ..pipeline import TalkingHeadPipeline
 from .basis import load_basis
 from .codec import PREDICT_PREVIOUS, Basis, CropBox, LandmarkDecoder, LandmarkEncoder
 from .sender import FileSource, LandmarkStream

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import InputError
 from .entropy import ArithmeticDecoder, ArithmeticEncoder, magnitude_class, put_int, take_int, update_state
 from .packet import (DELTA2_END, DELTA2_FACE, DELTA2_HEADER_SIZE, DELTA2_MARK, DELTA2_SEQ, DELTA_HEADER, DELTA_MARK,
                      DIM, FLAG_BITS, FLAG_END, FLAG_FACE, KEY_HEADER, KEY_MAGIC, MAX_PACKET, NUM_POINTS,
@@ -62,7 +63,7 @@ from .prediction import Basis, StreamModel
 __all__ = ["DELTA2_END", "DELTA2_FACE", "DELTA2_MARK", "DELTA_MARK", "DIM", "KEY_HEADER", "KEY_MAGIC", "MAX_PACKET",
            "PREDICT_PREVIOUS", "VERSION", "VERSIONS", "ArithmeticDecoder", "ArithmeticEncoder", "Basis",
            "CodecError", "CropBox", "Frame", "LandmarkDecoder", "LandmarkEncoder", "StreamGap", "StreamParams",
-           "put_int", "take_int"]
+           "check_key_interval", "check_step", "put_int", "take_int"]
 
 
 def _check_points(points: np.ndarray, size: int) -> np.ndarray:
@@ -73,6 +74,21 @@ def _check_points(points: np.ndarray, size: int) -> np.ndarray:
 
 
 # --- encoder -----------------------------------------------------------------------------------------
+
+
+def check_step(step: float, what: str = "step") -> int:
+    """The quantisation step q (px at the crop) as the packets carry it: a whole number of 1/64 px, 1..255 of
+    them; InputError (naming the step as `what`, e.g. a command's flag) for anything else, NaN included."""
+    if not 1 <= step * 64 <= 255:  # False for NaN too
+        raise InputError(f"{what} {step}: must be between 1/64 and 255/64 px")
+    return int(round(step * 64))
+
+
+def check_key_interval(frames: int, what: str = "key_interval") -> int:
+    """Frames between key frames: 1..255 (the decoder waits at most this long after a lost packet)."""
+    if not 1 <= frames <= 255:
+        raise InputError(f"{what} {frames}: must be between 1 and 255 frames")
+    return frames
 
 
 class LandmarkEncoder:
@@ -86,13 +102,10 @@ class LandmarkEncoder:
 
     def __init__(self, basis: Basis, *, fps: float, step: float = 0.5, deadzone: float = 0.15,
                  key_interval: int = 50, predictor: int = PREDICT_PREVIOUS, version: int = VERSION):
-        q64 = int(round(step * 64))
-        if not 1 <= q64 <= 255:
-            raise ValueError(f"step must be between 1/64 and 255/64 px, got {step}")
+        q64 = check_step(step)
+        check_key_interval(key_interval)
         if not 1 <= fps <= 120:
             raise ValueError(f"fps must be between 1 and 120, got {fps}")
-        if not 1 <= key_interval <= 255:
-            raise ValueError(f"key_interval must be between 1 and 255 frames, got {key_interval}")
         if not 0 <= deadzone < 0.5:
             raise ValueError(f"deadzone must be in [0, 0.5), got {deadzone}")
         if version not in VERSIONS:

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .. import checkpoint, dist, inference
+from .. import checkpoint, dist, machine
 from ..config import Config
 from ..data import EpisodeDataset
 from ..models import build_networks
@@ -117,7 +117,7 @@ def make_dataset(cfg: Config, data_dir: str | os.PathLike):
 def _report_cpu_precision(setting: bool | str) -> None:
     """Say which arithmetic the forwards run in on this CPU (train.amp_cpu), and warn when bf16 is forced on
     a CPU that only emulates it."""
-    on, native = steps.cpu_amp(setting), inference.cpu_supports_bf16()
+    on, native = steps.cpu_amp(setting), machine.cpu_supports_bf16()
     if on and not native:
         log.warning("train.amp_cpu: this CPU has no native bf16 (AVX-512 BF16 / AMX), so bf16 autocast is "
                     "emulated and many times slower than fp32 here (docs/benchmarks.md): set "
@@ -243,9 +243,9 @@ def _loop(run: _Run, state: MetaState, start: int, stop: StopSignals, progress: 
             logs, x_fake = meta_step(state, batch, run.cfg, step)
             book.add(step, logs)
             bar.update(1)
-            signalled = stop.any_rank(info.device)
-            out_of_time = signalled or (run.deadline is not None
-                                        and dist.any_true(time.monotonic() > run.deadline, info.device))
+            past_deadline = run.deadline is not None and time.monotonic() > run.deadline
+            signalled, past_deadline = dist.any_true_each([stop.signum is not None, past_deadline], info.device)
+            out_of_time = signalled or past_deadline
             last = step == t.steps or out_of_time
             probe = t.probe_every > 0 and (step % t.probe_every == 0 or last) and info.is_main
             if step % t.log_every == 0 or last or probe:

@@ -67,7 +67,7 @@ class MetaState(steps.GanStep):
 
 def build_optimizers(networks, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     t = cfg.train
-    g_params = list(networks.embedder.parameters()) + list(networks.generator.parameters())
+    g_params = list(networks.embedder.parameters()) + networks.generator.meta_parameters()
     opt_g = steps.adam(g_params, lr=t.lr_generator, betas=t.betas, impl=t.adam)
     opt_d = steps.adam(networks.discriminator.parameters(), lr=t.lr_discriminator, betas=t.betas, impl=t.adam)
     return opt_g, opt_d

@@ -1,6 +1,7 @@
 """Stopping a training run cleanly: the first SIGTERM or Ctrl-C (SIGINT) finishes the current step,
 checkpoints and stops (`StoppedBySignal`; the CLI exits 128 + the signal's number); a second one stops at once
-(the last checkpoint stays). Under torchrun a signal on any rank stops every rank at the same step."""
+(the last checkpoint stays). Under torchrun a signal on any rank stops every rank at the same step (the loop
+shares `signum` with the other ranks once per step, `dist.any_true_each`)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from .. import dist
 from ..errors import Terminated
 
 log = logging.getLogger(__name__)
@@ -60,10 +58,6 @@ class StopSignals:
     def __exit__(self, *exc):
         self._restore()
         return False
-
-    def any_rank(self, device: torch.device) -> bool:
-        """Whether any rank was signalled (a collective: every rank calls it at the same step)."""
-        return dist.any_true(self.signum is not None, device)
 
     def adopt(self) -> None:
         """Take another rank's signal as this rank's SIGTERM, so that it stops the same way."""

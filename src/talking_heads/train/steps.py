@@ -54,7 +54,7 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from .. import inference, losses as L
+from .. import losses as L, machine
 from ..config import ConfigError, LossConfig
 from .augment import DiffAugment, LeCam
 
@@ -78,7 +78,7 @@ def cpu_amp(setting: bool | str) -> bool:
     if isinstance(setting, bool):
         return setting
     if setting == "auto":
-        return inference.cpu_supports_bf16()
+        return machine.cpu_supports_bf16()
     raise ConfigError(f'train.amp_cpu must be true, false or "auto", got {setting!r}')
 
 

@@ -30,7 +30,9 @@ from typing import Iterator
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry, no update check
 
 import gradio as gr  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from ..demo import default_data_dir, portrait  # noqa: E402
 from ..landmarks.motions import MOTIONS  # noqa: E402
 from ..pipeline import TalkingHeadPipeline  # noqa: E402
 from . import handlers  # noqa: E402
@@ -132,10 +134,6 @@ def _session(request: gr.Request | None) -> str:
 def prepare_examples(settings: WebSettings, folder: Path) -> list[tuple[str, str]]:
     """(path, caption) of the built-in examples: the astronaut (scikit-image, public domain) and, when the real
     footage folder is here, three paintings (copied into the app's own folder, which is what it serves)."""
-    from PIL import Image
-
-    from ..demo import default_data_dir, portrait
-
     folder.mkdir(parents=True, exist_ok=True)
     astronaut = folder / "astronaut.png"
     if not astronaut.is_file():

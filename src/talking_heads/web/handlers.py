@@ -41,7 +41,7 @@ from .. import limits, media
 from ..avatar import Avatar
 from ..data.faces import FaceCrop
 from ..data.video import is_image_file, is_video_file, probe
-from ..driver import DriverSequence, check_reference_frame
+from ..driver import DriverSequence, check_reference_frame, check_reference_index
 from ..errors import InputError
 from ..landmarks.motions import MOTIONS
 from ..landmarks.raster import rasterize
@@ -391,10 +391,10 @@ def animate(pipe: TalkingHeadPipeline, avatar: Avatar | None, settings: WebSetti
     """Drive the avatar (`pipe.animate`): result video and contact sheet in `job.results`."""
     if avatar is None:
         raise WebInputError("no avatar yet: create one (or load a saved one) on the Avatar tab first")
-    try:  # blank / None: the most neutral frame (the pipeline chooses it)
-        reference_frame = None if reference_frame in (None, "") else int(reference_frame)
-    except (TypeError, ValueError):
-        raise WebInputError(f"the reference frame must be a whole number, got {reference_frame!r}") from None
+    if reference_frame in (None, ""):  # blank: the most neutral frame (the pipeline chooses it)
+        reference_frame = None
+    else:  # a negative or fractional number is refused before the driver is prepared
+        reference_frame = check_reference_index(reference_frame, "the reference frame")
     seq, warnings = prepare_driver(pipe, settings, job.temp, video=video, motion=motion, duration=duration,
                                    smooth=smooth)
     if reference_frame is not None:
