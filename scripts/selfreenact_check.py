@@ -24,21 +24,24 @@ import numpy as np
 
 from talking_heads import media, metrics
 from talking_heads.data.video import even_indices, probe, read_frames
+from talking_heads.demo import default_data_dir
 from talking_heads.pipeline import TalkingHeadPipeline
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MOUTH = (62, 66)  # inner lips, upper and lower middle
 EYES = (36, 45)  # outer eye corners
 
 
 def test_clips(n: int) -> list[Path]:
     """The first clip of each of `n` test-split people (manifest order)."""
+    data = default_data_dir()  # $TALKING_HEADS_DATA or ../shared/data
+    if data is None:
+        raise SystemExit("no footage: put the shared data beside the checkout or set TALKING_HEADS_DATA")
     seen, out = set(), []
-    with open(DATA / "manifest.csv") as f:
+    with open(data / "manifest.csv") as f:
         for row in csv.DictReader(f):
             if row["split"] == "test" and row["kind"] == "video" and row["identity"] not in seen:
                 seen.add(row["identity"])
-                out.append(DATA / row["path"])
+                out.append(data / row["path"])
     return out[:n]
 
 

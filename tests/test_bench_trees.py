@@ -26,3 +26,22 @@ def test_a_tree_without_the_package_is_refused(bt, tmp_path, capsys):
         bt.main(["--before", str(tmp_path), "--after", str(tmp_path)])
     assert err.value.code == 2
     assert "holds no src/talking_heads" in capsys.readouterr().err
+
+
+def test_selfreenact_check_on_a_real_test_clip(tmp_path, shared_data):
+    """scripts/selfreenact_check.py end to end on one test-split person, two driving frames: the sheet (source +
+    three real | rendered pairs), the frames and finite metrics against the real frames."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    check = load_script("selfreenact_check")
+    assert check.main([str(tmp_path), "--clips", "1", "--frames", "2"]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0 < m["mean"]["ssim"] <= 1 and m["mean"]["psnr"] > 10 and 0 < m["mean"]["landmark_error"] < 0.2
+    frames = np.load(tmp_path / "frames.npz")
+    (clip,) = frames.files
+    assert frames[clip].shape[0] == 2 and frames[clip].dtype == np.uint8
+    sheet = np.asarray(Image.open(tmp_path / "sheet.png"))
+    assert sheet.shape[1] > 6 * frames[clip].shape[2]  # 7 tiles across
