@@ -1,11 +1,10 @@
 """`talking-heads send`, `receive`, `token` and `telepresence-demo`. Parsing only: the work is in
 `talking_heads.telepresence` (sender, receiver, transport, demo) and the pipeline's live stage. Modules that
-load torch or PyAV are imported inside the `run_*` functions, so that `talking-heads --help` stays fast."""
+load torch or PyAV, and asyncio, ssl and the codec, are imported inside the `run_*` functions, so that `talking-heads --help` stays fast."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import logging
@@ -16,8 +15,6 @@ from pathlib import Path
 from .. import limits
 from ..atomic import write_text
 from ..paths import input_path, output_dir, output_file
-from ..telepresence.access import client_ssl, parse_address, read_token_file, server_ssl, write_token_file
-from ..telepresence.codec import check_key_interval, check_step
 from ..telepresence.settings import TelepresenceConfig
 from . import UserError
 from .common import model_args, onnx_arg, pipeline_from_args, use_onnx_file
@@ -110,12 +107,18 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_token(args: argparse.Namespace) -> int:
+    from ..telepresence.access import write_token_file
+
     path = write_token_file(args.file, force=args.force)
     print(f"token: {path} (mode 0600; give the same file to `send` and `receive`)")
     return 0
 
 
 def run_send(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ..telepresence.access import client_ssl, parse_address, read_token_file
+    from ..telepresence.codec import check_key_interval, check_step
     from ..telepresence.sender import CameraSource, FileSource, send
 
     check_step(args.step, "--step")
@@ -137,6 +140,9 @@ def run_send(args: argparse.Namespace) -> int:
 
 
 def run_receive(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ..telepresence.access import parse_address, read_token_file, server_ssl
     from ..avatar import Avatar
     from ..live import require_landmarks
     from ..telepresence.basis import known_bases
@@ -190,6 +196,7 @@ def _announce(host: str, tls: bool, view: bool):
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from ..telepresence.codec import check_step
     from ..avatar import Avatar
     from ..data.video import probe
     from ..demo import default_data_dir, portrait
