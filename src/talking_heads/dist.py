@@ -142,13 +142,9 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(keys, t.tolist()))
 
 
-def any_true(flag: bool, device: torch.device) -> bool:
-    """True on every rank when `flag` is true on any rank (so all ranks stop at the same step)."""
-    return any_true_each([flag], device)[0]
-
-
 def any_true_each(flags: Sequence[bool], device: torch.device) -> list[bool]:
-    """`any_true` of several flags in one collective (one host-device round trip per step, not one per flag)."""
+    """For each flag: true on every rank when it is true on any rank (so all ranks stop at the same step). One
+    collective for all the flags (one host-device round trip per step, not one per flag)."""
     if not is_initialized():
         return [bool(f) for f in flags]
     t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
