@@ -78,7 +78,7 @@ def test_item_layout_and_ranges(root):
     ds = EpisodeDataset(root, k=4)
     assert len(ds) == ds.num_videos == 4 and ds.clip_ids == sorted(ds.clip_ids)
     item = ds[0]
-    assert set(item) == {"x_src", "y_src", "x_tgt", "y_tgt", "p_tgt", "video", "aug_seed"}
+    assert set(item) == {"x_src", "y_src", "x_tgt", "y_tgt", "p_src", "p_tgt", "video", "aug_seed"}
     assert item["aug_seed"] == ds[0]["aug_seed"] != ds[1]["aug_seed"]  # a function of the episode
     assert item["p_tgt"].shape == (68, 2) and item["p_tgt"].dtype == torch.float32
     # the target's landmarks are the ones its landmark image was drawn from
@@ -86,6 +86,10 @@ def test_item_layout_and_ranges(root):
     from talking_heads.landmarks.raster import rasterize
     drawn = to_tensor(rasterize(item["p_tgt"].double().numpy(), STORED, ds.line_thickness))
     assert torch.equal(drawn, item["y_tgt"])
+    assert item["p_src"].shape == (4, 68, 2) and item["p_src"].dtype == torch.float32
+    for k in range(4):  # each source's landmarks are those its landmark image was drawn from
+        drawn = to_tensor(rasterize(item["p_src"][k].double().numpy(), STORED, ds.line_thickness))
+        assert torch.equal(drawn, item["y_src"][k])
     assert item["x_src"].shape == item["y_src"].shape == (4, 3, STORED, STORED)
     assert item["x_tgt"].shape == item["y_tgt"].shape == (3, STORED, STORED)
     assert item["video"].dtype == torch.int64 and item["video"].ndim == 0 and int(item["video"]) == 0

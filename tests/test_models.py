@@ -5,6 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+
+from talking_heads.landmarks.motions import motion_landmarks
+from talking_heads.models.sources import Sources
+from talking_heads.models.tps_prior import normalise_points
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -241,15 +245,20 @@ def test_every_registered_generator_implements_the_interface(kind):
     gen = torch.Generator().manual_seed(2)
     s = cfg.model.image_size
     sources = (torch.rand(3, 3, s, s, generator=gen) * 2 - 1, torch.rand(3, 3, s, s, generator=gen) * 2 - 1)
+    points = None
+    if getattr(g, "needs_points", False):  # the TPS renderer: the sources' and the driver's landmarks too
+        faces = torch.tensor(motion_landmarks("talk", 1.0, 5.0, s, cfg.data), dtype=torch.float32)  # 5,68,2
+        faces = normalise_points(faces, s)
+        sources, points = Sources(*sources, faces[:3]), faces[3:5]
     sources = sources if g.needs_sources else None
     e = torch.randn(1, cfg.model.embedding_dim, generator=gen)
     g.eval()
     with torch.no_grad():
         psi = g.adain_params(e)  # 1,A
-        ref, aux = g.forward_with_aux(y, psi.expand(2, -1), sources)
-        assert torch.equal(g(y, psi.expand(2, -1), sources), ref) and isinstance(aux, dict)
+        ref, aux = g.forward_with_aux(y, psi.expand(2, -1), sources, points)
+        assert torch.equal(g(y, psi.expand(2, -1), sources, points), ref) and isinstance(aux, dict)
         avatar = g.specialise(psi, sources)
-        torch.testing.assert_close(avatar(y), ref, rtol=0, atol=1e-5)
+        torch.testing.assert_close(avatar(y, points) if points is not None else avatar(y), ref, rtol=0, atol=1e-5)
     assert avatar.needs_sources == g.needs_sources and avatar.generator.num_adain_params == 0
     assert g.num_adain_params == g.projection.out_features  # the original is untouched
 

@@ -26,7 +26,7 @@ def _sources(b=2, k=3, s=32, seed=0):
 
 
 def test_registry_builds_the_configured_generator():
-    assert set(GENERATORS) == {"adain", "warp"}
+    assert set(GENERATORS) == {"adain", "warp", "tps"}
     nets = build_networks(warp_cfg(), 2)
     assert isinstance(nets.generator, WarpGenerator) and nets.generator.needs_sources
     assert not build_networks(preset("tiny"), 2).generator.needs_sources

@@ -10,7 +10,9 @@ Avatar directory (the model directory format of `model_dir.py`, stage "avatar"):
                            source_path (first source, for paste-back), crop (its CropTransform), history
     avatar.safetensors     tensors: psi (1,A), e_new (1,N), landmarks (T,68,2) in crop px at the model's
                            image size, thumbnail (s,s,3) uint8 crop of the first source; with a generator that
-                           needs sources (the warp generator) also source_images (T,S,S,3) uint8, the T crops
+                           needs sources (the warp generators) also source_images (T,R,R,3) uint8, the T
+                           crops (R = S, or the TPS renderer's output size), and for the TPS renderer
+                           source_valid (T,R,R) uint8 (255 where the crop shows the photo, 0 past its edge)
     generator.safetensors  FT only: the fine-tuned G (its P is the meta-learned one, unused)
     discriminator.safetensors  FT, optional: D' = (V, w', b), only needed to fine-tune further
 Loading checks that the avatar fits the model it is loaded for (an `AvatarModel`: the renderer or the
@@ -34,10 +36,12 @@ from .data.crop import CropTransform
 from .images import to_tensor
 from .landmarks.raster import rasterize_tensor
 from .model_dir import read_config, save_dir
-from .models import ConvPart, PersonDiscriminator, TalkingHeadGenerator, build_generator
+from .models import ConvPart, PersonDiscriminator, Sources, TalkingHeadGenerator, build_generator
+from .models.tps_prior import normalise_points
 from .safetensors_io import CheckpointError, load_module, load_tensors
 
 KINDS = ("ff", "ft")
+MAX_RENDER_SIZE = 2048  # the largest source crop an avatar may hold (px)
 
 
 class AvatarModel(Protocol):
@@ -77,7 +81,8 @@ class Avatar:
     epochs: int = 0  # FT epochs
     history: list[dict[str, float]] = field(default_factory=list)  # FT: one loss record per G' step
     warnings: list[str] = field(default_factory=list)
-    source_images: np.ndarray | None = None  # (T,S,S,3) uint8 crops at the model's size: the warp generator's sources
+    source_images: np.ndarray | None = None  # (T,R,R,3) uint8 crops: the warp generators' sources (R = S, or the TPS renderer's output size)
+    source_valid: np.ndarray | None = None  # (T,R,R) uint8, 255 where a source crop shows the photo, 0 past its edge (TPS renderer)
     content_loss: str = ""  # FT: the content loss it was fine-tuned with (ContentLoss.mode; "" for FF)
 
     def __post_init__(self) -> None:
@@ -91,13 +96,28 @@ class Avatar:
         """T, the number of frames it was made from."""
         return 0 if self.landmarks is None else int(self.landmarks.shape[0])
 
-    def source_tensors(self, device, thickness: float | None = None) -> tuple[Tensor, Tensor] | None:
-        """(x, y) (T,3,S,S) in [-1,1] of the T source crops and their landmark images (None without them)."""
+    @property
+    def render_size(self) -> int:
+        """Side (px) of the frames this avatar renders: its source crops' (the TPS renderer renders at the size
+        the avatar was made for), else the model's."""
+        if self.source_images is not None:
+            return int(self.source_images.shape[1])
+        return int(self.cfg.model.image_size)
+
+    def source_tensors(self, device, thickness: float | None = None) -> Sources | None:
+        """The T source crops x (T,3,R,R) in [-1,1], their landmark images y (T,3,S,S) (S = the model's size),
+        landmarks (T,68,2) normalised and validity (T,1,R,R) in [0,1] (None when not stored); None without
+        source crops."""
         if self.source_images is None or self.landmarks is None:
             return None
+        s = int(self.cfg.model.image_size)
         x = torch.stack([to_tensor(img) for img in self.source_images])
-        y = rasterize_tensor(self.landmarks, self.source_images.shape[1], thickness)
-        return x.to(device), y.to(device)
+        y = rasterize_tensor(self.landmarks, s, thickness)
+        points = normalise_points(torch.as_tensor(np.asarray(self.landmarks, np.float32)), s)
+        valid = None
+        if self.source_valid is not None:
+            valid = torch.from_numpy(np.ascontiguousarray(self.source_valid)).float().div(255)[:, None]
+        return Sources(x.to(device), y.to(device), points.to(device), None if valid is None else valid.to(device))
 
     @property
     def face(self) -> np.ndarray | None:
@@ -117,6 +137,8 @@ class Avatar:
             tensors["thumbnail"] = torch.from_numpy(np.ascontiguousarray(self.thumbnail, np.uint8))
         if self.source_images is not None:
             tensors["source_images"] = torch.from_numpy(np.ascontiguousarray(self.source_images, np.uint8))
+        if self.source_valid is not None:
+            tensors["source_valid"] = torch.from_numpy(np.ascontiguousarray(self.source_valid, np.uint8))
         parts: dict[str, Any] = {"avatar": tensors}
         if self.kind == "ft":
             parts["generator"] = self.generator
@@ -149,6 +171,7 @@ class Avatar:
         lm = tensors.get("landmarks")
         thumb = tensors.get("thumbnail")
         src = tensors.get("source_images")
+        valid = tensors.get("source_valid")
         if model.generator.needs_sources and src is None:
             raise CheckpointError(f"{path}: this model's generator needs the avatar's source frames, which the "
                                   "avatar does not hold; create the avatar again")
@@ -161,7 +184,8 @@ class Avatar:
                        source_path=meta.get("source_path"), sources=list(meta.get("sources", [])),
                        epochs=int(meta.get("epochs", 0)), history=list(meta.get("history", [])),
                        content_loss=str(meta.get("content_loss", "")),
-                       source_images=None if src is None else src.cpu().numpy())
+                       source_images=None if src is None else src.cpu().numpy(),
+                       source_valid=None if valid is None else valid.cpu().numpy())
         except ValueError as err:
             raise CheckpointError(f"{path}: not a valid avatar ({err})") from None
 
@@ -203,6 +227,13 @@ def _check_tensors(path, tensors: dict[str, Tensor], model: AvatarModel) -> None
     src = tensors.get("source_images")
     if src is not None and (lm is None or len(src) != len(lm)):
         raise CheckpointError(f"{file}: source_images and landmarks disagree on T")
+    if src is not None and (src.shape[1] != src.shape[2] or not 16 <= src.shape[1] <= MAX_RENDER_SIZE):
+        raise CheckpointError(f"{file}: source_images are {list(src.shape)}: square crops of 16 to "
+                              f"{MAX_RENDER_SIZE} px expected")
+    valid = tensors.get("source_valid")
+    if valid is not None and (src is None or valid.dtype != torch.uint8 or tuple(valid.shape) != tuple(src.shape[:3])):
+        raise CheckpointError(f"{file}: source_valid must be uint8 (T,R,R) like source_images, got {valid.dtype} "
+                              f"{list(valid.shape)}")
 
 
 def _check_target(path: Path) -> None:

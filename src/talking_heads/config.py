@@ -47,9 +47,12 @@ class ModelConfig:
     generator_up_channels: tuple[int, ...] = (512, 256, 128, 64)  # G decoder AdaIN up blocks; each doubles H [LAB: 38M]
     generator_up_attention_at: tuple[int, ...] = (64,)  # G decoder self-attention resolutions
     spectral_norm: bool = True  # spectral norm on every conv and linear layer (paper: all networks)
-    generator: str = "adain"  # "adain": the paper's direct-synthesis G; "warp": warp-then-refine (models/warp.py; not in the paper)
+    generator: str = "adain"  # "adain": the paper's direct-synthesis G; "warp": warp-then-refine (models/warp.py); "tps": the photo warped by its landmarks, a learned correction and a generated fill (models/tps.py); the last two not in the paper
     warp_channels: tuple[int, ...] = (32, 64, 128)  # warp generator: flow network encoder widths (decoder mirrors them)
     warp_scale: float = 0.5  # warp generator: resolution of the flow network relative to the image
+    tps_mouth_size: int = 64  # TPS renderer: side (px) of the mouth view its mouth generator paints
+    tps_mouth_channels: tuple[int, ...] = (32, 64, 128)  # TPS renderer: the mouth generator's encoder widths (decoder mirrors them)
+    tps_grid_size: int = 64  # TPS renderer: the landmark warp is solved on this grid, then upsampled
     embedder_activation: str = "relu"  # E's activation before the sum pool: "relu" (paper) or "leaky_relu" (0.2; e_hat may be negative)
 
 
@@ -73,6 +76,7 @@ class LossConfig:
     match_ramp_steps: int = 0  # then rises linearly to match_weight over this many steps (0 = at once)
     adversarial_weight: float = 1.0  # weight of -D(x_fake) in L_ADV
     warp_smoothness_weight: float = 0.1  # warp generator: weight of the flow's total variation
+    tps_mask_weight: float = 0.1  # TPS renderer: weight of the area the network moves from warped to generated
 
 
 @dataclass
@@ -319,7 +323,9 @@ RANGES: dict[str, Callable[[Any, str], Any]] = {
     "train.probe_every": _between(0, 10**9),
     "loss.offline_content_weight": _WEIGHT, "loss.face_content_weight": _WEIGHT, "loss.face_layer_weights": _WEIGHT,
     "loss.identity_weight": _WEIGHT, "loss.feature_matching_weight": _WEIGHT, "loss.match_weight": _WEIGHT,
-    "loss.adversarial_weight": _WEIGHT, "loss.warp_smoothness_weight": _WEIGHT,
+    "loss.adversarial_weight": _WEIGHT, "loss.warp_smoothness_weight": _WEIGHT, "loss.tps_mask_weight": _WEIGHT,
+    "model.tps_mouth_size": _between(16, 1024), "model.tps_mouth_channels": _between(1, 4096),
+    "model.tps_grid_size": _between(8, 1024),
     "loss.match_warmup_steps": _between(0, 10**9), "loss.match_ramp_steps": _between(0, 10**9),
     "eval.shots": _between(1), "eval.variants": _one_of("ff", "ft"), "eval.holdout": _between(1, 100_000),
     "eval.videos": _between(0, 10**9), "eval.per_identity": _between(0, 10**9), "eval.epochs": _between(0),

@@ -55,6 +55,7 @@ from .config import BACKENDS, PRECISIONS, DataConfig
 from .landmarks.adaptation import adapt_landmarks
 from .landmarks.motions import motion_landmarks
 from .landmarks.raster import rasterize_tensor
+from .models.sources import as_sources
 from .models.specialise import AvatarGenerator, specialise
 from .paths import input_file
 
@@ -108,10 +109,13 @@ class TorchRenderer:
         self.model = model.to(self.device).eval()
         self.model.generator.to(self.dtype).to(memory_format=self.memory_format)
 
-    def __call__(self, y: Tensor) -> Tensor:
+    def __call__(self, y: Tensor, points: Tensor | None = None) -> Tensor:
+        """y (B,3,S,S) landmark images; points (B,68,2) normalised landmarks, for the TPS renderer."""
         with torch.inference_mode():
             y = y.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
-            return self.model(y).float().contiguous()  # B,3,H,W
+            if points is not None:
+                return self.model(y, points.to(self.device, torch.float32)).float().contiguous()
+            return self.model(y).float().contiguous()  # B,3,R,R
 
 
 # --- the onnxruntime backend ---------------------------------------------------------------------------
@@ -122,7 +126,7 @@ def avatar_fingerprint(generator: nn.Module, psi: Tensor, sources: tuple[Tensor,
     h = hashlib.sha256()
     tensors = [("psi", psi)] + sorted(generator.state_dict().items())
     if sources is not None:
-        tensors += [("x_src", sources[0]), ("y_src", sources[1])]
+        tensors += as_sources(sources).tensors()
     for key, value in tensors:
         h.update(key.encode())
         h.update(value.detach().float().cpu().contiguous().reshape(-1).numpy().tobytes())
@@ -278,7 +282,7 @@ class OnnxRenderer:
             raise OnnxModelError(f"onnxruntime cannot load {name}: {str(err).splitlines()[0][:200]}") from None
         self.image_size = int(self.metadata.get("image_size", 0))
 
-    def __call__(self, y: Tensor) -> Tensor:
+    def __call__(self, y: Tensor, points: Tensor | None = None) -> Tensor:
         y_np = np.ascontiguousarray(y.detach().float().cpu().numpy())
         out = self.session.run(["frame"], {"landmarks": y_np})[0]
         return torch.from_numpy(out).to(y.device)
@@ -303,6 +307,15 @@ def check_onnx_fits(meta: dict[str, str], name: str, expected: dict[str, str]) -
                              "`talking-heads export AVATAR_DIR -o FILE.onnx`")
 
 
+def check_exportable(generator: nn.Module) -> None:
+    """OnnxModelError for the TPS renderer: its landmark warp solves a linear system per frame
+    (torch.linalg.solve), which ONNX has no operator for; it renders with the torch backend only."""
+    if getattr(generator, "needs_points", False):
+        raise OnnxModelError("the TPS renderer (model.generator = 'tps') cannot be exported to ONNX or run by "
+                             "onnxruntime (its landmark warp solves a linear system per frame, which ONNX has no "
+                             "operator for): render it with the torch backend (--backend torch)")
+
+
 def build_renderer(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None, *,
                    device: torch.device | str, precision: str = "auto", backend: str = "torch",
                    onnx_file: str | os.PathLike | None = None, describe=None, calibration=None):
@@ -319,6 +332,7 @@ def build_renderer(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Ten
     model = specialise(generator, psi, sources)
     if backend == "torch":
         return TorchRenderer(model, device, precision)
+    check_exportable(generator)
     meta = describe()
     if onnx_file is not None:
         data, found = read_onnx(onnx_file)
@@ -379,6 +393,7 @@ def export_avatar(renderer, avatar, path: str | os.PathLike, precision: str = "f
     if path.is_dir():
         raise OnnxModelError(f"{path} is a folder: give the path of the .onnx file to write")
     generator, psi, sources = renderer.render_inputs(avatar)
+    check_exportable(generator)
     meta = renderer.describe_render_inputs(generator, psi, sources)
     data = export_onnx(specialise(generator, psi, sources), int(meta["image_size"]), meta)
     if precision == "int8":

@@ -50,7 +50,7 @@ from .avatar import Avatar
 from .model_dir import load_model_dir
 from .config import Config
 from .data.crop import CropTransform, StreamCrop
-from .data.faces import FaceCrop, FaceNotFoundError, min_face_size, prepare_photo
+from .data.faces import FaceCrop, FaceNotFoundError, load_photo, min_face_size, prepare_photo
 from .data.video import (even_indices, is_frames_folder, is_video_file, probe, read_frames, read_image,
                          to_rgb_uint8)
 from .driver import DriverError, DriverSequence, check_reference_frame, load_driver
@@ -96,6 +96,24 @@ class _Sources:
     image: np.ndarray
     path: str | None
     names: list[str]
+    frames: list[np.ndarray] | None = None  # every crop's full image, kept for the TPS renderer only
+
+
+def photo_pixels(crops: Sequence[FaceCrop], frames: Sequence[np.ndarray], size: int
+                 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The TPS renderer's sources: each crop's box cut from its full image at `size` px (T,size,size,3), where
+    that box lies inside the image (T,size,size) uint8 255 / 0 (past the edge nothing is replicated: the
+    renderer generates it), and a warning when the photo holds fewer pixels than `size` across the box."""
+    images, valid, warnings = [], [], []
+    for crop, frame in zip(crops, frames):
+        tf = crop.transform.resized(size)
+        images.append(tf.crop(frame, pad="black"))
+        valid.append(tf.crop(np.full(frame.shape[:2], 255, np.uint8), pad="black"))
+    smallest = min(c.transform.side for c in crops)
+    if smallest < size:
+        warnings.append(f"the photo holds {smallest} px across the head crop: the {size} px avatar is upsampled "
+                        f"{size / smallest:.1f}x (a closer or larger photo, or a smaller --size, keeps it sharp)")
+    return np.stack(images), (np.stack(valid) >= 128).astype(np.uint8) * 255, warnings
 
 
 def sample_model_dir() -> Path:
@@ -156,13 +174,14 @@ class TalkingHeadPipeline(Renderer):
         is_path = isinstance(first, (str, os.PathLike))
         image = read_image(first) if is_path else to_rgb_uint8(first)
         names = [Path(p).name if isinstance(p, (str, os.PathLike)) else "<array>" for p in chosen]
-        return crops, _Sources(image, str(Path(first).resolve()) if is_path else None, names)
+        frames = [image] + [load_photo(p)[0] for p in chosen[1:]] if self.needs_points else None
+        return crops, _Sources(image, str(Path(first).resolve()) if is_path else None, names, frames)
 
     def _crop_video(self, path: Path, t: int) -> tuple[list[FaceCrop], _Sources]:
         n = probe(path).num_frames
         if n and t > n:
             raise PipelineError(f"{path.name} has {n} frames: cannot pick T={t} of them (use T <= {n})")
-        crops, first, skipped = [], None, []
+        crops, first, skipped, frames = [], None, [], []
         for i, frame in read_frames(path, even_indices(n, t) if n else None):
             try:
                 crops.append(prepare_photo(frame, self.image_size, self.cfg.data))
@@ -170,6 +189,8 @@ class TalkingHeadPipeline(Renderer):
                 skipped.append(i)
                 continue
             first = frame if first is None else first
+            if self.needs_points:
+                frames.append(frame)
             if len(crops) == t:
                 break
         if not crops:
@@ -179,7 +200,7 @@ class TalkingHeadPipeline(Renderer):
             msg = f"{len(skipped)} of the {t} frames picked from {path.name} had no usable face and were skipped"
             log.debug(msg)  # in the crop's warnings: reported once by the caller
             crops[0].warnings.append(msg)
-        return crops, _Sources(first, None, [path.name])
+        return crops, _Sources(first, None, [path.name], frames if self.needs_points else None)
 
     def crops_to_tensors(self, crops: Sequence[FaceCrop]) -> tuple[Tensor, Tensor]:
         """x (T,3,H,W) frames and y (T,3,H,W) landmark images in [-1,1] of `detect_and_crop`'s crops."""
@@ -195,6 +216,9 @@ class TalkingHeadPipeline(Renderer):
         x, y = self.crops_to_tensors(crops)
         avatar = self.create_avatar_from_tensors(x, y, landmarks=np.stack([c.landmarks for c in crops]),
                                                  finetune=finetune, epochs=epochs, progress=progress)
+        if src.frames is not None:  # the TPS renderer: the photos themselves at the output size
+            avatar.source_images, avatar.source_valid, warnings = photo_pixels(crops, src.frames, self.output_size)
+            avatar.warnings = list(avatar.warnings) + warnings
         first = crops[0].transform
         avatar.thumbnail = first.resized(self.cfg.inference.thumbnail_size).crop(src.image)
         avatar.transform, avatar.background = first, src.image

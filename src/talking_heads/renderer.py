@@ -40,10 +40,11 @@ from .data.crop import CropTransform
 from .errors import InputError
 from .images import to_uint8
 from .inference import RendererCache, avatar_metadata, build_renderer, calibration_images
-from .landmarks.masks import head_mask
+from .landmarks.masks import border_window, head_mask
 from .landmarks.raster import rasterize_tensor
 from .losses import ContentLoss
 from .models import Networks, TalkingHeadGenerator
+from .models.tps_prior import normalise_points
 from .train.finetune import FinetuneResult, embed_frames, finetune, initial_psi
 
 log = logging.getLogger(__name__)
@@ -175,16 +176,31 @@ class Renderer:
                                 "landmarks= (T,68,2)")
 
     # --- render ---------------------------------------------------------------------------------------
+    @property
+    def needs_points(self) -> bool:
+        """Whether rendering needs the driver's landmarks besides their images (the TPS renderer)."""
+        return bool(getattr(self.generator, "needs_points", False))
+
     @torch.no_grad()
-    def render(self, avatar: Avatar, y: Tensor, batch_size: int = 8) -> Tensor:
-        """Frames x_hat (B,3,H,W) in [-1,1] for landmark images y (B,3,H,W); no grad, on the renderer's device,
-        through the avatar's specialised renderer (`renderer`)."""
+    def render(self, avatar: Avatar, y: Tensor, batch_size: int = 8, points: np.ndarray | Tensor | None = None
+               ) -> Tensor:
+        """Frames x_hat (B,3,R,R) in [-1,1] for landmark images y (B,3,S,S) (R = `avatar.render_size`); no grad,
+        on the renderer's device, through the avatar's specialised renderer (`renderer`). points (B,68,2):
+        y's landmarks in crop px at S, needed by the TPS renderer."""
         s = self.image_size
         if y.dim() != 4 or tuple(y.shape[1:]) != (3, s, s):
             raise PipelineError(f"landmark images must be (B,3,{s},{s}) for this model, got {tuple(y.shape)}")
         renderer = self.renderer(avatar)
-        out = [renderer(yb).to(self.device) for yb in y.split(max(1, batch_size))]
-        return torch.cat(out) if out else y.new_zeros((0, 3, s, s), device=self.device)
+        bs = max(1, batch_size)
+        if not self.needs_points:
+            out = [renderer(yb).to(self.device) for yb in y.split(bs)]
+        elif points is None:
+            raise PipelineError("the TPS renderer needs the landmarks of the frames it renders: pass points=")
+        else:
+            p = normalise_points(torch.as_tensor(np.asarray(points, np.float32)), s)
+            out = [renderer(yb, pb).to(self.device) for yb, pb in zip(y.split(bs), p.split(bs))]
+        r = avatar.render_size if self.needs_points else s
+        return torch.cat(out) if out else y.new_zeros((0, 3, r, r), device=self.device)
 
     def renderer(self, avatar: Avatar, *, onnx_file: str | os.PathLike | None = None):
         """The avatar's renderer `y -> x_hat` (`inference.py`: spectral norm, psi' and sources folded in, at
@@ -248,7 +264,8 @@ class Renderer:
     def render_frames(self, avatar: Avatar, points: np.ndarray) -> list[np.ndarray]:
         """RGB uint8 frames (output_size px) for landmarks (B,68,2) in the avatar's crop px, one generator call."""
         y = rasterize_tensor(points, self.image_size, self.cfg.data.line_thickness)
-        return [media.resize(image, self.output_size) for image in to_uint8(self.render(avatar, y, batch_size=len(y)))]
+        frames = to_uint8(self.render(avatar, y, batch_size=len(y), points=points))
+        return [media.resize(image, self.output_size) for image in frames]
 
     # --- paste back -----------------------------------------------------------------------------------
     @staticmethod
@@ -262,9 +279,10 @@ class Renderer:
     def paste_mask(self, avatar: Avatar, points: np.ndarray) -> np.ndarray | None:
         """Crop-space (S,S) paste-back weights for one frame: the union of the head masks of the avatar's own
         face (where the photo's head is) and of the landmarks being rendered (where the head is now), so the
-        rendered pixels cover both and everything else is the untouched photo: no background flicker.
+        rendered pixels cover both and everything else is the untouched photo: no background flicker. It fades
+        to 0 before the crop's border (`border_window`): no square edge where the head mask reaches it.
         None for an avatar without landmarks (then the feathered square is used)."""
         if avatar.face is None or not np.isfinite(points).all():
             return None
         s = self.image_size
-        return np.maximum(head_mask(avatar.face, s), head_mask(points, s))
+        return np.maximum(head_mask(avatar.face, s), head_mask(points, s)) * border_window(s)

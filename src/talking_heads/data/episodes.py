@@ -161,9 +161,11 @@ class EpisodeDataset(torch.utils.data.Dataset):
         video, epoch = int(index) % n, self.epoch + int(index) // n
         return int(np.random.default_rng([self.seed, epoch, video, 1]).integers(2**62))
 
-    def _frame(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _frame(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool
+               ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """(x, y, landmarks (68,2) in image_size px) of stored frame i."""
         img, p = self._image(clip_dir, i, points, flip)
-        return to_tensor(img), to_tensor(rasterize(p, self.image_size, self.line_thickness))
+        return to_tensor(img), to_tensor(rasterize(p, self.image_size, self.line_thickness)), p
 
     def _image(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
         """Stored frame i resized to image_size (uint8 RGB) and its landmarks (68,2) in those pixels."""
@@ -201,9 +203,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
         video, target, sources, flip = self.sample(index)
         clip_dir = self.root / CLIPS_DIR / self.clip_ids[video]
         points = np.load(clip_dir / "landmarks.npy")
-        xs, ys = zip(*(self._frame(clip_dir, int(i), points, flip) for i in sources))
+        xs, ys, ps = zip(*(self._frame(clip_dir, int(i), points, flip) for i in sources))
         img, p_tgt = self._image(clip_dir, target, points, flip)
         x_tgt, y_tgt = to_tensor(img), to_tensor(rasterize(p_tgt, self.image_size, self.line_thickness))
         return {"x_src": torch.stack(xs), "y_src": torch.stack(ys), "x_tgt": x_tgt, "y_tgt": y_tgt,
+                "p_src": torch.from_numpy(np.stack(ps).astype(np.float32)),
                 "p_tgt": torch.from_numpy(p_tgt.astype(np.float32)), "video": torch.tensor(video, dtype=torch.int64),
                 "aug_seed": torch.tensor(self.aug_seed(index), dtype=torch.int64)}

@@ -91,7 +91,7 @@ class CrossEvaluation:
             for adapt in (False, True):
                 points = self.driving_landmarks(avatar, drv["points"], self.test.clip_ids[driver], adapt)
                 y = rasterize_tensor(points, size, thickness).to(self.device)
-                fake = as_uint8(self.pipe.render(avatar, y, batch_size=self.cfg.eval.render_batch))
+                fake = as_uint8(self.pipe.render(avatar, y, batch_size=self.cfg.eval.render_batch, points=points))
                 self.records.append(self.measure(source, driver, t, variant, adapt, fake, points, source_id,
                                                  driver_id))
 

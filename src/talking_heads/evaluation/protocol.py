@@ -347,7 +347,7 @@ class Evaluation:
         avatar, learn_s = timed(lambda: self.pipe.create_avatar_from_tensors(
             x, y, landmarks=shots["points"][:t], finetune=finetune, epochs=self.epochs if finetune else None,
             progress=False), self.device)
-        frames, render_s = timed(lambda: self.pipe.render(avatar, hold["y"].to(self.device),
+        frames, render_s = timed(lambda: self.pipe.render(avatar, hold["y"].to(self.device), points=hold["points"],
                                                           batch_size=self.ecfg.render_batch), self.device)
         n = len(hold["y"])
         self.timings.append({"video": clip, "T": t, "variant": variant, "learn_s": learn_s,

@@ -161,7 +161,8 @@ class StudyBuilder:
         for k, plan in enumerate(tqdm(plans, desc="triplets", unit="triplet", disable=not self.progress)):
             avatar = self.avatar(plan.fake_video, holdout, seed)
             target = t.clip_frames(plan.fake_video, [plan.target])
-            fake = as_uint8(self.pipe.render(avatar, target["y"].to(self.device), batch_size=1))[0]
+            fake = as_uint8(self.pipe.render(avatar, target["y"].to(self.device), batch_size=1,
+                                             points=target["points"]))[0]
             images = [(self.display(fake, True), "generated", plan.fake_video, plan.target)]
             for v, f in plan.reals:
                 images.append((self.display(as_uint8(t.clip_frames(v, [f])["x"])[0], False), "real", v, f))

@@ -7,6 +7,7 @@
 - `neutral_frame(points)`: the most neutral frame of a driving sequence (mouth closed, eyes open, frontal,
   upright), the reference that landmark adaptation measures motion against: a driver that starts with the
   mouth open would otherwise barely open the avatar's mouth.
+- `border_window(size)`: 0 at a crop's border, 1 inside: what paste-back masks are multiplied by.
 
 Points are (68,2) / (F,68,2) float pixels (x right, y down), iBUG 300-W order.
 """
@@ -43,6 +44,16 @@ def head_mask(points: np.ndarray, size: int, *, hair: float = 0.55, neck: float 
     sigma = max(0.5, feather * side)
     mask = cv2.GaussianBlur(mask, (0, 0), sigma)
     return np.clip(mask, 0.0, 1.0)
+
+
+def border_window(size: int, fade: float = 0.06) -> np.ndarray:
+    """(size,size) float32: 0 on the outermost pixels of a crop, rising smoothly to 1 over `fade` x size
+    inside. Paste-back masks are multiplied by it, so a rendered crop never ends in a visible square edge
+    (a head mask that reaches the crop's border, e.g. hair above the forehead, fades out before it)."""
+    d = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32)
+    r = np.clip(d / max(1.0, fade * size), 0.0, 1.0)
+    r = r * r * (3 - 2 * r)
+    return np.minimum(r[:, None], r[None, :])
 
 
 def neutrality(points: np.ndarray) -> np.ndarray:

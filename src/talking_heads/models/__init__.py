@@ -5,6 +5,8 @@
 - `Discriminator` D(x, y, i) = V^T (W_i + w0) + b        models/discriminator.py (`single_person` -> D')
 - `VGG19`, `VGGFace`                                     models/perceptual.py (loaded by path, frozen)
 - `WarpGenerator` (option `model.generator = "warp"`)     models/warp.py: warp-then-refine, same interface
+- `TpsGenerator` (option `model.generator = "tps"`)       models/tps.py (+ tps_prior.py): the photo warped by its
+  landmarks, a learned residual flow and mask, generated fill for what the photo lacks; `Sources` models/sources.py
 - `TalkingHeadGenerator`, the generators' interface      models/interface.py
 - `FaceIdentityNet` (dlib's face ResNet, frozen)         models/face_identity.py + dlib_format.py (its reader)
 
@@ -28,12 +30,15 @@ from .discriminator import ConvPart, Discriminator, PersonDiscriminator
 from .embedder import Embedder
 from .generator import Generator
 from .interface import TalkingHeadGenerator
+from .sources import Sources
+from .tps import TpsGenerator
 from .warp import WarpGenerator
 
 # generators by `model.generator`, each a TalkingHeadGenerator (models/interface.py)
-GENERATORS: dict[str, type[TalkingHeadGenerator]] = {"adain": Generator, "warp": WarpGenerator}
+GENERATORS: dict[str, type[TalkingHeadGenerator]] = {"adain": Generator, "warp": WarpGenerator,
+                                                     "tps": TpsGenerator}
 
-__all__ = ["Embedder", "Generator", "WarpGenerator", "TalkingHeadGenerator", "GENERATORS", "build_generator",
+__all__ = ["Embedder", "Generator", "WarpGenerator", "TpsGenerator", "Sources", "TalkingHeadGenerator", "GENERATORS", "build_generator",
            "Discriminator", "PersonDiscriminator", "ConvPart", "Networks", "build_networks", "parameter_counts"]
 
 

@@ -37,6 +37,7 @@ class Generator(nn.Module):
     planes (models/warp.py)."""
 
     needs_sources = False
+    needs_points = False
 
     def __init__(self, cfg: ModelConfig, in_channels: int = 3):
         super().__init__()
@@ -105,10 +106,10 @@ class Generator(nn.Module):
         This generator does not use `sources`; the renderer holds them as buffers when given."""
         return AvatarGenerator.from_generator(self, psi, sources)
 
-    def forward_with_aux(self, y: Tensor, psi: Tensor, sources=None) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward_with_aux(self, y: Tensor, psi: Tensor, sources=None, points=None) -> tuple[Tensor, dict[str, Tensor]]:
         return self(y, psi), {}
 
-    def forward(self, y: Tensor, psi: Tensor | None, sources=None) -> Tensor:
+    def forward(self, y: Tensor, psi: Tensor | None, sources=None, points=None) -> Tensor:
         """y (B,C_in,H,W), psi (B or 1, num_adain_params) -> x_hat (B,3,H,W) in [-1,1]. psi None: a generator
         specialised to one person (no AdaIN parameters left, models/specialise.py)."""
         chunks = iter(self._split_psi(psi))  # same order as adain_layers()

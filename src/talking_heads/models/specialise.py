@@ -15,7 +15,8 @@ module `AvatarGenerator: y (B,3,H,W) -> x_hat (B,3,H,W)` whose forward does only
   on channels_last tensors);
 - the resampling convolutions' fused kernels (upsampling + conv3x3 as one transposed convolution, conv3x3 +
   average pooling as one stride-2 convolution; models/blocks.py) computed once (`fuse_resampling`);
-- the warp generator's sources held as buffers (no rasterising of the T landmark images per frame).
+- the warp generators' sources held as buffers (no rasterising of the T landmark images per frame; the TPS
+  renderer's landmarks and validity masks too).
 
 The result is the same function as `generator(y, psi, sources)` (tested to 1e-5 in fp32), traceable and
 exportable to ONNX (`talking_heads.inference.export_onnx`). Pure: tensors in, tensors out; the original
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .blocks import FixedConvAvgPool, FixedNorm, FixedUpsampleConv, ResBlock
+from .sources import Sources, as_sources
 
 __all__ = ["AvatarGenerator", "FixedNorm", "fold_spectral_norm", "fix_norms", "fuse_resampling", "specialise"]
 
@@ -91,15 +93,18 @@ class AvatarGenerator(nn.Module):
     """One avatar's renderer: `forward(y) -> x_hat` (module docstring). Build it with `specialise` (or a
     generator's `specialise` method)."""
 
-    def __init__(self, generator: nn.Module, sources: tuple[Tensor, Tensor] | None = None):
+    def __init__(self, generator: nn.Module, sources: Sources | tuple[Tensor, Tensor] | None = None):
         super().__init__()
         self.generator = generator
         self.needs_sources = bool(generator.needs_sources)
+        self.needs_points = bool(getattr(generator, "needs_points", False))
+        sources = as_sources(sources)
         if self.needs_sources and sources is None:
-            raise ValueError("the warp generator needs the avatar's source frames and landmark images")
-        if sources is not None:
-            self.register_buffer("x_src", sources[0].detach().clone())  # T,3,H,W
-            self.register_buffer("y_src", sources[1].detach().clone())  # T,3,H,W
+            raise ValueError("this generator needs the avatar's source frames and landmark images")
+        self.source_names: list[str] = []
+        for name, t in ([] if sources is None else sources.tensors()):
+            self.register_buffer(name, t.detach().clone())  # x_src, y_src (T,3,H,W); p_src (T,68,2); valid_src
+            self.source_names.append(name)
 
     @classmethod
     def from_generator(cls, generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None
@@ -116,10 +121,19 @@ class AvatarGenerator(nn.Module):
             p.requires_grad_(False)
         return cls(g, sources).eval()
 
-    def forward(self, y: Tensor) -> Tensor:
-        """y (B,3,H,W) landmark images in [-1,1] -> x_hat (B,3,H,W) in [-1,1]."""
-        sources = (self.x_src, self.y_src) if self.needs_sources else None
-        return self.generator(y, None, sources)
+    def sources(self) -> Sources | None:
+        """The held sources (None for a generator that does not use them)."""
+        if not self.needs_sources:
+            return None
+        held = {name: getattr(self, name) for name in self.source_names}
+        return Sources(held["x_src"], held["y_src"], held.get("p_src"), held.get("valid_src"))
+
+    def forward(self, y: Tensor, points: Tensor | None = None) -> Tensor:
+        """y (B,3,S,S) landmark images in [-1,1] (and, for the TPS renderer, the driver's landmarks points
+        (B,68,2), normalised) -> x_hat (B,3,R,R) in [-1,1] (R = S but for the TPS renderer: its sources')."""
+        if self.needs_points:
+            return self.generator(y, None, self.sources(), points)
+        return self.generator(y, None, self.sources())
 
 
 def specialise(generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None) -> AvatarGenerator:

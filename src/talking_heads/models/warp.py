@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from ..config import ModelConfig
 from .generator import Generator
 from .specialise import AvatarGenerator
+from .tps_prior import identity_grid
 
 
 class FlowNet(nn.Module):
@@ -41,7 +42,7 @@ class FlowNet(nn.Module):
     confidence logit (B,1,h,w). Plain convs with LeakyReLU (no spectral norm: it is part of G's side, whose
     stability comes from the adversarial game through G)."""
 
-    def __init__(self, channels: tuple[int, ...]):
+    def __init__(self, channels: tuple[int, ...], out_channels: int = 3):
         super().__init__()
         self.down = nn.ModuleList()
         cin = 9
@@ -54,11 +55,13 @@ class FlowNet(nn.Module):
             out = max(s, 16)
             self.up.append(nn.Sequential(nn.Conv2d(c + s, out, 3, padding=1), nn.LeakyReLU(0.2)))
             cin = out
-        self.head = nn.Conv2d(cin, 3, 3, padding=1)
+        self.head = nn.Conv2d(cin, out_channels, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)  # flow 0 (identity warp), confidence 0 (equal weights) at the start
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, h: Tensor) -> Tensor:
+        """(B,9,h,w) -> (B,out_channels,h,w): the warp generator reads channels 0-1 as the flow, 2 as the
+        confidence logit."""
         feats = [h]
         for block in self.down:
             h = block(h)  # B,C_i,h/2^(i+1),w/2^(i+1)
@@ -68,16 +71,7 @@ class FlowNet(nn.Module):
             skip = feats.pop()
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             h = block(torch.cat([h, skip], 1))
-        out = self.head(h)  # B,3,h,w
-        return out[:, :2], out[:, 2:]
-
-
-def identity_grid(b: int, h: int, w: int, like: Tensor) -> Tensor:
-    """(B,H,W,2) grid_sample coordinates of every pixel centre (align_corners=False)."""
-    ys = (torch.arange(h, device=like.device, dtype=like.dtype) * 2 + 1) / h - 1
-    xs = (torch.arange(w, device=like.device, dtype=like.dtype) * 2 + 1) / w - 1
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy], -1).expand(b, h, w, 2)
+        return self.head(h)  # B,out_channels,h,w
 
 
 def total_variation(flow: Tensor) -> Tensor:
@@ -89,6 +83,7 @@ class WarpGenerator(nn.Module):
     """See the module docstring. Pure: tensors in, tensors out."""
 
     needs_sources = True
+    needs_points = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -131,7 +126,7 @@ class WarpGenerator(nn.Module):
         may hold bf16 weights (a bf16 renderer); the resizes, the sampling grid and grid_sample stay fp32
         whatever they hold (bf16 pixel coordinates are off by up to a pixel at 256 px, and the antialiased
         resize has no bf16 kernel); fused and confidence come back in the networks' dtype."""
-        x_src, y_src = sources
+        x_src, y_src = sources[0], sources[1]
         if x_src.dim() == 4:  # (K,3,H,W) shared by the whole batch (an avatar's T frames)
             x_src, y_src = x_src[None].expand(y.shape[0], -1, -1, -1, -1), y_src[None].expand(y.shape[0], -1, -1, -1, -1)
         b, k, _, h, w = x_src.shape
@@ -144,7 +139,8 @@ class WarpGenerator(nn.Module):
         inp = torch.cat([ys, yt, xs], 1)  # BK,9,H,W
         lh, lw = max(8, round(h * self.scale)), max(8, round(w * self.scale))
         small = F.interpolate(inp, size=(lh, lw), mode="bilinear", align_corners=False, antialias=self.scale < 1)
-        flow, logit = self.flow(small.to(dtype))  # BK,2,lh,lw ; BK,1,lh,lw
+        out = self.flow(small.to(dtype))
+        flow, logit = out[:, :2], out[:, 2:]  # BK,2,lh,lw ; BK,1,lh,lw
         flow_full = F.interpolate(flow.float(), size=(h, w), mode="bilinear", align_corners=False)
         logit = F.interpolate(logit.float(), size=(h, w), mode="bilinear", align_corners=False)
         grid = identity_grid(b * k, h, w, xs) + flow_full.permute(0, 2, 3, 1)  # BK,H,W,2
@@ -154,13 +150,14 @@ class WarpGenerator(nn.Module):
         conf = (torch.sigmoid(logit.view(b, k, 1, h, w)) * weights).sum(1)  # B,1,H,W
         return fused.to(dtype), conf.to(dtype), flow
 
-    def forward_with_aux(self, y: Tensor, psi: Tensor | None, sources: tuple[Tensor, Tensor] | None = None
-                         ) -> tuple[Tensor, dict[str, Tensor]]:
+    def forward_with_aux(self, y: Tensor, psi: Tensor | None, sources: tuple[Tensor, Tensor] | None = None,
+                         points: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         if sources is None:
             raise ValueError("the warp generator needs the person's source frames and landmark images")
         fused, conf, flow = self.warp(y, sources)
         x_hat = self.core(torch.cat([y, fused, conf * 2 - 1], 1), psi)  # B,3,H,W
         return x_hat, {"warped": fused, "confidence": conf, "flow_tv": total_variation(flow)}
 
-    def forward(self, y: Tensor, psi: Tensor | None, sources: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, y: Tensor, psi: Tensor | None, sources: tuple[Tensor, Tensor] | None = None,
+                points: Tensor | None = None) -> Tensor:
         return self.forward_with_aux(y, psi, sources)[0]

@@ -33,6 +33,8 @@ from tqdm import tqdm
 
 from ..config import Config
 from ..losses import ContentLoss
+from ..models.sources import Sources, as_sources
+from ..models.tps_prior import normalise_points
 from . import steps
 from .augment import few_shot_copies
 
@@ -69,17 +71,26 @@ class PersonGenerator(nn.Module):
     """G' = G with its own free AdaIN parameters psi' (P is bypassed). A generator that `needs_sources` (the
     warp generator) is given the person's T frames and landmark images, `sources` (T,3,H,W) each."""
 
-    def __init__(self, generator: nn.Module, psi: Tensor, sources: tuple[Tensor, Tensor] | None = None):
+    def __init__(self, generator: nn.Module, psi: Tensor, sources: Sources | tuple[Tensor, Tensor] | None = None):
         super().__init__()
         self.generator = generator
         self.psi = nn.Parameter(psi.detach().clone())  # 1,num_adain_params
-        self.sources = sources if generator.needs_sources else None
+        self.sources = as_sources(sources) if generator.needs_sources else None
+        self.needs_points = bool(getattr(generator, "needs_points", False))
+        if self.needs_points and (self.sources is None or self.sources.points is None):
+            raise ValueError("this generator needs the T frames' landmarks (points) to fine-tune")
 
-    def forward_with_aux(self, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        return self.generator.forward_with_aux(y, self.psi.expand(y.shape[0], -1), self.sources)  # B,3,H,W
+    def forward_with_aux(self, y: Tensor, points: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """y (B,3,H,W); points (B,68,2) y's landmarks in crop px (for a generator that `needs_points`)."""
+        psi = self.psi.expand(y.shape[0], -1)
+        if not self.needs_points:
+            return self.generator.forward_with_aux(y, psi, self.sources)  # B,3,H,W
+        if points is None:
+            raise ValueError("this generator needs the landmarks of the frames it renders (p_tgt)")
+        return self.generator.forward_with_aux(y, psi, self.sources, normalise_points(points.to(y.device), y.shape[-1]))
 
-    def forward(self, y: Tensor) -> Tensor:
-        return self.forward_with_aux(y)[0]
+    def forward(self, y: Tensor, points: Tensor | None = None) -> Tensor:
+        return self.forward_with_aux(y, points)[0]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -90,7 +101,7 @@ class PersonGan(steps.GanStep):
     RENDER_RANGE = "finetune.g_forward"
 
     def render(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, None, dict[str, Tensor]]:
-        x_fake, aux = self.generator.forward_with_aux(batch["y_tgt"])  # B,3,H,W
+        x_fake, aux = self.generator.forward_with_aux(batch["y_tgt"], batch.get("p_tgt"))  # B,3,H,W
         return x_fake, None, aux
 
 
@@ -108,7 +119,7 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
         raise ValueError(f"x and y must both be (T,3,H,W); got {tuple(x.shape)} and {tuple(y.shape)}")
     if cfg.finetune.augment and points is None:
         raise ValueError("finetune.augment needs the frames' landmarks (points)")
-    gan, e_new = build_person_gan(networks, x, y, cfg, content_loss)
+    gan, e_new = build_person_gan(networks, x, y, cfg, content_loss, points)
     ema = _Ema(gan.generator, cfg.finetune.ema) if cfg.finetune.ema > 0 else None
     batches = _batches(x, y, points, cfg, epochs, seed)
     history: list[dict[str, float]] = []
@@ -132,8 +143,8 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
                           discriminator=gan.discriminator, e_new=e_new, history=history)
 
 
-def build_person_gan(networks, x: Tensor, y: Tensor, cfg: Config,
-                     content_loss: nn.Module | None = None) -> tuple[PersonGan, Tensor]:
+def build_person_gan(networks, x: Tensor, y: Tensor, cfg: Config, content_loss: nn.Module | None = None,
+                     points: Tensor | None = None) -> tuple[PersonGan, Tensor]:
     """(the GAN step of fine-tuning on the T frames x, y (T,3,H,W), e_new (1,N)): G' a copy of G with psi' =
     P e_new, D' = the meta D's single-person form with w' = w0 + e_new, their optimisers, the content loss
     (frozen; built from `cfg` when not given). E and P are only read, in eval mode."""
@@ -143,8 +154,9 @@ def build_person_gan(networks, x: Tensor, y: Tensor, cfg: Config,
     content_loss.eval()
     steps.set_requires_grad([content_loss], False)
     e_new = embed_frames(networks.embedder, x, y, chunk=max(1, ft.batch_size))  # 1,N
+    p_src = None if points is None else normalise_points(points.to(x.device), x.shape[-1])
     g_person = PersonGenerator(copy.deepcopy(networks.generator), initial_psi(networks.generator, e_new),
-                               (x.detach(), y.detach())).train()
+                               Sources(x.detach(), y.detach(), p_src)).train()
     d_person = networks.discriminator.single_person(e_new.detach()).to(x.device).train()
     opt_g, opt_d = _optimizers(g_person, d_person, cfg)
     gan = PersonGan(generator=g_person, discriminator=d_person, critic=d_person, opt_g=opt_g, opt_d=opt_d,

@@ -60,6 +60,8 @@ from .augment import DiffAugment, LeCam
 
 ADAM_IMPLS = {"fused": {"fused": True, "foreach": None}, "foreach": {"fused": None, "foreach": True},
               "for-loop": {"fused": None, "foreach": False}}  # train.adam -> torch.optim.Adam's switches
+# the generators' regularisers: aux key -> (log name, loss weight setting)
+REGULARISERS = {"flow_tv": ("g_warp_tv", "warp_smoothness_weight"), "mask_area": ("g_mask_area", "tps_mask_weight")}
 Logs = dict[str, "Tensor | float"]  # scalar logs of a step: 0-dim tensors (losses) and numbers (settings)
 
 
@@ -208,7 +210,7 @@ class GanStep:
         x_real = batch["x_tgt"]
         with autocast(x_real.device, self.amp, self.amp_cpu), record_function(self.RENDER_RANGE):
             x_fake, e_hat, aux = self.render(batch)
-        extra = {"g_warp_tv": (self.loss.warp_smoothness_weight, aux["flow_tv"])} if "flow_tv" in aux else {}
+        extra = {log: (getattr(self.loss, weight), aux[key]) for key, (log, weight) in REGULARISERS.items() if key in aux}
         match = (e_hat, self.critic.video_embedding(batch["video"]).detach()) if self.match else None
         w_mch = L.match_loss_weight(self.loss, step)
         logs = self._generator_update(batch, x_fake, match, w_mch, extra)

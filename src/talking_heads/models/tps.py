@@ -1,0 +1,209 @@
+"""The TPS renderer (`model.generator = "tps"`; NOT in the paper, an option of this project).
+
+Why (../shared/design/warp_renderer.md): a generator that re-paints the face from a 512-number code gives a
+different person at 128 px; a thin-plate-spline warp of the photo itself, driven by the landmarks, keeps the
+person and the photo's resolution. This generator warps the photo by that prior, corrects the warp with a
+learned residual flow, and paints only what the photo lacks:
+
+    for each source frame k (K in meta-learning, T for an avatar), at the source's own resolution R:
+        prior_k      = TPS(driver points -> source points)                    models/tps_prior.py
+        residual_k, a_k, v_k = F(y_src_k, y, x_src_k warped by prior_k)        F: FlowNet at `warp_scale` x S
+        w_k          = grid_sample(x_src_k, identity + prior_k + residual_k)   at R
+    warped = sum_k softmax_k(a_k) w_k;  v = sum_k softmax_k(a_k) v_k
+    m      = sigmoid(v + MASK_BIAS - MOUTH_BIAS * mouth_interior(driver)) x where the source is real
+    fill   = G([y, warped at S, 2m - 1], psi_face) at S, upsampled to R, with the mouth view
+             G_mouth([y, warped, 2m - 1] cropped around the driver's mouth at `tps_mouth_size`, psi_mouth)
+             pasted over it through a feathered box (the mouth at several times the face's detail)
+    x_hat  = m * warped + (1 - m) * fill                                       at R (composited once)
+
+- The residual flow's last layer is zero-initialised (training starts from the TPS prior, not from no
+  motion) and its smoothness is regularised (`loss.warp_smoothness_weight`, aux "flow_tv"); the mask starts
+  at "warp everywhere but inside the open mouth" and what the network adds to the generated area is
+  penalised (`loss.tps_mask_weight`, aux "mask_area") so that warping stays preferred.
+- G is the paper's AdaIN generator with 7 input planes, G_mouth a smaller one; psi = P e_hat feeds both
+  (psi = [psi_face, psi_mouth], one projection P), so the paper's embedder, AdaIN conditioning, projection
+  discriminator, meta-learning and FF / FT variants keep their roles.
+- y and the embedder stay at the model's size S; the sources (and so x_hat) may be larger (R >= S): the
+  avatar keeps its photo crop at the output size and the warp runs there (the rendered frame is the photo's
+  pixels where m = 1). In training R = S.
+- Sources may carry a validity mask (where the crop lies inside the photo, `Sources.valid`): what a crop
+  past the photo's edge would show (edge replication, streaks) is never warped in, the generator fills it.
+
+Glossary: y driver landmark image (B,3,S,S); points (B,68,2) the driver's landmarks (normalised,
+tps_prior.normalise_points); sources x (B,K,3,R,R), y (B,K,3,S,S), points (B,K,68,2), valid (B,K,1,R,R) or
+None, each also (K,...) shared by the batch; psi (B, A).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ModelConfig
+from .tps_prior import (border_taper, box_to_view, grid_from_displacement, mouth_box, mouth_interior,
+                        prior_displacement, view_to_frame)
+from .blocks import sn
+from .generator import Generator
+from .sources import Sources
+from .specialise import AvatarGenerator
+from .warp import FlowNet, total_variation
+
+MASK_BIAS = 5.0  # the mask's logit where nothing is known: warp (sigmoid(5) = 0.993)
+MOUTH_BIAS = 10.0  # subtracted inside the open mouth: fill (sigmoid(-5) = 0.007)
+
+
+def _batched(t: Tensor | None, b: int, dims: int) -> Tensor | None:
+    """A source tensor shared by the batch ((K,...), `dims` dims) expanded to (B,K,...)."""
+    if t is None or t.dim() == dims + 1:
+        return t
+    return t[None].expand(b, *t.shape)
+
+
+class TpsGenerator(nn.Module):
+    """See the module docstring. Pure: tensors in, tensors out."""
+
+    needs_sources = True
+    needs_points = True
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if not 0 < cfg.warp_scale <= 1:
+            raise ValueError(f"model.warp_scale must be in (0, 1], got {cfg.warp_scale}")
+        self.image_size = int(cfg.image_size)
+        self.mouth_size = int(cfg.tps_mouth_size)
+        self.grid_size = int(cfg.tps_grid_size)
+        self.scale = float(cfg.warp_scale)
+        self.core = Generator(cfg, in_channels=7)  # y (3) + warped photo (3) + mask (1)
+        mouth_cfg = dataclasses.replace(
+            cfg, image_size=self.mouth_size, generator_down_channels=tuple(cfg.tps_mouth_channels),
+            generator_up_channels=tuple(reversed(cfg.tps_mouth_channels)), generator_down_attention_at=(),
+            generator_up_attention_at=(), generator_res_blocks=1)
+        self.mouth = Generator(mouth_cfg, in_channels=7)
+        self.core.projection = nn.Identity()  # psi comes from this module's P, split between the two
+        self.mouth.projection = nn.Identity()
+        self.projection = sn(nn.Linear(cfg.embedding_dim, self.core.num_adain_params + self.mouth.num_adain_params),
+                             cfg.spectral_norm)
+        self.flow = FlowNet(tuple(cfg.warp_channels), out_channels=4)  # residual flow (2), source logit, mask logit
+        window = border_taper(self.mouth_size, torch.zeros(()))  # the mouth view's feathered paste-back weight
+        self.register_buffer("mouth_window", window[None, None], persistent=False)
+
+    # --- the interface (models/interface.py) ----------------------------------------------------------
+    @property
+    def num_adain_params(self) -> int:
+        return self.core.num_adain_params + self.mouth.num_adain_params
+
+    def adain_params(self, e: Tensor) -> Tensor:
+        return self.projection(e)
+
+    def meta_parameters(self) -> list[nn.Parameter]:
+        return list(self.parameters())
+
+    def finetune_parameters(self) -> list[nn.Parameter]:
+        """Every weight but P (the core, the mouth generator, the flow network)."""
+        return list(self.core.parameters()) + list(self.mouth.parameters()) + list(self.flow.parameters())
+
+    def fix_adain(self, psi: Tensor) -> None:
+        face, mouth = psi.split([self.core.num_adain_params, self.mouth.num_adain_params], dim=1)
+        self.core.fix_adain(face)
+        self.mouth.fix_adain(mouth)
+
+    def specialise(self, psi: Tensor, sources: Sources | None = None) -> AvatarGenerator:
+        return AvatarGenerator.from_generator(self, psi, sources)
+
+    # --- the renderer ---------------------------------------------------------------------------------
+    def warp(self, y: Tensor, sources: Sources, points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(warped photo (B,3,R,R), mask logit v (B,1,S',S') from the network, validity (B,1,R,R) or None,
+        residual flow (BK,2,h,w)). Sampling grids and grid_sample stay fp32 whatever the networks hold."""
+        b = y.shape[0]
+        x_src = _batched(sources.x, b, 4).float()
+        y_src = _batched(sources.y, b, 4).float()
+        p_src = _batched(sources.points, b, 3).float()
+        valid = _batched(sources.valid, b, 4)
+        _, k, _, r, _ = x_src.shape
+        s = int(y.shape[-1])
+        r = int(r)
+        xs = x_src.reshape(b * k, 3, r, r)
+        drv = points.float()[:, None].expand(b, k, 68, 2).reshape(b * k, 68, 2)
+        prior = prior_displacement(drv, p_src.reshape(b * k, 68, 2), self.grid_size)  # BK,2,g,g
+        xs_small = xs if r == s else F.interpolate(xs, size=(s, s), mode="bilinear", align_corners=False,
+                                                   antialias=True)
+        prior_small = F.grid_sample(xs_small, grid_from_displacement(prior, s), mode="bilinear",
+                                    padding_mode="border", align_corners=False)
+        yt = y.float()[:, None].expand(b, k, 3, s, s).reshape(b * k, 3, s, s)
+        inp = torch.cat([y_src.reshape(b * k, 3, s, s), yt, prior_small], 1)  # BK,9,S,S
+        lh = max(8, round(s * self.scale))
+        if lh != s:
+            inp = F.interpolate(inp, size=(lh, lh), mode="bilinear", align_corners=False, antialias=True)
+        dtype = self.flow.head.weight.dtype
+        out = self.flow(inp.to(dtype)).float()  # BK,4,lh,lh
+        residual, logits = out[:, :2], out[:, 2:]
+        prior_r = F.interpolate(prior, size=(lh, lh), mode="bilinear", align_corners=False) if prior.shape[-1] != lh \
+            else prior
+        grid = grid_from_displacement(prior_r + residual, r)  # BK,R,R,2
+        warped = F.grid_sample(xs, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        weights = torch.softmax(logits[:, :1].reshape(b, k, 1, lh, lh), dim=1)
+        vis = (logits[:, 1:].reshape(b, k, 1, lh, lh) * weights).sum(1)  # B,1,lh,lh
+        weights_r = F.interpolate(weights.reshape(b * k, 1, lh, lh), size=(r, r), mode="bilinear",
+                                  align_corners=False).reshape(b, k, 1, r, r)
+        fused = (warped.reshape(b, k, 3, r, r) * weights_r).sum(1)
+        valid_r = None
+        if valid is not None:
+            vw = F.grid_sample(valid.reshape(b * k, 1, r, r).float(), grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=False)
+            valid_r = (vw.reshape(b, k, 1, r, r) * weights_r).sum(1)
+        return fused, vis, valid_r, residual
+
+    def mask(self, vis: Tensor, points: Tensor, valid: Tensor | None, size: int) -> tuple[Tensor, Tensor]:
+        """(m (B,1,size,size): 1 = the warped photo, 0 = generated; the share the network moved to generated
+        outside the mouth, a 0-dim tensor)."""
+        vis = F.interpolate(vis, size=(size, size), mode="bilinear", align_corners=False)
+        mouth = mouth_interior(points, size)
+        m = torch.sigmoid(vis + MASK_BIAS - MOUTH_BIAS * mouth)
+        added = (1 - torch.sigmoid(vis + MASK_BIAS)).mean()
+        if valid is not None:
+            m = m * valid.clamp(0, 1)
+        return m, added
+
+    def fill(self, y: Tensor, psi: Tensor | None, warped: Tensor, m: Tensor, points: Tensor) -> Tensor:
+        """What the generators paint (B,3,R,R): the face at S upsampled to R, the mouth view over it."""
+        s, r = int(y.shape[-1]), int(warped.shape[-1])
+        dtype = self.core.out_conv.weight.dtype
+        face_psi, mouth_psi = (None, None) if psi is None else \
+            psi.split([self.core.num_adain_params, self.mouth.num_adain_params], dim=1)
+        small = lambda t: t if r == s else F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False,
+                                                         antialias=True)
+        face_in = torch.cat([y.float(), small(warped), small(m) * 2 - 1], 1)
+        face = self.core(face_in.to(dtype), face_psi).float()
+        if r != s:
+            face = F.interpolate(face, size=(r, r), mode="bilinear", align_corners=False)
+        box = mouth_box(points)
+        view = box_to_view(box, self.mouth_size, warped)
+        sample = lambda t: F.grid_sample(t.float(), view, mode="bilinear", padding_mode="border", align_corners=False)
+        mouth_in = torch.cat([sample(y), sample(warped), sample(m) * 2 - 1], 1)
+        mouth = self.mouth(mouth_in.to(dtype), mouth_psi).float()  # B,3,M,M
+        back = view_to_frame(box, r, warped)
+        mouth_r = F.grid_sample(mouth, back, mode="bilinear", padding_mode="zeros", align_corners=False)
+        alpha = F.grid_sample(self.mouth_window.float().expand(mouth.shape[0], -1, -1, -1), back,
+                              mode="bilinear", padding_mode="zeros", align_corners=False)
+        return face + alpha * (mouth_r - face)
+
+    def forward_with_aux(self, y: Tensor, psi: Tensor | None, sources: Sources | None = None,
+                         points: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        if sources is None or getattr(sources, "points", None) is None or points is None:
+            raise ValueError("the TPS generator needs the person's frames with their landmarks (sources) and the "
+                             "driver's landmarks (points)")
+        warped, vis, valid, residual = self.warp(y, sources, points)
+        r = int(warped.shape[-1])
+        m, added = self.mask(vis, points.float(), valid, r)
+        fill = self.fill(y, psi, warped, m, points.float())
+        x_hat = (fill + m * (warped - fill)).clamp(-1, 1)
+        dtype = self.core.out_conv.weight.dtype
+        return x_hat.to(dtype), {"warped": warped, "mask": m, "flow_tv": total_variation(residual),
+                                 "mask_area": added}
+
+    def forward(self, y: Tensor, psi: Tensor | None, sources: Sources | None = None,
+                points: Tensor | None = None) -> Tensor:
+        return self.forward_with_aux(y, psi, sources, points)[0]

@@ -1,0 +1,250 @@
+"""The TPS renderer (models/tps.py, models/tps_prior.py; model.generator = "tps"): the landmark warp prior on
+real landmarks, the generator's start from the prior, gradients, and its use through the pipeline on real
+photos (identity kept, no edge-replication streaks, paste-back, clear refusals)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from talking_heads.config import apply_overrides, preset
+from talking_heads.models import Sources, TpsGenerator, build_networks
+from talking_heads.models import tps_prior as P
+
+
+def tps_cfg(*overrides):
+    return apply_overrides(preset("tiny"), ["model.generator=tps", "model.tps_mouth_size=16",
+                                            "model.tps_mouth_channels=[8,16]", "model.tps_grid_size=16", *overrides])
+
+
+@pytest.fixture(scope="module")
+def real_points(shared_data):
+    """Landmarks (3,68,2) of three frames of one test-split clip in one 256 px crop (the talking person)."""
+    from talking_heads.config import DataConfig, InferenceConfig
+    from talking_heads.driver import load_driver
+
+    seq = load_driver(shared_data / "videos" / "test" / "edtalk_mouth_source.mp4", size=256, duration=2.0,
+                      data_cfg=DataConfig(), inference_cfg=InferenceConfig())
+    pts = seq.driver_points
+    opening = np.linalg.norm(pts[:, 66] - pts[:, 62], axis=-1)
+    return np.stack([pts[int(np.argmin(opening))], pts[int(np.argmax(opening))], pts[len(pts) // 2]])
+
+
+def _grid_at(grid: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """The grid (B,H,W,2) read at normalised points (B,N,2) -> (B,N,2)."""
+    return F.grid_sample(grid.permute(0, 3, 1, 2), points[:, None], mode="bilinear",
+                         align_corners=False)[:, :, 0].permute(0, 2, 1)
+
+
+def test_prior_moves_the_landmarks_where_driven_and_leaves_the_border_still(real_points):
+    pts = P.normalise_points(torch.tensor(real_points, dtype=torch.float32), 256)
+    src, drv = pts[:1], pts[1:2]  # mouth closed -> mouth open (a real talking frame)
+    assert ((drv - src).norm(dim=-1) * 256).max() > 4  # the driver really moves the face (> 4 px at 512)
+    grid = P.grid_from_displacement(P.prior_displacement(drv, src, 64), 512)
+    err_px = (_grid_at(grid, drv) - src).norm(dim=-1) * 256  # px at 512
+    assert err_px.max() < 1.0, err_px.max()
+    ident = P.identity_grid(1, 512, 512, grid)[0]
+    for edge in (grid[0, 0] - ident[0], grid[0, -1] - ident[-1], grid[0, :, 0] - ident[:, 0],
+                 grid[0, :, -1] - ident[:, -1]):
+        assert edge.abs().max() == 0  # the crop's border stays exactly where it is
+
+
+def test_prior_is_the_identity_when_the_driver_is_the_source(real_points):
+    src = P.normalise_points(torch.tensor(real_points[:1], dtype=torch.float32), 256)
+    assert P.prior_displacement(src, src, 64).abs().max() < 1e-5
+
+
+def test_mouth_interior_is_empty_for_a_closed_mouth_and_inside_the_lips_when_open(real_points):
+    pts = P.normalise_points(torch.tensor(real_points[:2], dtype=torch.float32), 256)
+    m = P.mouth_interior(pts, 256)
+    assert m[0].sum() < m[1].sum() / 4  # closed mouth: (almost) nothing to generate
+    centre = P.pixel_points(pts[1, list(P.INNER_LIP)].mean(0), 256).round().long()
+    assert m[1, 0, centre[1], centre[0]] > 0.9  # the open mouth's middle is generated
+    assert m[1, 0, :20].max() == 0  # far from the mouth: never
+
+
+def _real_batch(real_points, size=32, out=64):
+    pts = P.normalise_points(torch.tensor(real_points, dtype=torch.float32), 256)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 2, 3, out, out, generator=g) * 2 - 1
+    y = torch.rand(1, 2, 3, size, size, generator=g) * 2 - 1
+    return Sources(x, y, pts[None, :2]), pts[2:3], y[:, 0]
+
+
+def test_starts_from_the_prior_and_renders_at_the_sources_resolution(real_points):
+    torch.manual_seed(0)
+    g = TpsGenerator(tps_cfg().model).eval()
+    sources, _, y = _real_batch(real_points)
+    one = Sources(sources.x[:, :1], sources.y[:, :1], sources.points[:, :1])
+    psi = g.adain_params(torch.randn(1, tps_cfg().model.embedding_dim))
+    with torch.no_grad():
+        x_hat, aux = g.forward_with_aux(y, psi, one, one.points[:, 0])  # driver = the source itself
+    assert x_hat.shape == (1, 3, 64, 64)  # the sources' resolution, not the model's 32 px
+    assert torch.allclose(aux["warped"], one.x[:, 0], atol=1e-5)  # identity warp: zero residual flow
+    assert aux["flow_tv"] == 0
+    closed = P.mouth_interior(one.points[:, 0], 64)
+    assert (aux["mask"] > 0.99)[closed < 0.01].float().mean() > 0.99  # everywhere but the mouth: the photo
+
+
+def test_residual_flow_and_mask_get_gradients(real_points):
+    torch.manual_seed(0)
+    cfg = tps_cfg()
+    g = TpsGenerator(cfg.model)
+    sources, points, y = _real_batch(real_points)
+    psi = g.adain_params(torch.randn(1, cfg.model.embedding_dim))
+    x_hat, aux = g.forward_with_aux(y, psi, sources, points)
+    (x_hat.mean() + aux["mask_area"] + aux["flow_tv"]).backward()
+    head = g.flow.head.weight.grad
+    assert head[:2].abs().sum() > 0 and head[3:].abs().sum() > 0  # residual flow and mask logit
+    grad = lambda m: sum(float(p.grad.abs().sum()) for p in m.parameters() if p.grad is not None)
+    assert grad(g.mouth.out_conv) > 0  # the mouth view is painted and trained
+    assert grad(g.core.out_conv) > 0
+
+
+def test_meta_learning_and_fine_tuning_steps_run_with_the_tps_renderer(real_points):
+    from talking_heads.losses import ContentLoss
+    from talking_heads.train import finetune as ft
+    from talking_heads.train import meta
+
+    cfg = tps_cfg()
+    torch.manual_seed(0)
+    nets = build_networks(cfg, 2)
+    state = meta.build_meta_state(cfg, nets, meta.dist.DistInfo())
+    pts = torch.tensor(real_points, dtype=torch.float32) * (32 / 256)
+    g = torch.Generator().manual_seed(1)
+    batch = {"x_src": torch.rand(1, 2, 3, 32, 32, generator=g) * 2 - 1, "y_src": torch.rand(1, 2, 3, 32, 32, generator=g),
+             "x_tgt": torch.rand(1, 3, 32, 32, generator=g) * 2 - 1, "y_tgt": torch.rand(1, 3, 32, 32, generator=g),
+             "p_src": pts[None, :2], "p_tgt": pts[2:3], "video": torch.tensor([0])}
+    before = nets.generator.flow.head.weight.detach().clone()
+    logs, _ = meta.meta_step(state, batch, cfg, 1)
+    assert "g_mask_area" in logs and "g_warp_tv" in logs
+    assert not torch.equal(before, nets.generator.flow.head.weight)  # the residual flow / mask learn
+    x = batch["x_src"][0]
+    result = ft.finetune(nets, x, batch["y_src"][0], cfg, content_loss=ContentLoss(cfg), epochs=1, progress=False,
+                         points=pts[:2])
+    assert torch.isfinite(result.psi).all()
+
+
+def test_onnx_export_is_refused_with_a_clear_message(real_points):
+    from talking_heads.inference import OnnxModelError, build_renderer
+
+    torch.manual_seed(0)
+    g = TpsGenerator(tps_cfg().model).eval()
+    sources, _, _ = _real_batch(real_points)
+    psi = g.adain_params(torch.randn(1, tps_cfg().model.embedding_dim))
+    one = Sources(sources.x[0], sources.y[0], sources.points[0])
+    with pytest.raises(OnnxModelError, match="torch backend"):
+        build_renderer(g, psi, one, device="cpu", precision="fp32", backend="onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def tps_sample_pipeline(tmp_path_factory):
+    """The shipped sample model's networks as a TPS renderer (scripts/tps_from_warp_model.py's transplant):
+    its fill is untrained for the new inputs, its warp is the prior; what the photo shows is the photo."""
+    from conftest import load_script
+    from talking_heads.checkpoint import load_model_dir, save_model_dir
+    from talking_heads.pipeline import TalkingHeadPipeline, sample_model_dir
+
+    cfg_w, meta, warp_nets = load_model_dir(sample_model_dir())
+    cfg = dataclasses.replace(cfg_w, model=dataclasses.replace(cfg_w.model, generator="tps"))
+    cfg = dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, output_size=256))
+    torch.manual_seed(0)
+    nets = build_networks(cfg, int(meta["num_videos"]))
+    load_script("tps_from_warp_model").transplant(warp_nets, nets)
+    path = tmp_path_factory.mktemp("tps_model") / "model"
+    save_model_dir(path, cfg, nets, num_videos=int(meta["num_videos"]), content_loss="offline", step=0)
+    return TalkingHeadPipeline.from_pretrained(path)
+
+
+def _test_frame(shared_data, name="lp_source_s18.mp4", index=0):
+    from talking_heads.data.video import read_frames
+
+    return next(iter(read_frames(shared_data / "videos" / "test" / name, [index])))[1]
+
+
+def test_ff_avatar_from_one_test_split_photo_keeps_the_person(tps_sample_pipeline, shared_data, tmp_path):
+    from talking_heads.models.face_identity import SAME_PERSON_DISTANCE
+    from talking_heads.identity import describe
+
+    pipe = tps_sample_pipeline
+    photo = _test_frame(shared_data)
+    avatar = pipe.create_avatar(photo)
+    assert avatar.source_images.shape[1] == 256
+    out = tmp_path / "ff.mp4"
+    pipe.animate(avatar, shared_data / "videos" / "test" / "edtalk_mouth_source.mp4", out, duration=1.0,
+                 progress=False, contact_sheet=False)
+    import cv2
+
+    photo_path = tmp_path / "photo.png"
+    cv2.imwrite(str(photo_path), photo[:, :, ::-1])
+    me, rendered = describe(photo_path, frames=1), describe(out, frames=6)
+    distance = float(np.linalg.norm(rendered.descriptor - me.descriptor))
+    assert distance < SAME_PERSON_DISTANCE, distance  # the person, from one photo, no fine-tuning
+
+
+def test_crop_past_the_photo_edge_is_generated_not_replicated(tps_sample_pipeline, shared_data):
+    pipe = tps_sample_pipeline
+    photo = _test_frame(shared_data)
+    h, w = photo.shape[:2]
+    from talking_heads.data.faces import prepare_photo
+
+    crop = prepare_photo(photo, 128)
+    x0, y0, x1, y1 = crop.transform.box
+    cut = photo[:, max(0, (x0 + x1) // 2 - (x1 - x0) // 4):]  # the left of the head's crop now lies past the edge
+    avatar = pipe.create_avatar(cut)
+    valid = avatar.source_valid[0]
+    assert (valid == 0).any() and (valid == 255).any()
+    assert (avatar.source_images[0][valid == 0] == 0).all()  # nothing replicated into the crop
+    sources = avatar.source_tensors("cpu", pipe.cfg.data.line_thickness)
+    g = pipe.generator
+    psi = avatar.psi
+    with torch.no_grad():
+        _, aux = g.forward_with_aux(sources.y[:1], psi, sources, sources.points[:1])
+    m = aux["mask"][0, 0].numpy()
+    assert m[valid == 0].max() < 0.05  # the photo is never shown past its edge: the generator fills it
+    any_streak = avatar.source_images[0][valid == 0].std()
+    assert any_streak == 0
+
+
+def test_paste_back_leaves_the_photo_outside_the_mask(tps_sample_pipeline, shared_data):
+    pipe = tps_sample_pipeline
+    photo = _test_frame(shared_data)
+    avatar = pipe.create_avatar(photo)
+    frame, tf = pipe.paste_target(avatar)
+    crop = pipe.render_frames(avatar, avatar.landmarks[:1])[0]
+    mask = pipe.paste_mask(avatar, avatar.landmarks[0])
+    assert mask[0].max() == 0 and mask[:, 0].max() == 0 and mask[-1].max() == 0  # zero at the crop's border
+    pasted = pipe.paste_back(crop, (frame, tf), mask)
+    x0, y0, x1, y1 = tf.box
+    outside = np.ones(frame.shape[:2], bool)
+    outside[max(0, y0):y1, max(0, x0):x1] = False
+    assert np.array_equal(pasted[outside], frame[outside])
+    import cv2
+
+    big = cv2.resize(mask, (tf.side, tf.side), interpolation=cv2.INTER_LINEAR)
+    sl = (slice(max(0, y0) - y0, min(frame.shape[0], y1) - y0), slice(max(0, x0) - x0, min(frame.shape[1], x1) - x0))
+    zero = big[sl] == 0
+    assert np.array_equal(pasted[max(0, y0):y1, max(0, x0):x1][zero], frame[max(0, y0):y1, max(0, x0):x1][zero])
+
+
+def test_avatar_round_trip_and_damaged_source_valid_refused(tps_sample_pipeline, shared_data, tmp_path):
+    from talking_heads.avatar import Avatar
+    from safetensors.torch import save_file
+
+    from talking_heads.safetensors_io import CheckpointError, load_tensors
+
+    pipe = tps_sample_pipeline
+    avatar = pipe.create_avatar(_test_frame(shared_data))
+    path = avatar.save(tmp_path / "a")
+    again = Avatar.load(path, pipe)
+    assert np.array_equal(again.source_valid, avatar.source_valid)
+    assert np.array_equal(again.source_images, avatar.source_images)
+    tensors = load_tensors(path, "avatar", "cpu")
+    tensors["source_valid"] = tensors["source_valid"][:, :10]
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "avatar.safetensors"))
+    with pytest.raises(CheckpointError, match="source_valid"):
+        Avatar.load(path, pipe)
