@@ -25,6 +25,7 @@ from talking_heads.models import build_networks
 from talking_heads.train.meta import init_w_from_embedder
 
 MOUTH_ROWS_SCALE = 0.01  # the mouth rows of P start this small against the face rows
+MAX_YAW = 20.0  # inference.max_yaw of the TPS model: a 2-D warp turns a head cleanly to about 15-20 degrees
 
 
 def transplant(warp_nets, tps_nets) -> None:
@@ -63,7 +64,8 @@ def main() -> None:
     cfg_w, _, warp_nets = load_model_dir(args.warp_model)
     if cfg_w.model.generator != "warp":
         raise SystemExit(f"{args.warp_model}: a warp-generator model is needed, this one is {cfg_w.model.generator!r}")
-    cfg = dataclasses.replace(cfg_w, model=dataclasses.replace(cfg_w.model, generator="tps"))
+    cfg = dataclasses.replace(cfg_w, model=dataclasses.replace(cfg_w.model, generator="tps"),
+                              inference=dataclasses.replace(cfg_w.inference, max_yaw=MAX_YAW, output_size=0))
     cfg = C.apply_overrides(cfg, args.overrides)
     dataset = EpisodeDataset.from_config(args.data, cfg)
     torch.manual_seed(cfg.train.seed)

@@ -147,12 +147,13 @@ class InferenceConfig:
 
     video_frames: int = 8  # T frames picked evenly spread over a source video when creating an avatar
     batch_size: int = 8  # landmark images per generator call when rendering
-    output_size: int = 256  # smallest side (px) of rendered video frames and sheet tiles (model output upscaled)
+    output_size: int = 0  # side (px) of rendered video frames (--size); 0 = automatic: a TPS avatar's own size (512 where the photo holds it, else 256), other generators' output upscaled to 256
     motion_seconds: float = 4.0  # length of a built-in motion
     motion_fps: float = 25.0  # frame rate of built-in motions and of saved landmark sequences (.npy)
     thumbnail_size: int = 64  # side (px) of the source thumbnail stored in an avatar directory
     contact_sheet_frames: int = 8  # evenly spaced frames shown on the PNG contact sheet
     precision: str = "auto"  # generator arithmetic when rendering: "fp32", "bf16", "int8" (onnxruntime backend, CPU: static int8 calibrated per avatar; not in the paper), or "auto" = bf16 on CUDA and on CPUs with AVX-512 BF16 / AMX, else fp32 (inference.py)
+    max_yaw: float = 0.0  # degrees a driven head may turn away from the photo's own yaw (landmarks/yaw.py: past it the turn is held at the limit, the rest of the motion kept); 0 = no limit (the paper). The TPS renderer's models use 20
     backend: str = "torch"  # renderer: "torch", or "onnxruntime" (the avatar's generator exported to ONNX, fp32 or int8; inference.py)
 
 
@@ -309,9 +310,9 @@ RANGES: dict[str, Callable[[Any, str], Any]] = {
     "data.jpeg_quality": _between(1, 100), "data.line_thickness": _between(0.25, 32.0),
     "data.follow_threshold": _between(0.0, 100.0), "data.follow_smoothing": _between(0.0, 60.0),
     "inference.video_frames": _between(1), "inference.batch_size": _BATCH,
-    "inference.output_size": _between(16, 8192), "inference.motion_seconds": _positive,
+    "inference.output_size": _between(0, 4096), "inference.motion_seconds": _positive,
     "inference.motion_fps": _between(1.0, 240.0), "inference.thumbnail_size": _between(8, 1024),
-    "inference.contact_sheet_frames": _between(1, 1000),
+    "inference.contact_sheet_frames": _between(1, 1000), "inference.max_yaw": _between(0.0, 90.0),
     "finetune.epochs": _between(0), "finetune.steps": _between(0),
     "finetune.batch_size": _BATCH, "finetune.lr_generator": _LR, "finetune.lr_discriminator": _LR,
     "finetune.lr_psi": _LR, "finetune.d_steps_per_g_step": _between(0, 100), "finetune.ema": _between(0.0, 0.9999),

@@ -113,6 +113,20 @@ def check_finetune_steps(steps, what: str = "fine-tuning steps") -> int | None:
     return None if steps is None else _count(steps, what, "finetune_steps", 0, "step")
 
 
+FRAME_SIZES = (64, 2048)  # the smallest and largest side (px) of rendered frames (--size)
+
+
+def check_frame_size(size, what: str = "--size") -> int | None:
+    """The side (px) of rendered frames: a whole number from 64 to 2048. None (automatic) passes."""
+    if size is None:
+        return None
+    number = whole_number(size, what)
+    low, high = FRAME_SIZES
+    if not low <= number <= high:
+        raise InputError(f"{what} {number}: give a frame size from {low} to {high} px (e.g. 256 or 512)")
+    return number
+
+
 def check_seconds(seconds: float | None, what: str) -> float | None:
     """A length in seconds (a built-in motion, a stream to send or record): finite, > 0 and under the
     `duration` limit. None (the default) passes."""

@@ -27,6 +27,7 @@ from .avatar import Avatar
 from .data.crop import CropTransform, StreamCrop
 from .landmarks.adaptation import MotionTransfer
 from .landmarks.filters import OneEuroFilter
+from .landmarks.yaw import clamp_yaw
 from .renderer import PipelineError, Renderer
 
 __all__ = ["LiveStage", "require_landmarks"]
@@ -90,7 +91,7 @@ class LiveStage:
             return self.points
         if self.transfer is None:
             self.transfer = MotionTransfer(p, self.avatar.face)
-        self.points = self.transfer.apply(p)
+        self.points = clamp_yaw(self.transfer.apply(p), self.avatar.face, self.renderer.cfg.inference.max_yaw)
         return self.points
 
     def _smooth(self, p: np.ndarray, t: float | None) -> np.ndarray:
@@ -106,9 +107,10 @@ class LiveStage:
         return self.filter(p * unit, dt) / unit
 
     def render(self, points: np.ndarray) -> np.ndarray:
-        """Stage 4: one RGB uint8 frame (output_size px) for landmarks (68,2) in the avatar's crop px."""
+        """Stage 4: one RGB uint8 frame (`frame_size(avatar)` px) for landmarks (68,2) in the avatar's crop px."""
         if not np.isfinite(points).all():  # nothing to show yet (no face, and an avatar without landmarks)
-            return np.zeros((self.renderer.output_size, self.renderer.output_size, 3), np.uint8)
+            size = self.renderer.frame_size(self.avatar)
+            return np.zeros((size, size, 3), np.uint8)
         return self.renderer.render_frames(self.avatar, np.asarray(points, np.float32)[None])[0]
 
     def render_batch(self, points: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -217,7 +217,8 @@ class TalkingHeadPipeline(Renderer):
         avatar = self.create_avatar_from_tensors(x, y, landmarks=np.stack([c.landmarks for c in crops]),
                                                  finetune=finetune, epochs=epochs, progress=progress)
         if src.frames is not None:  # the TPS renderer: the photos themselves at the output size
-            avatar.source_images, avatar.source_valid, warnings = photo_pixels(crops, src.frames, self.output_size)
+            size = self.render_size_for(min(c.transform.side for c in crops))
+            avatar.source_images, avatar.source_valid, warnings = photo_pixels(crops, src.frames, size)
             avatar.warnings = list(avatar.warnings) + warnings
         first = crops[0].transform
         avatar.thumbnail = first.resized(self.cfg.inference.thumbnail_size).crop(src.image)
@@ -269,7 +270,7 @@ class TalkingHeadPipeline(Renderer):
             raise PipelineError("paste-back needs the avatar's source photo and crop; this avatar has none "
                                 "(made from tensors)")
         frame = avatar.background if avatar.background is not None else self._reload_source(avatar)
-        tf = avatar.transform.resized(self.output_size)
+        tf = avatar.transform.resized(self.frame_size(avatar))
         scale = PASTE_MAX_SIDE / max(frame.shape[:2])
         if scale < 1:
             frame = media.resize(frame, int(round(frame.shape[0] * scale)), int(round(frame.shape[1] * scale)))
@@ -312,7 +313,7 @@ class TalkingHeadPipeline(Renderer):
         flicker = paste_back_flicker(avatar.face, *target, self.image_size) if target is not None else None
         compose = _Composer(self, avatar, target, paste_mask, side_by_side,
                             picks=set(even_indices(len(seq), self.cfg.inference.contact_sheet_frames)), flicker=flicker)
-        panels = seq.panels(self.output_size)
+        panels = seq.panels(self.frame_size(avatar))
         frames = (compose(i, points, crop, next(panels, None))
                   for i, points, crop in self._rendered(seq, live, progress))
         count = self.write_video(frames, out_path, seq.fps, audio=seq.audio)
@@ -363,7 +364,7 @@ class TalkingHeadPipeline(Renderer):
     def write_contact_sheet(self, avatar: Avatar, columns: list[tuple[np.ndarray, ...]], path: Path) -> Path:
         """PNG, one column per picked frame: driver, landmarks rendered (adapted), result; the source thumbnail
         heads the first column. Labelled synthetic like every output."""
-        tile = max(128, self.output_size // 2)
+        tile = max(128, self.frame_size(avatar) // 2)
         blank = np.full((tile, tile, 3), 24, np.uint8)
         source = avatar.thumbnail if avatar.thumbnail is not None else blank
         columns = [(source, blank, blank)] + list(columns)

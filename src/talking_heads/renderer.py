@@ -49,7 +49,10 @@ from .train.finetune import FinetuneResult, embed_frames, finetune, initial_psi
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Renderer", "PipelineError"]
+__all__ = ["Renderer", "PipelineError", "DEFAULT_FRAME_SIZE", "LARGE_FRAME_SIZE"]
+
+DEFAULT_FRAME_SIZE = 256  # frames rendered at the model's size are upscaled to this when no size is set
+LARGE_FRAME_SIZE = 512  # a TPS avatar is kept at this size where the photo holds the pixels
 
 
 class PipelineError(InputError):
@@ -88,8 +91,28 @@ class Renderer:
 
     @property
     def output_size(self) -> int:
-        """Side of rendered frames in videos: the model's resolution, at least `inference.output_size`."""
-        return max(self.image_size, int(self.cfg.inference.output_size))
+        """Side of rendered frames in videos when no avatar says otherwise (`frame_size`)."""
+        return self.frame_size(None)
+
+    def frame_size(self, avatar: Avatar | None) -> int:
+        """Side (px) of an avatar's rendered video frames: `inference.output_size` when set (> 0, and at least
+        the model's resolution); else the avatar's own render size where it renders above the model's (the
+        TPS renderer, at the size it was made for); else the model's resolution upscaled to DEFAULT_FRAME_SIZE."""
+        chosen = int(self.cfg.inference.output_size)
+        if chosen > 0:
+            return max(self.image_size, chosen)
+        if avatar is not None and avatar.render_size > self.image_size:
+            return avatar.render_size
+        return max(self.image_size, DEFAULT_FRAME_SIZE)
+
+    def render_size_for(self, smallest_side: int) -> int:
+        """The size (px) a TPS avatar's photo crops are kept at: `inference.output_size` when set, else
+        LARGE_FRAME_SIZE where the photo holds at least 3/4 of it across the head crop (`smallest_side`, px
+        of the photo), else DEFAULT_FRAME_SIZE."""
+        chosen = int(self.cfg.inference.output_size)
+        if chosen > 0:
+            return max(self.image_size, chosen)
+        return LARGE_FRAME_SIZE if smallest_side >= 0.75 * LARGE_FRAME_SIZE else max(self.image_size, DEFAULT_FRAME_SIZE)
 
     @property
     def model_fingerprint(self) -> str:
@@ -245,7 +268,7 @@ class Renderer:
                                generator_name=self.cfg.model.generator, model_fingerprint=self.model_fingerprint)
 
     def render_sequence(self, avatar: Avatar, points: np.ndarray, *, progress: bool = True) -> Iterator[np.ndarray]:
-        """RGB uint8 frames (output_size px) for landmarks (F,68,2) in crop px, rendered in batches."""
+        """RGB uint8 frames (`frame_size(avatar)` px) for landmarks (F,68,2) in crop px, rendered in batches."""
         for batch, bar in self.frame_batches(len(points), progress):
             yield from self.render_frames(avatar, points[batch.start:batch.stop])
             bar.update(len(batch))
@@ -262,10 +285,12 @@ class Renderer:
             bar.close()
 
     def render_frames(self, avatar: Avatar, points: np.ndarray) -> list[np.ndarray]:
-        """RGB uint8 frames (output_size px) for landmarks (B,68,2) in the avatar's crop px, one generator call."""
+        """RGB uint8 frames (`frame_size(avatar)` px) for landmarks (B,68,2) in the avatar's crop px, one
+        generator call."""
         y = rasterize_tensor(points, self.image_size, self.cfg.data.line_thickness)
         frames = to_uint8(self.render(avatar, y, batch_size=len(y), points=points))
-        return [media.resize(image, self.output_size) for image in frames]
+        size = self.frame_size(avatar)
+        return [media.resize(image, size) for image in frames]
 
     # --- paste back -----------------------------------------------------------------------------------
     @staticmethod

@@ -10,13 +10,14 @@ import argparse
 import sys
 from typing import Iterable
 
+from .. import limits
 from ..config import BACKENDS, PRECISIONS
 from . import UserError
 
 
 def model_args(p: argparse.ArgumentParser) -> None:
-    """--model, --device, --precision and --backend, what `pipeline_from_args` reads (every command that builds
-    the pipeline)."""
+    """--model, --device, --precision, --backend and --size, what `pipeline_from_args` reads (every command that
+    builds the pipeline)."""
     p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -26,6 +27,10 @@ def model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=None,
                    help="rendering backend (default inference.backend = torch; onnxruntime: the avatar's generator "
                         "exported to ONNX, fp32 or int8)")
+    p.add_argument("--size", type=int, default=None, metavar="PX",
+                   help="side of rendered frames, 64-2048 (default: automatic: a TPS-renderer avatar is made at 512 "
+                        "where the photo holds that many pixels, else 256, and renders at its own size; other "
+                        "models' 128/256 px output is upscaled to 256)")
 
 
 def onnx_arg(p: argparse.ArgumentParser) -> None:
@@ -74,7 +79,10 @@ def pipeline_from_args(args: argparse.Namespace):
 
     device = resolve_device(args.device)
     args.backend = _rendering_backend(args, device)
+    size = limits.check_frame_size(getattr(args, "size", None), "--size")
     pipe = TalkingHeadPipeline.from_pretrained(args.model, device=device)
+    if size is not None:
+        pipe.cfg.inference.output_size = size
     for name in ("precision", "backend"):  # rendering settings (inference.py); None: the model's config
         if getattr(args, name, None) is not None:
             setattr(pipe.cfg.inference, name, getattr(args, name))

@@ -158,11 +158,15 @@ class TpsGenerator(nn.Module):
 
     def mask(self, vis: Tensor, points: Tensor, valid: Tensor | None, size: int) -> tuple[Tensor, Tensor]:
         """(m (B,1,size,size): 1 = the warped photo, 0 = generated; the share the network moved to generated
-        outside the mouth, a 0-dim tensor)."""
-        vis = F.interpolate(vis, size=(size, size), mode="bilinear", align_corners=False)
-        mouth = mouth_interior(points, size)
-        m = torch.sigmoid(vis + MASK_BIAS - MOUTH_BIAS * mouth)
+        outside the mouth, a 0-dim tensor). The logit is formed at the model's size and upsampled (a smooth
+        ramp at any output size; the mouth polygon's test per output pixel would dominate the frame's time)."""
+        s = max(self.image_size, vis.shape[-1])
+        vis = F.interpolate(vis, size=(s, s), mode="bilinear", align_corners=False) if vis.shape[-1] != s else vis
+        logit = vis + MASK_BIAS - MOUTH_BIAS * mouth_interior(points, s)
         added = (1 - torch.sigmoid(vis + MASK_BIAS)).mean()
+        if s != size:
+            logit = F.interpolate(logit, size=(size, size), mode="bilinear", align_corners=False)
+        m = torch.sigmoid(logit)
         if valid is not None:
             m = m * valid.clamp(0, 1)
         return m, added

@@ -100,8 +100,9 @@ def control_points(driver: Tensor, source: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _kernel(a: Tensor, b: Tensor) -> Tensor:
-    """TPS radial basis U(r) = r^2 log r^2 between point sets a (B,M,2) and b (B,N,2) -> (B,M,N)."""
-    r2 = ((a[:, :, None] - b[:, None]) ** 2).sum(-1)
+    """TPS radial basis U(r) = r^2 log r^2 between point sets a (B,M,2) and b (B,N,2) -> (B,M,N)
+    (|a|^2 + |b|^2 - 2 a.b: one matrix product instead of an (M,N,2) difference)."""
+    r2 = ((a * a).sum(-1)[:, :, None] + (b * b).sum(-1)[:, None] - 2 * a @ b.transpose(1, 2)).clamp_min(0)
     return r2 * torch.log(r2.clamp_min(1e-20))
 
 

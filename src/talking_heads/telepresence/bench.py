@@ -152,7 +152,7 @@ def render_paths(pipe, avatar, track: dict, others: dict[str, list], max_frames:
         if p is None or any(pts[i] is None for pts in others.values()):
             continue
         imgs["uncompressed"].append(live_u.step(frame_px(p, box)))
-        targets.append(live_u.points * (pipe.output_size / pipe.image_size))
+        targets.append(live_u.points * (pipe.frame_size(avatar) / pipe.image_size))
         for name, pts in others.items():
             imgs[name].append(lives[name].step(frame_px(pts[i], box)))
     le = {name: landmark_errors(np.stack(v), np.stack(targets)) for name, v in imgs.items()}

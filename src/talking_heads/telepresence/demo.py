@@ -58,7 +58,7 @@ def run_telepresence_demo(pipe, avatar, video: str | Path, out_dir: str | Path, 
                         fps=source.fps, once=True)
     serving = _ReceiverThread(receiver, token)
     originals: dict[int, object] = {}
-    size = pipe.output_size
+    size = pipe.frame_size(avatar)
 
     def keep(seq, index, frame, stream) -> None:
         tf = stream.crop.transform
