@@ -248,3 +248,24 @@ def test_avatar_round_trip_and_damaged_source_valid_refused(tps_sample_pipeline,
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "avatar.safetensors"))
     with pytest.raises(CheckpointError, match="source_valid"):
         Avatar.load(path, pipe)
+
+
+def test_rendering_skips_the_face_generator_only_when_the_photo_covers_the_frame(real_points):
+    torch.manual_seed(0)
+    g = TpsGenerator(tps_cfg().model).eval()
+    calls = []
+    g.core.register_forward_hook(lambda *_: calls.append(1))
+    sources, _, y = _real_batch(real_points)
+    one = Sources(sources.x[:, :1], sources.y[:, :1], sources.points[:, :1])
+    psi = g.adain_params(torch.randn(1, tps_cfg().model.embedding_dim))
+    with torch.no_grad():
+        skipped = g(y, psi, one, one.points[:, 0])  # the photo covers every pixel outside the mouth
+        assert calls == []
+        valid = torch.ones(1, 1, 1, 64, 64)
+        valid[..., :10] = 0  # the crop runs past the photo's left edge: that part is generated
+        g(y, psi, one._replace(valid=valid), one.points[:, 0])
+        assert calls == [1]
+        g.train()
+        forced = g(y, psi, one, one.points[:, 0])  # training always runs it (it must learn)
+        assert calls == [1, 1]
+    assert (forced - skipped).abs().max() < 0.05  # where it was skipped, it would have changed little

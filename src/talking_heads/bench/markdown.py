@@ -146,8 +146,10 @@ def render_markdown(results: dict[str, Any]) -> str:
                      f"{default or '-'} | {gain} |")
     a = results.get("animate")
     if a:
-        lines += ["", f"Shipped sample model ({a['image_size']} px, frames resized to {a['output_size']} px, "
-                  f"precision {a['precision']}): `animate` of the `talk` motion (landmarks known: adapt, rasterise, "
+        what = ("Shipped sample model" if a.get("generator", "warp") != "tps" else "TPS-renderer model (FF avatar of "
+                "the astronaut photo)")
+        lines += ["", f"{what} ({a['image_size']} px model, {a.get('generator', 'warp')} generator, frames of "
+                  f"{a['output_size']} px, precision {a['precision']}): `animate` of the `talk` motion (landmarks known: adapt, rasterise, "
                   f"render, resize, H.264 encode with labels) **{a['animate_fps']} frames/s** ({a['frames']} frames "
                   f"in {a['animate_s']} s); live stage one frame at a time (`LiveStage.step`) **{a['live_ms_median']} "
                   f"ms** per frame median, {a['live_ms_p95']} ms p95. Targets: >= 25 frames/s, < 40 ms."]

@@ -67,17 +67,27 @@ def bench_export(cfg: Config, device: torch.device, repeat: int) -> dict[str, An
     return out
 
 
-def bench_animate(device: torch.device, seconds: float = 8.0) -> dict[str, Any]:
-    """The shipped sample model end to end: `pipeline.animate` of the built-in `talk` motion (landmarks known:
-    adapt -> rasterise -> render -> resize -> H.264 encode, watermark and labels), frames per second; and the
-    live stage one frame at a time (`LiveStage.step`: adapt, rasterise, render, resize), ms per frame. The
-    avatar is FF from a synthetic frame whose landmarks are the motions' neutral face."""
-    pipe = TalkingHeadPipeline.from_pretrained(device=device)
+def bench_animate(device: torch.device, seconds: float = 8.0, model_dir: str | None = None,
+                  size: int | None = None) -> dict[str, Any]:
+    """A model (default: the shipped sample model) end to end: `pipeline.animate` of the built-in `talk` motion
+    (landmarks known: adapt -> rasterise -> render -> resize -> H.264 encode, watermark and labels), frames per
+    second; and the live stage one frame at a time (`LiveStage.step`: adapt, rasterise, render, resize), ms
+    per frame. The avatar is FF from a synthetic frame whose landmarks are the motions' neutral face; for the
+    TPS renderer, which renders the photo itself at the output size, FF from the demo's astronaut photo.
+    size: the output size (--size; default: the model's automatic one)."""
+    pipe = TalkingHeadPipeline.from_pretrained(model_dir, device=device)
+    if size is not None:
+        pipe.cfg.inference.output_size = int(size)
     s = pipe.image_size
-    face = neutral_face(s, pipe.cfg.data).astype("float32")
-    y = rasterize_tensor(face[None], s, pipe.cfg.data.line_thickness)
-    avatar = pipe.create_avatar_from_tensors(y.clone(), y, landmarks=face[None])
-    out: dict[str, Any] = {"image_size": s, "output_size": pipe.output_size,
+    if pipe.needs_points:
+        from ..demo import portrait
+
+        avatar = pipe.create_avatar(portrait())
+    else:
+        face = neutral_face(s, pipe.cfg.data).astype("float32")
+        y = rasterize_tensor(face[None], s, pipe.cfg.data.line_thickness)
+        avatar = pipe.create_avatar_from_tensors(y.clone(), y, landmarks=face[None])
+    out: dict[str, Any] = {"image_size": s, "output_size": pipe.frame_size(avatar), "generator": pipe.cfg.model.generator,
                            "precision": pipe.renderer(avatar).precision}
     with tempfile.TemporaryDirectory(prefix="th-bench-animate-") as tmp:
         pipe.animate(avatar, "talk", Path(tmp) / "warm.mp4", duration=1.0, progress=False, contact_sheet=False)

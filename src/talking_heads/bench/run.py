@@ -25,9 +25,11 @@ def machine() -> dict[str, Any]:
 
 
 def run_bench(presets: list[str], what: list[str], device: str = "cpu", repeat: int = 3,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, model_dir: str | None = None,
+              size: int | None = None) -> dict[str, Any]:
     """{"machine", "device", "presets": {name: results}, "animate"?}: the `what` items (WHAT) of each preset on
-    `device`, `repeat` timed runs per measurement. InputError for an unknown item or preset."""
+    `device`, `repeat` timed runs per measurement; animate on `model_dir` (default: the shipped model) at
+    `size`. InputError for an unknown item or preset."""
     # oneDNN keeps 1,024 compiled kernels by default: the step variants timed side by side (fp32, bf16,
     # channels_last) need more, and evicting them costs a recompile per call. Read at its first use.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "16384")
@@ -39,8 +41,8 @@ def run_bench(presets: list[str], what: list[str], device: str = "cpu", repeat: 
     for name in presets:
         results["presets"][name] = bench_preset(name, preset(name), what, dev, repeat, log)
     if "animate" in what:
-        results["animate"] = bench_animate(dev)
-        log(f"animate (shipped sample model) {results['animate']}")
+        results["animate"] = bench_animate(dev, model_dir=model_dir, size=size)
+        log(f"animate ({model_dir or 'shipped sample model'}) {results['animate']}")
     return results
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import limits
+from ..paths import input_path
 from .common import resolve_device
 
 
@@ -20,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "end and live)")
     b.add_argument("--device", default="cpu", help="cpu or cuda")
     b.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (median reported)")
+    b.add_argument("--model", default=None, metavar="DIR", help="animate: this model directory (default: the shipped "
+                   "sample model)")
+    b.add_argument("--size", type=int, default=None, metavar="PX", help="animate: the output size (default: the "
+                   "model's automatic one)")
     b.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     b.add_argument("--write", default=None, metavar="MD",
                    help="also write the results into the 'Networks and training step' section of this file")
@@ -32,8 +38,10 @@ def run_bench(args: argparse.Namespace) -> int:
     presets = args.preset or ["tiny"]
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     device = resolve_device(args.device)
+    size = limits.check_frame_size(args.size, "--size")
+    model = str(input_path(args.model, "--model")) if args.model else None
     results = bench.run_bench(presets, what, device=device, repeat=args.repeat,
-                              log=lambda s: print(s, file=sys.stderr, flush=True))
+                              log=lambda s: print(s, file=sys.stderr, flush=True), model_dir=model, size=size)
     print(bench.report(results, args.json))
     if args.write:
         bench.write_sections(args.write, results, what)

@@ -384,6 +384,7 @@ class Evaluation:
             "seed": self.ecfg.seed,
             "image_size": self.cfg.model.image_size,
             "preset": self.cfg.preset,
+            "generator": self.cfg.model.generator,
             "model_stage": meta.get("stage"),
             "model_step": meta.get("step"),
             "model_num_videos": meta.get("num_videos"),

@@ -52,6 +52,8 @@ PAPER_TABLE1: dict[tuple[str, str, int], tuple[float, float, float, float]] = {
 PAPER_TIMING_FT_S = {1: 43.8, 8: 85.5, 32: 258.0}  # few-shot learning, one NVIDIA P40
 PAPER_TIMING_FF_S = {1: 0.061, 8: 0.138, 32: 0.221}
 PAPER_INFERENCE_MS = 139.0  # per frame on a P40 (13 ms on an RTX 2080 Ti)
+GENERATOR_NAMES = {"adain": "'adain' (the paper's)", "warp": "'warp' (warp-then-refine)",
+                   "tps": "'tps' (the photo warped by its landmarks, generated fill)"}
 PAPER_SETUP = ("paper: 256 px model (E 15M, G 38M, V 20M parameters) meta-learned on VoxCeleb2 (VoxCeleb1 rows: "
                "trained on VoxCeleb1), 50 test videos, 32 hold-out frames each, CSIM with ArcFace, timings on "
                "one NVIDIA P40")
@@ -125,7 +127,8 @@ def settings_section(s: dict[str, Any], info: dict[str, dict[str, Any]]) -> list
     metrics = "; ".join(f"{n}: " + ("available" if i["available"] else f"**not available** ({i['reason']})")
                         for n, i in info.items())
     rows = [
-        ["model", f"`{s.get('model_dir', '?')}` (preset {s['preset']}, {s['image_size']} px, meta-learning step "
+        ["model", f"`{s.get('model_dir', '?')}` (preset {s['preset']}, {s['image_size']} px, generator "
+                  f"{GENERATOR_NAMES.get(s.get('generator'), s.get('generator', '?'))}, meta-learning step "
                   f"{s.get('model_step')}, {s.get('model_num_videos')} training videos)"],
         ["training content loss", str(s.get("training_content_loss"))],
         ["test data", f"`{s['data_dir']}`: {len(s['videos'])} of {s['videos_available']} clips"],

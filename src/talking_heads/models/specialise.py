@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from .blocks import FixedConvAvgPool, FixedNorm, FixedUpsampleConv, ResBlock
-from .sources import Sources, as_sources
+from .sources import NAMES, Sources, as_sources
 
 __all__ = ["AvatarGenerator", "FixedNorm", "fold_spectral_norm", "fix_norms", "fuse_resampling", "specialise"]
 
@@ -126,7 +126,7 @@ class AvatarGenerator(nn.Module):
         if not self.needs_sources:
             return None
         held = {name: getattr(self, name) for name in self.source_names}
-        return Sources(held["x_src"], held["y_src"], held.get("p_src"), held.get("valid_src"))
+        return Sources(*(held.get(name) for name in NAMES))
 
     def forward(self, y: Tensor, points: Tensor | None = None) -> Tensor:
         """y (B,3,S,S) landmark images in [-1,1] (and, for the TPS renderer, the driver's landmarks points

@@ -53,6 +53,7 @@ from .warp import FlowNet, total_variation
 
 MASK_BIAS = 5.0  # the mask's logit where nothing is known: warp (sigmoid(5) = 0.993)
 MOUTH_BIAS = 10.0  # subtracted inside the open mouth: fill (sigmoid(-5) = 0.007)
+FILL_THRESHOLD = 0.02  # rendering skips the face generator where no pixel outside the mouth view is more generated
 
 
 def _batched(t: Tensor | None, b: int, dims: int) -> Tensor | None:
@@ -111,7 +112,17 @@ class TpsGenerator(nn.Module):
         self.mouth.fix_adain(mouth)
 
     def specialise(self, psi: Tensor, sources: Sources | None = None) -> AvatarGenerator:
+        """One avatar's renderer; the sources' copy at the model's size is computed here once."""
+        if sources is not None and sources.x_small is None and sources.x.shape[-1] != self.image_size:
+            sources = sources._replace(x_small=self.small(sources.x.float(), self.image_size))
         return AvatarGenerator.from_generator(self, psi, sources)
+
+    @staticmethod
+    def small(t: Tensor, size: int) -> Tensor:
+        """(N,C,R,R) -> (N,C,size,size), antialiased; unchanged at that size."""
+        if t.shape[-1] == size:
+            return t
+        return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
     # --- the renderer ---------------------------------------------------------------------------------
     def warp(self, y: Tensor, sources: Sources, points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -128,8 +139,8 @@ class TpsGenerator(nn.Module):
         xs = x_src.reshape(b * k, 3, r, r)
         drv = points.float()[:, None].expand(b, k, 68, 2).reshape(b * k, 68, 2)
         prior = prior_displacement(drv, p_src.reshape(b * k, 68, 2), self.grid_size)  # BK,2,g,g
-        xs_small = xs if r == s else F.interpolate(xs, size=(s, s), mode="bilinear", align_corners=False,
-                                                   antialias=True)
+        x_small = _batched(sources.x_small, b, 4)
+        xs_small = self.small(xs, s) if x_small is None else x_small.float().reshape(b * k, 3, s, s)
         prior_small = F.grid_sample(xs_small, grid_from_displacement(prior, s), mode="bilinear",
                                     padding_mode="border", align_corners=False)
         yt = y.float()[:, None].expand(b, k, 3, s, s).reshape(b * k, 3, s, s)
@@ -144,16 +155,16 @@ class TpsGenerator(nn.Module):
             else prior
         grid = grid_from_displacement(prior_r + residual, r)  # BK,R,R,2
         warped = F.grid_sample(xs, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        valid_w = None if valid is None else F.grid_sample(valid.reshape(b * k, 1, r, r).float(), grid, mode="bilinear",
+                                                            padding_mode="zeros", align_corners=False)
+        if k == 1:  # one source: its weight is 1 everywhere (the softmax over one)
+            return warped, logits[:, 1:], valid_w, residual
         weights = torch.softmax(logits[:, :1].reshape(b, k, 1, lh, lh), dim=1)
         vis = (logits[:, 1:].reshape(b, k, 1, lh, lh) * weights).sum(1)  # B,1,lh,lh
         weights_r = F.interpolate(weights.reshape(b * k, 1, lh, lh), size=(r, r), mode="bilinear",
                                   align_corners=False).reshape(b, k, 1, r, r)
         fused = (warped.reshape(b, k, 3, r, r) * weights_r).sum(1)
-        valid_r = None
-        if valid is not None:
-            vw = F.grid_sample(valid.reshape(b * k, 1, r, r).float(), grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)
-            valid_r = (vw.reshape(b, k, 1, r, r) * weights_r).sum(1)
+        valid_r = None if valid_w is None else (valid_w.reshape(b, k, 1, r, r) * weights_r).sum(1)
         return fused, vis, valid_r, residual
 
     def mask(self, vis: Tensor, points: Tensor, valid: Tensor | None, size: int) -> tuple[Tensor, Tensor]:
@@ -172,17 +183,13 @@ class TpsGenerator(nn.Module):
         return m, added
 
     def fill(self, y: Tensor, psi: Tensor | None, warped: Tensor, m: Tensor, points: Tensor) -> Tensor:
-        """What the generators paint (B,3,R,R): the face at S upsampled to R, the mouth view over it."""
+        """What the generators paint (B,3,R,R): the face at S upsampled to R, the mouth view over it. Rendering
+        (eval mode), a batch in which nothing outside the mouth view is to be generated (1 - m under
+        FILL_THRESHOLD there: the photo covers it) skips the face generator and shows the photo there."""
         s, r = int(y.shape[-1]), int(warped.shape[-1])
         dtype = self.core.out_conv.weight.dtype
         face_psi, mouth_psi = (None, None) if psi is None else \
             psi.split([self.core.num_adain_params, self.mouth.num_adain_params], dim=1)
-        small = lambda t: t if r == s else F.interpolate(t, size=(s, s), mode="bilinear", align_corners=False,
-                                                         antialias=True)
-        face_in = torch.cat([y.float(), small(warped), small(m) * 2 - 1], 1)
-        face = self.core(face_in.to(dtype), face_psi).float()
-        if r != s:
-            face = F.interpolate(face, size=(r, r), mode="bilinear", align_corners=False)
         box = mouth_box(points)
         view = box_to_view(box, self.mouth_size, warped)
         sample = lambda t: F.grid_sample(t.float(), view, mode="bilinear", padding_mode="border", align_corners=False)
@@ -192,6 +199,12 @@ class TpsGenerator(nn.Module):
         mouth_r = F.grid_sample(mouth, back, mode="bilinear", padding_mode="zeros", align_corners=False)
         alpha = F.grid_sample(self.mouth_window.float().expand(mouth.shape[0], -1, -1, -1), back,
                               mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.training or float(((1 - m) * (1 - alpha)).amax()) > FILL_THRESHOLD:
+            face_in = torch.cat([y.float(), self.small(warped, s), self.small(m, s) * 2 - 1], 1)
+            face = self.core(face_in.to(dtype), face_psi).float()
+            face = face if r == s else F.interpolate(face, size=(r, r), mode="bilinear", align_corners=False)
+        else:
+            face = warped
         return face + alpha * (mouth_r - face)
 
     def forward_with_aux(self, y: Tensor, psi: Tensor | None, sources: Sources | None = None,

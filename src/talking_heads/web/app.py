@@ -191,7 +191,10 @@ class Page:
                 with gr.Tab("3. Verify", id="verify", elem_id="tab-verify"):
                     self._verify_tab()
             model = Path(self.pipe.model_dir).name if self.pipe.model_dir is not None else "in memory"
-            gr.Markdown(f"Model: `{model}` ({self.cfg.model.image_size} px). Results are kept "
+            renders = ("a TPS renderer: your photo warped by its landmarks, at up to "
+                       f"{self.pipe.render_size_for(10**6)} px" if getattr(self.pipe.generator, "needs_points", False)
+                       else f"{self.cfg.model.image_size} px")
+            gr.Markdown(f"Model: `{model}` ({renders}). Results are kept "
                         f"{self.settings.keep_results_minutes:g} minutes. See docs/web.md.", elem_id="footer")
             self._wire_avatar()
             self._wire_saved()
@@ -215,11 +218,16 @@ class Page:
                                                   height=150, allow_preview=False, object_fit="cover",
                                                   interactive=False, fit_columns=False, buttons=[],
                                                   elem_id="examples")
-                self.mode = gr.Radio([("fine-tuned (FT): the paper's fine-tuning on your photos, best likeness", "ft"),
-                                      ("feed-forward (FF): instant", "ff")], value="ft", label="Kind of avatar",
-                                     elem_id="mode")
+                # the TPS renderer moves the photo itself, so an FF avatar already is the person (measured:
+                # docs/benchmarks.md); other models' FF avatars are a look-alike at best, FT is their default
+                warps_photo = bool(getattr(self.pipe.generator, "needs_points", False))
+                ff = "feed-forward (FF): instant" + (", and it keeps your photo's person (this model moves your "
+                                                     "photo itself)" if warps_photo else "")
+                ft = "fine-tuned (FT): the paper's fine-tuning on your photos" + ("" if warps_photo else ", best likeness")
+                self.mode = gr.Radio([(ft, "ft"), (ff, "ff")], value="ff" if warps_photo else "ft",
+                                     label="Kind of avatar", elem_id="mode")
                 self.epochs = gr.Slider(1, s.max_epochs, value=self.cfg.finetune.epochs, step=1,
-                                        label="Fine-tuning epochs", elem_id="epochs")
+                                        label="Fine-tuning epochs", elem_id="epochs", visible=not warps_photo)
                 self.create_btn = gr.Button("Create avatar", variant="primary", elem_id="create")
                 with gr.Accordion("Saved avatars", open=False, elem_id="saved-avatars"):
                     self.saved = gr.Dropdown(choices=[], value=None, label="Avatars saved in this browser"
