@@ -272,3 +272,42 @@ def test_preprocess_workers_die_with_their_parent(shared_data, tmp_path):
         for w in workers:  # a failing run must not leave them behind either
             if _alive(w):
                 os.kill(w, signal.SIGKILL)
+
+
+GROUP_CHILD = r"""
+import sys
+import torch
+torch.set_num_threads(1)
+from talking_heads.config import apply_overrides, preset
+from talking_heads.train import meta
+from talking_heads.bench import SyntheticEpisodes
+
+cfg = apply_overrides(preset("tiny"), ["train.steps=100000", "train.checkpoint_every=100000", "train.num_workers=1"])
+try:
+    meta.train(sys.argv[1], cfg=cfg, dataset=SyntheticEpisodes(cfg, num_episodes=5, num_videos=3), progress=False)
+except meta.StoppedBySignal as stop:
+    print("stopped at step", stop.step, flush=True)
+    sys.exit(3)
+"""
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers_stops_cleanly(tmp_path):
+    """Ctrl-C in a terminal or a service manager signals every process of the run, its data-loading workers
+    too: the workers must leave the stop to the trainer, which finishes its step and checkpoints."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", GROUP_CHILD, str(run)], env=env, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run / "log.jsonl").is_file():  # training steps are running
+            time.sleep(0.2)
+        assert (run / "log.jsonl").is_file(), child.stderr.read() if child.poll() is not None else "no step logged"
+        os.killpg(child.pid, signal.SIGTERM)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+    assert child.returncode == 3, err[-2000:]
+    step = int(out.split("stopped at step")[1].split()[0])
+    assert checkpoint.read_config(run / "model")[1]["step"] == step >= 1

@@ -213,3 +213,22 @@ def test_episodes_from_real_preprocessed_clip(shared_data, tmp_path):
         item = ds[i]
         assert item["x_src"].shape == (4, 3, 64, 64) and -1 <= item["x_tgt"].min() and item["x_tgt"].max() <= 1
         assert (item["y_tgt"] > -1).float().mean() > 0.01  # landmark lines were drawn
+
+
+def test_border_dropout_blacks_out_bands_and_marks_them_invalid(root):
+    plain = EpisodeDataset(root, k=4, seed=3)
+    assert "valid_src" not in plain[0]  # off by default: the episode layout is unchanged
+    ds = EpisodeDataset(root, k=4, seed=3, border_dropout=1.0)
+    item, again, ref = ds[1], ds[1], plain[1]
+    valid = item["valid_src"]
+    assert valid.shape == (4, 1, STORED, STORED) and torch.equal(valid, again["valid_src"])  # deterministic
+    for k in range(4):
+        lost = valid[k, 0] == 0
+        frac = lost.float().mean()
+        assert 0.07 < frac < 0.31  # one band along one edge
+        rows, cols = lost.any(1), lost.any(0)
+        assert rows.all() or cols.all()  # the band spans the whole side
+        assert (item["x_src"][k][:, lost] == -1).all()  # black, as a photo's crop past its edge is given
+        assert torch.equal(item["x_src"][k][:, ~lost], ref["x_src"][k][:, ~lost])  # the rest as it was
+    for key in ("y_src", "x_tgt", "p_src"):  # the same episode: only the sources' pixels change
+        assert torch.equal(item[key], ref[key])

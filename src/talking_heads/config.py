@@ -104,6 +104,7 @@ class TrainConfig:
     diffaugment: str = ""  # DiffAugment policy for every D call, e.g. "translation,cutout,color"; "" = off (paper)
     lecam_weight: float = 0.0  # LeCam regularisation of D (0 = off, the paper); 0.3 in the LeCam paper's GAN
     lecam_decay: float = 0.99  # decay of LeCam's moving averages of D's real / fake scores
+    border_dropout: float = 0.0  # TPS renderer: probability that a source loses a band along one edge, marked invalid (data/episodes.py), so the generator learns to fill crops that run past a photo (0 = off; not in the paper)
     probe_frames: int = 0  # frames held back at the end of every clip (never in episodes) for the identity probe
     probe_every: int = 0  # steps between identity-probe log entries (nearest-centroid accuracy of e_hat); 0 = off
 
@@ -321,7 +322,7 @@ RANGES: dict[str, Callable[[Any, str], Any]] = {
     "train.d_steps_per_g_step": _between(0, 100), "train.seed": _SEED, "train.num_workers": _between(0, 256),
     "train.log_every": _EVERY, "train.sample_every": _EVERY, "train.checkpoint_every": _EVERY,
     "train.lecam_weight": _WEIGHT, "train.lecam_decay": _between(0.0, 1.0), "train.probe_frames": _between(0, 10_000),
-    "train.probe_every": _between(0, 10**9),
+    "train.probe_every": _between(0, 10**9), "train.border_dropout": _between(0.0, 1.0),
     "loss.offline_content_weight": _WEIGHT, "loss.face_content_weight": _WEIGHT, "loss.face_layer_weights": _WEIGHT,
     "loss.identity_weight": _WEIGHT, "loss.feature_matching_weight": _WEIGHT, "loss.match_weight": _WEIGHT,
     "loss.adversarial_weight": _WEIGHT, "loss.warp_smoothness_weight": _WEIGHT, "loss.tps_mask_weight": _WEIGHT,

@@ -57,7 +57,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, k: int = 8, image_size: int | None = None, flip: bool = False,
                  seed: int = 0, identities: Iterable[str] | None = None,
                  exclude_identities: Iterable[str] | None = None, clip_ids: Iterable[str] | None = None,
-                 line_thickness: float | None = None, probe_frames: int | None = None):
+                 line_thickness: float | None = None, probe_frames: int | None = None, border_dropout: float = 0.0):
         if int(k) < 1:
             raise DatasetError(f"k must be >= 1, got {k}")
         self.root = Path(root)
@@ -85,6 +85,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.image_size = int(image_size or self.stored_size)
         self.epoch = 0
         self.probe_frames = max(0, int(probe_frames or 0))
+        self.border_dropout = float(border_dropout)
 
     @classmethod
     def from_config(cls, root: str | os.PathLike, cfg: Config, **filters) -> "EpisodeDataset":
@@ -93,7 +94,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         train.probe_frames); `filters`: identities / exclude_identities / clip_ids."""
         return cls(root, k=cfg.train.k_shot, image_size=cfg.model.image_size, flip=cfg.train.flip,
                    seed=cfg.train.seed, line_thickness=cfg.data.line_thickness, probe_frames=cfg.train.probe_frames,
-                   **filters)
+                   border_dropout=cfg.train.border_dropout, **filters)
 
     def _check_clip(self, record: dict) -> None:
         """DatasetError unless the clip's landmarks.npy is (n_frames,68,2) of finite numbers and its frames
@@ -206,7 +207,31 @@ class EpisodeDataset(torch.utils.data.Dataset):
         xs, ys, ps = zip(*(self._frame(clip_dir, int(i), points, flip) for i in sources))
         img, p_tgt = self._image(clip_dir, target, points, flip)
         x_tgt, y_tgt = to_tensor(img), to_tensor(rasterize(p_tgt, self.image_size, self.line_thickness))
-        return {"x_src": torch.stack(xs), "y_src": torch.stack(ys), "x_tgt": x_tgt, "y_tgt": y_tgt,
+        item = {"x_src": torch.stack(xs), "y_src": torch.stack(ys), "x_tgt": x_tgt, "y_tgt": y_tgt,
                 "p_src": torch.from_numpy(np.stack(ps).astype(np.float32)),
                 "p_tgt": torch.from_numpy(p_tgt.astype(np.float32)), "video": torch.tensor(video, dtype=torch.int64),
                 "aug_seed": torch.tensor(self.aug_seed(index), dtype=torch.int64)}
+        if self.border_dropout > 0:
+            item["x_src"], item["valid_src"] = self.drop_borders(item["x_src"], index)
+        return item
+
+    def drop_borders(self, x_src: torch.Tensor, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Border dropout (train.border_dropout): each source, with that probability, loses a band of 8-30 % of
+        its side along one random edge, blacked out and marked invalid ((K,1,H,W) 1 = real, 0 = past the
+        photo's edge), as a crop that runs past a photo is given to the TPS renderer; the target keeps its
+        pixels, so the generator learns to fill what the photo lacks. Its own generator (seed, epoch, video,
+        2): the episode is the same whatever the dropout."""
+        n = len(self.clip_ids)
+        video, epoch = int(index) % n, self.epoch + int(index) // n
+        rng = np.random.default_rng([self.seed, epoch, video, 2])
+        k, _, h, w = x_src.shape
+        valid = torch.ones(k, 1, h, w)
+        for i in range(k):
+            if rng.random() >= self.border_dropout:
+                continue
+            band = int(round(rng.uniform(0.08, 0.3) * h))
+            edge = int(rng.integers(4))
+            region = [(slice(None), slice(0, band)), (slice(None), slice(w - band, w)),
+                      (slice(0, band), slice(None)), (slice(h - band, h), slice(None))][edge]
+            valid[i, :, region[0], region[1]] = 0
+        return x_src * valid - (1 - valid), valid

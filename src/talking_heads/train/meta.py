@@ -38,6 +38,7 @@ import dataclasses
 import logging
 import os
 import random
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,7 +221,17 @@ def _loader(dataset, sampler: dist.EpisodeSampler, cfg: Config, info: dist.DistI
     return torch.utils.data.DataLoader(
         dataset, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.train.num_workers,
         pin_memory=info.device.type == "cuda", drop_last=True, generator=g,
-        persistent_workers=False)
+        persistent_workers=False, worker_init_fn=_leave_stop_signals_to_the_trainer)
+
+
+def _leave_stop_signals_to_the_trainer(_worker_id: int) -> None:
+    """In each data-loading worker: ignore SIGTERM and SIGINT. A stop signal sent to the whole process group
+    (Ctrl-C in a terminal, `kill -TERM -PGID`, a service manager stopping a control group) would otherwise kill
+    the workers at once, and the trainer, which finishes its step and writes a checkpoint on that signal
+    (`signals.StopSignals`), would fail on the dead worker instead; the trainer shuts its workers down itself
+    (and they exit when it dies)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _to_device(batch: Mapping[str, Tensor], device: torch.device) -> dict[str, Tensor]:

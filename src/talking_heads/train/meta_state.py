@@ -32,10 +32,11 @@ class EmbedderGenerator(nn.Module):
         self.embedder, self.generator = embedder, generator
 
     def forward(self, x_src: Tensor, y_src: Tensor, y_tgt: Tensor, with_aux: bool = False,
-                p_src: Tensor | None = None, p_tgt: Tensor | None = None):
+                p_src: Tensor | None = None, p_tgt: Tensor | None = None, valid_src: Tensor | None = None):
         """(x_fake (B,3,H,W), e_hat (B,N)), plus the generator's aux dict with `with_aux` (the warp
         generators' regularisers). A generator that `needs_sources` gets the K source frames too, one that
-        `needs_points` their landmarks p_src (B,K,68,2) and the target's p_tgt (B,68,2) (crop px)."""
+        `needs_points` their landmarks p_src (B,K,68,2) and the target's p_tgt (B,68,2) (crop px), and where
+        the sources are real, valid_src (B,K,1,H,W) (border dropout; None = everywhere)."""
         b, k = x_src.shape[:2]
         e = self.embedder(x_src.flatten(0, 1), y_src.flatten(0, 1))  # B*K,N
         e_hat = e.view(b, k, -1).mean(1)  # B,N
@@ -47,7 +48,7 @@ class EmbedderGenerator(nn.Module):
             if p_src is None or p_tgt is None:
                 raise ValueError("this generator needs the landmarks of the sources and the target (p_src, p_tgt)")
             size = y_tgt.shape[-1]
-            sources = Sources(x_src, y_src, normalise_points(p_src, size))
+            sources = Sources(x_src, y_src, normalise_points(p_src, size), valid_src)
             points = normalise_points(p_tgt, size)
         x_fake, aux = self.generator.forward_with_aux(y_tgt, psi, sources, points)  # B,3,H,W
         return (x_fake, e_hat, aux) if with_aux else (x_fake, e_hat)
@@ -74,7 +75,8 @@ class MetaState(steps.GanStep):
 
     def render(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         x_fake, e_hat, aux = self.generator(batch["x_src"], batch["y_src"], batch["y_tgt"], with_aux=True,
-                                            p_src=batch.get("p_src"), p_tgt=batch.get("p_tgt"))
+                                            p_src=batch.get("p_src"), p_tgt=batch.get("p_tgt"),
+                                            valid_src=batch.get("valid_src"))
         return x_fake, e_hat, aux
 
 
