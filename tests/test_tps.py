@@ -269,3 +269,44 @@ def test_rendering_skips_the_face_generator_only_when_the_photo_covers_the_frame
         forced = g(y, psi, one, one.points[:, 0])  # training always runs it (it must learn)
         assert calls == [1, 1]
     assert (forced - skipped).abs().max() < 0.05  # where it was skipped, it would have changed little
+
+
+def test_size_option_on_the_cli(shared_data, tiny_model_dir, tmp_path, capsys):
+    """--size sets the side of the frames: a TPS avatar keeps its photo at that size and renders there; other
+    models' output is resized to it; a size out of range is one line and exit code 2, before any work."""
+    import av
+
+    from talking_heads.checkpoint import save_model_dir
+    from talking_heads.cli import main
+
+    cfg = tps_cfg()
+    torch.manual_seed(0)
+    tps_dir = tmp_path / "tps_model"
+    save_model_dir(tps_dir, cfg, build_networks(cfg, 3), num_videos=3, content_loss="offline", step=0)
+    photo = shared_data / "photos" / "avatarify_jobs.jpg"
+
+    def frame_side(video):
+        with av.open(str(video)) as c:
+            return c.streams.video[0].width
+
+    assert main(["avatar", "create", str(photo), "-o", str(tmp_path / "a"), "--model", str(tps_dir), "--size", "96",
+                 "--no-progress"]) == 0
+    from talking_heads.avatar import Avatar
+    from talking_heads.pipeline import TalkingHeadPipeline
+
+    avatar = Avatar.load(tmp_path / "a", TalkingHeadPipeline.from_pretrained(tps_dir))
+    assert avatar.source_images.shape[1:3] == (96, 96) and avatar.source_valid.shape[1:] == (96, 96)
+    for model, size, avatar_dir in ((tps_dir, None, tmp_path / "a"), (tiny_model_dir, "80", None)):
+        out = tmp_path / f"{size}.mp4"
+        argv = ["animate", "--motion", "talk", "--duration", "0.2", "-o", str(out), "--model", str(model),
+                "--no-progress", "--no-contact-sheet"]
+        argv += ["--avatar", str(avatar_dir)] if avatar_dir else ["--source", str(photo)]
+        argv += ["--size", size] if size else []
+        assert main(argv) == 0
+        assert frame_side(out) == (96 if size is None else 80)  # the TPS avatar's own size; else --size
+    capsys.readouterr()
+    assert main(["animate", "--source", str(photo), "--motion", "talk", "-o", str(tmp_path / "bad.mp4"),
+                 "--model", str(tiny_model_dir), "--size", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--size 5: give a frame size from 64 to 2048" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.mp4").exists()
