@@ -310,3 +310,28 @@ def test_size_option_on_the_cli(shared_data, tiny_model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--size 5: give a frame size from 64 to 2048" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_prior_is_exact_under_a_training_steps_bf16_autocast(real_points):
+    pts = P.normalise_points(torch.tensor(real_points, dtype=torch.float32), 256)
+    ref = P.prior_displacement(pts[1:3], pts[:2], 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = P.prior_displacement(pts[1:3], pts[:2], 64)
+        mouth = P.mouth_interior(pts, 64)
+    assert got.dtype == torch.float32 and mouth.dtype == torch.float32
+    assert torch.equal(got, ref)
+
+
+def test_a_source_past_its_photos_edge_does_not_darken_another_that_covers_it(real_points):
+    torch.manual_seed(0)
+    g = TpsGenerator(tps_cfg().model).eval()
+    sources, _, y = _real_batch(real_points)
+    x = torch.full_like(sources.x, 0.8)
+    p = sources.points[:, :1].expand(1, 2, 68, 2)
+    valid = torch.ones(1, 2, 1, 64, 64)
+    valid[:, 1, :, :, :32] = 0  # the second source's left half lies past its photo
+    both = Sources(x * valid - (1 - valid), sources.y, p, valid)
+    with torch.no_grad():
+        warped, _, seen, _ = g.warp(y, both, p[:, 0])
+    assert torch.allclose(warped, torch.full_like(warped, 0.8), atol=1e-4)  # the first covers it: no black
+    assert seen.min() > 0.99

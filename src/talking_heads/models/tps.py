@@ -47,7 +47,7 @@ from .tps_prior import (border_taper, box_to_view, grid_from_displacement, mouth
                         prior_displacement, view_to_frame)
 from .blocks import sn
 from .generator import Generator
-from .sources import Sources
+from .sources import Sources, as_sources
 from .specialise import AvatarGenerator
 from .warp import FlowNet, total_variation
 
@@ -113,6 +113,7 @@ class TpsGenerator(nn.Module):
 
     def specialise(self, psi: Tensor, sources: Sources | None = None) -> AvatarGenerator:
         """One avatar's renderer; the sources' copy at the model's size is computed here once."""
+        sources = as_sources(sources)
         if sources is not None and sources.x_small is None and sources.x.shape[-1] != self.image_size:
             sources = sources._replace(x_small=self.small(sources.x.float(), self.image_size))
         return AvatarGenerator.from_generator(self, psi, sources)
@@ -163,8 +164,13 @@ class TpsGenerator(nn.Module):
         vis = (logits[:, 1:].reshape(b, k, 1, lh, lh) * weights).sum(1)  # B,1,lh,lh
         weights_r = F.interpolate(weights.reshape(b * k, 1, lh, lh), size=(r, r), mode="bilinear",
                                   align_corners=False).reshape(b, k, 1, r, r)
+        valid_r = None
+        if valid_w is not None:  # a source counts only where it shows its photo: the others cover the rest
+            v = valid_w.reshape(b, k, 1, r, r)
+            seen = weights_r * v
+            weights_r = seen / seen.sum(1, keepdim=True).clamp_min(1e-6)
+            valid_r = v.amax(1)  # real wherever any source shows its photo
         fused = (warped.reshape(b, k, 3, r, r) * weights_r).sum(1)
-        valid_r = None if valid_w is None else (valid_w.reshape(b, k, 1, r, r) * weights_r).sum(1)
         return fused, vis, valid_r, residual
 
     def mask(self, vis: Tensor, points: Tensor, valid: Tensor | None, size: int) -> tuple[Tensor, Tensor]:

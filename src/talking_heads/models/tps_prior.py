@@ -27,6 +27,7 @@ px); grid (B,H,W,2) grid_sample coordinates; displacement (B,2,h,w) = grid - ide
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -127,10 +128,27 @@ def evaluate_tps(coef: Tensor, ctrl_driver: Tensor, query: Tensor) -> Tensor:
     return (_kernel(q, d) @ c[:, :n] + p @ c[:, n:]).float()
 
 
+def full_precision(fn):
+    """Run `fn` with autocast off: the spline's sums cancel badly in bf16 (a training step's autocast would
+    otherwise put its matrix products in bf16: pixels of error, hundreds at outliers)."""
+    import functools
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        devices = {a.device.type for a in args if isinstance(a, Tensor)} or {"cpu"}
+        with contextlib.ExitStack() as stack:
+            for device in devices:
+                stack.enter_context(torch.autocast(device_type=device, enabled=False))
+            return fn(*args, **kwargs)
+    return inner
+
+
+@full_precision
 def prior_displacement(driver: Tensor, source: Tensor, size: int) -> Tensor:
     """The TPS map from driver (B,68,2) to source (B,68,2) landmarks (normalised) as a displacement
     (B,2,size,size) from the identity grid, evaluated at `size` px pixel centres. Upsample it (bilinear,
-    align_corners=False) and add the identity grid to sample a photo at a higher resolution."""
+    align_corners=False) and add the identity grid to sample a photo at a higher resolution. fp32 / fp64
+    whatever autocast is on."""
     ctrl_d, ctrl_s = control_points(driver.float(), source.float())
     coef = solve_tps(ctrl_d, ctrl_s)
     ident = identity_grid(1, size, size, driver.float())[0].reshape(1, -1, 2).expand(driver.shape[0], -1, -1)
@@ -155,6 +173,7 @@ def grid_from_displacement(displacement: Tensor, size: int) -> Tensor:
     return identity_grid(displacement.shape[0], size, size, displacement) + displacement.permute(0, 2, 3, 1)
 
 
+@full_precision
 def mouth_interior(points: Tensor, size: int, feather: float = 0.2) -> Tensor:
     """(B,1,size,size) in [0,1]: 1 inside the inner lip polygon of `points` (B,68,2, normalised), fading to 0
     at the lips over `feather` x the mouth's width; 0 everywhere for a closed mouth. The polygon is treated as
