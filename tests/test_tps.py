@@ -186,16 +186,17 @@ def test_ff_avatar_from_one_test_split_photo_keeps_the_person(tps_sample_pipelin
     assert distance < SAME_PERSON_DISTANCE, distance  # the person, from one photo, no fine-tuning
 
 
-def test_crop_past_the_photo_edge_is_generated_not_replicated(tps_sample_pipeline, shared_data):
-    pipe = tps_sample_pipeline
-    photo = _test_frame(shared_data)
-    h, w = photo.shape[:2]
+def _cut_past_edge(photo: np.ndarray) -> np.ndarray:
+    """The photo cut so that the left quarter of its head crop lies past the image's left edge."""
     from talking_heads.data.faces import prepare_photo
 
-    crop = prepare_photo(photo, 128)
-    x0, y0, x1, y1 = crop.transform.box
-    cut = photo[:, max(0, (x0 + x1) // 2 - (x1 - x0) // 4):]  # the left of the head's crop now lies past the edge
-    avatar = pipe.create_avatar(cut)
+    x0, _, x1, _ = prepare_photo(photo, 128).transform.box
+    return np.ascontiguousarray(photo[:, max(0, (x0 + x1) // 2 - (x1 - x0) // 4):])
+
+
+def test_crop_past_the_photo_edge_is_generated_not_replicated(tps_sample_pipeline, shared_data):
+    pipe = tps_sample_pipeline
+    avatar = pipe.create_avatar(_cut_past_edge(_test_frame(shared_data)))
     valid = avatar.source_valid[0]
     assert (valid == 0).any() and (valid == 255).any()
     assert (avatar.source_images[0][valid == 0] == 0).all()  # nothing replicated into the crop
@@ -335,3 +336,55 @@ def test_a_source_past_its_photos_edge_does_not_darken_another_that_covers_it(re
         warped, _, seen, _ = g.warp(y, both, p[:, 0])
     assert torch.allclose(warped, torch.full_like(warped, 0.8), atol=1e-4)  # the first covers it: no black
     assert seen.min() > 0.99
+
+
+def test_render_refuses_missing_or_misshapen_points(tps_sample_pipeline, shared_data):
+    from talking_heads.renderer import PipelineError
+
+    pipe = tps_sample_pipeline
+    avatar = pipe.create_avatar(_test_frame(shared_data))
+    y = torch.zeros(2, 3, pipe.image_size, pipe.image_size)
+    two = np.repeat(avatar.landmarks[:1], 2, 0)
+    for bad, message in ((None, "needs the landmarks"), (two[:1], r"must be \(2,68,2\)"),
+                         (np.full_like(two, np.nan), "NaN")):
+        with pytest.raises(PipelineError, match=message):
+            pipe.render(avatar, y, points=bad)
+    assert pipe.render(avatar, y, points=torch.as_tensor(two)).shape[0] == 2
+
+
+def test_border_dropout_is_refused_for_generators_that_cannot_use_it(tmp_path):
+    from talking_heads.bench import SyntheticEpisodes
+    from talking_heads.train import meta
+
+    cfg = apply_overrides(preset("tiny"), ["train.border_dropout=0.3", "train.steps=1"])
+    with pytest.raises(meta.RunDirError, match="TPS renderer"):
+        meta.train(tmp_path / "run", cfg=cfg, dataset=SyntheticEpisodes(cfg, num_episodes=2, num_videos=2),
+                   progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_ft_avatar_is_fine_tuned_on_the_sources_it_renders_with(shared_data, tmp_path, monkeypatch):
+    """FT of a TPS avatar whose crop runs past the photo: G' gets the black, invalid-marked sources that
+    rendering uses (not the edge-replicated crop), and the FT avatar renders."""
+    from talking_heads.checkpoint import save_model_dir
+    from talking_heads.pipeline import TalkingHeadPipeline
+    from talking_heads.train import finetune as ft
+
+    cfg = tps_cfg()
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "m", cfg, build_networks(cfg, 3), num_videos=3, content_loss="offline", step=0)
+    pipe = TalkingHeadPipeline.from_pretrained(tmp_path / "m")
+    seen = {}
+    real = ft.PersonGenerator.__init__
+
+    def spy(self, generator, psi, sources=None):
+        seen["sources"] = sources
+        real(self, generator, psi, sources)
+
+    monkeypatch.setattr(ft.PersonGenerator, "__init__", spy)
+    avatar = pipe.create_avatar(_cut_past_edge(_test_frame(shared_data)), finetune=True, epochs=1, progress=False)
+    src = seen["sources"]
+    assert src.valid is not None and (src.valid == 0).any()
+    assert (src.x[(src.valid == 0).expand_as(src.x)] == -1).all()  # black past the edge, as rendered
+    frames = pipe.render_frames(avatar, avatar.landmarks[:1])
+    assert avatar.kind == "ft" and frames[0].shape[0] == avatar.render_size

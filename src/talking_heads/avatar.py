@@ -41,7 +41,7 @@ from .models.tps_prior import normalise_points
 from .safetensors_io import CheckpointError, load_module, load_tensors
 
 KINDS = ("ff", "ft")
-MAX_RENDER_SIZE = 2048  # the largest source crop an avatar may hold (px)
+MAX_RENDER_SIZE = 8192  # the largest source crop an avatar may hold (px; inference.output_size's range)
 
 
 class AvatarModel(Protocol):
@@ -230,6 +230,10 @@ def _check_tensors(path, tensors: dict[str, Tensor], model: AvatarModel) -> None
     if src is not None and (src.shape[1] != src.shape[2] or not 16 <= src.shape[1] <= MAX_RENDER_SIZE):
         raise CheckpointError(f"{file}: source_images are {list(src.shape)}: square crops of 16 to "
                               f"{MAX_RENDER_SIZE} px expected")
+    s = int(model.cfg.model.image_size)
+    if src is not None and not getattr(model.generator, "needs_points", False) and src.shape[1] != s:
+        raise CheckpointError(f"{file}: source_images are {src.shape[1]} px, this model's generator reads them at "
+                              f"its own {s} px: the avatar was made with another model or the file is damaged")
     valid = tensors.get("source_valid")
     if valid is not None and (src is None or valid.dtype != torch.uint8 or tuple(valid.shape) != tuple(src.shape[:3])):
         raise CheckpointError(f"{file}: source_valid must be uint8 (T,R,R) like source_images, got {valid.dtype} "

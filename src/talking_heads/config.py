@@ -311,7 +311,7 @@ RANGES: dict[str, Callable[[Any, str], Any]] = {
     "data.jpeg_quality": _between(1, 100), "data.line_thickness": _between(0.25, 32.0),
     "data.follow_threshold": _between(0.0, 100.0), "data.follow_smoothing": _between(0.0, 60.0),
     "inference.video_frames": _between(1), "inference.batch_size": _BATCH,
-    "inference.output_size": _between(0, 4096), "inference.motion_seconds": _positive,
+    "inference.output_size": _between(0, 8192), "inference.motion_seconds": _positive,
     "inference.motion_fps": _between(1.0, 240.0), "inference.thumbnail_size": _between(8, 1024),
     "inference.contact_sheet_frames": _between(1, 1000), "inference.max_yaw": _between(0.0, 90.0),
     "finetune.epochs": _between(0), "finetune.steps": _between(0),

@@ -214,12 +214,14 @@ class TalkingHeadPipeline(Renderer):
         not look like one person are allowed, with a warning (`identity.check_same_person`)."""
         crops, src = self._crop_sources(sources, frames)
         x, y = self.crops_to_tensors(crops)
-        avatar = self.create_avatar_from_tensors(x, y, landmarks=np.stack([c.landmarks for c in crops]),
-                                                 finetune=finetune, epochs=epochs, progress=progress)
+        photo, warnings = None, []
         if src.frames is not None:  # the TPS renderer: the photos themselves at the output size
             size = self.render_size_for(min(c.transform.side for c in crops))
-            avatar.source_images, avatar.source_valid, warnings = photo_pixels(crops, src.frames, size)
-            avatar.warnings = list(avatar.warnings) + warnings
+            *photo, warnings = photo_pixels(crops, src.frames, size)
+        avatar = self.create_avatar_from_tensors(x, y, landmarks=np.stack([c.landmarks for c in crops]),
+                                                 finetune=finetune, epochs=epochs, progress=progress,
+                                                 photo=None if photo is None else tuple(photo))
+        avatar.warnings = list(avatar.warnings) + warnings
         first = crops[0].transform
         avatar.thumbnail = first.resized(self.cfg.inference.thumbnail_size).crop(src.image)
         avatar.transform, avatar.background = first, src.image

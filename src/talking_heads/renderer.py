@@ -38,7 +38,7 @@ from .avatar import Avatar
 from .config import Config
 from .data.crop import CropTransform
 from .errors import InputError
-from .images import to_uint8
+from .images import to_tensor, to_uint8
 from .inference import RendererCache, avatar_metadata, build_renderer, calibration_images
 from .landmarks.masks import border_window, head_mask
 from .landmarks.raster import rasterize_tensor
@@ -134,14 +134,25 @@ class Renderer:
         return e_new, initial_psi(self.networks.generator, e_new)
 
     def finetune(self, x: Tensor, y: Tensor, *, epochs: int | None = None, progress: bool = True,
-                 landmarks: np.ndarray | None = None) -> FinetuneResult:
+                 landmarks: np.ndarray | None = None, photo: tuple[np.ndarray, np.ndarray] | None = None
+                 ) -> FinetuneResult:
         """FT (paper section 6) on T frames: `train.finetune.finetune` -> FinetuneResult (the renderer's
         networks are not modified; E stays frozen). `landmarks` (T,68,2) feed the face terms of the content
-        loss when the model uses them (`loss.face_network`)."""
+        loss when the model uses them (`loss.face_network`). photo: the TPS renderer's sources as it will
+        render them (`pipeline.photo_pixels`: (T,R,R,3) uint8, validity (T,R,R)), given to G' at the model's
+        size, black and marked invalid past the photo's edge, so that FT trains what rendering uses."""
         epochs = limits.check_epochs(epochs, "fine-tuning epochs")
+        valid = None
+        if photo is not None:
+            s = self.image_size
+            images = torch.stack([to_tensor(media.resize(im, s)) for im in photo[0]])
+            valid = torch.stack([torch.from_numpy(media.resize(v, s).astype(np.float32) / 255) for v in photo[1]])
+            x_src = images * valid[:, None] - (1 - valid[:, None])
+            valid = (x_src.to(self.device), valid[:, None].to(self.device))
         return finetune(self.networks, x.to(self.device), y.to(self.device), self.cfg,
                         content_loss=self.content_loss(), epochs=epochs, seed=self.cfg.train.seed, progress=progress,
-                        points=None if landmarks is None else torch.as_tensor(np.asarray(landmarks, np.float32)))
+                        points=None if landmarks is None else torch.as_tensor(np.asarray(landmarks, np.float32)),
+                        photo=valid)
 
     def content_loss(self) -> ContentLoss:
         """L_CNT for fine-tuning, with the model's VGG files when they exist here (else the offline loss). A
@@ -163,20 +174,24 @@ class Renderer:
         return self._content_loss
 
     def create_avatar_from_tensors(self, x: Tensor, y: Tensor, *, landmarks: np.ndarray | None = None,
-                                   finetune: bool = False, epochs: int | None = None, progress: bool = True) -> Avatar:
+                                   finetune: bool = False, epochs: int | None = None, progress: bool = True,
+                                   photo: tuple[np.ndarray, np.ndarray] | None = None) -> Avatar:
         """An avatar from T preprocessed frames x and landmark images y, (T,3,H,W) in [-1,1].
-        landmarks (T,68,2) crop px: needed for landmark adaptation when animating."""
+        landmarks (T,68,2) crop px: needed for landmark adaptation when animating. photo: the TPS renderer's
+        sources at the output size and their validity (`pipeline.photo_pixels`; default: x itself)."""
         self._check_avatar_tensors(x, y, landmarks)
         needs_sources = self.generator.needs_sources
         common = dict(cfg=self.cfg, landmarks=None if landmarks is None else np.asarray(landmarks, np.float32),
                       thumbnail=media.resize(to_uint8(x[:1])[0], self.cfg.inference.thumbnail_size),
                       model_fingerprint=self.model_fingerprint,
-                      source_images=to_uint8(x) if needs_sources else None)
+                      source_images=(to_uint8(x) if photo is None else photo[0]) if needs_sources else None,
+                      source_valid=photo[1] if needs_sources and photo is not None else None)
         if finetune:
             if landmarks is None and self.content_loss().face is not None:
                 raise PipelineError("this model fine-tunes with face terms that need the frames' landmarks: "
                                     "pass landmarks= (T,68,2)")
-            result = self.finetune(x, y, epochs=epochs, progress=progress, landmarks=landmarks)
+            result = self.finetune(x, y, epochs=epochs, progress=progress, landmarks=landmarks,
+                                   photo=photo if self.needs_points else None)
             return Avatar(kind="ft", psi=result.psi, e_new=result.e_new, generator=result.generator.eval(),
                           discriminator=result.discriminator.eval(), history=result.history,
                           epochs=self.cfg.finetune.epochs if epochs is None else epochs,
@@ -217,13 +232,24 @@ class Renderer:
         bs = max(1, batch_size)
         if not self.needs_points:
             out = [renderer(yb).to(self.device) for yb in y.split(bs)]
-        elif points is None:
-            raise PipelineError("the TPS renderer needs the landmarks of the frames it renders: pass points=")
         else:
-            p = normalise_points(torch.as_tensor(np.asarray(points, np.float32)), s)
+            p = normalise_points(self._check_points(points, len(y)), s)
             out = [renderer(yb, pb).to(self.device) for yb, pb in zip(y.split(bs), p.split(bs))]
         r = avatar.render_size if self.needs_points else s
         return torch.cat(out) if out else y.new_zeros((0, 3, r, r), device=self.device)
+
+    @staticmethod
+    def _check_points(points, n: int) -> Tensor:
+        """The landmarks of the n frames to render as a CPU float32 (n,68,2) tensor; PipelineError otherwise."""
+        if points is None:
+            raise PipelineError("the TPS renderer needs the landmarks of the frames it renders: pass points=")
+        p = points.detach().float().cpu() if isinstance(points, Tensor) else \
+            torch.as_tensor(np.asarray(points, np.float32))
+        if tuple(p.shape) != (n, 68, 2):
+            raise PipelineError(f"points must be ({n},68,2) for {n} landmark images, got {tuple(p.shape)}")
+        if not torch.isfinite(p).all():
+            raise PipelineError("points contain NaN or infinite values: every rendered frame needs its 68 landmarks")
+        return p
 
     def renderer(self, avatar: Avatar, *, onnx_file: str | os.PathLike | None = None):
         """The avatar's renderer `y -> x_hat` (`inference.py`: spectral norm, psi' and sources folded in, at
@@ -255,8 +281,10 @@ class Renderer:
         generator's sources (T,3,S,S) x 2, else None)."""
         generator = (avatar.generator if avatar.generator is not None else self.networks.generator).eval()
         sources = None
-        if generator.needs_sources:  # the warp generator: the avatar's T crops
+        if generator.needs_sources:  # the warp generators: the avatar's T crops
             sources = avatar.source_tensors(self.device, self.cfg.data.line_thickness)
+            if sources is not None and not getattr(generator, "needs_points", False):
+                sources = sources[:2]  # (x, y): what the warp generator reads (and its exports' fingerprints hold)
             if sources is None:
                 raise PipelineError("this model's generator needs the avatar's source frames; create the avatar "
                                     "again with this model")

@@ -191,7 +191,8 @@ class TpsGenerator(nn.Module):
     def fill(self, y: Tensor, psi: Tensor | None, warped: Tensor, m: Tensor, points: Tensor) -> Tensor:
         """What the generators paint (B,3,R,R): the face at S upsampled to R, the mouth view over it. Rendering
         (eval mode), a batch in which nothing outside the mouth view is to be generated (1 - m under
-        FILL_THRESHOLD there: the photo covers it) skips the face generator and shows the photo there."""
+        FILL_THRESHOLD there: the photo covers it) skips the face generator and shows the photo there; the
+        decision is each frame's own, so a frame renders the same alone (live) or in a batch (offline)."""
         s, r = int(y.shape[-1]), int(warped.shape[-1])
         dtype = self.core.out_conv.weight.dtype
         face_psi, mouth_psi = (None, None) if psi is None else \
@@ -205,10 +206,13 @@ class TpsGenerator(nn.Module):
         mouth_r = F.grid_sample(mouth, back, mode="bilinear", padding_mode="zeros", align_corners=False)
         alpha = F.grid_sample(self.mouth_window.float().expand(mouth.shape[0], -1, -1, -1), back,
                               mode="bilinear", padding_mode="zeros", align_corners=False)
-        if self.training or float(((1 - m) * (1 - alpha)).amax()) > FILL_THRESHOLD:
+        need = ((1 - m) * (1 - alpha)).amax(dim=(1, 2, 3)) > FILL_THRESHOLD  # B: per frame, whatever the batch
+        if self.training or bool(need.any()):
             face_in = torch.cat([y.float(), self.small(warped, s), self.small(m, s) * 2 - 1], 1)
             face = self.core(face_in.to(dtype), face_psi).float()
             face = face if r == s else F.interpolate(face, size=(r, r), mode="bilinear", align_corners=False)
+            if not self.training:
+                face = torch.where(need[:, None, None, None], face, warped)
         else:
             face = warped
         return face + alpha * (mouth_r - face)

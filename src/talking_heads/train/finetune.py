@@ -107,7 +107,7 @@ class PersonGan(steps.GanStep):
 
 def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Module | None = None,
              epochs: int | None = None, seed: int = 0, progress: bool = True,
-             points: Tensor | None = None) -> FinetuneResult:
+             points: Tensor | None = None, photo: tuple[Tensor, Tensor] | None = None) -> FinetuneResult:
     """Fine-tune a personalised G' and D' on T frames (paper section 6). See the module docstring.
 
     networks: models.Networks of a meta-learned model (on the device to use); x, y: (T,3,H,W) in [-1,1] on
@@ -119,7 +119,7 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
         raise ValueError(f"x and y must both be (T,3,H,W); got {tuple(x.shape)} and {tuple(y.shape)}")
     if cfg.finetune.augment and points is None:
         raise ValueError("finetune.augment needs the frames' landmarks (points)")
-    gan, e_new = build_person_gan(networks, x, y, cfg, content_loss, points)
+    gan, e_new = build_person_gan(networks, x, y, cfg, content_loss, points, photo)
     ema = _Ema(gan.generator, cfg.finetune.ema) if cfg.finetune.ema > 0 else None
     batches = _batches(x, y, points, cfg, epochs, seed)
     history: list[dict[str, float]] = []
@@ -144,7 +144,8 @@ def finetune(networks, x: Tensor, y: Tensor, cfg: Config, *, content_loss: nn.Mo
 
 
 def build_person_gan(networks, x: Tensor, y: Tensor, cfg: Config, content_loss: nn.Module | None = None,
-                     points: Tensor | None = None) -> tuple[PersonGan, Tensor]:
+                     points: Tensor | None = None, photo: tuple[Tensor, Tensor] | None = None
+                     ) -> tuple[PersonGan, Tensor]:
     """(the GAN step of fine-tuning on the T frames x, y (T,3,H,W), e_new (1,N)): G' a copy of G with psi' =
     P e_new, D' = the meta D's single-person form with w' = w0 + e_new, their optimisers, the content loss
     (frozen; built from `cfg` when not given). E and P are only read, in eval mode."""
@@ -155,8 +156,9 @@ def build_person_gan(networks, x: Tensor, y: Tensor, cfg: Config, content_loss: 
     steps.set_requires_grad([content_loss], False)
     e_new = embed_frames(networks.embedder, x, y, chunk=max(1, ft.batch_size))  # 1,N
     p_src = None if points is None else normalise_points(points.to(x.device), x.shape[-1])
+    x_src, valid = (x.detach(), None) if photo is None else photo  # the TPS renderer's sources as rendered
     g_person = PersonGenerator(copy.deepcopy(networks.generator), initial_psi(networks.generator, e_new),
-                               Sources(x.detach(), y.detach(), p_src)).train()
+                               Sources(x_src, y.detach(), p_src, valid)).train()
     d_person = networks.discriminator.single_person(e_new.detach()).to(x.device).train()
     opt_g, opt_d = _optimizers(g_person, d_person, cfg)
     gan = PersonGan(generator=g_person, discriminator=d_person, critic=d_person, opt_g=opt_g, opt_d=opt_d,

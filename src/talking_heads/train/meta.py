@@ -52,7 +52,7 @@ from tqdm import tqdm
 from .. import checkpoint, dist, machine
 from ..config import Config
 from ..data import EpisodeDataset
-from ..models import build_networks
+from ..models import GENERATORS, build_networks
 from . import rundir, steps
 from .meta_state import EmbedderGenerator, MetaState, build_meta_state, build_optimizers
 from .probe import identity_probe
@@ -164,6 +164,10 @@ def train(run_dir: str | os.PathLike, *, cfg: Config | None = None, overrides: l
     cfg, resuming = resolve_config(run_dir, cfg, overrides)
     if cfg.train.steps < 1:
         raise RunDirError(f"train.steps={cfg.train.steps}: give at least 1 step (--steps N)")
+    if cfg.train.border_dropout > 0 and not getattr(GENERATORS.get(cfg.model.generator), "needs_points", False):
+        raise RunDirError(f"train.border_dropout={cfg.train.border_dropout:g} applies to the TPS renderer "
+                          f"(model.generator = tps), which knows where its sources are real; the "
+                          f"{cfg.model.generator!r} generator would learn black bands: leave it at 0")
     if info.device.type == "cpu":
         _report_cpu_precision(cfg.train.amp_cpu)  # also rejects a bad value before anything is built
     if dataset is None:
