@@ -68,7 +68,7 @@ from .renderer import PipelineError, Renderer
 log = logging.getLogger(__name__)
 
 __all__ = ["TalkingHeadPipeline", "Avatar", "AnimationResult", "DriverSequence", "LiveStage", "StreamCrop",
-           "PipelineError", "INPUT_ERRORS", "sample_model_dir"]
+           "PipelineError", "INPUT_ERRORS", "sample_model_dir", "shipped_model_dir", "SHIPPED_MODELS"]
 
 PASTE_MAX_SIDE = 1920  # paste-back frames larger than this (long side, px) are downscaled first
 
@@ -116,9 +116,18 @@ def photo_pixels(crops: Sequence[FaceCrop], frames: Sequence[np.ndarray], size: 
     return np.stack(images), (np.stack(valid) >= 128).astype(np.uint8) * 255, warnings
 
 
+SHIPPED_MODELS = {"sample": "sample_model", "tps": "tps_model"}  # --model NAME -> talking_heads/assets/<folder>
+
+
 def sample_model_dir() -> Path:
     """The model directory shipped inside the package (talking_heads/assets/sample_model)."""
-    return Path(str(resources.files("talking_heads").joinpath("assets", "sample_model")))
+    return shipped_model_dir("sample")
+
+
+def shipped_model_dir(name: str | None = None) -> Path:
+    """A model directory shipped inside the package by its name (SHIPPED_MODELS; None: "sample")."""
+    folder = SHIPPED_MODELS[name or "sample"]
+    return Path(str(resources.files("talking_heads").joinpath("assets", folder)))
 
 
 class TalkingHeadPipeline(Renderer):
@@ -134,9 +143,10 @@ class TalkingHeadPipeline(Renderer):
     @classmethod
     def from_pretrained(cls, model_dir: str | os.PathLike | None = None,
                         device: str | torch.device = "cpu") -> "TalkingHeadPipeline":
-        """Load a model directory (`talking-heads train` output); None: the shipped sample model."""
-        if model_dir is None:
-            model_dir = sample_model_dir()
+        """Load a model directory (`talking-heads train` output); None: the shipped sample model; a name of
+        SHIPPED_MODELS ("sample", "tps") that is not a folder here: that shipped model."""
+        if model_dir is None or (str(model_dir) in SHIPPED_MODELS and not Path(model_dir).exists()):
+            model_dir = shipped_model_dir(None if model_dir is None else str(model_dir))
             if not (model_dir / "config.json").is_file():
                 raise PipelineError("no model directory given and this installation ships no sample model "
                                     f"({model_dir}); pass the model directory of a `talking-heads train` run "

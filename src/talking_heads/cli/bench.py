@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .. import limits
 from ..paths import input_path
@@ -39,7 +40,11 @@ def run_bench(args: argparse.Namespace) -> int:
     what = [w.strip() for w in args.what.split(",") if w.strip()]
     device = resolve_device(args.device)
     size = limits.check_frame_size(args.size, "--size")
-    model = str(input_path(args.model, "--model")) if args.model else None
+    from ..pipeline import SHIPPED_MODELS
+
+    model = args.model
+    if model and not (model in SHIPPED_MODELS and not Path(model).exists()):
+        model = str(input_path(model, "--model"))
     results = bench.run_bench(presets, what, device=device, repeat=args.repeat,
                               log=lambda s: print(s, file=sys.stderr, flush=True), model_dir=model, size=size)
     print(bench.report(results, args.json))

@@ -18,7 +18,9 @@ from . import UserError
 def model_args(p: argparse.ArgumentParser) -> None:
     """--model, --device, --precision, --backend and --size, what `pipeline_from_args` reads (every command that
     builds the pipeline)."""
-    p.add_argument("--model", default=None, metavar="DIR", help="model directory (default: the shipped sample model)")
+    p.add_argument("--model", default=None, metavar="DIR",
+                   help="model directory, or a shipped model: sample (the default) or tps (the TPS renderer: your "
+                        "photo itself, moved by its landmarks, at up to 512 px)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="rendering arithmetic (default inference.precision = auto: bf16 on CUDA and on CPUs with "

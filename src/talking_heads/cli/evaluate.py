@@ -8,6 +8,7 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 
 from .. import limits
 from ..config import Config, EvalConfig, apply_overrides, check_section
@@ -138,11 +139,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation import evaluate
-    from ..pipeline import sample_model_dir
+    from ..pipeline import SHIPPED_MODELS, shipped_model_dir
 
     settings = _eval_settings(args)
-    if args.model is None:
-        args.model = str(sample_model_dir())
+    if args.model is None or (args.model in SHIPPED_MODELS and not Path(args.model).exists()):
+        args.model = str(shipped_model_dir(args.model))
     _check_inputs(args.model, args.data)
     output_dir(args.out, "--out", inputs=[args.model, args.data])
     if args.threads is not None:
