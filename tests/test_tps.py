@@ -333,7 +333,7 @@ def test_a_source_past_its_photos_edge_does_not_darken_another_that_covers_it(re
     valid[:, 1, :, :, :32] = 0  # the second source's left half lies past its photo
     both = Sources(x * valid - (1 - valid), sources.y, p, valid)
     with torch.no_grad():
-        warped, _, seen, _ = g.warp(y, both, p[:, 0])
+        warped, _, seen, _, _ = g.warp(y, both, p[:, 0])
     assert torch.allclose(warped, torch.full_like(warped, 0.8), atol=1e-4)  # the first covers it: no black
     assert seen.min() > 0.99
 
@@ -388,3 +388,24 @@ def test_ft_avatar_is_fine_tuned_on_the_sources_it_renders_with(shared_data, tmp
     assert (src.x[(src.valid == 0).expand_as(src.x)] == -1).all()  # black past the edge, as rendered
     frames = pipe.render_frames(avatar, avatar.landmarks[:1])
     assert avatar.kind == "ft" and frames[0].shape[0] == avatar.render_size
+
+
+def test_the_photos_open_mouth_is_generated_when_the_driver_closes_it(real_points):
+    """A photo with an open mouth driven closed: where its teeth would be squeezed into the lip line is
+    generated from the start (tps_fill_own_mouth); off, it is the warped photo."""
+    pts = P.normalise_points(torch.tensor(real_points, dtype=torch.float32), 256)
+    opened, closed = pts[1:2], pts[:1]
+    g = torch.Generator().manual_seed(0)
+    sources = Sources(torch.rand(1, 1, 3, 64, 64, generator=g) * 2 - 1, torch.rand(1, 1, 3, 32, 32, generator=g),
+                      opened[None])
+    y = torch.rand(1, 3, 32, 32, generator=g)
+    masks = {}
+    for on in (True, False):
+        torch.manual_seed(0)
+        gen = TpsGenerator(tps_cfg(f"model.tps_fill_own_mouth={str(on).lower()}").model).eval()
+        psi = gen.adain_params(torch.randn(1, tps_cfg().model.embedding_dim))
+        with torch.no_grad():
+            masks[on] = gen.forward_with_aux(y, psi, sources, closed)[1]["mask"]
+    assert masks[False].min() > 0.9  # the driven mouth is closed: nothing to generate without the option
+    assert masks[True].min() < 0.1  # with it, the photo's open mouth (now squeezed) is generated
+    assert (masks[True] < 0.5).float().mean() < 0.05  # and only there

@@ -53,6 +53,7 @@ class ModelConfig:
     tps_mouth_size: int = 64  # TPS renderer: side (px) of the mouth view its mouth generator paints
     tps_mouth_channels: tuple[int, ...] = (32, 64, 128)  # TPS renderer: the mouth generator's encoder widths (decoder mirrors them)
     tps_grid_size: int = 64  # TPS renderer: the landmark warp is solved on this grid, then upsampled
+    tps_fill_own_mouth: bool = True  # TPS renderer: also generate where the photo's own open mouth lands (a closed driven mouth would show its teeth squeezed into the lip line)
     embedder_activation: str = "relu"  # E's activation before the sum pool: "relu" (paper) or "leaky_relu" (0.2; e_hat may be negative)
 
 

@@ -10,7 +10,8 @@ learned residual flow, and paints only what the photo lacks:
         residual_k, a_k, v_k = F(y_src_k, y, x_src_k warped by prior_k)        F: FlowNet at `warp_scale` x S
         w_k          = grid_sample(x_src_k, identity + prior_k + residual_k)   at R
     warped = sum_k softmax_k(a_k) w_k;  v = sum_k softmax_k(a_k) v_k
-    m      = sigmoid(v + MASK_BIAS - MOUTH_BIAS * mouth_interior(driver)) x where the source is real
+    m      = sigmoid(v + MASK_BIAS - MOUTH_BIAS * max(mouth_interior(driver), the photo's open mouth warped))
+             x where the source is real
     fill   = G([y, warped at S, 2m - 1], psi_face) at S, upsampled to R, with the mouth view
              G_mouth([y, warped, 2m - 1] cropped around the driver's mouth at `tps_mouth_size`, psi_mouth)
              pasted over it through a feathered box (the mouth at several times the face's detail)
@@ -77,6 +78,7 @@ class TpsGenerator(nn.Module):
         self.mouth_size = int(cfg.tps_mouth_size)
         self.grid_size = int(cfg.tps_grid_size)
         self.scale = float(cfg.warp_scale)
+        self.fill_own_mouth = bool(cfg.tps_fill_own_mouth)
         self.core = Generator(cfg, in_channels=7)  # y (3) + warped photo (3) + mask (1)
         mouth_cfg = dataclasses.replace(
             cfg, image_size=self.mouth_size, generator_down_channels=tuple(cfg.tps_mouth_channels),
@@ -126,9 +128,11 @@ class TpsGenerator(nn.Module):
         return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
     # --- the renderer ---------------------------------------------------------------------------------
-    def warp(self, y: Tensor, sources: Sources, points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def warp(self, y: Tensor, sources: Sources, points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(warped photo (B,3,R,R), mask logit v (B,1,S',S') from the network, validity (B,1,R,R) or None,
-        residual flow (BK,2,h,w)). Sampling grids and grid_sample stay fp32 whatever the networks hold."""
+        residual flow (BK,2,h,w), where the photo's own open mouth lands (B,1,S,S) in [0,1]: its inner-lip
+        polygon carried by the warp, which a closed driven mouth must not show as squeezed teeth). Sampling
+        grids and grid_sample stay fp32 whatever the networks hold."""
         b = y.shape[0]
         x_src = _batched(sources.x, b, 4).float()
         y_src = _batched(sources.y, b, 4).float()
@@ -158,8 +162,11 @@ class TpsGenerator(nn.Module):
         warped = F.grid_sample(xs, grid, mode="bilinear", padding_mode="border", align_corners=False)
         valid_w = None if valid is None else F.grid_sample(valid.reshape(b * k, 1, r, r).float(), grid, mode="bilinear",
                                                             padding_mode="zeros", align_corners=False)
+        own_mouth = F.grid_sample(mouth_interior(p_src.reshape(b * k, 68, 2), s),
+                                  grid_from_displacement((prior_r + residual).detach(), s), mode="bilinear",
+                                  padding_mode="zeros", align_corners=False)  # BK,1,S,S
         if k == 1:  # one source: its weight is 1 everywhere (the softmax over one)
-            return warped, logits[:, 1:], valid_w, residual
+            return warped, logits[:, 1:], valid_w, residual, own_mouth
         weights = torch.softmax(logits[:, :1].reshape(b, k, 1, lh, lh), dim=1)
         vis = (logits[:, 1:].reshape(b, k, 1, lh, lh) * weights).sum(1)  # B,1,lh,lh
         weights_r = F.interpolate(weights.reshape(b * k, 1, lh, lh), size=(r, r), mode="bilinear",
@@ -171,15 +178,29 @@ class TpsGenerator(nn.Module):
             weights_r = seen / seen.sum(1, keepdim=True).clamp_min(1e-6)
             valid_r = v.amax(1)  # real wherever any source shows its photo
         fused = (warped.reshape(b, k, 3, r, r) * weights_r).sum(1)
-        return fused, vis, valid_r, residual
+        weights_s = F.interpolate(weights.reshape(b * k, 1, lh, lh), size=(s, s), mode="bilinear",
+                                  align_corners=False).reshape(b, k, 1, s, s)
+        own_mouth = (own_mouth.reshape(b, k, 1, s, s) * weights_s).sum(1)
+        return fused, vis, valid_r, residual, own_mouth
 
-    def mask(self, vis: Tensor, points: Tensor, valid: Tensor | None, size: int) -> tuple[Tensor, Tensor]:
+    def mask(self, vis: Tensor, points: Tensor, valid: Tensor | None, size: int, own_mouth: Tensor | None = None
+             ) -> tuple[Tensor, Tensor]:
         """(m (B,1,size,size): 1 = the warped photo, 0 = generated; the share the network moved to generated
-        outside the mouth, a 0-dim tensor). The logit is formed at the model's size and upsampled (a smooth
-        ramp at any output size; the mouth polygon's test per output pixel would dominate the frame's time)."""
+        outside the mouth, a 0-dim tensor). Generated from the start: the driven open mouth and, with
+        `tps_fill_own_mouth`, where the photo's own open mouth lands (`own_mouth`). The logit is formed at
+        the model's size and upsampled (a smooth ramp at any output size; the mouth polygon's test per output
+        pixel would dominate the frame's time)."""
         s = max(self.image_size, vis.shape[-1])
         vis = F.interpolate(vis, size=(s, s), mode="bilinear", align_corners=False) if vis.shape[-1] != s else vis
-        logit = vis + MASK_BIAS - MOUTH_BIAS * mouth_interior(points, s)
+        lacking = mouth_interior(points, s)
+        if own_mouth is not None and self.fill_own_mouth:
+            own = own_mouth if own_mouth.shape[-1] == s else F.interpolate(own_mouth, size=(s, s), mode="bilinear",
+                                                                           align_corners=False)
+            # squeezed shut, the photo's mouth is a sliver a pixel or two thick: grown and strengthened to
+            # cover the seam where its teeth would show
+            own = (F.max_pool2d(own, 5, stride=1, padding=2) * 2).clamp(0, 1)
+            lacking = torch.maximum(lacking, own)
+        logit = vis + MASK_BIAS - MOUTH_BIAS * lacking
         added = (1 - torch.sigmoid(vis + MASK_BIAS)).mean()
         if s != size:
             logit = F.interpolate(logit, size=(size, size), mode="bilinear", align_corners=False)
@@ -222,9 +243,9 @@ class TpsGenerator(nn.Module):
         if sources is None or getattr(sources, "points", None) is None or points is None:
             raise ValueError("the TPS generator needs the person's frames with their landmarks (sources) and the "
                              "driver's landmarks (points)")
-        warped, vis, valid, residual = self.warp(y, sources, points)
+        warped, vis, valid, residual, own_mouth = self.warp(y, sources, points)
         r = int(warped.shape[-1])
-        m, added = self.mask(vis, points.float(), valid, r)
+        m, added = self.mask(vis, points.float(), valid, r, own_mouth)
         fill = self.fill(y, psi, warped, m, points.float())
         x_hat = (fill + m * (warped - fill)).clamp(-1, 1)
         dtype = self.core.out_conv.weight.dtype
