@@ -86,3 +86,17 @@ def test_export_model_refuses_bad_input_in_one_line(model_dir, tmp_path, capsys,
     assert err.startswith("talking-heads export-model: error:") and "\n" not in err, err
     assert (busy / "keep.txt").read_text() == "mine"
     assert checkpoint.is_model_dir(model_dir) and not (tmp_path / "out").exists()
+
+
+def test_export_model_sets_rendering_settings_only(model_dir, tmp_path, capsys):
+    out = tmp_path / "release"
+    assert main(["export-model", str(model_dir), str(out), "--set", "inference.max_yaw=20",
+                 "--set", "inference.output_size=0"]) == 0
+    cfg, _, _ = checkpoint.load_model_dir(out)
+    assert cfg.inference.max_yaw == 20 and cfg.inference.output_size == 0
+    assert cfg.model == checkpoint.load_model_dir(model_dir)[0].model
+    capsys.readouterr()
+    assert main(["export-model", str(model_dir), str(tmp_path / "r2"), "--set", "model.image_size=64"]) == 2
+    err = capsys.readouterr().err
+    assert "only inference.* settings" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r2").exists()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
 from . import checkpoint
+from .config import apply_overrides
 from .errors import InputError
 from .paths import output_dir
 
@@ -23,13 +24,21 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 _WRITER_KEYS = ("format", "format_version", "stage", "created", "files", "torch", "talking_heads")
 
 
+EXPORT_SECTIONS = ("inference",)  # settings an export may change: how the model renders, never the networks
+
+
 def export_model(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "float16", *,
-                 names: Mapping[str, str] | None = None) -> Path:
+                 names: Mapping[str, str] | None = None, overrides: Sequence[str] = ()) -> Path:
     """Write the model directory `src` (from `talking-heads train`: RUN_DIR/model) to `dst` with its floating-point
     weights in `dtype` (one of DTYPES). `dst` is created, or replaced when it is a model directory already;
     any other existing folder is refused (its contents would be replaced), as is one that overlaps `src`.
-    names: what messages call `dst` and `dtype` (a command's, e.g. {"dtype": "--dtype"}; default: "dst", "dtype")."""
+    names: what messages call `dst` and `dtype` (a command's, e.g. {"dtype": "--dtype"}; default: "dst", "dtype").
+    overrides: "inference.FIELD=VALUE" settings the released copy renders with (e.g. the TPS model's yaw
+    limit); other sections are refused (they describe the networks and their training)."""
     called = {"dst": "dst", "dtype": "dtype", **(names or {})}
+    for item in overrides:
+        if item.split(".", 1)[0] not in EXPORT_SECTIONS:
+            raise InputError(f"--set {item}: an export may change only {', '.join(EXPORT_SECTIONS)}.* settings")
     if dtype not in DTYPES:
         raise InputError(f"{called['dtype']} {dtype}: choose one of {', '.join(DTYPES)}")
     dst = output_dir(dst, called["dst"], inputs=[src])
@@ -37,6 +46,7 @@ def export_model(src: str | os.PathLike, dst: str | os.PathLike, dtype: str = "f
         raise InputError(f"{called['dst']} {dst} is a folder that holds something other than a model directory, and "
                          "exporting replaces the whole folder; give a new folder or a model directory")
     cfg, meta, networks = checkpoint.load_model_dir(src)
+    cfg = apply_overrides(cfg, list(overrides))
     parts = {}
     for name in checkpoint.NETWORK_NAMES:
         state = getattr(networks, name).state_dict()  # load_model_dir returns plain modules

@@ -16,13 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("src", metavar="MODEL_DIR", help="model directory written by `talking-heads train` (RUN_DIR/model)")
     p.add_argument("dst", metavar="OUT_DIR", help="destination model directory")
     p.add_argument("--dtype", default="float16", help="weight dtype: float16 (default), bfloat16 or float32")
+    p.add_argument("--set", action="append", default=[], metavar="inference.FIELD=VALUE", dest="overrides",
+                   help="a rendering setting the released copy carries (repeatable), e.g. inference.max_yaw=20")
     p.set_defaults(func=run_export_model)
 
 
 def run_export_model(args: argparse.Namespace) -> int:
     from ..release import export_model  # torch: kept out of `talking-heads --help` (cli/__init__.py)
 
-    out = export_model(args.src, args.dst, args.dtype, names={"dst": "OUT_DIR", "dtype": "--dtype"})
+    out = export_model(args.src, args.dst, args.dtype, names={"dst": "OUT_DIR", "dtype": "--dtype"},
+                       overrides=args.overrides)
     total = sum(f.stat().st_size for f in out.iterdir())
     print(f"{out}: {total / 2**20:.1f} MiB")
     return 0
