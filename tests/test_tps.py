@@ -409,3 +409,24 @@ def test_the_photos_open_mouth_is_generated_when_the_driver_closes_it(real_point
     assert masks[False].min() > 0.9  # the driven mouth is closed: nothing to generate without the option
     assert masks[True].min() < 0.1  # with it, the photo's open mouth (now squeezed) is generated
     assert (masks[True] < 0.5).float().mean() < 0.05  # and only there
+
+
+def test_web_page_offers_ff_first_for_a_tps_model(tmp_path):
+    """On a TPS model the page's default avatar kind is FF and says it keeps the person (the sample model's page
+    keeps FT first: its FF avatars are someone else)."""
+    from talking_heads.checkpoint import save_model_dir
+    from talking_heads.pipeline import TalkingHeadPipeline
+    from talking_heads.web.app import Page
+    from talking_heads.web.settings import WebSettings
+
+    cfg = tps_cfg()
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "m", cfg, build_networks(cfg, 3), num_videos=3, content_loss="offline", step=0)
+    settings = WebSettings(avatars_dir=str(tmp_path / "avatars"), work_dir=str(tmp_path / "work"))
+    for model, kind in ((tmp_path / "m", "ff"), (None, "ft")):
+        page = Page(TalkingHeadPipeline.from_pretrained(model), settings, tmp_path / "work")
+        page.build().close()
+        assert page.mode.value == kind
+        labels = dict((v, k) for k, v in page.mode.choices)
+        assert ("keeps your photo's person" in labels["ff"]) == (kind == "ff")
+        assert page.epochs.visible == (kind == "ft")
