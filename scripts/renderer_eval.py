@@ -26,47 +26,24 @@ OUT/self_sheet.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from talking_heads import media, metrics
 from talking_heads.data.video import even_indices, probe, read_frames
-from talking_heads.demo import default_data_dir
 from talking_heads.identity import _one_face
 from talking_heads.landmarks.adaptation import adapt_landmarks
 from talking_heads.landmarks.masks import neutral_frame
 from talking_heads.metrics.csim import FaceDescriptor
 from talking_heads.pipeline import TalkingHeadPipeline, sample_model_dir
 
-EYES, MOUTH = (36, 45), (62, 66)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from selfreenact_check import mouth_opening as opening, normalised, test_clips  # noqa: E402 (the same people and measures)
+
 SAME_PERSON = 0.6
-
-
-def test_clips(n: int) -> list[Path]:
-    """The first clip of each of `n` test-split people (manifest order)."""
-    data = default_data_dir()
-    if data is None:
-        raise SystemExit("no footage: put the shared data beside the checkout or set TALKING_HEADS_DATA")
-    seen, out = set(), []
-    with open(data / "manifest.csv") as f:
-        for row in csv.DictReader(f):
-            if row["split"] == "test" and row["kind"] == "video" and row["identity"] not in seen:
-                seen.add(row["identity"])
-                out.append(data / row["path"])
-    return out[:n]
-
-
-def normalised(points: np.ndarray) -> np.ndarray:
-    p = points - points.mean(0)
-    return p / np.linalg.norm(points[EYES[0]] - points[EYES[1]])
-
-
-def opening(points: np.ndarray) -> float:
-    n = normalised(points)
-    return float(n[MOUTH[1], 1] - n[MOUTH[0], 1])
 
 
 def landmark_error(a: np.ndarray, b: np.ndarray) -> float:
