@@ -142,22 +142,40 @@ def test_onnx_export_is_refused_with_a_clear_message(real_points):
 
 
 @pytest.fixture(scope="module")
-def tps_sample_pipeline(tmp_path_factory):
-    """The shipped sample model's networks as a TPS renderer (scripts/tps_from_warp_model.py's transplant):
-    its fill is untrained for the new inputs, its warp is the prior; what the photo shows is the photo."""
-    from conftest import load_script
-    from talking_heads.checkpoint import load_model_dir, save_model_dir
-    from talking_heads.pipeline import TalkingHeadPipeline, sample_model_dir
+def tps_sample_pipeline():
+    """The shipped TPS preview model (`--model tps`), rendering at 256 px to keep the tests quick."""
+    from talking_heads.pipeline import TalkingHeadPipeline
 
-    cfg_w, meta, warp_nets = load_model_dir(sample_model_dir())
-    cfg = dataclasses.replace(cfg_w, model=dataclasses.replace(cfg_w.model, generator="tps"))
-    cfg = dataclasses.replace(cfg, inference=dataclasses.replace(cfg.inference, output_size=256))
+    pipe = TalkingHeadPipeline.from_pretrained("tps")
+    assert pipe.cfg.model.generator == "tps" and pipe.cfg.inference.max_yaw == 20
+    pipe.cfg.inference.output_size = 256
+    return pipe
+
+
+def test_transplant_starts_a_tps_model_from_a_warp_model():
+    """scripts/tps_from_warp_model.py: E, V, the refining generator and the flow body carried over; P's face
+    rows the warp model's (the same psi for the face), its mouth rows small; the residual flow starts at 0."""
+    from conftest import load_script
+
     torch.manual_seed(0)
-    nets = build_networks(cfg, int(meta["num_videos"]))
-    load_script("tps_from_warp_model").transplant(warp_nets, nets)
-    path = tmp_path_factory.mktemp("tps_model") / "model"
-    save_model_dir(path, cfg, nets, num_videos=int(meta["num_videos"]), content_loss="offline", step=0)
-    return TalkingHeadPipeline.from_pretrained(path)
+    warp = build_networks(apply_overrides(preset("tiny"), ["model.generator=warp"]), 3)
+    torch.manual_seed(1)
+    tps = build_networks(tps_cfg(), 3)
+    load_script("tps_from_warp_model").transplant(warp, tps)
+    for name in ("embedder",):
+        for (k, a), b in zip(getattr(warp, name).state_dict().items(), getattr(tps, name).state_dict().values()):
+            assert torch.equal(a, b), k
+    core = {k: v for k, v in warp.generator.core.state_dict().items() if not k.startswith("projection.")}
+    assert all(torch.equal(v, tps.generator.core.state_dict()[k]) for k, v in core.items())
+    e = torch.randn(2, tps_cfg().model.embedding_dim)
+    for g in (warp.generator, tps.generator):
+        g.eval()
+    with torch.no_grad():
+        psi_w, psi_t = warp.generator.adain_params(e), tps.generator.adain_params(e)
+    n = warp.generator.num_adain_params
+    torch.testing.assert_close(psi_t[:, :n], psi_w, rtol=1e-4, atol=1e-5)  # the face's psi is the warp model's
+    assert psi_t[:, n:].abs().max() < 0.1 * psi_w.abs().max()
+    assert tps.generator.flow.head.weight.abs().max() == 0
 
 
 def _test_frame(shared_data, name="lp_source_s18.mp4", index=0):
