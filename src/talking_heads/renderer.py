@@ -338,4 +338,6 @@ class Renderer:
         if avatar.face is None or not np.isfinite(points).all():
             return None
         s = self.image_size
+        if self.needs_points:  # the TPS renderer's frame is the photo itself wherever nothing moves: the whole
+            return border_window(s)  # crop (a head mask would leave the photo's old hair line beside the moved one)
         return np.maximum(head_mask(avatar.face, s), head_mask(points, s)) * border_window(s)
