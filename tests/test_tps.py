@@ -448,3 +448,19 @@ def test_web_page_offers_ff_first_for_a_tps_model(tmp_path):
         labels = dict((v, k) for k, v in page.mode.choices)
         assert ("keeps your photo's person" in labels["ff"]) == (kind == "ff")
         assert page.epochs.visible == (kind == "ft")
+
+
+def test_cli_refuses_onnx_for_the_tps_renderer_before_any_work(shared_data, tmp_path, capsys):
+    from talking_heads.cli import main
+
+    photo = shared_data / "photos" / "avatarify_jobs.jpg"
+    out = tmp_path / "out.mp4"
+    assert main(["animate", "--model", "tps", "--source", str(photo), "--motion", "talk", "-o", str(out),
+                 "--backend", "onnxruntime"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be exported to ONNX" in err and "--backend torch" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert main(["avatar", "create", str(photo), "-o", str(tmp_path / "a"), "--model", "tps", "--size", "128",
+                 "--no-progress"]) == 0
+    assert main(["export", str(tmp_path / "a"), "-o", str(tmp_path / "a.onnx"), "--model", "tps"]) == 2
+    assert "cannot be exported to ONNX" in capsys.readouterr().err and not (tmp_path / "a.onnx").exists()

@@ -88,6 +88,10 @@ def pipeline_from_args(args: argparse.Namespace):
     for name in ("precision", "backend"):  # rendering settings (inference.py); None: the model's config
         if getattr(args, name, None) is not None:
             setattr(pipe.cfg.inference, name, getattr(args, name))
+    if pipe.cfg.inference.backend == "onnxruntime":  # refused before any work, not at the first frame
+        from ..inference import check_exportable
+
+        check_exportable(pipe.generator)
     return pipe
 
 
