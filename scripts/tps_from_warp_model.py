@@ -25,7 +25,7 @@ from talking_heads.models import build_networks
 from talking_heads.train.meta import init_w_from_embedder
 
 MOUTH_ROWS_SCALE = 0.01  # the mouth rows of P start this small against the face rows
-MAX_YAW = 20.0  # inference.max_yaw of the TPS model: a 2-D warp turns a head cleanly to about 15-20 degrees
+MAX_YAW = 15.0  # inference.max_yaw of the TPS model: a 2-D warp turns a head cleanly to about 15 degrees (scripts/tps_yaw_sweep.py)
 
 
 def transplant(warp_nets, tps_nets) -> None:

@@ -39,7 +39,7 @@ else
 fi
 
 # 4. the release copy, with the TPS model's rendering settings (yaw limit; automatic output size)
-$TH export-model "$RUN/model" src/talking_heads/assets/tps_model --set inference.max_yaw=20 \
+$TH export-model "$RUN/model" src/talking_heads/assets/tps_model --set inference.max_yaw=15 \
     --set inference.output_size=0
 
 # 5. evaluation against the shipped sample model (docs/benchmarks.md, "The TPS renderer")

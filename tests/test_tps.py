@@ -147,7 +147,7 @@ def tps_sample_pipeline():
     from talking_heads.pipeline import TalkingHeadPipeline
 
     pipe = TalkingHeadPipeline.from_pretrained("tps")
-    assert pipe.cfg.model.generator == "tps" and pipe.cfg.inference.max_yaw == 20
+    assert pipe.cfg.model.generator == "tps" and pipe.cfg.inference.max_yaw == 15
     pipe.cfg.inference.output_size = 256
     return pipe
 

@@ -155,7 +155,7 @@ class InferenceConfig:
     thumbnail_size: int = 64  # side (px) of the source thumbnail stored in an avatar directory
     contact_sheet_frames: int = 8  # evenly spaced frames shown on the PNG contact sheet
     precision: str = "auto"  # generator arithmetic when rendering: "fp32", "bf16", "int8" (onnxruntime backend, CPU: static int8 calibrated per avatar; not in the paper), or "auto" = bf16 on CUDA and on CPUs with AVX-512 BF16 / AMX, else fp32 (inference.py)
-    max_yaw: float = 0.0  # degrees a driven head may turn away from the photo's own yaw (landmarks/yaw.py: past it the turn is held at the limit, the rest of the motion kept); 0 = no limit (the paper). The TPS renderer's models use 20
+    max_yaw: float = 0.0  # degrees a driven head may turn away from the photo's own yaw (landmarks/yaw.py: past it the turn is held at the limit, the rest of the motion kept); 0 = no limit (the paper). The TPS renderer's models use 15
     backend: str = "torch"  # renderer: "torch", or "onnxruntime" (the avatar's generator exported to ONNX, fp32 or int8; inference.py)
 
 
