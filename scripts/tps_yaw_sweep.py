@@ -2,7 +2,7 @@
 
 For each photo, an FF avatar driven by the motion template turned to 0, 10, 15, 20, 25, 30 and 40 degrees
 (landmark adaptation onto the photo's face, no yaw limit), and once more at 40 degrees with the model's limit
-(`inference.max_yaw`, 20 for the TPS models): one row per photo. Below the picture, per angle, the dlib
+(`inference.max_yaw`, 15 for the TPS models): one row per photo. Below the picture, per angle, the dlib
 distance of the rendered face to the photo and the share of faces dlib still finds.
 
     python scripts/tps_yaw_sweep.py MODEL_DIR OUT.png [--size 256] [PHOTO ...]

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", metavar="OUT_DIR", help="destination model directory")
     p.add_argument("--dtype", default="float16", help="weight dtype: float16 (default), bfloat16 or float32")
     p.add_argument("--set", action="append", default=[], metavar="inference.FIELD=VALUE", dest="overrides",
-                   help="a rendering setting the released copy carries (repeatable), e.g. inference.max_yaw=20")
+                   help="a rendering setting the released copy carries (repeatable), e.g. inference.max_yaw=15")
     p.set_defaults(func=run_export_model)
 
 
