@@ -146,7 +146,7 @@ class TalkingHeadPipeline(Renderer):
         """Load a model directory (`talking-heads train` output); None: the shipped sample model; a name of
         SHIPPED_MODELS ("sample", "tps") that is not a folder here: that shipped model."""
         if model_dir is None or (str(model_dir) in SHIPPED_MODELS and not Path(model_dir).exists()):
-            model_dir = shipped_model_dir(None if model_dir is None else str(model_dir))
+            model_dir = sample_model_dir() if model_dir is None else shipped_model_dir(str(model_dir))
             if not (model_dir / "config.json").is_file():
                 raise PipelineError("no model directory given and this installation ships no sample model "
                                     f"({model_dir}); pass the model directory of a `talking-heads train` run "
