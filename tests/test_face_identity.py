@@ -17,12 +17,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import shared_data_dir
 
 from talking_heads.landmarks.face_chips import chip_transform, crop_chips, pyramid_levels
 from talking_heads.models.dlib_format import DlibFormatError
 from talking_heads.models.face_identity import PARAMETERS, FaceIdentityNet, add_padded
 
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "photos"
+PHOTOS = (shared_data_dir() or Path(__file__).resolve().parents[2] / "shared" / "data") / "photos"  # or $TALKING_HEADS_DATA
 needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason="../shared/data/photos is not present")
 
 
