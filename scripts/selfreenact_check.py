@@ -9,7 +9,7 @@ in its own head crop. Writes, into OUT:
   by FF: no training runs here);
 - frames.npz: every rendered frame, to compare two trees bit for bit.
 
-    python scripts/selfreenact_check.py OUT [--clips 4] [--frames 16]
+    python scripts/selfreenact_check.py OUT [--clips 4] [--frames 16] [--model tps] [--size 512]
     PYTHONPATH=../before/src python scripts/selfreenact_check.py OUT_BEFORE     # the same on an older tree
 """
 
@@ -93,8 +93,12 @@ def main(argv=None) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--clips", type=int, default=4)
     ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--model", default=None, help="model directory or shipped name (default: the sample model)")
+    ap.add_argument("--size", type=int, default=None, help="frame size in px (default: the model's automatic one)")
     args = ap.parse_args(argv)
-    pipe = TalkingHeadPipeline.from_pretrained()
+    pipe = TalkingHeadPipeline.from_pretrained(args.model)
+    if args.size:
+        pipe.cfg.inference.output_size = args.size
     ssim, psnr = metrics.create("ssim", pipe.cfg.eval), metrics.create("psnr", pipe.cfg.eval)
     rows = [person(pipe, clip, args.frames, ssim, psnr) for clip in test_clips(args.clips)]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,10 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
+from .sources import Sources
 from .specialise import AvatarGenerator
 
-Sources = "tuple[Tensor, Tensor] | models.sources.Sources"  # (x_src, y_src[, points, valid, x_small])
+SourcesArg = Sources | tuple[Tensor, Tensor]  # models/sources.py, or (x_src, y_src) for the warp generator
 
 
 @runtime_checkable
@@ -49,16 +50,16 @@ class TalkingHeadGenerator(Protocol):
         """psi_hat = P e: (B,N) -> (B,num_adain_params)."""
         ...
 
-    def __call__(self, y: Tensor, psi: Tensor | None, sources: Sources | None = None,
+    def __call__(self, y: Tensor, psi: Tensor | None, sources: SourcesArg | None = None,
                  points: Tensor | None = None) -> Tensor:
         ...
 
-    def forward(self, y: Tensor, psi: Tensor | None, sources: Sources | None = None,
+    def forward(self, y: Tensor, psi: Tensor | None, sources: SourcesArg | None = None,
                 points: Tensor | None = None) -> Tensor:
         """y (B,3,S,S), psi (B or 1, num_adain_params) -> x_hat (B,3,R,R) in [-1,1]."""
         ...
 
-    def forward_with_aux(self, y: Tensor, psi: Tensor | None, sources: Sources | None = None,
+    def forward_with_aux(self, y: Tensor, psi: Tensor | None, sources: SourcesArg | None = None,
                          points: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         ...
 
@@ -71,5 +72,5 @@ class TalkingHeadGenerator(Protocol):
     def fix_adain(self, psi: Tensor) -> None:
         ...
 
-    def specialise(self, psi: Tensor, sources: Sources | None = None) -> AvatarGenerator:
+    def specialise(self, psi: Tensor, sources: SourcesArg | None = None) -> AvatarGenerator:
         ...

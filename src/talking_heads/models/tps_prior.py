@@ -28,6 +28,7 @@ px); grid (B,H,W,2) grid_sample coordinates; displacement (B,2,h,w) = grid - ide
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 
 import torch
@@ -131,8 +132,6 @@ def evaluate_tps(coef: Tensor, ctrl_driver: Tensor, query: Tensor) -> Tensor:
 def full_precision(fn):
     """Run `fn` with autocast off: the spline's sums cancel badly in bf16 (a training step's autocast would
     otherwise put its matrix products in bf16: pixels of error, hundreds at outliers)."""
-    import functools
-
     @functools.wraps(fn)
     def inner(*args, **kwargs):
         devices = {a.device.type for a in args if isinstance(a, Tensor)} or {"cpu"}
