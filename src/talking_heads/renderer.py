@@ -142,17 +142,17 @@ class Renderer:
         render them (`pipeline.photo_pixels`: (T,R,R,3) uint8, validity (T,R,R)), given to G' at the model's
         size, black and marked invalid past the photo's edge, so that FT trains what rendering uses."""
         epochs = limits.check_epochs(epochs, "fine-tuning epochs")
-        valid = None
+        sources = None  # (x_src, valid) at the model's size: the photo as the TPS renderer renders it
         if photo is not None:
             s = self.image_size
             images = torch.stack([to_tensor(media.resize(im, s)) for im in photo[0]])
             valid = torch.stack([torch.from_numpy(media.resize(v, s).astype(np.float32) / 255) for v in photo[1]])
             x_src = images * valid[:, None] - (1 - valid[:, None])
-            valid = (x_src.to(self.device), valid[:, None].to(self.device))
+            sources = (x_src.to(self.device), valid[:, None].to(self.device))
         return finetune(self.networks, x.to(self.device), y.to(self.device), self.cfg,
                         content_loss=self.content_loss(), epochs=epochs, seed=self.cfg.train.seed, progress=progress,
                         points=None if landmarks is None else torch.as_tensor(np.asarray(landmarks, np.float32)),
-                        photo=valid)
+                        photo=sources)
 
     def content_loss(self) -> ContentLoss:
         """L_CNT for fine-tuning, with the model's VGG files when they exist here (else the offline loss). A
