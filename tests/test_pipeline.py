@@ -104,7 +104,8 @@ def test_avatar_save_load_renders_identical_frames(pipe, frames4, shared_data, t
         cfg, meta = read_config(path)
         assert meta["stage"] == "avatar" and meta["kind"] == name and cfg.model == pipe.cfg.model
         loaded = Avatar.load(path, pipe)
-        torch.testing.assert_close(pipe.render(loaded, y_drive, batch_size=3), pipe.render(avatar, y_drive),
+        # the same batching on both sides: bitwise equality across batch sizes depends on the CPU's kernels
+        torch.testing.assert_close(pipe.render(loaded, y_drive, batch_size=3), pipe.render(avatar, y_drive, batch_size=3),
                                    rtol=0, atol=0)
         np.testing.assert_array_equal(loaded.landmarks, avatar.landmarks)
     assert sum(f.stat().st_size for f in (tmp_path / "ff").iterdir()) < 40_000  # FF avatars are tiny

@@ -105,16 +105,19 @@ def test_residual_flow_and_mask_get_gradients(real_points):
     assert grad(g.core.out_conv) > 0
 
 
-def test_meta_learning_and_fine_tuning_steps_run_with_the_tps_renderer(real_points):
+@pytest.mark.parametrize("gaze", [False, True])
+def test_meta_learning_and_fine_tuning_steps_run_with_the_tps_renderer(real_points, gaze):
+    """Also with gaze: 70-row points (iris centres; model.tps_iris shifts the eyes) and pupils drawn."""
+    from talking_heads.landmarks.iris import complete_gaze
     from talking_heads.losses import ContentLoss
     from talking_heads.train import finetune as ft
     from talking_heads.train import meta
 
-    cfg = tps_cfg()
+    cfg = tps_cfg(*(["model.tps_iris=true", "data.pupils=true"] if gaze else []))
     torch.manual_seed(0)
     nets = build_networks(cfg, 2)
     state = meta.build_meta_state(cfg, nets, meta.dist.DistInfo())
-    pts = torch.tensor(real_points, dtype=torch.float32) * (32 / 256)
+    pts = torch.tensor(complete_gaze(real_points, None) if gaze else real_points, dtype=torch.float32) * (32 / 256)
     g = torch.Generator().manual_seed(1)
     batch = {"x_src": torch.rand(1, 2, 3, 32, 32, generator=g) * 2 - 1, "y_src": torch.rand(1, 2, 3, 32, 32, generator=g),
              "x_tgt": torch.rand(1, 3, 32, 32, generator=g) * 2 - 1, "y_tgt": torch.rand(1, 3, 32, 32, generator=g),

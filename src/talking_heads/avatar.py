@@ -8,7 +8,8 @@ Avatar directory (the model directory format of `model_dir.py`, stage "avatar"):
     config.json            the Config of the model it was made with + meta: kind ("ff" | "ft"), num_frames T,
                            model_fingerprint (of the meta-learned E and G), epochs, sources (file names),
                            source_path (first source, for paste-back), crop (its CropTransform), history
-    avatar.safetensors     tensors: psi (1,A), e_new (1,N), landmarks (T,68,2) in crop px at the model's
+    avatar.safetensors     tensors: psi (1,A), e_new (1,N), iris (T,2,3) (centre x, y in crop px, seen 0/1;
+                           optional: gaze), landmarks (T,68,2) in crop px at the model's
                            image size, thumbnail (s,s,3) uint8 crop of the first source; with a generator that
                            needs sources (the warp generators) also source_images (T,R,R,3) uint8, the T
                            crops (R = S, or the TPS renderer's output size), and for the TPS renderer
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from .config import Config
 from .data.crop import CropTransform
 from .images import to_tensor
+from .landmarks.iris import complete_gaze, conjugate, relative_gaze
 from .landmarks.raster import rasterize_tensor
 from .model_dir import read_config, save_dir
 from .models import ConvPart, PersonDiscriminator, Sources, TalkingHeadGenerator, build_generator
@@ -84,6 +86,7 @@ class Avatar:
     source_images: np.ndarray | None = None  # (T,R,R,3) uint8 crops: the warp generators' sources (R = S, or the TPS renderer's output size)
     source_valid: np.ndarray | None = None  # (T,R,R) uint8, 255 where a source crop shows the photo, 0 past its edge (TPS renderer)
     content_loss: str = ""  # FT: the content loss it was fine-tuned with (ContentLoss.mode; "" for FF)
+    iris: np.ndarray | None = None  # (T,2,2) float32 iris centres per source (crop px at S; NaN = not seen; landmarks/iris.py)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -104,20 +107,37 @@ class Avatar:
             return int(self.source_images.shape[1])
         return int(self.cfg.model.image_size)
 
-    def source_tensors(self, device, thickness: float | None = None) -> Sources | None:
+    def source_tensors(self, device, thickness: float | None = None, *, gaze: bool = False,
+                       pupils: bool = False) -> Sources | None:
         """The T source crops x (T,3,R,R) in [-1,1], their landmark images y (T,3,S,S) (S = the model's size),
-        landmarks (T,68,2) normalised and validity (T,1,R,R) in [0,1] (None when not stored); None without
-        source crops."""
+        landmarks (T,68,2) normalised, or (T,70,2) with the iris centres for a model that renders gaze
+        (`gaze_points`) with `gaze`, y drawn with the pupils with `pupils`, and validity (T,1,R,R) in [0,1] (None
+        when not stored); None without source crops."""
         if self.source_images is None or self.landmarks is None:
             return None
         s = int(self.cfg.model.image_size)
         x = torch.stack([to_tensor(img) for img in self.source_images])
-        y = rasterize_tensor(self.landmarks, s, thickness)
-        points = normalise_points(torch.as_tensor(np.asarray(self.landmarks, np.float32)), s)
+        lm = self.gaze_points() if gaze else self.landmarks
+        y = rasterize_tensor(lm, s, thickness, pupils)
+        points = normalise_points(torch.as_tensor(np.asarray(lm, np.float32)), s)
         valid = None
         if self.source_valid is not None:
             valid = torch.from_numpy(np.ascontiguousarray(self.source_valid)).float().div(255)[:, None]
         return Sources(x.to(device), y.to(device), points.to(device), None if valid is None else valid.to(device))
+
+    def gaze_points(self) -> np.ndarray | None:
+        """(T,70,2): the source landmarks with their iris centres (not seen: the avatar's usual gaze, or the
+        eye's middle; `iris.complete_gaze`)."""
+        return None if self.landmarks is None else complete_gaze(self.landmarks, self.iris)
+
+    @property
+    def rest_gaze(self) -> np.ndarray:
+        """(2,2) the first source's gaze (relative, `iris.relative_gaze`): where the avatar looks when the
+        driver's eyes are not seen, and the camera for eye contact; 0 (the eye's middle) when not seen."""
+        if self.landmarks is None or self.iris is None:
+            return np.zeros((2, 2))
+        g = conjugate(relative_gaze(self.landmarks[0], self.iris[0]))
+        return np.where(np.isfinite(g), g, 0.0)
 
     @property
     def face(self) -> np.ndarray | None:
@@ -137,6 +157,10 @@ class Avatar:
             tensors["thumbnail"] = torch.from_numpy(np.ascontiguousarray(self.thumbnail, np.uint8))
         if self.source_images is not None:
             tensors["source_images"] = torch.from_numpy(np.ascontiguousarray(self.source_images, np.uint8))
+        if self.iris is not None:  # (T,2,3) x, y, seen: the file holds finite numbers only
+            c = np.asarray(self.iris, np.float32)
+            seen = np.isfinite(c).all(-1, keepdims=True)
+            tensors["iris"] = torch.from_numpy(np.concatenate([np.where(seen, c, 0), seen], -1).astype(np.float32))
         if self.source_valid is not None:
             tensors["source_valid"] = torch.from_numpy(np.ascontiguousarray(self.source_valid, np.uint8))
         parts: dict[str, Any] = {"avatar": tensors}
@@ -172,6 +196,7 @@ class Avatar:
         thumb = tensors.get("thumbnail")
         src = tensors.get("source_images")
         valid = tensors.get("source_valid")
+        iris = tensors.get("iris")
         if model.generator.needs_sources and src is None:
             raise CheckpointError(f"{path}: this model's generator needs the avatar's source frames, which the "
                                   "avatar does not hold; create the avatar again")
@@ -185,7 +210,9 @@ class Avatar:
                        epochs=int(meta.get("epochs", 0)), history=list(meta.get("history", [])),
                        content_loss=str(meta.get("content_loss", "")),
                        source_images=None if src is None else src.cpu().numpy(),
-                       source_valid=None if valid is None else valid.cpu().numpy())
+                       source_valid=None if valid is None else valid.cpu().numpy(),
+                       iris=None if iris is None else
+                       np.where(iris[..., 2:].cpu().numpy() > 0.5, iris[..., :2].cpu().numpy(), np.nan))
         except ValueError as err:
             raise CheckpointError(f"{path}: not a valid avatar ({err})") from None
 
@@ -234,6 +261,9 @@ def _check_tensors(path, tensors: dict[str, Tensor], model: AvatarModel) -> None
     if src is not None and not getattr(model.generator, "needs_points", False) and src.shape[1] != s:
         raise CheckpointError(f"{file}: source_images are {src.shape[1]} px, this model's generator reads them at "
                               f"its own {s} px: the avatar was made with another model or the file is damaged")
+    iris = tensors.get("iris")
+    if iris is not None and (lm is None or tuple(iris.shape) != (len(lm), 2, 3)):
+        raise CheckpointError(f"{file}: iris is {list(iris.shape)}, expected (T,2,3) (x, y, seen) like the landmarks")
     valid = tensors.get("source_valid")
     if valid is not None and (src is None or valid.dtype != torch.uint8 or tuple(valid.shape) != tuple(src.shape[:3])):
         raise CheckpointError(f"{file}: source_valid must be uint8 (T,R,R) like source_images, got {valid.dtype} "

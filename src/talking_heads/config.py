@@ -53,6 +53,7 @@ class ModelConfig:
     tps_mouth_size: int = 64  # TPS renderer: side (px) of the mouth view its mouth generator paints
     tps_mouth_channels: tuple[int, ...] = (32, 64, 128)  # TPS renderer: the mouth generator's encoder widths (decoder mirrors them)
     tps_grid_size: int = 64  # TPS renderer: the landmark warp is solved on this grid, then upsampled
+    tps_iris: bool = False  # TPS renderer: the two iris centres join the warp's control points, so the photo's own pupils move with the driver's gaze (landmarks/iris.py; not in the paper)
     tps_fill_own_mouth: bool = True  # TPS renderer: also generate where the photo's own open mouth lands (a closed driven mouth would show its teeth squeezed into the lip line)
     embedder_activation: str = "relu"  # E's activation before the sum pool: "relu" (paper) or "leaky_relu" (0.2; e_hat may be negative)
 
@@ -136,6 +137,8 @@ class DataConfig:
     jpeg_quality: int = 95  # quality of stored crops
     line_thickness: float = 2.0  # landmark line thickness at 256 px; scaled linearly with resolution
     follow_threshold: float = 0.6  # driver crop: a face moving further (face sizes, data.crop.face_motion) is followed by a smoothed box per frame, else one stable box (talking heads: 0.01-0.5; not in the paper)
+    iris: str = "auto"  # iris locator for gaze (landmarks/iris.py): "mediapipe", "classical", "auto" = mediapipe where installed, else classical; "none" = no iris points (not in the paper)
+    pupils: bool = False  # draw each seen iris as a filled disc inside its eye in the landmark image (gaze; not in the paper, whose 68-point image shows no gaze)
     follow_smoothing: float = 0.3  # seconds: zero-phase moving average of a followed driver box's centre and size (data.crop.smooth_track)
 
 
@@ -310,7 +313,7 @@ RANGES: dict[str, Callable[[Any, str], Any]] = {
     "data.crop_scale": _between(1.0, 5.0), "data.crop_shift": _between(-1.0, 1.0),
     "data.redetect_every": _between(1, 100_000), "data.max_frames": _between(0, 10**7),
     "data.jpeg_quality": _between(1, 100), "data.line_thickness": _between(0.25, 32.0),
-    "data.follow_threshold": _between(0.0, 100.0), "data.follow_smoothing": _between(0.0, 60.0),
+    "data.iris": _one_of("auto", "mediapipe", "classical", "none"), "data.follow_threshold": _between(0.0, 100.0), "data.follow_smoothing": _between(0.0, 60.0),
     "inference.video_frames": _between(1), "inference.batch_size": _BATCH,
     "inference.output_size": _between(0, 8192), "inference.motion_seconds": _positive,
     "inference.motion_fps": _between(1.0, 240.0), "inference.thumbnail_size": _between(8, 1024),

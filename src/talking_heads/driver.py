@@ -36,7 +36,8 @@ from .data.faces import track_video
 from .data.video import FRAMES_FPS, VideoError, is_frames_folder, probe, read_frames
 from .errors import InputError
 from .landmarks.filters import smooth_sequence
-from .landmarks.motions import MOTIONS, motion_landmarks
+from .landmarks.iris import iris_points, place_gaze, with_iris
+from .landmarks.motions import MOTIONS, motion_gaze, motion_landmarks
 from .landmarks.plausibility import MIN_CONFIDENCE, trusted
 from .landmarks.raster import rasterize
 from .paths import input_file
@@ -67,6 +68,7 @@ class DriverSequence:
     adapted: bool = False  # points were adapted to an avatar
     warnings: list[str] = field(default_factory=list)
     followed: bool = False  # the crop follows a face that moves across the frame (a box per frame; module docstring)
+    iris: np.ndarray | None = None  # (F,2,2) float32 the driver's iris centres in its crop at `size` (NaN: not seen); None = not located (gaze off)
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -76,7 +78,14 @@ class DriverSequence:
         n = max(1, int(frames))
         tf = self.transform[:n] if isinstance(self.transform, CropTrack) else self.transform
         return dataclasses.replace(self, points=self.points[:n], driver_points=self.driver_points[:n], transform=tf,
-                                   lost_frames=min(self.lost_frames, n))  # an upper bound once cut
+                                   lost_frames=min(self.lost_frames, n),  # an upper bound once cut
+                                   iris=None if self.iris is None else self.iris[:n])
+
+    def driver_points_with_iris(self, i: int) -> np.ndarray:
+        """Frame i's driver landmarks (68,2), or (70,2) with its iris centres when located (NaN: not seen)."""
+        if self.iris is None:
+            return self.driver_points[i]
+        return with_iris(self.driver_points[i], self.iris[i])
 
     def panels(self, size: int) -> Iterator[np.ndarray]:
         """What the driver looks like, one RGB uint8 (size,size,3) image per frame: the driver's crop for
@@ -92,19 +101,20 @@ class DriverSequence:
 
 
 def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, inference_cfg: InferenceConfig,
-                smooth: bool = False, duration: float | None = None) -> DriverSequence:
-    """A `DriverSequence` for a video, a folder of frames, a .npy landmark file or a motion name."""
+                smooth: bool = False, duration: float | None = None, gaze: bool = False) -> DriverSequence:
+    """A `DriverSequence` for a video, a folder of frames, a .npy landmark file or a motion name. gaze: also
+    the iris centres (footage: located with `data_cfg.iris`; motions: their gaze; .npy files have none)."""
     if isinstance(driver, str) and driver in MOTIONS and not Path(driver).exists():
-        return _motion(driver, size, data_cfg, inference_cfg, duration)
+        return _motion(driver, size, data_cfg, inference_cfg, duration, gaze)
     path = Path(driver)
     if not path.exists():
         hint = f" (built-in motions: {', '.join(MOTIONS)})" if not path.suffix else ""
         raise DriverError(f"{path}: no such file or folder{hint}")
     if path.suffix.lower() == ".npy":
         raw, frame_size = _read_npy(path), None
-        fps, kind, audio, warnings, confidence = inference_cfg.motion_fps, "landmarks", None, [], None
+        fps, kind, audio, warnings, confidence, iris = inference_cfg.motion_fps, "landmarks", None, [], None, None
     else:
-        raw, frame_size, fps, kind, audio, warnings, confidence = _track(path, data_cfg)
+        raw, frame_size, fps, kind, audio, warnings, confidence, iris = _track(path, data_cfg, gaze)
     face, found = _usable_and_trusted(raw, confidence, path)
     points = hold_last_good(raw, found)
     if smooth:
@@ -113,6 +123,11 @@ def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, i
         frame_size = tuple(int(np.ceil(v)) + 1 for v in raw[found].max(axis=(0, 1)))
     tf, followed = _driver_crop(points, found, frame_size, size, fps, data_cfg, path.name)
     crop_points = tf.to_crop(points)
+    crop_iris = None
+    if iris is not None:  # seen irises of trusted frames only; the rest is for the live stage to hold or ease
+        centres = np.stack([iris_points(i) for i in iris]).astype(np.float32)
+        centres[~found] = np.nan
+        crop_iris = tf.to_crop(centres)
     lost, held = int((~face).sum()), int((face & ~found).sum())
     if lost:
         warnings.append(f"no face in {lost} of {len(raw)} driver frames: they hold the last good landmarks")
@@ -124,19 +139,23 @@ def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, i
         log.debug("%s: %s", path.name, msg)  # returned in .warnings: the caller reports them once
     return DriverSequence(crop_points, crop_points.copy(), size, fps, kind, str(path), audio, lost,
                           held_frames=held, transform=tf if kind != "landmarks" else None, warnings=warnings,
-                          followed=followed)
+                          followed=followed, iris=crop_iris)
 
 
 def _motion(name: str, size: int, data_cfg: DataConfig, inference_cfg: InferenceConfig,
-            duration: float | None) -> DriverSequence:
-    """A built-in motion of `duration` seconds (None: inference.motion_seconds)."""
+            duration: float | None, gaze: bool = False) -> DriverSequence:
+    """A built-in motion of `duration` seconds (None: inference.motion_seconds), with its gaze when `gaze`."""
     seconds = inference_cfg.motion_seconds if duration is None else duration
     limits.check_seconds(seconds, "the motion's duration (seconds)")
     try:
         points = motion_landmarks(name, seconds, inference_cfg.motion_fps, size, data_cfg)
     except ValueError as err:
         raise DriverError(str(err)) from None
-    return DriverSequence(points, points.copy(), size, inference_cfg.motion_fps, "motion", name)
+    iris = None
+    if gaze:
+        g = motion_gaze(name, seconds, inference_cfg.motion_fps)
+        iris = np.stack([place_gaze(p, gf) for p, gf in zip(points, g)]).astype(np.float32)
+    return DriverSequence(points, points.copy(), size, inference_cfg.motion_fps, "motion", name, iris=iris)
 
 
 def _usable_and_trusted(raw: np.ndarray, confidence: np.ndarray | None, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -238,12 +257,14 @@ def _read_npy(path: Path) -> np.ndarray:
         return arr.astype(np.float32)
 
 
-def _track(path: Path, data_cfg: DataConfig):
-    """(points (F,68,2) NaN where lost, frame size, fps, kind, audio, warnings) of a video or frames folder."""
+def _track(path: Path, data_cfg: DataConfig, gaze: bool = False):
+    """(points (F,68,2) NaN where lost, frame size, fps, kind, audio, warnings, confidence, iris (F,2,4) or
+    None) of a video or frames folder; iris located with `data_cfg.iris` when `gaze`."""
     try:
         info = probe(path)
         limits.check("driver_frames", info.num_frames, f"{path}: frames")
-        track = track_video(path, max_frames=0, data_cfg=data_cfg)
+        track = track_video(path, max_frames=0, data_cfg=data_cfg,
+                            iris=data_cfg.iris if gaze else "none")
     except VideoError as err:
         raise DriverError(str(err)) from None
     if len(track) == 0:
@@ -256,4 +277,4 @@ def _track(path: Path, data_cfg: DataConfig):
     else:
         audio = path if info.has_audio else None
         fps = info.fps
-    return track.points, track.frame_size, fps, kind, audio, list(track.warnings), track.confidence
+    return track.points, track.frame_size, fps, kind, audio, list(track.warnings), track.confidence, track.iris

@@ -14,7 +14,11 @@ driver landmarks and gives one rendered frame: `step(points) -> frame`. Per fram
 `pipeline.animate` is a loop over it (a driver file's landmarks in, an mp4 out); the telepresence receiver
 feeds it decoded landmarks as they arrive, so both share one code path.
 
-Points are (68,2) float pixels (x right, y down), iBUG 300-W order.
+Points are (68,2) float pixels (x right, y down), iBUG 300-W order. For a model that renders gaze
+(`config.uses_gaze`) they may carry the driver's iris centres as rows 68-69 ((70,2); NaN = not seen): the
+driver's gaze relative to its eye corners is moved onto the avatar's eyes (`landmarks.iris`), gaps held then
+eased to the avatar's own gaze (`GazeFilter`), or, with `eye_contact`, turned towards the camera; the
+landmarks rendered then have 70 rows.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .avatar import Avatar
 from .data.crop import CropTransform, StreamCrop
 from .landmarks.adaptation import MotionTransfer
 from .landmarks.filters import OneEuroFilter
+from .landmarks.iris import GazeFilter, place_gaze, relative_gaze, uses_gaze, with_iris
 from .landmarks.yaw import clamp_yaw
 from .renderer import PipelineError, Renderer
 
@@ -47,7 +52,8 @@ class LiveStage:
     """
 
     def __init__(self, renderer: Renderer, avatar: Avatar, *, adapt: bool = True, reference: np.ndarray | None = None,
-                 smooth: bool = False, fps: float = 25.0, crop: CropTransform | None = None):
+                 smooth: bool = False, fps: float = 25.0, crop: CropTransform | None = None,
+                 eye_contact: bool = False):
         if adapt:
             require_landmarks(avatar)
         self.renderer, self.avatar, self.adapt, self.fps = renderer, avatar, adapt, float(fps)
@@ -59,8 +65,12 @@ class LiveStage:
         self.transfer = MotionTransfer(reference, avatar.face) if adapt and reference is not None else None
         self.filter = OneEuroFilter() if smooth else None
         self._last_t: float | None = None
+        self._gaze_t: float | None = None
+        self.gaze = GazeFilter(avatar.rest_gaze, eye_contact=eye_contact) if uses_gaze(renderer.cfg) else None
         neutral = avatar.face if avatar.face is not None else np.full((68, 2), np.nan, np.float32)
-        self.points = np.asarray(neutral, np.float32)  # (68,2) rendered last, avatar crop px
+        self.points = np.asarray(neutral, np.float32)  # (68,2) or with gaze (70,2) rendered last, avatar crop px
+        if self.gaze is not None and avatar.face is not None:
+            self.points = with_iris(neutral, place_gaze(neutral, avatar.rest_gaze))
         self.driver_points: np.ndarray | None = None  # (68,2) the driver's last landmarks, its crop px
         self.frames = 0  # frames stepped
         self.lost = 0  # of which without a face (held the last good landmarks)
@@ -72,11 +82,14 @@ class LiveStage:
         for a new crop box (default: just big enough for the points)."""
         self.frames += 1
         p = None if points is None else np.asarray(points, np.float64)
-        if p is not None and p.shape != (68, 2):
-            raise PipelineError(f"landmarks must be (68,2), got {p.shape}")
+        if p is not None and p.shape not in ((68, 2), (70, 2)):
+            raise PipelineError(f"landmarks must be (68,2), or (70,2) with the iris centres, got {p.shape}")
+        iris = p[68:] if p is not None and len(p) == 70 else None
+        p = None if p is None else p[:68]
         if p is None or not np.isfinite(p).all():
             self.lost += 1
             return self.points
+        gaze = relative_gaze(p, iris) if iris is not None else None  # in the driver's own pixels
         size = frame_size or tuple(int(np.ceil(v)) + 1 for v in p.max(axis=0))
         if self.fixed_crop:
             in_crop = self.crop.transform.to_crop(p)
@@ -87,12 +100,22 @@ class LiveStage:
             in_crop = self.crop.transform.to_crop(p)
         self.driver_points = np.asarray(in_crop, np.float32)
         if not self.adapt:
-            self.points = self.driver_points
+            self.points = self._with_gaze(self.driver_points, gaze, t)
             return self.points
         if self.transfer is None:
             self.transfer = MotionTransfer(p, self.avatar.face)
-        self.points = clamp_yaw(self.transfer.apply(p), self.avatar.face, self.renderer.cfg.inference.max_yaw)
+        adapted = clamp_yaw(self.transfer.apply(p), self.avatar.face, self.renderer.cfg.inference.max_yaw)
+        self.points = self._with_gaze(adapted, gaze, t)
         return self.points
+
+    def _with_gaze(self, points: np.ndarray, gaze: np.ndarray | None, t: float | None) -> np.ndarray:
+        """(70,2) points with the filtered gaze placed on their eyes, for a model that renders gaze; else as
+        given. The filter's clock: capture times when given, else frames 1/fps apart."""
+        if self.gaze is None:
+            return points
+        dt = 1.0 / self.fps if t is None or self._gaze_t is None else max(0.0, t - self._gaze_t)
+        self._gaze_t = t
+        return with_iris(points, place_gaze(points, self.gaze(gaze, dt)))
 
     def _smooth(self, p: np.ndarray, t: float | None) -> np.ndarray:
         """One Euro filter on the points in FILTER_UNITS-px-crop units (the crop box fixes the scale); frame

@@ -58,6 +58,7 @@ from .errors import InputError
 from .identity import check_same_person
 from .images import to_tensor
 from .landmarks.adaptation import adapt_landmarks
+from .landmarks.iris import complete_gaze, uses_gaze
 from .landmarks.masks import neutral_frame
 from .landmarks.raster import rasterize, rasterize_tensor
 from .live import LiveStage, require_landmarks
@@ -97,6 +98,13 @@ class _Sources:
     path: str | None
     names: list[str]
     frames: list[np.ndarray] | None = None  # every crop's full image, kept for the TPS renderer only
+
+
+def _crop_iris(crops: Sequence[FaceCrop]) -> np.ndarray | None:
+    """(T,2,2) the crops' iris centres (NaN: not seen), or None when none was located (data.iris = "none")."""
+    if all(c.iris is None for c in crops):
+        return None
+    return np.stack([c.iris if c.iris is not None else np.full((2, 2), np.nan, np.float32) for c in crops])
 
 
 def photo_pixels(crops: Sequence[FaceCrop], frames: Sequence[np.ndarray], size: int
@@ -215,7 +223,10 @@ class TalkingHeadPipeline(Renderer):
     def crops_to_tensors(self, crops: Sequence[FaceCrop]) -> tuple[Tensor, Tensor]:
         """x (T,3,H,W) frames and y (T,3,H,W) landmark images in [-1,1] of `detect_and_crop`'s crops."""
         x = torch.stack([to_tensor(c.image) for c in crops])
-        y = rasterize_tensor(np.stack([c.landmarks for c in crops]), self.image_size, self.cfg.data.line_thickness)
+        points = np.stack([c.landmarks for c in crops])
+        if self.cfg.data.pupils:
+            points = complete_gaze(points, _crop_iris(crops))
+        y = rasterize_tensor(points, self.image_size, self.cfg.data.line_thickness, self.cfg.data.pupils)
         return x, y
 
     def create_avatar(self, sources, *, frames: int | None = None, finetune: bool = False, epochs: int | None = None,
@@ -229,6 +240,7 @@ class TalkingHeadPipeline(Renderer):
             size = self.render_size_for(min(c.transform.side for c in crops))
             *photo, warnings = photo_pixels(crops, src.frames, size)
         avatar = self.create_avatar_from_tensors(x, y, landmarks=np.stack([c.landmarks for c in crops]),
+                                                 iris=_crop_iris(crops),
                                                  finetune=finetune, epochs=epochs, progress=progress,
                                                  photo=None if photo is None else tuple(photo))
         avatar.warnings = list(avatar.warnings) + warnings
@@ -246,7 +258,7 @@ class TalkingHeadPipeline(Renderer):
         if isinstance(driver, DriverSequence):
             return driver
         return load_driver(driver, size=self.image_size, data_cfg=self.cfg.data, inference_cfg=self.cfg.inference,
-                           smooth=smooth, duration=duration)
+                           smooth=smooth, duration=duration, gaze=uses_gaze(self.cfg))
 
     def driver_landmarks(self, driver, *, avatar: Avatar | None = None, adapt: bool = True, reference_frame: int = 0,
                          smooth: bool = False, duration: float | None = None) -> DriverSequence:
@@ -270,10 +282,11 @@ class TalkingHeadPipeline(Renderer):
             raise PipelineError(str(err)) from None
 
     def live(self, avatar: Avatar, *, adapt: bool = True, reference: np.ndarray | None = None, smooth: bool = False,
-             fps: float = 25.0, crop: CropTransform | None = None) -> LiveStage:
+             fps: float = 25.0, crop: CropTransform | None = None, eye_contact: bool = False) -> LiveStage:
         """The per-frame live stage (`live.LiveStage`) on this model: driver landmarks in, rendered frames out,
-        one at a time."""
-        return LiveStage(self, avatar, adapt=adapt, reference=reference, smooth=smooth, fps=fps, crop=crop)
+        one at a time. eye_contact: the driver's gaze turned towards the camera (gaze models)."""
+        return LiveStage(self, avatar, adapt=adapt, reference=reference, smooth=smooth, fps=fps, crop=crop,
+                         eye_contact=eye_contact)
 
     # --- stage: paste back ----------------------------------------------------------------------------
     def paste_target(self, avatar: Avatar) -> tuple[np.ndarray, CropTransform]:
@@ -309,18 +322,19 @@ class TalkingHeadPipeline(Renderer):
     def animate(self, avatar: Avatar, driver, out_path: str | os.PathLike, *, adapt: bool = True,
                 reference_frame: int | None = None, smooth: bool = False, side_by_side: bool = False,
                 paste_back: bool = False, paste_mask: bool = True, contact_sheet: bool = True, progress: bool = True,
-                duration: float | None = None) -> AnimationResult:
+                duration: float | None = None, eye_contact: bool = False) -> AnimationResult:
         """Drive `avatar` with a video, frames folder, .npy landmarks or motion name; write `out_path` (.mp4)
         and, with `contact_sheet`, `<out>.contact.png`. duration: seconds of a built-in motion. A loop over
         the live stage: the driver's landmarks (in its clip-stable crop, `driver.py`) one frame at a time.
         reference_frame: the driver frame adaptation measures motion from (None: the most neutral one, mouth
         closed, eyes open, frontal: `landmarks.masks.neutral_frame`). paste_back with paste_mask: blended
-        through the head mask (`paste_mask`), so only the person moves; without: a feathered square."""
+        through the head mask (`paste_mask`), so only the person moves; without: a feathered square.
+        eye_contact: a model that renders gaze looks at the camera where the driver looked near it (`live.py`)."""
         out_path = self._animation_path(avatar, driver, out_path)
         seq = self.load_driver(driver, smooth=smooth, duration=duration)
         reference = self._reference_points(avatar, seq, reference_frame) if adapt else None
         live = self.live(avatar, adapt=adapt, reference=reference, fps=seq.fps,
-                         crop=CropTransform(0, 0, seq.size, self.image_size, seq.size, seq.size))
+                         crop=CropTransform(0, 0, seq.size, self.image_size, seq.size, seq.size), eye_contact=eye_contact)
         target = self.paste_target(avatar) if paste_back else None
         flicker = paste_back_flicker(avatar.face, *target, self.image_size) if target is not None else None
         compose = _Composer(self, avatar, target, paste_mask, side_by_side,
@@ -359,7 +373,7 @@ class TalkingHeadPipeline(Renderer):
         """(frame index, landmarks rendered (68,2) in crop px, rendered crop (output_size px)) for every driver
         frame: the live stage's landmarks frame by frame, rendered in batches (offline: throughput)."""
         for batch, bar in self.frame_batches(len(seq), progress):
-            chunk = [live.landmarks(p).copy() for p in seq.driver_points[batch.start:batch.stop]]
+            chunk = [live.landmarks(seq.driver_points_with_iris(i)).copy() for i in batch]
             for i, (points, crop) in enumerate(zip(chunk, live.render_batch(chunk)), batch.start):
                 yield i, points, crop
                 bar.update(1)
@@ -405,10 +419,10 @@ class _Composer:
             panel = np.zeros_like(crop)
         if i in self.picks:
             self.sheet.append((panel, rasterize(points * (crop.shape[0] / self.renderer.image_size),
-                                                crop.shape[0]), crop))
+                                                crop.shape[0], pupils=self.renderer.cfg.data.pupils), crop))
         frame = crop
         if self.target is not None:
-            mask = self.renderer.paste_mask(self.avatar, points) if self.masked else None
+            mask = self.renderer.paste_mask(self.avatar, points[:68]) if self.masked else None
             frame = self.renderer.paste_back(crop, self.target, mask)
         if self.flicker is not None:
             self.flicker.update(frame)

@@ -40,6 +40,7 @@ from .data.crop import CropTransform
 from .errors import InputError
 from .images import to_tensor, to_uint8
 from .inference import RendererCache, avatar_metadata, build_renderer, calibration_images
+from .landmarks.iris import complete_gaze, place_gaze, uses_gaze, with_iris
 from .landmarks.masks import border_window, head_mask
 from .landmarks.raster import rasterize_tensor
 from .losses import ContentLoss
@@ -175,21 +176,26 @@ class Renderer:
 
     def create_avatar_from_tensors(self, x: Tensor, y: Tensor, *, landmarks: np.ndarray | None = None,
                                    finetune: bool = False, epochs: int | None = None, progress: bool = True,
-                                   photo: tuple[np.ndarray, np.ndarray] | None = None) -> Avatar:
+                                   photo: tuple[np.ndarray, np.ndarray] | None = None,
+                                   iris: np.ndarray | None = None) -> Avatar:
         """An avatar from T preprocessed frames x and landmark images y, (T,3,H,W) in [-1,1].
         landmarks (T,68,2) crop px: needed for landmark adaptation when animating. photo: the TPS renderer's
-        sources at the output size and their validity (`pipeline.photo_pixels`; default: x itself)."""
+        sources at the output size and their validity (`pipeline.photo_pixels`; default: x itself). iris
+        (T,2,2) crop px, NaN where not seen: the sources' iris centres (gaze)."""
         self._check_avatar_tensors(x, y, landmarks)
         needs_sources = self.generator.needs_sources
         common = dict(cfg=self.cfg, landmarks=None if landmarks is None else np.asarray(landmarks, np.float32),
                       thumbnail=media.resize(to_uint8(x[:1])[0], self.cfg.inference.thumbnail_size),
                       model_fingerprint=self.model_fingerprint,
                       source_images=(to_uint8(x) if photo is None else photo[0]) if needs_sources else None,
-                      source_valid=photo[1] if needs_sources and photo is not None else None)
+                      source_valid=photo[1] if needs_sources and photo is not None else None,
+                      iris=None if iris is None or landmarks is None else np.asarray(iris, np.float32))
         if finetune:
             if landmarks is None and self.content_loss().face is not None:
                 raise PipelineError("this model fine-tunes with face terms that need the frames' landmarks: "
                                     "pass landmarks= (T,68,2)")
+            if landmarks is not None and self.cfg.model.generator == "tps" and self.cfg.model.tps_iris:
+                landmarks = complete_gaze(landmarks, iris)  # the TPS warps by the iris centres too
             result = self.finetune(x, y, epochs=epochs, progress=progress, landmarks=landmarks,
                                    photo=photo if self.needs_points else None)
             return Avatar(kind="ft", psi=result.psi, e_new=result.e_new, generator=result.generator.eval(),
@@ -233,7 +239,12 @@ class Renderer:
         if not self.needs_points:
             out = [renderer(yb).to(self.device) for yb in y.split(bs)]
         else:
-            p = normalise_points(self._check_points(points, len(y)), s)
+            p = self._check_points(points, len(y))
+            if not (self.cfg.model.generator == "tps" and self.cfg.model.tps_iris):
+                p = p[:, :68]  # the iris rows are for models that warp by them
+            elif p.shape[1] != 70:  # the avatar's own gaze
+                p = torch.as_tensor(self.gaze_points(avatar, p.numpy()))
+            p = normalise_points(p, s)
             out = [renderer(yb, pb).to(self.device) for yb, pb in zip(y.split(bs), p.split(bs))]
         r = avatar.render_size if self.needs_points else s
         return torch.cat(out) if out else y.new_zeros((0, 3, r, r), device=self.device)
@@ -245,8 +256,8 @@ class Renderer:
             raise PipelineError("the TPS renderer needs the landmarks of the frames it renders: pass points=")
         p = points.detach().float().cpu() if isinstance(points, Tensor) else \
             torch.as_tensor(np.asarray(points, np.float32))
-        if tuple(p.shape) != (n, 68, 2):
-            raise PipelineError(f"points must be ({n},68,2) for {n} landmark images, got {tuple(p.shape)}")
+        if tuple(p.shape) not in ((n, 68, 2), (n, 70, 2)):
+            raise PipelineError(f"points must be ({n},68,2) or ({n},70,2) for {n} landmark images, got {tuple(p.shape)}")
         if not torch.isfinite(p).all():
             raise PipelineError("points contain NaN or infinite values: every rendered frame needs its 68 landmarks")
         return p
@@ -282,7 +293,8 @@ class Renderer:
         generator = (avatar.generator if avatar.generator is not None else self.networks.generator).eval()
         sources = None
         if generator.needs_sources:  # the warp generators: the avatar's T crops
-            sources = avatar.source_tensors(self.device, self.cfg.data.line_thickness)
+            sources = avatar.source_tensors(self.device, self.cfg.data.line_thickness,
+                                            gaze=uses_gaze(self.cfg), pupils=self.cfg.data.pupils)
             if sources is not None and not getattr(generator, "needs_points", False):
                 sources = sources[:2]  # (x, y): what the warp generator reads (and its exports' fingerprints hold)
             if sources is None:
@@ -313,12 +325,24 @@ class Renderer:
             bar.close()
 
     def render_frames(self, avatar: Avatar, points: np.ndarray) -> list[np.ndarray]:
-        """RGB uint8 frames (`frame_size(avatar)` px) for landmarks (B,68,2) in the avatar's crop px, one
-        generator call."""
-        y = rasterize_tensor(points, self.image_size, self.cfg.data.line_thickness)
+        """RGB uint8 frames (`frame_size(avatar)` px) for landmarks (B,68,2) in the avatar's crop px, or (B,70,2)
+        with the iris centres (gaze), one generator call. A model that renders gaze given 68 points looks the way
+        the avatar's photo looks (`Avatar.rest_gaze`)."""
+        points = self.gaze_points(avatar, points)
+        y = rasterize_tensor(points, self.image_size, self.cfg.data.line_thickness, self.cfg.data.pupils)
         frames = to_uint8(self.render(avatar, y, batch_size=len(y), points=points))
         size = self.frame_size(avatar)
         return [media.resize(image, size) for image in frames]
+
+    def gaze_points(self, avatar: Avatar, points: np.ndarray) -> np.ndarray:
+        """(B,70,2) for a model that renders gaze (68-point rows get the avatar's rest gaze), else (B,68,2)."""
+        points = np.asarray(points, np.float32)
+        if not uses_gaze(self.cfg):
+            return points[:, :68]
+        if points.shape[1] == 70:
+            return points
+        rest = avatar.rest_gaze
+        return np.stack([with_iris(p, place_gaze(p, rest)) for p in points])
 
     # --- paste back -----------------------------------------------------------------------------------
     @staticmethod

@@ -32,8 +32,9 @@ import torch
 
 from ..config import Config
 from ..images import to_tensor
+from ..landmarks.iris import clip_gaze, uses_gaze
 from ..landmarks.raster import flip_landmarks, rasterize
-from .layout import CLIPS_DIR, FRAME_NAME, FRAMES_DIR, SETTINGS_FILE, DatasetError, usable_clips
+from .layout import CLIPS_DIR, FRAME_NAME, FRAMES_DIR, IRIS_FILE, SETTINGS_FILE, DatasetError, usable_clips
 
 
 def identity_split(identities: Iterable[str], test_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -57,7 +58,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
     def __init__(self, root: str | os.PathLike, k: int = 8, image_size: int | None = None, flip: bool = False,
                  seed: int = 0, identities: Iterable[str] | None = None,
                  exclude_identities: Iterable[str] | None = None, clip_ids: Iterable[str] | None = None,
-                 line_thickness: float | None = None, probe_frames: int | None = None, border_dropout: float = 0.0):
+                 line_thickness: float | None = None, probe_frames: int | None = None, border_dropout: float = 0.0,
+                 gaze: bool = False, pupils: bool = False):
         if int(k) < 1:
             raise DatasetError(f"k must be >= 1, got {k}")
         self.root = Path(root)
@@ -86,6 +88,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.probe_frames = max(0, int(probe_frames or 0))
         self.border_dropout = float(border_dropout)
+        # gaze (data.pupils, model.tps_iris): points gain the two iris centres (70 rows, `iris.clip_gaze`) from
+        # each clip's iris.npy, and landmark images draw the pupils
+        self.gaze = bool(gaze)
+        self.pupils = bool(pupils) and self.gaze
 
     @classmethod
     def from_config(cls, root: str | os.PathLike, cfg: Config, **filters) -> "EpisodeDataset":
@@ -94,7 +100,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
         train.probe_frames); `filters`: identities / exclude_identities / clip_ids."""
         return cls(root, k=cfg.train.k_shot, image_size=cfg.model.image_size, flip=cfg.train.flip,
                    seed=cfg.train.seed, line_thickness=cfg.data.line_thickness, probe_frames=cfg.train.probe_frames,
-                   border_dropout=cfg.train.border_dropout, **filters)
+                   border_dropout=cfg.train.border_dropout, gaze=uses_gaze(cfg),
+                   pupils=cfg.data.pupils, **filters)
 
     def _check_clip(self, record: dict) -> None:
         """DatasetError unless the clip's landmarks.npy is (n_frames,68,2) of finite numbers and its frames
@@ -164,9 +171,9 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     def _frame(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool
                ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        """(x, y, landmarks (68,2) in image_size px) of stored frame i."""
+        """(x, y, landmarks (68,2) or with gaze (70,2) in image_size px) of stored frame i."""
         img, p = self._image(clip_dir, i, points, flip)
-        return to_tensor(img), to_tensor(rasterize(p, self.image_size, self.line_thickness)), p
+        return to_tensor(img), to_tensor(rasterize(p, self.image_size, self.line_thickness, self.pupils)), p
 
     def _image(self, clip_dir: Path, i: int, points: np.ndarray, flip: bool) -> tuple[np.ndarray, np.ndarray]:
         """Stored frame i resized to image_size (uint8 RGB) and its landmarks (68,2) in those pixels."""
@@ -187,26 +194,38 @@ class EpisodeDataset(torch.utils.data.Dataset):
             p = flip_landmarks(p, size)
         return np.ascontiguousarray(img), p
 
+    def _points(self, clip_dir: Path) -> np.ndarray:
+        """A clip's stored landmarks: (F,68,2), or (F,70,2) with the iris centres when `gaze`."""
+        points = np.load(clip_dir / "landmarks.npy")
+        if not self.gaze:
+            return points
+        iris_file = clip_dir / IRIS_FILE
+        iris = np.load(iris_file) if iris_file.is_file() else None
+        if iris is not None and iris.shape != (len(points), 2, 4):
+            raise DatasetError(f"{iris_file}: iris points are {iris.shape}, expected ({len(points)},2,4); re-run "
+                               f"preprocessing for it (delete {clip_dir} and run `talking-heads preprocess` again)")
+        return clip_gaze(points, iris)
+
     def clip_frames(self, video: int, indices: Iterable[int]) -> dict[str, torch.Tensor | np.ndarray]:
         """Frames `indices` of clip `video` outside any episode (evaluation, avatars from preprocessed clips):
         x, y (N,3,H,W) float32 in [-1,1] and points (N,68,2) float64 landmarks in image_size pixels. No flip."""
         clip_dir = self.root / CLIPS_DIR / self.clip_ids[video]
-        stored = np.load(clip_dir / "landmarks.npy")
+        stored = self._points(clip_dir)
         xs, ys, ps = [], [], []
         for i in indices:
             img, p = self._image(clip_dir, int(i), stored, False)
             xs.append(to_tensor(img))
-            ys.append(to_tensor(rasterize(p, self.image_size, self.line_thickness)))
+            ys.append(to_tensor(rasterize(p, self.image_size, self.line_thickness, self.pupils)))
             ps.append(p)
         return {"x": torch.stack(xs), "y": torch.stack(ys), "points": np.stack(ps)}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video, target, sources, flip = self.sample(index)
         clip_dir = self.root / CLIPS_DIR / self.clip_ids[video]
-        points = np.load(clip_dir / "landmarks.npy")
+        points = self._points(clip_dir)
         xs, ys, ps = zip(*(self._frame(clip_dir, int(i), points, flip) for i in sources))
         img, p_tgt = self._image(clip_dir, target, points, flip)
-        x_tgt, y_tgt = to_tensor(img), to_tensor(rasterize(p_tgt, self.image_size, self.line_thickness))
+        x_tgt, y_tgt = to_tensor(img), to_tensor(rasterize(p_tgt, self.image_size, self.line_thickness, self.pupils))
         item = {"x_src": torch.stack(xs), "y_src": torch.stack(ys), "x_tgt": x_tgt, "y_tgt": y_tgt,
                 "p_src": torch.from_numpy(np.stack(ps).astype(np.float32)),
                 "p_tgt": torch.from_numpy(p_tgt.astype(np.float32)), "video": torch.tensor(video, dtype=torch.int64),

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import DataConfig, ModelConfig
 from ..landmarks.backend import LandmarkBackend, detect_faces, get_backend
+from ..landmarks.iris import get_iris_locator, iris_points
 from ..landmarks.tracking import LandmarkTrack, track_frames
 from ..errors import InputError
 from .crop import CropTransform, clip_crop, face_extent
@@ -49,6 +50,7 @@ class FaceCrop:
     frame_size: tuple[int, int]
     confidence: float
     warnings: list[str] = field(default_factory=list)
+    iris: np.ndarray | None = None  # (2,2) iris centres in crop pixels, NaN where not seen (data.iris; iris.py)
 
 
 def min_face_size(size: int) -> int:
@@ -106,8 +108,11 @@ def prepare_photo(image_or_path, size: int = ModelConfig.image_size, data_cfg: D
         warnings.append("the head is close to the image border: the crop was padded by edge replication")
     for msg in warnings:  # returned to the caller, who reports them (the CLI prints each once)
         log.debug(msg)
+    iris = None
+    if cfg.iris != "none":  # on the photo at its own resolution
+        iris = crop.to_crop(iris_points(get_iris_locator(cfg.iris).locate(image, points)))
     return FaceCrop(image=crop.crop(image), landmarks=crop.to_crop(points), transform=crop, frame_size=(w, h),
-                    confidence=backend.confidence(face.score), warnings=warnings)
+                    confidence=backend.confidence(face.score), warnings=warnings, iris=iris)
 
 
 def tracking_roi_scale(keep: Sequence[int] | None) -> float:
@@ -122,7 +127,8 @@ def tracking_roi_scale(keep: Sequence[int] | None) -> float:
 
 def track_file(path: str | os.PathLike, *, max_frames: int, backend: str | LandmarkBackend = "dlib",
                redetect_every: int = DataConfig.redetect_every, threads: int = 0, frames_fps: float | None = None,
-               on_frame: Callable[[int, np.ndarray], None] | None = None) -> tuple[LandmarkTrack, VideoInfo]:
+               on_frame: Callable[[int, np.ndarray], None] | None = None, iris: str = "none"
+               ) -> tuple[LandmarkTrack, VideoInfo]:
     """(track, probe info) of `max_frames` evenly spaced frames (0: all) of a video file or folder of frames.
 
     The track's points are in original frame pixels; its frame_indices are the source index of every tracked
@@ -142,7 +148,7 @@ def track_file(path: str | os.PathLike, *, max_frames: int, backend: str | Landm
             yield frame
 
     track = track_frames(frames(), backend=backend, redetect_every=redetect_every, fps=info.fps,
-                         roi_scale=tracking_roi_scale(keep), frame_size=(info.width, info.height))
+                         roi_scale=tracking_roi_scale(keep), frame_size=(info.width, info.height), iris=iris)
     track.frame_indices = np.asarray(kept, np.int64)
     track.num_source_frames = max(info.num_frames, kept[-1] + 1 if kept else 0)
     track.warnings = warnings
@@ -151,7 +157,8 @@ def track_file(path: str | os.PathLike, *, max_frames: int, backend: str | Landm
 
 def track_video(path_or_frames: str | os.PathLike | Iterable[np.ndarray], *, max_frames: int | None = None,
                 data_cfg: DataConfig | None = None, backend: str | LandmarkBackend = "dlib",
-                fps: float | None = None, redetect_every: int | None = None, threads: int = 0) -> LandmarkTrack:
+                fps: float | None = None, redetect_every: int | None = None, threads: int = 0,
+                iris: str = "none") -> LandmarkTrack:
     """68-point landmarks of a video file, a folder of frames or an iterable of RGB uint8 frames.
 
     Points are in original frame pixels (NaN where no face was found). max_frames: keep at most this many
@@ -163,13 +170,13 @@ def track_video(path_or_frames: str | os.PathLike | Iterable[np.ndarray], *, max
     every = redetect_every or cfg.redetect_every
     if isinstance(path_or_frames, (str, os.PathLike)):
         return track_file(path_or_frames, max_frames=max_frames, backend=backend, redetect_every=every,
-                          threads=threads, frames_fps=fps)[0]
+                          threads=threads, frames_fps=fps, iris=iris)[0]
     frames = (to_rgb_uint8(f) for f in path_or_frames)
     if max_frames:
         frames_list = list(frames)
         idx = even_indices(len(frames_list), max_frames)
         track = track_frames((frames_list[i] for i in idx), backend=backend, redetect_every=every,
-                             roi_scale=tracking_roi_scale(idx), fps=fps or 25.0, frame_indices=idx)
+                             roi_scale=tracking_roi_scale(idx), fps=fps or 25.0, frame_indices=idx, iris=iris)
         track.num_source_frames = len(frames_list)
         return track
-    return track_frames(frames, backend=backend, redetect_every=every, fps=fps or 25.0)
+    return track_frames(frames, backend=backend, redetect_every=every, fps=fps or 25.0, iris=iris)

@@ -7,6 +7,9 @@ One folder per clip; any number of processes and nodes can write disjoint shards
     OUT/clips/<clip_id>/frames/000000.jpg ...   the kept frames, cropped, size x size RGB JPEG
     OUT/clips/<clip_id>/landmarks.npy   (F,68,2) float32, crop pixel coordinates (pixel-centre convention)
     OUT/clips/<clip_id>/confidence.npy  (F,) float32 in [0,1], detector confidence per kept frame
+    OUT/clips/<clip_id>/iris.npy        (F,2,4) float32 per eye (subject's right, left): iris centre x, y and
+                                        radius in crop pixels, confidence (landmarks/iris.py); absent when
+                                        preprocessed without iris points (data.iris = "none", or before gaze)
     OUT/clips/<clip_id>/meta.json       identity, source (relative and absolute), original fps / size / frame
                                         count, audio, crop transform (box in original pixels; "padded" when
                                         it reaches past the frame, "crop_grown" when widened for head
@@ -45,6 +48,7 @@ MERGED_MANIFEST = "manifest.jsonl"
 SHARD_MANIFEST = "manifest-shard-{index:05d}-of-{count:05d}.jsonl"
 FRAMES_DIR = "frames"
 FRAME_NAME = "{:06d}.jpg"
+IRIS_FILE = "iris.npy"
 MANIFEST_KEYS = ("clip_id", "identity", "n_frames", "source", "status", "reason", "warnings")
 
 

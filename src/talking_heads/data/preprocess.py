@@ -43,13 +43,14 @@ from ..atomic import atomic_dir, atomic_path, write_text
 from ..config import DataConfig, ModelConfig
 from ..errors import InputError
 from ..landmarks.backend import get_backend
+from ..landmarks.iris import get_iris_locator
 from ..landmarks.plausibility import MIN_CONFIDENCE
 from ..landmarks.tracking import LandmarkTrack
 from ..paths import input_file
 from .crop import clip_crop
 from .discover import ClipSource, discover, make_clip_id, shard_of
 from .faces import track_file
-from .layout import (CLIPS_DIR, FAILED_DIR, FRAME_NAME, FRAMES_DIR, LAYOUT_VERSION, MERGED_MANIFEST, SETTINGS_FILE,
+from .layout import (CLIPS_DIR, FAILED_DIR, FRAME_NAME, FRAMES_DIR, IRIS_FILE, LAYOUT_VERSION, MERGED_MANIFEST, SETTINGS_FILE,
                      SHARD_MANIFEST, merge_manifests, read_jsonl, read_manifest, rebuild_manifest, write_manifest)
 from .video import VideoError, VideoInfo, read_frames
 
@@ -174,10 +175,17 @@ def _write_clip(src: ClipSource, out: Path, opts: ClipOptions, t: _Tracked, cc, 
     for stale in (out / CLIPS_DIR).glob(f".{src.clip_id}.*.tmp"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     with atomic_dir(out / CLIPS_DIR / src.clip_id) as tmp:
-        written = _write_frames(tmp / FRAMES_DIR, src.path, use_frames, t.cache, tf, opts, t.warnings)
+        with_iris = opts.data.iris != "none"
+        iris = np.zeros((len(use), 2, 4), np.float32) if with_iris else None
+        written = _write_frames(tmp / FRAMES_DIR, src.path, use_frames, t.cache, tf, opts, t.warnings,
+                                points=t.track.points[use] if with_iris else None, iris_out=iris)
         if written != len(use_frames):
             raise VideoError(f"{src.path}: {len(use_frames) - written} frames could not be decoded again")
         np.save(tmp / "landmarks.npy", tf.to_crop(t.track.points[use]).astype(np.float32))
+        if iris is not None:  # (F,2,4) x, y, radius, confidence in crop pixels (layout.py)
+            iris[..., :2] = tf.to_crop(iris[..., :2])
+            iris[..., 2] *= tf.scale
+            np.save(tmp / IRIS_FILE, iris)
         np.save(tmp / "confidence.npy", t.track.confidence[use].astype(np.float32))
         meta = {
             "layout_version": LAYOUT_VERSION, "clip_id": src.clip_id, "identity": src.identity,
@@ -187,7 +195,9 @@ def _write_clip(src: ClipSource, out: Path, opts: ClipOptions, t: _Tracked, cc, 
             "size": opts.size, "n_frames": int(len(use)), "frame_indices": [int(i) for i in use_frames],
             "frames_read": int(len(t.kept)), "crop": tf.to_dict(), "crop_grown": round(float(cc.grown), 4),
             "padded": bool(x0 < 0 or y0 < 0 or x1 > info.width or y1 > info.height), "pad": opts.pad,
-            "landmark_backend": opts.backend, "skipped_frames": skipped, "warnings": t.warnings,
+            "landmark_backend": opts.backend,
+            "iris_locator": get_iris_locator(opts.data.iris).name if opts.data.iris != "none" else "none",
+            "skipped_frames": skipped, "warnings": t.warnings,
             "seconds": round(seconds, 3), "status": "ok", "reason": "",
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
@@ -216,7 +226,11 @@ def process_clip(src: ClipSource, out: str | os.PathLike, opts: ClipOptions) -> 
 
 
 def _write_frames(folder: Path, path: str, indices: np.ndarray, cache: dict[int, np.ndarray] | None, tf,
-                  opts: ClipOptions, warnings: list[str]) -> int:
+                  opts: ClipOptions, warnings: list[str], points: np.ndarray | None = None,
+                  iris_out: np.ndarray | None = None) -> int:
+    """Write the crops of frames `indices`; with `points` (F,68,2, original pixels) and `iris_out` (F,2,4),
+    also locate the irises on the original frame (its full resolution) into `iris_out` (original pixels)."""
+    locator = get_iris_locator(opts.data.iris) if points is not None and iris_out is not None else None
     folder.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(opts.data.jpeg_quality)]
     order = {int(i): n for n, i in enumerate(indices)}
@@ -224,6 +238,8 @@ def _write_frames(folder: Path, path: str, indices: np.ndarray, cache: dict[int,
         read_frames(path, [int(i) for i in indices], threads=opts.decode_threads, warnings=warnings)
     written = 0
     for i, frame in source:
+        if locator is not None:
+            iris_out[order[int(i)]] = locator.locate(frame, points[order[int(i)]])
         crop = tf.crop(frame, pad=opts.pad)
         ok = cv2.imwrite(str(folder / FRAME_NAME.format(order[int(i)])), crop[:, :, ::-1], params)
         if not ok:

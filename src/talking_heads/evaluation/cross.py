@@ -90,7 +90,8 @@ class CrossEvaluation:
         for variant, avatar in avatars.items():
             for adapt in (False, True):
                 points = self.driving_landmarks(avatar, drv["points"], self.test.clip_ids[driver], adapt)
-                y = rasterize_tensor(points, size, thickness).to(self.device)
+                points = self.pipe.gaze_points(avatar, points)  # gaze models: the avatar's own gaze (70 rows)
+                y = rasterize_tensor(points, size, thickness, self.cfg.data.pupils).to(self.device)
                 fake = as_uint8(self.pipe.render(avatar, y, batch_size=self.cfg.eval.render_batch, points=points))
                 self.records.append(self.measure(source, driver, t, variant, adapt, fake, points, source_id,
                                                  driver_id))

@@ -10,6 +10,7 @@ at the origin; x right, y down, z towards the camera. Controls (0 = neutral):
     mouth_open [0,1]   jaw and lower lip drop       smile [0,1]     mouth corners out and up
     blink_right/left [0,1] upper lids close         brows [-1,1]    brows raise (+) or frown (-)
     yaw, pitch, roll (radians)                      head turn, nod, tilt (orthographic projection)
+    gaze_x, gaze_y (eye widths)                     where the eyes look (`motion_gaze`; 0 = the camera)
 `motion_landmarks(name, seconds, fps, size)` places the face in a `size` px crop by the crop rule of
 `data/crop.py` (face size = size / crop_scale, centre shifted up by crop_shift face sizes), so that a motion
 used without adaptation sits where a real driver's crop would put it.
@@ -38,6 +39,8 @@ class FaceControls:
     yaw: float = 0.0
     pitch: float = 0.0
     roll: float = 0.0
+    gaze_x: float = 0.0  # iris offset from the eye's middle, eye widths, towards the image's right (iris.relative_gaze)
+    gaze_y: float = 0.0  # the same, downwards
 
 
 def _arc(x0: float, x1: float, y: float, height: float, n: int) -> np.ndarray:
@@ -189,6 +192,27 @@ def _surprise(t: float, seconds: float) -> FaceControls:
     return FaceControls(mouth_open=0.8 * e, brows=1.0 * e, pitch=-0.06 * e)
 
 
+# (fraction of the motion, gaze_x, gaze_y): the camera, left, right, up, down, back to the camera
+_LOOK_KEYS = ((0.0, 0, 0), (0.1, -1, 0), (0.26, -1, 0), (0.38, 1, 0), (0.54, 1, 0), (0.64, 0, -1), (0.72, 0, -1),
+              (0.82, 0, 1), (0.9, 0, 1), (1.0, 0, 0))
+LOOK_RANGE = (0.16, 0.07)  # eye widths: how far `look` turns the eyes sideways and up / down
+
+
+def _look(t: float, seconds: float) -> FaceControls:
+    u = t / max(seconds, 1e-6)
+    gx = gy = 0.0
+    for (u0, x0, y0), (u1, x1, y1) in zip(_LOOK_KEYS, _LOOK_KEYS[1:]):
+        if u0 <= u <= u1:
+            a = (u - u0) / max(u1 - u0, 1e-9)
+            a = a * a * (3 - 2 * a)
+            gx, gy = x0 + a * (x1 - x0), y0 + a * (y1 - y0)
+            break
+    down = max(gy, 0.0)  # looking down lowers the upper lids a little, as on a face
+    b = _blinks(t, every=3.1, first=1.6)
+    return FaceControls(gaze_x=LOOK_RANGE[0] * gx, gaze_y=LOOK_RANGE[1] * gy, blink_right=max(b, 0.3 * down),
+                        blink_left=max(b, 0.3 * down))
+
+
 def _wink(t: float, seconds: float) -> FaceControls:
     return FaceControls(blink_left=_pulse(t, 0.5 * seconds, min(0.8, seconds / 2)), smile=0.4 * _ease(t, seconds))
 
@@ -202,6 +226,7 @@ MOTIONS: dict[str, tuple[Callable[[float, float], FaceControls], str]] = {
     "smile": (_smile, "a smile builds, holds and fades"),
     "surprise": (_surprise, "brows up, mouth open"),
     "wink": (_wink, "a left-eye wink with a slight smile"),
+    "look": (_look, "the eyes look left, right, up, down and back to the camera (gaze)"),
 }
 
 
@@ -230,9 +255,16 @@ def motion_landmarks(name: str, seconds: float, fps: float, size: int, data_cfg:
     return ((frames - (lo + hi) / 2.0) * scale + centre_px).astype(np.float32)
 
 
+def motion_gaze(name: str, seconds: float, fps: float) -> np.ndarray:
+    """(F,2,2) the gaze of a built-in motion's frames, both eyes alike (eye widths; `iris.relative_gaze`)."""
+    g = np.array([[c.gaze_x, c.gaze_y] for c in motion_controls(name, seconds, fps)], np.float64)
+    return np.repeat(g[:, None], 2, axis=1)
+
+
 def neutral_face(size: int, data_cfg: DataConfig | None = None) -> np.ndarray:
     """(68,2) the neutral template placed in a `size` px crop (frame 0 of every motion)."""
     return motion_landmarks("blink", 1.0 / 25.0, 25.0, size, data_cfg)[0]
 
 
-__all__ = ["FaceControls", "MOTIONS", "face_landmarks", "motion_controls", "motion_landmarks", "neutral_face"]
+__all__ = ["FaceControls", "MOTIONS", "face_landmarks", "motion_controls", "motion_gaze", "motion_landmarks",
+           "neutral_face"]

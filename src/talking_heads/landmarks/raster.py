@@ -3,6 +3,9 @@
 jaw 0-16 white (open) · right brow 17-21 red · left brow 22-26 green · nose bridge 27-30 blue ·
 nostrils 31-35 blue · right eye 36-41 magenta (closed) · left eye 42-47 cyan (closed) ·
 outer lips 48-59 yellow (closed) · inner lips 60-67 yellow (closed).
+With gaze (not in the paper; `data.pupils`), points may have 70 rows: rows 68 and 69 are the iris centres of
+the subject's right (36-41) and left (42-47) eye (`landmarks/iris.py`), drawn as orange discs of radius
+`IRIS_RADIUS` eye widths clipped to the lid opening, under the lid lines: lids closing cover them, as on a face.
 ("right"/"left" are the subject's; on an unflipped image the subject's right side is the image's left.)
 
 Thickness is `DataConfig.line_thickness` (2 px) at 256 px, scaled linearly with the canvas size and drawn
@@ -21,6 +24,8 @@ from ..config import DataConfig
 RGB = tuple[int, int, int]
 WHITE, RED, GREEN, BLUE = (255, 255, 255), (255, 0, 0), (0, 255, 0), (0, 0, 255)
 MAGENTA, CYAN, YELLOW = (255, 0, 255), (0, 255, 255), (255, 255, 0)
+ORANGE = (255, 128, 0)  # the pupils (gaze)
+NUM_WITH_IRIS = 70  # 68 iBUG points + the two iris centres
 
 # (first index, last index inclusive, closed, colour RGB)
 SEGMENTS: tuple[tuple[int, int, bool, RGB], ...] = (
@@ -49,6 +54,7 @@ FLIP_PERMUTATION = np.array(
     + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips
     + [64, 63, 62, 61, 60, 67, 66, 65],  # inner lips
     dtype=np.int64)
+FLIP_PERMUTATION_IRIS = np.concatenate([FLIP_PERMUTATION, [69, 68]])  # the iris rows swap eyes too
 
 
 def scaled_thickness(size: int, thickness: float | None = None) -> float:
@@ -57,20 +63,24 @@ def scaled_thickness(size: int, thickness: float | None = None) -> float:
     return base * size / REFERENCE_SIZE
 
 
-def rasterize(points: np.ndarray, size: int, thickness: float | None = None) -> np.ndarray:
-    """Landmark image uint8 (size,size,3) RGB from points (68,2) float px in the size x size frame.
+def rasterize(points: np.ndarray, size: int, thickness: float | None = None, pupils: bool = False) -> np.ndarray:
+    """Landmark image uint8 (size,size,3) RGB from points (68,2) or (70,2) float px in the size x size frame.
 
     thickness: line thickness in px *at 256 px* (None = DataConfig.line_thickness); scaled with `size` and
-    rounded to whole pixels (at least 1). NaN points give an all-black image (no face).
+    rounded to whole pixels (at least 1). NaN among the 68 points gives an all-black image (no face); with 70
+    rows and `pupils`, the iris centres (rows 68-69; NaN = not seen, not drawn) are drawn as pupils.
     """
     import cv2  # lazy: start-up time of every command (landmarks/__init__.py)
 
     canvas = np.zeros((size, size, 3), np.uint8)
     points = np.asarray(points, dtype=np.float64)
-    if points.shape != (68, 2):
-        raise ValueError(f"expected landmarks of shape (68, 2), got {points.shape}")
-    if not np.isfinite(points).all():
+    if points.shape not in ((68, 2), (NUM_WITH_IRIS, 2)):
+        raise ValueError(f"expected landmarks of shape (68, 2) or (70, 2), got {points.shape}")
+    if not np.isfinite(points[:68]).all():
         return canvas
+    if pupils and len(points) == NUM_WITH_IRIS:
+        draw_pupils(canvas, points)
+    points = points[:68]
     t = max(1, int(round(scaled_thickness(size, thickness))))
     fixed = np.round(points * (1 << _SHIFT)).astype(np.int32)
     for first, last, closed, colour in SEGMENTS:
@@ -79,8 +89,40 @@ def rasterize(points: np.ndarray, size: int, thickness: float | None = None) -> 
     return canvas
 
 
-def rasterize_tensor(points, size: int, thickness: float | None = None):
-    """Landmark image(s) as float tensors in [-1, 1]: points (68,2) -> (3,S,S); (B,68,2) -> (B,3,S,S)."""
+def draw_pupils(canvas: np.ndarray, points: np.ndarray) -> None:
+    """Orange iris discs (rows 68-69 of `points`, radius IRIS_RADIUS eye widths) inside each eye's lid polygon,
+    anti-aliased, into `canvas` in place (module docstring). NaN centres are skipped."""
+    import cv2
+
+    from .iris import CORNERS, EYES, IRIS_RADIUS
+
+    for eye in range(2):
+        c = points[68 + eye]
+        if not np.isfinite(c).all():
+            continue
+        a, b = CORNERS[eye]
+        r = IRIS_RADIUS * float(np.hypot(*(points[b] - points[a])))
+        poly = points[EYES[eye]]
+        x0, y0 = np.floor(np.minimum(poly.min(0), c - r)).astype(int) - 2
+        x1, y1 = np.ceil(np.maximum(poly.max(0), c + r)).astype(int) + 3
+        x0, y0 = max(x0, 0), max(y0, 0)
+        x1, y1 = min(x1, canvas.shape[1]), min(y1, canvas.shape[0])
+        if x1 <= x0 or y1 <= y0:
+            continue
+        lid = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        disc = np.zeros_like(lid)
+        off = np.array([x0, y0], np.float64)
+        cv2.fillPoly(lid, [np.round((poly - off) * (1 << _SHIFT)).astype(np.int32).reshape(-1, 1, 2)], 255,
+                     cv2.LINE_AA, shift=_SHIFT)
+        centre = tuple(int(v) for v in np.round((c - off) * (1 << _SHIFT)))
+        cv2.circle(disc, centre, int(round(r * (1 << _SHIFT))), 255, -1, cv2.LINE_AA, shift=_SHIFT)
+        alpha = (lid.astype(np.float32) * disc.astype(np.float32) / 255.0**2)[..., None]
+        region = canvas[y0:y1, x0:x1].astype(np.float32)
+        canvas[y0:y1, x0:x1] = np.round(region * (1 - alpha) + np.array(ORANGE, np.float32) * alpha).astype(np.uint8)
+
+
+def rasterize_tensor(points, size: int, thickness: float | None = None, pupils: bool = False):
+    """Landmark image(s) as float tensors in [-1, 1]: points (68|70,2) -> (3,S,S); (B,68|70,2) -> (B,3,S,S)."""
     # lazy: torch (also behind `images`) is the slowest import of all, and every command, `--help` included,
     # imports this package without needing tensors (landmarks/__init__.py)
     import torch
@@ -91,15 +133,16 @@ def rasterize_tensor(points, size: int, thickness: float | None = None):
         points = points.detach().cpu().numpy()
     points = np.asarray(points)
     if points.ndim == 2:
-        return to_tensor(rasterize(points, size, thickness))
-    return torch.stack([to_tensor(rasterize(p, size, thickness)) for p in points])
+        return to_tensor(rasterize(points, size, thickness, pupils))
+    return torch.stack([to_tensor(rasterize(p, size, thickness, pupils)) for p in points])
 
 
 def flip_landmarks(points: np.ndarray, width: int) -> np.ndarray:
-    """Mirror landmarks (...,68,2) of an image `width` px wide: x -> width-1-x, left/right indices swapped,
-    so that point i is again the iBUG point i of the mirrored face (flip(flip(p)) == p)."""
+    """Mirror landmarks (...,68,2) or (...,70,2) of an image `width` px wide: x -> width-1-x, left/right indices
+    swapped (the iris rows too), so that point i is again point i of the mirrored face (flip(flip(p)) == p)."""
     points = np.asarray(points)
-    out = points[..., FLIP_PERMUTATION, :].copy()
+    perm = FLIP_PERMUTATION_IRIS if points.shape[-2] == NUM_WITH_IRIS else FLIP_PERMUTATION
+    out = points[..., perm, :].copy()
     out[..., 0] = (width - 1) - out[..., 0]
     return out
 

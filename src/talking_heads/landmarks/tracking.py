@@ -23,6 +23,7 @@ import numpy as np
 
 from ..config import DataConfig
 from .backend import NUM_POINTS, Detection, LandmarkBackend, detect_faces, get_backend, resized
+from .iris import get_iris_locator
 
 
 @dataclass
@@ -44,6 +45,7 @@ class LandmarkTrack:
     frame_size: tuple[int, int]
     num_source_frames: int = 0
     warnings: list[str] = field(default_factory=list)
+    iris: np.ndarray | None = None  # (F,2,4) iris centre x, y, radius, confidence per eye (iris.py); None = not located
 
     def __len__(self) -> int:
         return int(self.points.shape[0])
@@ -64,8 +66,11 @@ class FaceTracker:
     def __init__(self, backend: str | LandmarkBackend = "dlib", redetect_every: int = DataConfig.redetect_every,
                  roi_scale: float = 2.2,
                  roi_face_px: int = 90, roi_threshold: float = -0.3, max_side: int = 640, robust: bool = True,
-                 robust_face_px: int = 80):
+                 robust_face_px: int = 80, iris: str = "none"):
         self.backend = get_backend(backend)
+        # iris centres of every face found (gaze; iris.py), in `self.iris` after each `update`
+        self.iris_locator = None if iris == "none" else get_iris_locator(iris)
+        self.iris = np.zeros((2, 4), np.float32)
         self.robust = robust  # try the backend's slower robust detector (profiles) when the fast one fails
         self.robust_face_px = robust_face_px  # face size inside the window for the robust detector
         self.redetect_every = max(1, int(redetect_every))
@@ -150,9 +155,12 @@ class FaceTracker:
         if det is None:
             self.lost_frames += 1
             self.box = None
+            self.iris = np.zeros((2, 4), np.float32)
             return None, 0.0, None
         self.lost_frames = 0
         points, _ = self.backend.landmarks(frame, det.box)
+        if self.iris_locator is not None:
+            self.iris = self.iris_locator.locate(frame, points)
         self.box = self.last_box = det.box
         self.size_hint = det.size
         return points, self.backend.confidence(det.score), det
@@ -161,10 +169,11 @@ class FaceTracker:
 def track_frames(frames: Iterable[np.ndarray], *, backend: str | LandmarkBackend = "dlib",
                  redetect_every: int = DataConfig.redetect_every, roi_scale: float = 2.2, fps: float = 25.0,
                  frame_indices: Iterable[int] | None = None, frame_size: tuple[int, int] | None = None,
-                 robust: bool = True) -> LandmarkTrack:
-    """Track landmarks over RGB uint8 frames (any iterable; consumed once). See `LandmarkTrack`."""
-    tracker = FaceTracker(backend, redetect_every=redetect_every, roi_scale=roi_scale, robust=robust)
-    pts, conf, found, boxes = [], [], [], []
+                 robust: bool = True, iris: str = "none") -> LandmarkTrack:
+    """Track landmarks over RGB uint8 frames (any iterable; consumed once). See `LandmarkTrack`. iris: the
+    iris locator's name (`iris.get_iris_locator`; "none" = no iris points)."""
+    tracker = FaceTracker(backend, redetect_every=redetect_every, roi_scale=roi_scale, robust=robust, iris=iris)
+    pts, conf, found, boxes, irises = [], [], [], [], []
     size = frame_size
     for frame in frames:
         if size is None:
@@ -174,10 +183,12 @@ def track_frames(frames: Iterable[np.ndarray], *, backend: str | LandmarkBackend
         pts.append(p if p is not None else np.full((NUM_POINTS, 2), np.nan, np.float32))
         conf.append(c)
         boxes.append(det.box if det is not None else (np.nan,) * 4)
+        irises.append(tracker.iris)
     n = len(pts)
     idx = np.arange(n, dtype=np.int64) if frame_indices is None else np.asarray(list(frame_indices), np.int64)[:n]
     return LandmarkTrack(
         points=np.asarray(pts, np.float32).reshape(n, NUM_POINTS, 2),
         confidence=np.asarray(conf, np.float32), found=np.asarray(found, bool),
         boxes=np.asarray(boxes, np.float32).reshape(n, 4), frame_indices=idx, fps=float(fps),
-        frame_size=size or (0, 0), num_source_frames=n)
+        frame_size=size or (0, 0), num_source_frames=n,
+        iris=None if iris == "none" else np.asarray(irises, np.float32).reshape(n, 2, 4))

@@ -31,6 +31,7 @@ learned residual flow, and paints only what the photo lacks:
   past the photo's edge would show (edge replication, streaks) is never warped in, the generator fills it.
 
 Glossary: y driver landmark image (B,3,S,S); points (B,68,2) the driver's landmarks (normalised,
+or (B,70,2) with the iris centres, by which the eyes' openings shift (model.tps_iris, tps_prior.iris_shift),
 tps_prior.normalise_points); sources x (B,K,3,R,R), y (B,K,3,S,S), points (B,K,68,2), valid (B,K,1,R,R) or
 None, each also (K,...) shared by the batch; psi (B, A).
 """
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ModelConfig
-from .tps_prior import (border_taper, box_to_view, grid_from_displacement, mouth_box, mouth_interior,
+from .tps_prior import (border_taper, box_to_view, grid_from_displacement, iris_shift, mouth_box, mouth_interior,
                         prior_displacement, view_to_frame)
 from .blocks import sn
 from .generator import Generator
@@ -142,11 +143,18 @@ class TpsGenerator(nn.Module):
         s = int(y.shape[-1])
         r = int(r)
         xs = x_src.reshape(b * k, 3, r, r)
-        drv = points.float()[:, None].expand(b, k, 68, 2).reshape(b * k, 68, 2)
-        prior = prior_displacement(drv, p_src.reshape(b * k, 68, 2), self.grid_size)  # BK,2,g,g
+        n = points.shape[-2]  # 68, or 70 with the iris centres (model.tps_iris)
+        if p_src.shape[-2] != n:
+            raise ValueError(f"the driver has {n} landmarks but the sources {p_src.shape[-2]}: both must carry "
+                             "the iris centres (70) or neither (68)")
+        drv = points.float()[:, None].expand(b, k, n, 2).reshape(b * k, n, 2)
+        p_src = p_src.reshape(b * k, n, 2)
+        prior = prior_displacement(drv[:, :68], p_src[:, :68], self.grid_size)  # BK,2,g,g
+        eyes = (lambda size: iris_shift(drv, p_src, size)) if n == 70 else (lambda size: 0.0)  # gaze
         x_small = _batched(sources.x_small, b, 4)
         xs_small = self.small(xs, s) if x_small is None else x_small.float().reshape(b * k, 3, s, s)
-        prior_small = F.grid_sample(xs_small, grid_from_displacement(prior, s), mode="bilinear",
+        prior_s = F.interpolate(prior, size=(s, s), mode="bilinear", align_corners=False) + eyes(s)
+        prior_small = F.grid_sample(xs_small, grid_from_displacement(prior_s, s), mode="bilinear",
                                     padding_mode="border", align_corners=False)
         yt = y.float()[:, None].expand(b, k, 3, s, s).reshape(b * k, 3, s, s)
         inp = torch.cat([y_src.reshape(b * k, 3, s, s), yt, prior_small], 1)  # BK,9,S,S
@@ -158,11 +166,14 @@ class TpsGenerator(nn.Module):
         residual, logits = out[:, :2], out[:, 2:]
         prior_r = F.interpolate(prior, size=(lh, lh), mode="bilinear", align_corners=False) if prior.shape[-1] != lh \
             else prior
-        grid = grid_from_displacement(prior_r + residual, r)  # BK,R,R,2
+        flow = prior_r + residual
+        if n == 70:  # the eyes' shift at the output size (a few px wide: a coarser grid would blur it)
+            flow = F.interpolate(flow, size=(r, r), mode="bilinear", align_corners=False) + eyes(r)
+        grid = grid_from_displacement(flow, r)  # BK,R,R,2
         warped = F.grid_sample(xs, grid, mode="bilinear", padding_mode="border", align_corners=False)
         valid_w = None if valid is None else F.grid_sample(valid.reshape(b * k, 1, r, r).float(), grid, mode="bilinear",
                                                             padding_mode="zeros", align_corners=False)
-        own_mouth = F.grid_sample(mouth_interior(p_src.reshape(b * k, 68, 2), s),
+        own_mouth = F.grid_sample(mouth_interior(p_src, s),
                                   grid_from_displacement((prior_r + residual).detach(), s), mode="bilinear",
                                   padding_mode="zeros", align_corners=False)  # BK,1,S,S
         if k == 1:  # one source: its weight is 1 everywhere (the softmax over one)

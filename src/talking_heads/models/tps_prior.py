@@ -17,6 +17,11 @@ N = 68 + anchors; regularised by `REGULARISER` so that coinciding driver points,
 solvable), evaluated on a coarse grid and upsampled as a displacement (which is 0 on the border, so the
 border stays exactly still), then applied to the photo at any resolution.
 
+With `model.tps_iris` (gaze), `iris_shift` adds to the prior a shift of what the photo shows inside each eye's
+lid opening, so that the photo's own iris lands where the driver's gaze puts it (landmarks/iris.py). (The
+iris centres are not control points of the spline: surrounded by the lid points half an eye width away, a
+control point there bends the iris instead of moving it, and a 64 px grid undersamples the bump.)
+
 Also here, the landmark geometry the renderer composites with: `mouth_interior` (a feathered mask of the inner
 lip polygon, what the photo cannot show when the mouth opens) and `mouth_box` (the square the mouth view is
 cropped from).
@@ -177,7 +182,14 @@ def mouth_interior(points: Tensor, size: int, feather: float = 0.2) -> Tensor:
     """(B,1,size,size) in [0,1]: 1 inside the inner lip polygon of `points` (B,68,2, normalised), fading to 0
     at the lips over `feather` x the mouth's width; 0 everywhere for a closed mouth. The polygon is treated as
     convex (the distance inside is the smallest signed distance to its edges' lines)."""
-    poly = points[:, list(INNER_LIP)].float()  # B,8,2 in order around the mouth
+    width = (points[:, 54] - points[:, 48]).float().norm(dim=-1).clamp_min(1e-3)[:, None]
+    inside = _inside_distance(points[:, list(INNER_LIP)].float(), size)
+    return (inside / (feather * width)).clamp(0, 1).reshape(-1, 1, size, size)
+
+
+def _inside_distance(poly: Tensor, size: int) -> Tensor:
+    """(B,size*size): how far each pixel centre lies inside the convex polygon poly (B,P,2, in order,
+    normalised); negative outside."""
     nxt = poly.roll(-1, dims=1)
     edge = nxt - poly
     area = (poly[..., 0] * nxt[..., 1] - nxt[..., 0] * poly[..., 1]).sum(1)  # 2x signed area
@@ -185,9 +197,28 @@ def mouth_interior(points: Tensor, size: int, feather: float = 0.2) -> Tensor:
     normal = torch.stack([-edge[..., 1], edge[..., 0]], -1) * orient  # inward for either orientation
     normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-6)
     q = identity_grid(1, size, size, poly)[0].reshape(1, -1, 1, 2)  # 1,HW,1,2
-    inside = ((q - poly[:, None]) * normal[:, None]).sum(-1).amin(-1)  # B,HW: distance inside the polygon
-    width = (points[:, 54] - points[:, 48]).float().norm(dim=-1).clamp_min(1e-3)[:, None]
-    return (inside / (feather * width)).clamp(0, 1).reshape(-1, 1, size, size)
+    return ((q - poly[:, None]) * normal[:, None]).sum(-1).amin(-1)
+
+
+@full_precision
+def iris_shift(driver: Tensor, source: Tensor, size: int, feather: float = 0.35) -> Tensor:
+    """Gaze (model.tps_iris; landmarks/iris.py): a displacement (B,2,size,size) to add to the prior's, which
+    moves what the photo shows inside each eye's lid opening (iris and sclera alike) so that the photo's iris
+    lands on the driven one: the shift is the photo's iris centre minus where the prior maps the driven iris
+    centre, applied fully inside the driven opening and fading to 0 at the lids over `feather` x the opening's
+    half height (the lids stay where the prior puts them). driver, source (B,70,2) normalised, rows 68-69
+    the iris centres."""
+    d, src = driver.float(), source.float()
+    ctrl_d, ctrl_s = control_points(d[:, :68], src[:, :68])
+    mapped = evaluate_tps(solve_tps(ctrl_d, ctrl_s), ctrl_d, d[:, 68:70])  # B,2,2: the driven irises in the photo
+    delta = src[:, 68:70] - mapped
+    out = d.new_zeros(d.shape[0], 2, size * size)
+    for eye, idx in enumerate((range(36, 42), range(42, 48))):
+        poly = d[:, list(idx)]
+        half = 0.25 * ((poly[:, 1] - poly[:, 5]).norm(dim=-1) + (poly[:, 2] - poly[:, 4]).norm(dim=-1))  # B
+        w = (_inside_distance(poly, size) / (feather * half.clamp_min(1e-4))[:, None]).clamp(0, 1)  # B,HW
+        out += w[:, None] * delta[:, eye, :, None]
+    return out.reshape(-1, 2, size, size)
 
 
 def mouth_box(points: Tensor, scale: float = 1.7, minimum: float = 0.2) -> Tensor:

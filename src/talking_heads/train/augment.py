@@ -163,13 +163,14 @@ class LeCam:
 # --- few-shot fine-tuning: augmented copies of the T frames ----------------------------------------------
 
 def few_shot_copies(x: Tensor, points: Tensor, generator: torch.Generator, *, flip: bool = True,
-                    scale: float = 0.05, shift: float = 0.04, thickness: float | None = None
-                    ) -> tuple[Tensor, Tensor, Tensor]:
+                    scale: float = 0.05, shift: float = 0.04, thickness: float | None = None,
+                    pupils: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Augmented copies of few-shot frames for fine-tuning (not in the paper; `finetune.augment`): per copy a
     random horizontal flip (landmarks mirrored and re-indexed, so point i stays iBUG point i), a scale in
     [1 - scale, 1 + scale] and a shift of up to `shift` of the side, identical on the frame and its
-    landmarks; the landmark image is drawn again from the moved points. x (B,3,S,S) in [-1,1], points
-    (B,68,2) px -> (x', y', points'). Border pixels are replicated, as the crops are."""
+    landmarks; the landmark image is drawn again from the moved points (with the pupils for 70-row points
+    and `pupils`). x (B,3,S,S) in [-1,1], points (B,68,2) or (B,70,2) px -> (x', y', points'). Border pixels
+    are replicated, as the crops are."""
     b, _, h, w = x.shape
     u = torch.rand(b, 4, generator=generator)
     s = 1 + scale * (2 * u[:, 0] - 1)  # B
@@ -188,5 +189,5 @@ def few_shot_copies(x: Tensor, points: Tensor, generator: torch.Generator, *, fl
     theta[:, 1, 2] = -2 * t[:, 1] / (s * h)
     grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    y = rasterize_tensor(p.numpy(), w, thickness).to(x)
+    y = rasterize_tensor(p.numpy(), w, thickness, pupils).to(x)
     return x, y, p.to(points.device)

@@ -225,7 +225,8 @@ def _batches(x: Tensor, y: Tensor, points: Tensor | None, cfg: Config, epochs: i
             pb = None if points is None else points[idx]
             if not ft.augment:
                 return x[dev_idx], y[dev_idx], pb
-            return few_shot_copies(x[dev_idx], pb, aug_rng, thickness=cfg.data.line_thickness)
+            return few_shot_copies(x[dev_idx], pb, aug_rng, thickness=cfg.data.line_thickness,
+                                   pupils=cfg.data.pupils)
         return make
 
     return [(epoch, maker(idx)) for epoch, idx in plan]

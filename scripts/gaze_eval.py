@@ -1,0 +1,92 @@
+"""Gaze transfer measured (issue 28): avatars of test-split photos driven by test-split clips, with the model's
+iris control points on (`model.tps_iris`) and off (the baseline: the photo's pupils stay where they were), plus
+the `look` motion. The gaze of every rendered frame is measured with the iris locator and compared with the
+driver's (`talking_heads.metrics.gaze`).
+
+    .venv/bin/python scripts/gaze_eval.py src/talking_heads/assets/tps_model docs/gaze/eval --frames 64
+
+Writes results.json and an eye-region contact sheet (driver | baseline | gaze) per pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from talking_heads.data.video import read_frames
+from talking_heads.metrics.gaze import frame_gaze, gaze_agreement
+from talking_heads.pipeline import TalkingHeadPipeline
+
+PHOTOS = ("lia_vox_taylor.png", "gfpgan_Justin_Timberlake_crop.png", "lia_ted_subject2.png")
+DRIVERS = ("xportrait_driving_video.mp4", "magicportrait_driving.mp4", "headgan_driving.mp4", "xnemo_driving_video.mp4")
+
+
+def eye_strip(frame: np.ndarray) -> np.ndarray:
+    h = frame.shape[0]
+    return cv2.resize(frame[int(0.3 * h):int(0.52 * h), int(0.18 * h):int(0.82 * h)], (384, 132))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("out")
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--frames", type=int, default=64)
+    ap.add_argument("--size", type=int, default=256)
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = TalkingHeadPipeline.from_pretrained(args.model)
+    pipes = {}
+    for name, on in (("baseline", False), ("gaze", True)):
+        cfg = dataclasses.replace(base.cfg, model=dataclasses.replace(base.cfg.model, tps_iris=on),
+                                  inference=dataclasses.replace(base.cfg.inference, output_size=args.size))
+        pipes[name] = TalkingHeadPipeline(cfg, base.networks, meta=base.meta)
+    results, strips = [], []
+    for photo in PHOTOS:
+        avatar = pipes["gaze"].create_avatar(str(Path(args.data) / "photos" / photo))
+        for driver in DRIVERS + ("look",):
+            path = driver if driver == "look" else str(Path(args.data) / "videos" / "test" / driver)
+            seq = pipes["gaze"].load_driver(path, duration=4.0)
+            seq = seq.head(args.frames)
+            row = {"photo": photo, "driver": driver}
+            rendered = {}
+            for name, pipe in pipes.items():
+                target = out / f"{Path(photo).stem}_{Path(driver).stem}_{name}.mp4"
+                pipe.animate(avatar, seq, target, contact_sheet=False, progress=False)
+                rendered[name] = [f for _, f in read_frames(target)]
+                target.unlink()
+            if driver == "look":
+                from talking_heads.landmarks.iris import relative_gaze
+                drv = np.stack([relative_gaze(p, c) for p, c in zip(seq.driver_points, seq.iris)])
+            else:
+                drv = frame_gaze(f for _, f in read_frames(path, list(range(len(seq)))))
+            for name, frames in rendered.items():
+                row[name] = gaze_agreement(frame_gaze(frames), drv)
+            results.append(row)
+            print(json.dumps(row))
+            picks = np.linspace(0, len(seq) - 1, 4).round().astype(int)
+            panels = (seq.panels(args.size))
+            drv_frames = [p for _, p in zip(range(len(seq)), panels)]
+            strips.append(np.concatenate([np.concatenate([eye_strip(drv_frames[i]), eye_strip(rendered["baseline"][i]),
+                                                          eye_strip(rendered["gaze"][i])], 0) for i in picks], 1))
+    summary = {}
+    for name in pipes:
+        rows = [r[name] for r in results if r[name]["frames"]]
+        summary[name] = {k: float(np.nanmean([r[k] for r in rows])) for k in ("error", "corr_x", "corr_y")}
+        moving = [r[name] for r in results if r[name]["frames"] and r["gaze"]["driver_std_x"] >= 0.03]
+        summary[name]["corr_x_where_driver_looks_around"] = float(np.nanmean([r["corr_x"] for r in moving])) \
+            if moving else float("nan")
+    (out / "results.json").write_text(json.dumps({"summary": summary, "pairs": results}, indent=1))
+    cv2.imwrite(str(out / "eyes_sheet.jpg"), cv2.cvtColor(np.concatenate(strips, 0), cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 85])
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
