@@ -1,6 +1,7 @@
 """Gaze transfer measured (issue 28): avatars of test-split photos driven by test-split clips, with the model's
-iris control points on (`model.tps_iris`) and off (the baseline: the photo's pupils stay where they were), plus
-the `look` motion. The gaze of every rendered frame is measured with the iris locator and compared with the
+irises shifted by the driver's gaze (`model.tps_iris`, and the pupils drawn where the model was trained with
+them) and without (the baseline: the same model, or --baseline MODEL, whose photo's pupils stay where they
+were), plus the `look` motion. The gaze of every rendered frame is measured with the iris locator and compared with the
 driver's (`talking_heads.metrics.gaze`).
 
     .venv/bin/python scripts/gaze_eval.py src/talking_heads/assets/tps_model docs/gaze/eval --frames 64
@@ -38,18 +39,20 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--frames", type=int, default=64)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--baseline", default=None, help="model rendered without gaze (default: MODEL itself)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = TalkingHeadPipeline.from_pretrained(args.model)
     pipes = {}
-    for name, on in (("baseline", False), ("gaze", True)):
+    for name, path, on in (("baseline", args.baseline or args.model, False), ("gaze", args.model, True)):
+        base = TalkingHeadPipeline.from_pretrained(path)
         cfg = dataclasses.replace(base.cfg, model=dataclasses.replace(base.cfg.model, tps_iris=on),
+                                  data=dataclasses.replace(base.cfg.data, pupils=on and base.cfg.data.pupils),
                                   inference=dataclasses.replace(base.cfg.inference, output_size=args.size))
         pipes[name] = TalkingHeadPipeline(cfg, base.networks, meta=base.meta)
     results, strips = [], []
     for photo in PHOTOS:
-        avatar = pipes["gaze"].create_avatar(str(Path(args.data) / "photos" / photo))
+        avatars = {name: pipe.create_avatar(str(Path(args.data) / "photos" / photo)) for name, pipe in pipes.items()}
         for driver in DRIVERS + ("look",):
             path = driver if driver == "look" else str(Path(args.data) / "videos" / "test" / driver)
             seq = pipes["gaze"].load_driver(path, duration=4.0)
@@ -58,7 +61,7 @@ def main() -> None:
             rendered = {}
             for name, pipe in pipes.items():
                 target = out / f"{Path(photo).stem}_{Path(driver).stem}_{name}.mp4"
-                pipe.animate(avatar, seq, target, contact_sheet=False, progress=False)
+                pipe.animate(avatars[name], seq, target, contact_sheet=False, progress=False)
                 rendered[name] = [f for _, f in read_frames(target)]
                 target.unlink()
             if driver == "look":

@@ -230,3 +230,63 @@ def test_preprocessing_stores_iris_points_and_episodes_draw_the_pupils(shared_da
                 assert orange == 0
                 counts["closed"] += 1
     assert counts["open"] >= 3 and counts["closed"] >= 1
+
+
+def test_gaze_error_metric_on_a_real_clip(shared_data):
+    """The registry's gaze_error: a clip against itself is exact (0, correlations 1) with the blink frames
+    counted as failed; against itself played backwards (looking elsewhere) it is not."""
+    from talking_heads.data.video import read_frames
+    from talking_heads.metrics import create
+
+    frames = np.stack([f for _, f in read_frames(shared_data / "videos" / "test" / CLIP)])
+    metric = create("gaze_error")
+    same = metric.summarize(metric.per_frame(frames, frames))
+    assert same.value == 0 and same.failed >= 5 and same.extra["corr_x"] == pytest.approx(1.0)
+    other = metric.summarize(metric.per_frame(frames[::-1].copy(), frames))
+    assert other.value > 0.01
+
+
+def test_codec_version_3_carries_the_gaze_and_old_streams_still_decode(shared_data):
+    """A real clip through the sender's stream at packet versions 3 and 2: version 3 decodes to the sender's
+    gaze within half a quantisation step (None through the blink), for a few bits per frame; version 2 decodes
+    as before, without gaze. Garbage after the points of a v3 packet is refused or bounded, never a crash."""
+    import dataclasses as dc
+
+    from talking_heads.data.video import read_frames
+    from talking_heads.telepresence.codec import CodecError, LandmarkDecoder
+    from talking_heads.telepresence.packet import GAZE_STEP
+    from talking_heads.telepresence.sender import LandmarkStream
+    from talking_heads.telepresence.settings import TelepresenceConfig
+    from talking_heads.telepresence.basis import known_bases
+
+    frames = [f for _, f in read_frames(shared_data / "videos" / "test" / CLIP)]
+    sizes = {}
+    for version in (3, 2):
+        stream = LandmarkStream(25.0, dc.replace(TelepresenceConfig(), version=version))
+        dec = LandmarkDecoder(known_bases())
+        sizes[version] = 0
+        seen = 0
+        for i, frame in enumerate(frames):
+            packet = stream.process(frame, i / 25.0)
+            sizes[version] += len(packet)
+            got = dec.decode(packet)
+            np.testing.assert_allclose(got.points, stream.points, atol=1.0)
+            if version == 2 or stream.gaze is None:
+                assert got.gaze is None
+                continue
+            seen += 1
+            np.testing.assert_allclose(got.gaze, stream.gaze, atol=GAZE_STEP / 2 + 1e-9)
+            full = got.points_with_iris()
+            assert full.shape == (70, 2) and np.isfinite(full).all()
+        if version == 3:
+            assert 6 <= seen <= 12  # open eyes before and after the blink
+    extra_bits = 8 * (sizes[3] - sizes[2]) / len(frames)
+    assert 0 <= extra_bits <= 16  # a few bits per frame (25 fps: at most 0.4 kbit/s)
+    stream = LandmarkStream(25.0, TelepresenceConfig())
+    key = stream.process(frames[0], 0.0)
+    for tail in (b"\xff" * 40, b"\x7f" * 40, b"\x00" * 40):  # a v3 key frame whose gaze block is garbage
+        try:
+            got = LandmarkDecoder(known_bases()).decode(key[:-1] + tail)
+        except CodecError:
+            continue
+        assert got.gaze is None or np.abs(got.gaze).max() <= 40 * GAZE_STEP

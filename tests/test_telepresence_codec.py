@@ -257,7 +257,7 @@ def test_specific_hostile_packets_are_refused_with_a_reason(basis, valid_packets
     cases = {
         "exceeds the 1024-byte limit": b"THLM" + bytes(2000),
         "bad magic": b"GET / HTTP/1.1\r\n\r\n",
-        "unsupported packet version 3": bytes(key[:4]) + b"\x03" + bytes(key[5:]),
+        "unsupported packet version 4": bytes(key[:4]) + b"\x04" + bytes(key[5:]),
         "unsupported packet version 0": bytes(key[:4]) + b"\x00" + bytes(key[5:]),
         "reserved flag bits": bytes(key[:5]) + b"\x80" + bytes(key[6:]),
         "key frame truncated": bytes(key[:10]),

@@ -174,7 +174,7 @@ class EvalConfig:
     epochs: int | None = None  # FT epochs (None = finetune.epochs, the paper's 40)
     seed: int = 0  # seed of the few-shot draws (FT's batch order follows train.seed, as in the pipeline)
     metrics: tuple[str, ...] = ("ssim", "psnr", "l1", "lpips", "csim", "identity", "landmark_error", "fid",
-                                "fid_face", "sharpness")  # registry names (talking_heads.metrics)
+                                "fid_face", "sharpness", "gaze_error")  # registry names (talking_heads.metrics)
     render_batch: int = 1  # frames per generator call (1 = per-frame inference timing, as the paper reports)
     cross: bool = False  # also run cross-identity puppeteering (adaptation on and off)
     cross_frames: int = 16  # driver frames per cross-identity pair, evenly spaced over the driver clip

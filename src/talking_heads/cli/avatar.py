@@ -10,6 +10,7 @@ import argparse
 from .. import limits
 from ..errors import InputError
 from ..landmarks.motions import MOTIONS
+from ..landmarks.iris import uses_gaze
 from ..paths import input_path, output_dir, output_file
 from . import UserError
 from .common import model_args, onnx_arg, pipeline_from_args, print_warnings, use_onnx_file
@@ -56,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="driver frame whose expression and pose count as neutral for adaptation (default: the "
                         "most neutral one: mouth closed, eyes open, frontal)")
     m.add_argument("--smooth", action="store_true", help="One Euro smoothing of the driver's landmarks")
+    m.add_argument("--eye-contact", action="store_true",
+                   help="turn the driver's sustained gaze towards the camera, keeping blinks and quick eye "
+                        "movements (a look at a screen below the camera becomes a look at the viewer); for models "
+                        "that render gaze")
     m.add_argument("--side-by-side", action="store_true", help="driver | result in each frame")
     m.add_argument("--paste-back", action="store_true",
                    help="paste the result into the source photo's full frame, through a head mask (only the "
@@ -133,6 +138,9 @@ def run_animate(args: argparse.Namespace) -> int:
     if args.reference_frame is not None:
         check_reference_index(args.reference_frame, "--reference-frame")
     pipe = pipeline_from_args(args)
+    if args.eye_contact and not uses_gaze(pipe.cfg):
+        raise UserError("--eye-contact needs a model that renders gaze (model.tps_iris or data.pupils), which this "
+                        "one does not: use --model tps, or leave --eye-contact out")
     # the driver first: a bad driver fails before minutes of fine-tuning
     seq = pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth, duration=args.duration)
     if args.reference_frame is not None:
@@ -140,7 +148,7 @@ def run_animate(args: argparse.Namespace) -> int:
     avatar = Avatar.load(args.avatar, pipe) if args.avatar else _create(pipe, args, args.source)
     use_onnx_file(pipe, avatar, args)
     result = pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt, reference_frame=args.reference_frame,
-                          side_by_side=args.side_by_side, paste_back=args.paste_back,
+                          side_by_side=args.side_by_side, paste_back=args.paste_back, eye_contact=args.eye_contact,
                           paste_mask=not args.square_paste, contact_sheet=not args.no_contact_sheet,
                           progress=not args.no_progress)
     print_warnings(avatar.warnings, result.warnings)

@@ -56,8 +56,9 @@ def _send_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-smooth", action="store_true", help="send the tracked landmarks without One Euro smoothing")
     s.add_argument("--smooth-space", choices=("basis", "points"), default=d.smooth_space,
                    help="smooth the shape basis's motion coefficients (default) or each coordinate (v1's filter)")
-    s.add_argument("--packet-version", type=int, choices=(1, 2), default=d.version,
-                   help=f"packet format to send (default {d.version}; 1 for receivers of an older release)")
+    s.add_argument("--packet-version", type=int, choices=(1, 2, 3), default=d.version,
+                   help=f"packet format to send (default {d.version}: landmarks and gaze; 2 or 1 for receivers of "
+                        "an older release)")
     s.add_argument("--no-basis", action="store_true", help="code point by point instead of on the shape basis")
     s.set_defaults(func=run_send)
 
@@ -81,6 +82,9 @@ def _receive_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--tls-key", default=None, metavar="KEY", help="... and this private key")
     r.add_argument("--no-adapt", action="store_true", help="use the sender's landmarks as they are (the paper)")
     r.add_argument("--smooth", action="store_true", help="One Euro smoothing at the receiver too")
+    r.add_argument("--eye-contact", action="store_true",
+                   help="turn the sender's sustained gaze towards the camera (blinks and quick glances kept; for "
+                        "models that render gaze, e.g. --model tps)")
     r.add_argument("--max-senders", type=int, default=d.max_senders, help=f"senders at once (default {d.max_senders})")
     model_args(r)
     onnx_arg(r)
@@ -162,7 +166,8 @@ def run_receive(args: argparse.Namespace) -> int:
     if not args.no_adapt:
         require_landmarks(avatar)
     use_onnx_file(pipe, avatar, args)
-    settings = dataclasses.replace(DEFAULTS, host=host, port=port, max_senders=args.max_senders)
+    settings = dataclasses.replace(DEFAULTS, host=host, port=port, max_senders=args.max_senders,
+                                   eye_contact=args.eye_contact)
     receiver = Receiver(pipe, avatar, settings=settings, bases=known_bases(), adapt=not args.no_adapt,
                         smooth=args.smooth, out=args.out, once=args.once)
     try:

@@ -64,6 +64,8 @@ def chip_transform(points, size: int = CHIP_SIZE, padding: float = CHIP_PADDING)
     p = np.asarray(p, np.float64)
     if p.ndim == 2:
         p = p[None]
+    if p.shape[1:] == (70, 2):  # with the iris centres (gaze): the face's own 68 align the chip
+        p = p[:, :68]
     if p.shape[1:] != (68, 2):
         raise ValueError(f"expected 68-point landmarks (B,68,2), got {tuple(p.shape)}")
     if not np.isfinite(p).all():

@@ -24,6 +24,7 @@ Gaze as the rest of the system uses it is the iris centre relative to the eye co
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -109,23 +110,27 @@ _NOISE = ("GetPrototype", "absl::InitializeLog", "XNNPACK delegate", "inference_
 
 @contextlib.contextmanager
 def _quiet_stderr():
-    """Run a block with file descriptor 2 captured; afterwards replay what it wrote except `_NOISE` lines."""
+    """Run a block with standard error captured (file descriptor 2 and `sys.stderr`); afterwards replay what
+    it wrote except `_NOISE` lines."""
+    text = io.StringIO()
     try:
         fd = os.dup(2)
     except OSError:  # no stderr to capture
-        yield
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
+        fd = None
+    with tempfile.TemporaryFile() as tmp, contextlib.redirect_stderr(text):
+        if fd is not None:
+            os.dup2(tmp.fileno(), 2)
         try:
             yield
         finally:
-            os.dup2(fd, 2)
-            os.close(fd)
+            if fd is not None:
+                os.dup2(fd, 2)
+                os.close(fd)
             tmp.seek(0)
-            for line in tmp.read().decode(errors="replace").splitlines():
-                if line.strip() and not any(n in line for n in _NOISE):
-                    sys.stderr.write(line + "\n")
+            lines = tmp.read().decode(errors="replace").splitlines() + text.getvalue().splitlines()
+    for line in lines:
+        if line.strip() and not any(n in line for n in _NOISE):
+            sys.stderr.write(line + "\n")
 
 
 class IrisLocator:

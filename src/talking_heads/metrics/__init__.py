@@ -13,6 +13,8 @@
 | fid             | fid.py              | set    | lower  | FID with the TF-FID InceptionV3 weight file (path)       |
 | fid_face        | identity.py         | set    | lower  | Frechet distance of dlib face descriptors (not Inception)|
 | sharpness       | sharpness.py        | paired | higher | variance of the face's Laplacian, generated / real       |
+| gaze_error      | gaze.py             | paired | lower  | gaze (iris vs eye corners, eye widths) generated vs real;|
+|                 |                     |        |        | horizontal / vertical correlation beside it              |
 
 Inputs (see `base.py`): uint8 RGB arrays (N,H,W,3), or the project's float tensors (N,3,H,W) in [-1,1], which
 are first converted to uint8 exactly as a saved frame would be. Landmarks are (N,68,2) in those pixels.
@@ -30,6 +32,7 @@ from ..config import EvalConfig
 from .base import Metric, MetricValue, PairedMetric, SetMetric, as_uint8
 from .csim import CSIM
 from .fid import FID
+from .gaze import GazeError
 from .identity import DescriptorFID, IdentityVerification
 from .landmark_error import LandmarkError
 from .lpips import LPIPSMetric
@@ -49,7 +52,7 @@ def register(cls: type[Metric]) -> type[Metric]:
 
 
 for _cls in (SSIM, PSNR, L1, LPIPSMetric, CSIM, IdentityVerification, LandmarkError, FID, DescriptorFID,
-             Sharpness):
+             Sharpness, GazeError):
     register(_cls)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..landmarks.backend import detect_faces, get_backend
 from ..landmarks.iris import conjugate, get_iris_locator, iris_points, relative_gaze
+from .base import PairedMetric, as_uint8
 
 
 def frame_gaze(frames: Iterable[np.ndarray], locator: str = "auto") -> np.ndarray:
@@ -52,3 +53,39 @@ def gaze_agreement(rendered: np.ndarray, driver: np.ndarray) -> dict[str, float]
     return {"frames": int(ok.sum()), "error": float(np.linalg.norm(r - d, axis=1).mean()),
             "corr_x": _corr(r[:, 0], d[:, 0]), "corr_y": _corr(r[:, 1], d[:, 1]),
             "driver_std_x": float(d[:, 0].std())}
+
+
+class GazeError(PairedMetric):
+    """Registry entry "gaze_error": per frame pair, the distance (eye widths, both eyes averaged) between the
+    gaze measured on the generated frame and on the real one (in self-reenactment: the driver); NaN where
+    either shows no seen iris (counted as failed). Its summary adds the horizontal and vertical correlation
+    over the frames (`gaze_agreement`)."""
+
+    name = "gaze_error"
+    higher_is_better = False
+    description = "gaze (iris centre relative to the eye corners, eye widths) of the generated vs the real frame"
+
+    def __init__(self, cfg=None, device: str = "cpu"):
+        super().__init__(cfg, device)
+        try:
+            get_backend("dlib")
+            get_iris_locator("auto")
+        except (ImportError, RuntimeError) as err:
+            self.available, self.reason = False, f"iris locator unavailable: {err}"
+        self._last: tuple[np.ndarray, np.ndarray] | None = None
+
+    def reference(self, real, points=None) -> np.ndarray:
+        return frame_gaze(as_uint8(real))
+
+    def _per_frame(self, fake, reference, points):
+        got = frame_gaze(fake)
+        self._last = (got, reference)
+        g = np.stack([conjugate(x) for x in got]).mean(1)
+        r = np.stack([conjugate(x) for x in reference]).mean(1)
+        return np.linalg.norm(g - r, axis=1)
+
+    def extra_summary(self, values: np.ndarray) -> dict:
+        if self._last is None:
+            return {}
+        agree = gaze_agreement(*self._last)
+        return {"corr_x": agree["corr_x"], "corr_y": agree["corr_y"], "seen": agree["frames"]}

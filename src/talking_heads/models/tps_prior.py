@@ -50,6 +50,8 @@ RING_LIMIT = 0.92  # ring points are kept inside the crop (|x|, |y| <= this) so 
 CHIN_FOLLOW = 0.5
 BORDER_POINTS = 9  # per side, corners included
 BORDER_MARGIN = 0.08  # the displacement fades to 0 over this much (normalised) at the crop border
+AT_LIDS = 0.15  # iris_shift: the shift fades to 0 over this much of an eye opening's half height at the lids
+IRIS_DISC = 0.21  # iris radius in eye widths (landmarks/iris.py IRIS_RADIUS; models import no landmark code)
 REGULARISER = 1e-5  # lambda of the regularised TPS (normalised units)
 
 
@@ -203,20 +205,28 @@ def _inside_distance(poly: Tensor, size: int) -> Tensor:
 @full_precision
 def iris_shift(driver: Tensor, source: Tensor, size: int, feather: float = 0.35) -> Tensor:
     """Gaze (model.tps_iris; landmarks/iris.py): a displacement (B,2,size,size) to add to the prior's, which
-    moves what the photo shows inside each eye's lid opening (iris and sclera alike) so that the photo's iris
-    lands on the driven one: the shift is the photo's iris centre minus where the prior maps the driven iris
-    centre, applied fully inside the driven opening and fading to 0 at the lids over `feather` x the opening's
-    half height (the lids stay where the prior puts them). driver, source (B,70,2) normalised, rows 68-69
-    the iris centres."""
+    moves what the photo shows inside each eye's lid opening so that the photo's iris lands on the driven one.
+    The shift is the photo's iris centre minus where the prior maps the driven iris centre. It applies in full
+    over the driven iris (a disc of 1.25 iris radii, `iris.IRIS_RADIUS` eye widths: the iris moves whole) and
+    over the opening's middle (from `feather` x its half height inside the lids), and fades to 0 at the lids,
+    which stay where the prior puts them; the white of the eye stretches in between. driver, source (B,70,2)
+    normalised, rows 68-69 the iris centres."""
     d, src = driver.float(), source.float()
     ctrl_d, ctrl_s = control_points(d[:, :68], src[:, :68])
     mapped = evaluate_tps(solve_tps(ctrl_d, ctrl_s), ctrl_d, d[:, 68:70])  # B,2,2: the driven irises in the photo
     delta = src[:, 68:70] - mapped
     out = d.new_zeros(d.shape[0], 2, size * size)
+    q = identity_grid(1, size, size, d)[0].reshape(1, -1, 2)  # 1,HW,2
     for eye, idx in enumerate((range(36, 42), range(42, 48))):
         poly = d[:, list(idx)]
         half = 0.25 * ((poly[:, 1] - poly[:, 5]).norm(dim=-1) + (poly[:, 2] - poly[:, 4]).norm(dim=-1))  # B
-        w = (_inside_distance(poly, size) / (feather * half.clamp_min(1e-4))[:, None]).clamp(0, 1)  # B,HW
+        inside = _inside_distance(poly, size)  # B,HW
+        middle = (inside / (feather * half.clamp_min(1e-4))[:, None]).clamp(0, 1)
+        at_lids = (inside / (AT_LIDS * half.clamp_min(1e-4))[:, None]).clamp(0, 1)
+        r = IRIS_DISC * (poly[:, 3] - poly[:, 0]).norm(dim=-1).clamp_min(1e-4)  # B
+        dist = (q - d[:, 68 + eye, None]).norm(dim=-1)  # B,HW
+        disc = ((1.25 * r[:, None] - dist) / (0.35 * r[:, None])).clamp(0, 1)
+        w = at_lids * torch.maximum(middle, disc)
         out += w[:, None] * delta[:, eye, :, None]
     return out.reshape(-1, 2, size, size)
 

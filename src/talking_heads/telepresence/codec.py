@@ -55,7 +55,8 @@ import numpy as np
 from ..errors import InputError
 from .entropy import ArithmeticDecoder, ArithmeticEncoder, magnitude_class, put_int, take_int, update_state
 from .packet import (DELTA2_END, DELTA2_FACE, DELTA2_HEADER_SIZE, DELTA2_MARK, DELTA2_SEQ, DELTA_HEADER, DELTA_MARK,
-                     DIM, FLAG_BITS, FLAG_END, FLAG_FACE, KEY_HEADER, KEY_MAGIC, MAX_PACKET, NUM_POINTS,
+                     DIM, FLAG_BITS, FLAG_END, FLAG_FACE, GAZE_MAX, GAZE_STEP, KEY_HEADER, KEY_MAGIC, MAX_PACKET,
+                     NUM_POINTS,
                      PREDICT_PREVIOUS, TRANSFORM_IDENTITY, VERSION, VERSIONS, CodecError, CropBox, Frame, StreamGap,
                      StreamParams, delta2_byte)
 from .prediction import Basis, StreamModel
@@ -116,11 +117,13 @@ class LandmarkEncoder:
         self.deadzone, self.key_interval, self.predictor = deadzone, key_interval, predictor
         self.seq = 0
         self._model: StreamModel | None = None
+        self._gaze = GazeCoder()
         self._since_key = 0
 
     def encode(self, points: np.ndarray | None, timestamp_ms: int, box: CropBox, *, end: bool = False,
-               key: bool = False) -> bytes:
-        """One packet. points (68,2) in crop px at box.size (None or NaN: no face); timestamp_ms: capture time."""
+               key: bool = False, gaze: np.ndarray | None = None) -> bytes:
+        """One packet. points (68,2) in crop px at box.size (None or NaN: no face); timestamp_ms: capture time;
+        gaze (2,) eye widths (`iris.relative_gaze`, both eyes alike; None or NaN: not seen), sent by version 3."""
         if points is not None:
             points = np.asarray(points, np.float64)
             if points.shape != (NUM_POINTS, 2):
@@ -130,6 +133,7 @@ class LandmarkEncoder:
             else:  # the range the decoder accepts, with room for the quantisation error
                 points = np.clip(points, -0.9 * box.size, 1.9 * box.size)
         ts = int(timestamp_ms) & 0xFFFFFFFF
+        self._pending_gaze = None if gaze is None else np.asarray(gaze, np.float64).reshape(2)
         params = StreamParams(self.fps100, self.q64, box, self.basis.transform_id, self.predictor, self.version)
         m = self._model
         need_key = (key or m is None or m.params != params or self._since_key >= self.key_interval
@@ -153,6 +157,7 @@ class LandmarkEncoder:
         flags = (FLAG_FACE if points is not None else 0) | (FLAG_END if end else 0)
         header = KEY_HEADER.pack(KEY_MAGIC, params.version, flags, seq, ts, params.fps100, params.q64, box.size,
                                  box.x0, box.y0, box.side, params.transform_id, params.predictor)
+        self._gaze.reset()
         if points is None:
             model.start(None, seq, ts)
             return header
@@ -162,6 +167,8 @@ class LandmarkEncoder:
         for v, a in zip(k, model.key_states):
             put_int(enc, int(v), magnitude_class(a))
         model.start(model.key_points(k.astype(np.float64)), seq, ts)
+        if params.version >= 3:
+            self._gaze.put(enc, self._pending_gaze)
         return header + enc.finish()
 
     def _delta(self, points, seq: int, ts: int, end: bool) -> bytes:
@@ -179,11 +186,67 @@ class LandmarkEncoder:
             for v, a in zip(k, m.states):
                 put_int(enc, int(v), magnitude_class(a))
             m.advance(k.astype(np.float64))
+            if m.params.version >= 3:
+                self._gaze.put(enc, self._pending_gaze)
         else:
             m.stop()  # the face is gone: it comes back with a key frame
         if m.params.version == 1:
             return DELTA_HEADER.pack(DELTA_MARK | flags, seq & 0xFF) + enc.finish()
         return bytes([delta2_byte(flags, seq)]) + enc.finish()
+
+
+class GazeCoder:
+    """Version 3's gaze block, after a frame's points (both ends keep one; `reset` at every key frame): whether
+    the eyes are seen, as a change from the previous frame (0: as before), then, when seen, the quantised gaze
+    (step `GAZE_STEP` eye widths, |q| <= `GAZE_MAX`) as a change from the last gaze sent (0 after a key frame),
+    each integer with its own running magnitude class, like the points."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.seen = 0
+        self.q = np.zeros(2, np.int64)
+        self.states = [0, 10 << 8, 10 << 8]  # a first gaze after a key frame is about 10 steps from 0
+
+    def _code(self, value: int, i: int) -> int:
+        cls = magnitude_class(self.states[i])
+        self.states[i] = update_state(self.states[i], value)
+        return cls
+
+    def put(self, enc: ArithmeticEncoder, gaze: np.ndarray | None) -> None:
+        seen = int(gaze is not None and bool(np.isfinite(gaze).all()))
+        put_int(enc, seen - self.seen, self._code(seen - self.seen, 0))
+        self.seen = seen
+        if seen:
+            q = np.clip(np.round(np.asarray(gaze) / GAZE_STEP), -GAZE_MAX, GAZE_MAX).astype(np.int64)
+            for j in range(2):
+                d = int(q[j] - self.q[j])
+                put_int(enc, d, self._code(d, 1 + j))
+            self.q = q
+
+    def take(self, dec: ArithmeticDecoder) -> np.ndarray | None:
+        """The gaze (2,) eye widths, or None when not seen; CodecError for values out of range."""
+        change = take_int(dec, self._code_peek(0))
+        seen = self.seen + change
+        if seen not in (0, 1):
+            raise CodecError(f"gaze seen flag {seen}: corrupt packet")
+        self.states[0] = update_state(self.states[0], change)
+        self.seen = seen
+        if not seen:
+            return None
+        q = self.q.copy()
+        for j in range(2):
+            d = take_int(dec, self._code_peek(1 + j))
+            self.states[1 + j] = update_state(self.states[1 + j], d)
+            q[j] += d
+        if np.abs(q).max() > GAZE_MAX:
+            raise CodecError(f"gaze {q.tolist()} out of range: corrupt packet")
+        self.q = q
+        return q.astype(np.float64) * GAZE_STEP
+
+    def _code_peek(self, i: int) -> int:
+        return magnitude_class(self.states[i])
 
 
 def _ts_jitter(ts: int, prev: int, period: int) -> int:
@@ -207,6 +270,7 @@ class LandmarkDecoder:
         self.bases = {TRANSFORM_IDENTITY: Basis.identity(), **(bases or {})}
         self.max_packet = max_packet
         self._model: StreamModel | None = None
+        self._gaze = GazeCoder()
 
     def decode(self, packet: bytes) -> Frame:
         if not isinstance(packet, (bytes, bytearray, memoryview)):
@@ -219,7 +283,7 @@ class LandmarkDecoder:
         version = self._model.params.version if self._model is not None else None
         if version == 1 and len(packet) >= DELTA_HEADER.size and packet[0] & 0xF0 == DELTA_MARK:
             return self._delta(packet)
-        if version == 2 and packet and packet[0] & DELTA2_MARK:
+        if version is not None and version >= 2 and packet and packet[0] & DELTA2_MARK:
             return self._delta(packet)
         if version is None and packet and packet[0] & DELTA2_MARK:  # a delta of either version
             raise StreamGap("delta frame before any key frame: waiting for a key frame")
@@ -247,17 +311,20 @@ class LandmarkDecoder:
         crop = CropBox(x0, y0, side, size)
         params = StreamParams(fps100, q64, crop, transform, predictor, version)
         model = StreamModel(self.bases[transform], params)  # CodecError for an unknown predictor
-        points = None
+        points = gaze = None
+        self._gaze.reset()
         if flags & FLAG_FACE:
             dec = ArithmeticDecoder(packet[KEY_HEADER.size:])
             k = np.array([take_int(dec, magnitude_class(a)) for a in model.key_states], np.float64)
             points = model.key_points(k)
             points = _check_points(points, size)
+            if version >= 3:
+                gaze = self._gaze.take(dec)
         elif len(packet) > KEY_HEADER.size:
             raise CodecError("key frame without a face carries a payload")
         model.start(None if points is None else model.key_points(k), seq, ts)  # as on the encoder's side
         self._model = model
-        return Frame(seq, ts, True, bool(flags & FLAG_END), points, crop, fps100 / 100, len(packet))
+        return Frame(seq, ts, True, bool(flags & FLAG_END), points, crop, fps100 / 100, len(packet), gaze)
 
     def _delta(self, packet: bytes) -> Frame:
         m = self._model
@@ -283,10 +350,12 @@ class LandmarkDecoder:
             jitter = take_int(dec, magnitude_class(m.ts_state))
             m.ts_state = update_state(m.ts_state, jitter)
             ts = (m.ts + m.params.period_ms + jitter) & 0xFFFFFFFF
-            points = None
+            points = gaze = None
             if flags & FLAG_FACE:
                 k = np.array([take_int(dec, magnitude_class(a)) for a in m.states], np.float64)
                 points = _check_points(m.advance(k), m.params.crop.size)
+                if m.params.version >= 3:
+                    gaze = self._gaze.take(dec)
             else:
                 m.stop()
         except CodecError:
@@ -294,5 +363,5 @@ class LandmarkDecoder:
             raise
         m.seq, m.ts = seq, ts
         return Frame(seq, ts, False, bool(flags & FLAG_END), points, m.params.crop, m.params.fps100 / 100,
-                     len(packet))
+                     len(packet), gaze)
 

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..errors import InputError
 
-VERSION = 2  # what the encoder writes by default
-VERSIONS = (1, 2)  # what the decoder reads
+VERSION = 3  # what the encoder writes by default
+VERSIONS = (1, 2, 3)  # what the decoder reads (3 = 2 + the gaze after the points)
 KEY_MAGIC = b"THLM"  # first bytes of a key frame
 DELTA_MARK = 0xD0  # v1: high nibble of a delta frame's first byte; its low nibble holds the flags
 DELTA2_MARK = 0x80  # v2: top bit of a delta frame's only header byte ("T" of the key magic has it clear)
@@ -19,6 +19,8 @@ DELTA2_FACE, DELTA2_END, DELTA2_SEQ = 0x40, 0x20, 0x1F  # v2 delta byte: 1 F E s
 MAX_PACKET = 1024  # bytes; a key frame of a fast-moving face at the finest step is about 300
 NUM_POINTS = 68
 DIM = 2 * NUM_POINTS
+GAZE_STEP = 1 / 64  # v3: gaze quantisation step, eye widths (landmarks/iris.py relative_gaze)
+GAZE_MAX = 40  # v3: |quantised gaze| limit (0.62 eye widths; an iris lies within 0.35 of its eye's middle)
 
 FLAG_FACE = 0x01  # the frame carries landmarks (0: no face in this frame)
 FLAG_END = 0x02  # the sender's last packet: the stream ends cleanly
@@ -68,6 +70,18 @@ class Frame:
     crop: CropBox
     fps: float
     nbytes: int  # packet size
+    gaze: np.ndarray | None = None  # v3: (2,) the eyes' gaze (eye widths, x right, y down; iris.relative_gaze, both eyes alike); None: not seen or not sent
+
+    def points_with_iris(self) -> np.ndarray | None:
+        """(70,2) crop px: the points and both iris centres placed by `gaze` (NaN when not seen), for a live
+        stage that renders gaze; None without a face."""
+        if self.points is None:
+            return None
+        from ..landmarks.iris import place_gaze, with_iris
+
+        if self.gaze is None:
+            return with_iris(self.points, None)
+        return with_iris(self.points, place_gaze(self.points, np.stack([self.gaze, self.gaze])))
 
 
 @dataclass(frozen=True)

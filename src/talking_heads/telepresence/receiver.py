@@ -242,14 +242,15 @@ class Receiver(PacketSink):
     def _render(self, stream: int, first_seq: int, frame: Frame) -> None:
         s = self.stats
         if stream != self._live_stream:  # a new sender: a new reference frame, a new segment of the video
-            self._live = self.pipe.live(self.avatar, adapt=self.adapt, smooth=self.smooth, fps=frame.fps)
+            self._live = self.pipe.live(self.avatar, adapt=self.adapt, smooth=self.smooth, fps=frame.fps,
+                                        eye_contact=self.settings.eye_contact)
             self._live_stream, self._base = stream, self._next_slot
             with self._lock:
                 s.last_rendered_seq = None
         points = None
-        if frame.points is not None:
+        if frame.points is not None:  # with the iris centres placed by the sender's gaze (v3; NaN: not seen)
             c = frame.crop
-            points = CropTransform(c.x0, c.y0, c.side, c.size, 0, 0).to_frame(frame.points)  # sender frame px
+            points = CropTransform(c.x0, c.y0, c.side, c.size, 0, 0).to_frame(frame.points_with_iris())  # sender px
         image = self._live.step(points, t=frame.timestamp_ms / 1000.0)
         now = time.monotonic()
         latency = _ms_since(frame.timestamp_ms)

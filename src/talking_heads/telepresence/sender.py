@@ -32,6 +32,7 @@ from ..config import DataConfig
 from ..data.crop import StreamCrop
 from ..data.video import probe, read_frames
 from ..landmarks.filters import OneEuroFilter
+from ..landmarks.iris import conjugate, iris_points, relative_gaze
 from ..landmarks.tracking import FaceTracker
 from .basis import BasisFilter, load_basis
 from .codec import KEY_MAGIC, PREDICT_PREVIOUS, Basis, CropBox, LandmarkEncoder
@@ -167,21 +168,34 @@ class LandmarkStream:
     def __init__(self, fps: float, settings: TelepresenceConfig | None = None, *, backend: str = "dlib"):
         self.settings = settings or TelepresenceConfig()
         self.fps = float(fps)
-        self.tracker = FaceTracker(backend, redetect_every=DataConfig.redetect_every)
+        # gaze (packet version 3): the iris locator beside the landmarks (landmarks/iris.py)
+        self.tracker = FaceTracker(backend, redetect_every=DataConfig.redetect_every,
+                                   iris=DataConfig.iris if self.settings.version >= 3 else "none")
         self.crop = StreamCrop(self.settings.crop_size)
         self.filter = make_filter(self.settings)
+        self.gaze_filter = OneEuroFilter() if self.settings.smooth else None
         self.encoder = make_encoder(self.settings, self.fps)
         self.box: CropBox | None = None
         self.points: np.ndarray | None = None  # (68,2) crop px of the last frame sent (None: no face)
+        self.gaze: np.ndarray | None = None  # (2,) its gaze (eye widths, both eyes alike; None: not seen)
         self._last_t: float | None = None
 
     def landmarks(self, frame: np.ndarray, t: float) -> np.ndarray | None:
         """(68,2) landmarks of `frame` in the crop (smoothed), or None without a face."""
         points, _, _ = self.tracker.update(frame)
+        self.gaze = None
         if points is None:
             if self.filter is not None:
                 self.filter.reset()
             return None
+        if self.tracker.iris_locator is not None:
+            g = conjugate(relative_gaze(points, iris_points(self.tracker.iris))).mean(0)
+            if np.isfinite(g).all():
+                dt = 1.0 / self.fps if self._last_t is None else max(1e-3, t - self._last_t)
+                # One Euro on the gaze in 1/100 eye widths (the filter's units: about a 256 px crop's pixels)
+                self.gaze = g if self.gaze_filter is None else self.gaze_filter(g * 100, dt) / 100
+            elif self.gaze_filter is not None:
+                self.gaze_filter.reset()
         crop = self.crop.update(points, (frame.shape[1], frame.shape[0]))
         tf = self.crop.transform
         self.box = CropBox(tf.x0, tf.y0, tf.side, tf.size)
@@ -197,7 +211,7 @@ class LandmarkStream:
         """One packet for one RGB frame captured at wall-clock time t (s)."""
         self.points = self.landmarks(frame, t)
         box = self.box or CropBox(0, 0, max(frame.shape[:2]), self.settings.crop_size)
-        return self.encoder.encode(self.points, _ms(t), box)
+        return self.encoder.encode(self.points, _ms(t), box, gaze=self.gaze)
 
     def end(self, t: float) -> bytes:
         """The end-of-stream marker."""

@@ -13,7 +13,7 @@ class TelepresenceConfig:
 
     # codec (sender side; the receiver reads them from the key frames)
     crop_size: int = 256  # side (px) of the sender's crop that landmark coordinates refer to
-    version: int = 2  # packet format the sender writes (1 for old receivers; receivers read both)
+    version: int = 3  # packet format the sender writes (3: with the gaze; 2 or 1 for old receivers; receivers read all three)
     step: float = 0.703125  # quantisation step q (px at the crop; a multiple of 1/64: 45/64)
     deadzone: float = 0.15  # encoder's dead zone (fraction of q) for prediction errors
     key_interval: int = 100  # frames between key frames: a lost packet costs at most this many frames (4 s at 25 fps)
@@ -34,6 +34,7 @@ class TelepresenceConfig:
     max_viewers: int = 4  # browser pages watching at once (others get HTTP 503)
     max_connections: int = 32  # open connections of any kind past the handshake (others get HTTP 503)
     # receiver
+    eye_contact: bool = False  # the sender's sustained gaze turned towards the camera (models that render gaze; live.py)
     jpeg_quality: int = 80  # quality of the frames sent to the page
     stats_interval: float = 0.5  # s between statistics updates on the page
     record_queue: int = 8  # rendered frames waiting for the mp4 writer (the renderer waits when full)

@@ -33,6 +33,7 @@ import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..demo import default_data_dir, portrait  # noqa: E402
+from ..landmarks.iris import uses_gaze  # noqa: E402
 from ..landmarks.motions import MOTIONS  # noqa: E402
 from ..pipeline import TalkingHeadPipeline  # noqa: E402
 from . import handlers  # noqa: E402
@@ -271,6 +272,9 @@ class Page:
                     self.side = gr.Checkbox(False, label="Side by side: driver | result", elem_id="side-by-side")
                     self.paste = gr.Checkbox(False, label="Paste the face back into the whole source photo",
                                              elem_id="paste-back")
+                    self.eye_contact = gr.Checkbox(False, label="Eye contact: look at the viewer where the driver "
+                                                   "looked near the camera (blinks and quick glances kept)",
+                                                   visible=uses_gaze(self.cfg), elem_id="eye-contact")
                 self.animate_btn = gr.Button("Animate", variant="primary", elem_id="animate")
             with gr.Column():
                 self.video_out = gr.Video(label="Result", autoplay=True, loop=True, interactive=False,
@@ -312,7 +316,8 @@ class Page:
                                 [self.motion, self.duration, self.driver_video], api_visibility="private", queue=False)
         self.animate_btn.click(self.on_animate, [self.avatar, self.driver_kind, self.motion, self.duration,
                                                  self.driver_video, self.adapt, self.reference, self.smooth, self.side,
-                                                 self.paste], [self.video_out, self.downloads, self.animate_status],
+                                                 self.paste, self.eye_contact],
+                                [self.video_out, self.downloads, self.animate_status],
                                api_name="animate", show_progress_on=[self.video_out], **self.jobs)
 
     def _wire_verify(self) -> None:
@@ -371,7 +376,7 @@ class Page:
         video = kind == "video"
         return gr.Dropdown(visible=not video), gr.Slider(visible=not video), gr.Video(visible=video)
 
-    def on_animate(self, avatar, kind, motion, seconds, video, adapt, reference, smooth, side, paste,
+    def on_animate(self, avatar, kind, motion, seconds, video, adapt, reference, smooth, side, paste, eye_contact,
                    request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         with page_errors():
             if kind == "video" and not video:
@@ -381,7 +386,7 @@ class Page:
                 result = handlers.animate(self.pipe, avatar, self.settings, job,
                                           video=video if kind == "video" else None, motion=motion, duration=seconds,
                                           adapt=adapt, reference_frame=reference, smooth=smooth, side_by_side=side,
-                                          paste_back=paste)
+                                          paste_back=paste, eye_contact=bool(eye_contact))
         _warn(result.warnings)
         return (str(result.result.video), [str(p) for p in result.downloads],
                 _status(f"**Done**: {result.summary}.", result.warnings))

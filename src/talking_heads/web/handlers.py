@@ -387,8 +387,9 @@ class AnimateResult:
 def animate(pipe: TalkingHeadPipeline, avatar: Avatar | None, settings: WebSettings, job: Job, *,
             video: str | Path | None = None, motion: str | None = "talk", duration: float | None = None,
             adapt: bool = True, reference_frame: int | None = None, smooth: bool = False, side_by_side: bool = False,
-            paste_back: bool = False, progress: bool = True) -> AnimateResult:
-    """Drive the avatar (`pipe.animate`): result video and contact sheet in `job.results`."""
+            paste_back: bool = False, progress: bool = True, eye_contact: bool = False) -> AnimateResult:
+    """Drive the avatar (`pipe.animate`): result video and contact sheet in `job.results`. eye_contact: for
+    models that render gaze (the page shows the box only for them; elsewhere it changes nothing)."""
     if avatar is None:
         raise WebInputError("no avatar yet: create one (or load a saved one) on the Avatar tab first")
     if reference_frame in (None, ""):  # blank: the most neutral frame (the pipeline chooses it)
@@ -401,7 +402,8 @@ def animate(pipe: TalkingHeadPipeline, avatar: Avatar | None, settings: WebSetti
         check_reference_frame(seq, reference_frame)
     name = f"{_stem(avatar)}_{'driven' if video else motion}.mp4"
     result = pipe.animate(avatar, seq, job.results / name, adapt=adapt, reference_frame=reference_frame,
-                          side_by_side=side_by_side, paste_back=paste_back, contact_sheet=True, progress=progress)
+                          side_by_side=side_by_side, paste_back=paste_back, contact_sheet=True, progress=progress,
+                          eye_contact=eye_contact)
     warnings = _unique(warnings + result.warnings)
     what = "a video" if video else f"the built-in motion '{motion}'"
     sound = "with the driver's sound" if seq.audio is not None else "no sound"
