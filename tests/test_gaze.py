@@ -123,7 +123,7 @@ def test_gaze_moves_from_one_face_to_another(real_face):
 
 def test_gaze_filter_holds_then_eases_to_rest_and_eye_contact_keeps_quick_moves():
     rest = np.zeros((2, 2))
-    f = GazeFilter(rest, hold_s=0.4, ease_s=0.6)
+    f = GazeFilter(rest, hold_s=0.4, ease_s=0.6, smooth=False)
     side = np.array([[0.15, 0.0], [0.15, 0.0]])
     np.testing.assert_allclose(f(side, 0.04), side)
     one_eye = np.array([[0.1, 0.0], [np.nan, np.nan]])
@@ -132,12 +132,16 @@ def test_gaze_filter_holds_then_eases_to_rest_and_eye_contact_keeps_quick_moves(
     np.testing.assert_allclose(held[-1], [[0.1, 0.0], [0.1, 0.0]])
     eased = [f(None, 0.04) for _ in range(20)]  # then eased to the rest gaze
     assert abs(eased[5][0, 0]) < 0.1 and np.allclose(eased[-1], rest)
+    jitter = np.random.default_rng(0).normal(0, 0.01, (100, 1, 1)) + np.full((100, 2, 2), 0.1)  # a steady look
+    smoothed = GazeFilter(rest)
+    out = np.stack([smoothed(g, 0.04) for g in jitter])
+    assert out[10:, 0, 0].std() < 0.5 * jitter[10:, 0, 0].std() and abs(out[10:, 0, 0].mean() - 0.1) < 0.01
     contact = GazeFilter(rest, eye_contact=True, contact_s=1.0)
     down = np.array([[0.0, 0.08], [0.0, 0.08]])  # a look at the screen below the camera
     out = [contact(down, 0.04) for _ in range(150)]
     assert abs(out[-1][0, 1]) < 0.01  # turned to the camera
-    quick = contact(np.array([[0.12, 0.08], [0.12, 0.08]]), 0.04)  # a quick glance sideways passes
-    assert quick[0, 0] > 0.1
+    glance = [contact(np.array([[0.12, 0.08], [0.12, 0.08]]), 0.04) for _ in range(8)]  # a 0.3 s glance sideways
+    assert glance[-1][0, 0] > 0.08  # passes
 
 
 def test_look_motion_looks_left_right_up_and_down():
@@ -166,26 +170,28 @@ def test_avatar_keeps_its_iris_through_save_and_load(tmp_path, shared_data):
 def test_tps_renderer_moves_the_photos_own_pupils_with_the_drivers_gaze(shared_data):
     """End to end: an avatar of a real photo rendered with the driver looking left and then right, with the
     iris centres among the warp's control points; the iris locator finds the rendered pupils moved the same
-    way (and not at all with model.tps_iris off)."""
+    way (and not at all with model.tps_iris off). Two photos: the commanded swing is 0.30 eye widths; the locator
+    sees about half of it (it reads a rigid shift of the eye's content as about 0.7 of it, docs/gaze.md)."""
     from talking_heads.metrics.gaze import frame_gaze
     from talking_heads.pipeline import TalkingHeadPipeline
 
     base = TalkingHeadPipeline.from_pretrained("tps")
-    results = {}
+    swings = {False: [], True: []}
     for on in (False, True):
         cfg = dataclasses.replace(base.cfg, model=dataclasses.replace(base.cfg.model, tps_iris=on),
                                   inference=dataclasses.replace(base.cfg.inference, output_size=256))
         pipe = TalkingHeadPipeline(cfg, base.networks, meta=base.meta)
-        avatar = pipe.create_avatar(shared_data / "photos" / "lia_vox_taylor.png", progress=False)
-        face = avatar.face
-        frames = []
-        for gx in (-0.15, 0.15):
-            g = np.full((2, 2), 0.0) + np.array([gx, 0.0])
-            points = with_iris(face, place_gaze(face, avatar.rest_gaze + g))
-            frames.append(pipe.render_frames(avatar, points[None])[0])
-        results[on] = frame_gaze(frames).mean(1)[:, 0]  # horizontal gaze, eyes averaged
-    assert results[True][1] - results[True][0] > 0.12  # looked left, then right
-    assert abs(results[False][1] - results[False][0]) < 0.03  # the baseline's pupils stay put
+        for photo in ("lia_vox_taylor.png", "debian_skimage_astronaut.png"):
+            avatar = pipe.create_avatar(shared_data / "photos" / photo, progress=False)
+            face = avatar.face
+            frames = []
+            for gx in (-0.15, 0.15):
+                points = with_iris(face, place_gaze(face, avatar.rest_gaze + np.array([gx, 0.0])))
+                frames.append(pipe.render_frames(avatar, points[None])[0])
+            x = frame_gaze(frames).mean(1)[:, 0]  # horizontal gaze, eyes averaged
+            swings[on].append(x[1] - x[0])  # looked left, then right
+    assert min(swings[True]) > 0.08 and np.mean(swings[True]) > 0.12, swings
+    assert max(abs(v) for v in swings[False]) < 0.03, swings  # the baseline's pupils stay put
 
 
 def test_preprocessing_stores_iris_points_and_episodes_draw_the_pupils(shared_data, tmp_path):
@@ -290,3 +296,46 @@ def test_codec_version_3_carries_the_gaze_and_old_streams_still_decode(shared_da
         except CodecError:
             continue
         assert got.gaze is None or np.abs(got.gaze).max() <= 40 * GAZE_STEP
+
+
+def test_live_stage_moves_the_drivers_gaze_onto_the_avatar_and_eye_contact_turns_it_to_the_camera(shared_data):
+    """The live stage of the TPS model (which renders gaze) on a real avatar: a driver looking sideways for 3 s
+    gives 70-row landmarks whose irises look sideways by the driver's amount on the avatar's eyes; with eye
+    contact the same look ends at the avatar's own gaze (the camera), while a glance still passes."""
+    from talking_heads.pipeline import TalkingHeadPipeline
+
+    pipe = TalkingHeadPipeline.from_pretrained("tps")
+    avatar = pipe.create_avatar(shared_data / "photos" / "lia_vox_taylor.png", progress=False)
+    face = avatar.face.astype(np.float64)
+    driver = face * 1.1 + 7.0  # another face size and place: gaze is relative to each face's eye corners
+    side = np.array([[0.14, 0.02], [0.14, 0.02]])
+    look = with_iris(driver, place_gaze(driver, side))
+    for contact in (False, True):
+        live = pipe.live(avatar, reference=driver, eye_contact=contact)
+        for i in range(75):
+            out = live.landmarks(look, t=i / 25)
+        assert out.shape == (70, 2)
+        got = relative_gaze(out, out[68:])
+        if contact:
+            np.testing.assert_allclose(got, avatar.rest_gaze, atol=0.02)
+            glance = with_iris(driver, place_gaze(driver, side + [[0.1, 0], [0.1, 0]]))
+            for i in range(8):  # a 0.3 s glance
+                live.landmarks(glance, t=3.0 + i / 25)
+            quick = relative_gaze(live.points, live.points[68:])
+            assert quick[0, 0] - avatar.rest_gaze[0, 0] > 0.05
+        else:
+            np.testing.assert_allclose(got, side, atol=0.02)
+
+
+def test_a_head_turned_away_shows_no_iris_on_the_hidden_eye(shared_data):
+    """magicportrait_driving.mp4 turns the head about 45 degrees (frames 200-212): at frame 204 the far eye is
+    behind the nose's line and has no iris, the near one has; nothing crashes on the way."""
+    from talking_heads.data.video import read_frames
+    from talking_heads.landmarks.tracking import track_frames
+
+    picks = (200, 204, 208, 212)
+    frames = dict(read_frames(shared_data / "videos" / "test" / "magicportrait_driving.mp4", list(picks)))
+    track = track_frames([frames[i] for i in picks], iris="auto")
+    seen = track.iris[..., 3] >= MIN_IRIS_CONFIDENCE
+    assert seen[0].all() and seen[3].all()  # before and after: both eyes
+    assert seen[1].tolist() == [False, True]  # turned: the far (subject's right) eye is hidden

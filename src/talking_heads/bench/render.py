@@ -18,12 +18,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .. import machine
 from ..config import Config
 from ..inference import (OnnxRenderer, TorchRenderer, export_onnx, quantize_int8,
                          resolve_precision)
+from ..landmarks.iris import uses_gaze
 from ..landmarks.motions import motion_landmarks, neutral_face
 from ..landmarks.raster import rasterize_tensor
 from ..pipeline import TalkingHeadPipeline
@@ -105,4 +107,28 @@ def bench_animate(device: torch.device, seconds: float = 8.0, model_dir: str | N
         lat.append((time.perf_counter() - t0) * 1e3)
     lat = sorted(lat[5:])  # after warm-up
     out.update(live_ms_median=round(lat[len(lat) // 2], 1), live_ms_p95=round(lat[int(len(lat) * 0.95)], 1))
+    if uses_gaze(pipe.cfg):
+        out["gaze"] = bench_gaze(pipe, avatar)
     return out
+
+
+def bench_gaze(pipe: TalkingHeadPipeline, avatar, seconds: float = 4.0) -> dict[str, Any]:
+    """A model that renders gaze, driven by the built-in `look` motion: the gaze measured on its frames by the
+    iris locator against the motion's (`metrics.gaze.gaze_agreement`: error in eye widths, which includes the
+    avatar photo's own offset, and correlation), and the iris locator's time per face."""
+    from ..data.video import read_frames
+    from ..landmarks.iris import relative_gaze
+    from ..metrics.gaze import frame_gaze, gaze_agreement
+
+    seq = pipe.load_driver("look", duration=seconds)
+    with tempfile.TemporaryDirectory(prefix="th-bench-gaze-") as tmp:
+        pipe.animate(avatar, seq, Path(tmp) / "look.mp4", progress=False, contact_sheet=False)
+        frames = [f for _, f in read_frames(Path(tmp) / "look.mp4")]
+    t0 = time.perf_counter()
+    rendered = frame_gaze(frames)
+    per_face = (time.perf_counter() - t0) * 1e3 / max(1, len(frames))
+    driven = np.stack([relative_gaze(p, c) for p, c in zip(seq.driver_points, seq.iris)])
+    agree = gaze_agreement(rendered, driven)
+    return {"look_error": round(agree["error"], 3), "look_corr_x": round(agree["corr_x"], 2),
+            "look_corr_y": round(agree["corr_y"], 2), "frames_seen": agree["frames"],
+            "detect_and_locate_ms_per_frame": round(per_face, 1)}

@@ -327,7 +327,9 @@ def conjugate(gaze: np.ndarray) -> np.ndarray:
 class GazeFilter:
     """Per-frame gaze (relative, `relative_gaze`) with no gaps, for rendering (live and offline alike).
 
-    An iris not seen (a blink, sunglasses, the face turned away) holds the last seen gaze for `hold_s`, then
+    The seen gaze is smoothed (One Euro, in 1/100 eye widths, the filter's pixel-like units: the locator's
+    frame-to-frame jitter would make the eyes tremble). An iris not seen (a blink, sunglasses, the face turned
+    away) holds the last seen gaze for `hold_s`, then
     eases to `rest` over `ease_s` (the camera: the avatar photo's own gaze); one eye seen gives both eyes its
     gaze. `eye_contact`: the driver's sustained gaze offset (an exponential average with time constant
     `contact_s`) is replaced by `rest`, so a look at a screen below the camera becomes a look at the camera,
@@ -336,7 +338,9 @@ class GazeFilter:
     """
 
     def __init__(self, rest: np.ndarray | None = None, *, hold_s: float = 0.4, ease_s: float = 0.6,
-                 eye_contact: bool = False, contact_s: float = 1.5, contact_range: float = 0.12):
+                 eye_contact: bool = False, contact_s: float = 1.5, contact_range: float = 0.12, smooth: bool = True):
+        from .filters import OneEuroFilter
+
         r = np.zeros((NUM_IRIS, 2)) if rest is None else conjugate(rest)
         self.rest = np.where(np.isfinite(r), r, 0.0)
         self.hold_s, self.ease_s = float(hold_s), float(ease_s)
@@ -344,10 +348,15 @@ class GazeFilter:
         self.last: np.ndarray | None = None  # last seen gaze
         self.unseen_s = 0.0
         self.slow: np.ndarray | None = None  # eye contact's running average of the seen gaze
+        self.filter = OneEuroFilter() if smooth else None
 
     def __call__(self, gaze: np.ndarray | None, dt: float) -> np.ndarray:
         g = conjugate(np.full((NUM_IRIS, 2), np.nan) if gaze is None else gaze)
         if np.isfinite(g).all():
+            if self.filter is not None:
+                if self.unseen_s > 0:  # seen again after a gap: start afresh
+                    self.filter.reset()
+                g = self.filter(g * 100.0, max(dt, 1e-3)) / 100.0
             self.unseen_s = 0.0
             if self.eye_contact:
                 a = 1.0 - np.exp(-max(dt, 0.0) / self.contact_s)
