@@ -339,3 +339,21 @@ def test_a_head_turned_away_shows_no_iris_on_the_hidden_eye(shared_data):
     seen = track.iris[..., 3] >= MIN_IRIS_CONFIDENCE
     assert seen[0].all() and seen[3].all()  # before and after: both eyes
     assert seen[1].tolist() == [False, True]  # turned: the far (subject's right) eye is hidden
+
+
+def test_animate_with_gaze_on_the_command_line(shared_data, tmp_path, capsys):
+    """`animate --motion look --eye-contact` with the TPS model writes a video; --eye-contact with a model that
+    does not render gaze is one line and exit code 2, nothing written."""
+    from talking_heads.cli import main
+
+    photo = shared_data / "photos" / "lia_vox_taylor.png"
+    out = tmp_path / "look.mp4"
+    assert main(["animate", "--model", "tps", "--source", str(photo), "--motion", "look", "--duration", "1",
+                 "--size", "256", "--eye-contact", "-o", str(out), "--no-progress"]) == 0
+    assert out.stat().st_size > 1000
+    capsys.readouterr()
+    refused = tmp_path / "no.mp4"
+    assert main(["animate", "--source", str(photo), "--motion", "look", "--eye-contact", "-o", str(refused)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--eye-contact needs a model that renders gaze" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and not refused.exists()

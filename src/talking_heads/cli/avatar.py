@@ -10,10 +10,9 @@ import argparse
 from .. import limits
 from ..errors import InputError
 from ..landmarks.motions import MOTIONS
-from ..landmarks.iris import uses_gaze
 from ..paths import input_path, output_dir, output_file
 from . import UserError
-from .common import model_args, onnx_arg, pipeline_from_args, print_warnings, use_onnx_file
+from .common import check_eye_contact, model_args, onnx_arg, pipeline_from_args, print_warnings, use_onnx_file
 
 VERIFY_EPILOG = ("Exit status: 0 when every file is labelled (marker or watermark found); 1 when at least one file "
                  "was read and carries neither; 3 when none is unlabelled but at least one could not be checked "
@@ -138,9 +137,7 @@ def run_animate(args: argparse.Namespace) -> int:
     if args.reference_frame is not None:
         check_reference_index(args.reference_frame, "--reference-frame")
     pipe = pipeline_from_args(args)
-    if args.eye_contact and not uses_gaze(pipe.cfg):
-        raise UserError("--eye-contact needs a model that renders gaze (model.tps_iris or data.pupils), which this "
-                        "one does not: use --model tps, or leave --eye-contact out")
+    check_eye_contact(pipe, args)
     # the driver first: a bad driver fails before minutes of fine-tuning
     seq = pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth, duration=args.duration)
     if args.reference_frame is not None:

@@ -95,6 +95,15 @@ def pipeline_from_args(args: argparse.Namespace):
     return pipe
 
 
+def check_eye_contact(pipe, args: argparse.Namespace) -> None:
+    """UserError for --eye-contact with a model that does not render gaze (it would change nothing)."""
+    from ..landmarks.iris import uses_gaze
+
+    if getattr(args, "eye_contact", False) and not uses_gaze(pipe.cfg):
+        raise UserError("--eye-contact needs a model that renders gaze (model.tps_iris or data.pupils), which this "
+                        "one does not: use --model tps, or leave --eye-contact out")
+
+
 def use_onnx_file(pipe, avatar, args: argparse.Namespace) -> None:
     """Build the avatar's renderer from --onnx now (a wrong or unreadable file fails before any work)."""
     if getattr(args, "onnx", None):

@@ -17,7 +17,7 @@ from ..atomic import write_text
 from ..paths import input_path, output_dir, output_file
 from ..telepresence.settings import TelepresenceConfig
 from . import UserError
-from .common import model_args, onnx_arg, pipeline_from_args, use_onnx_file
+from .common import check_eye_contact, model_args, onnx_arg, pipeline_from_args, use_onnx_file
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULTS = TelepresenceConfig()
@@ -162,6 +162,7 @@ def run_receive(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", False):  # one log line per refused connection would let a flood fill the disk
         logging.getLogger("websockets").setLevel(logging.WARNING)
     pipe = pipeline_from_args(args)
+    check_eye_contact(pipe, args)
     avatar = Avatar.load(args.avatar, pipe)
     if not args.no_adapt:
         require_landmarks(avatar)
