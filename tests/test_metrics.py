@@ -35,7 +35,7 @@ def _small(image, size):
 
 def test_registry_lists_every_metric_and_rejects_unknown():
     assert set(M.METRICS) == {"ssim", "psnr", "l1", "lpips", "csim", "identity", "landmark_error", "fid", "fid_face",
-                              "sharpness"}
+                              "sharpness", "gaze_error"}
     assert set(EvalConfig().metrics) == set(M.METRICS)
     with pytest.raises(ValueError, match="unknown metric"):
         M.create("arcface")

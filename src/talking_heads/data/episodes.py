@@ -32,7 +32,7 @@ import torch
 
 from ..config import Config
 from ..images import to_tensor
-from ..landmarks.iris import clip_gaze, uses_gaze
+from ..landmarks.iris import clip_gaze, iris_points, uses_gaze
 from ..landmarks.raster import flip_landmarks, rasterize
 from .layout import CLIPS_DIR, FRAME_NAME, FRAMES_DIR, IRIS_FILE, SETTINGS_FILE, DatasetError, usable_clips
 
@@ -208,16 +208,25 @@ class EpisodeDataset(torch.utils.data.Dataset):
 
     def clip_frames(self, video: int, indices: Iterable[int]) -> dict[str, torch.Tensor | np.ndarray]:
         """Frames `indices` of clip `video` outside any episode (evaluation, avatars from preprocessed clips):
-        x, y (N,3,H,W) float32 in [-1,1] and points (N,68,2) float64 landmarks in image_size pixels. No flip."""
+        x, y (N,3,H,W) float32 in [-1,1] and points (N,68,2) float64 landmarks in image_size pixels (with `gaze`
+        (N,70,2)), and, where the clip stores iris points, iris (N,2,2) the centres seen (NaN: not seen). No flip."""
         clip_dir = self.root / CLIPS_DIR / self.clip_ids[video]
         stored = self._points(clip_dir)
-        xs, ys, ps = [], [], []
+        iris_file = clip_dir / IRIS_FILE
+        iris = np.load(iris_file) if iris_file.is_file() else None
+        xs, ys, ps, cs = [], [], [], []
         for i in indices:
             img, p = self._image(clip_dir, int(i), stored, False)
             xs.append(to_tensor(img))
             ys.append(to_tensor(rasterize(p, self.image_size, self.line_thickness, self.pupils)))
             ps.append(p)
-        return {"x": torch.stack(xs), "y": torch.stack(ys), "points": np.stack(ps)}
+            if iris is not None:  # crop px of the stored size -> image_size px, as `_image` maps the points
+                s = self.image_size / self.stored_size
+                cs.append((iris_points(iris[int(i)]) + 0.5) * s - 0.5)
+        out = {"x": torch.stack(xs), "y": torch.stack(ys), "points": np.stack(ps)}
+        if iris is not None:
+            out["iris"] = np.stack(cs)
+        return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video, target, sources, flip = self.sample(index)

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import Config
 from ..driver import DriverSequence
+from ..landmarks.iris import conjugate, place_gaze, relative_gaze, uses_gaze, with_iris
 from ..landmarks.raster import rasterize_tensor
 from ..metrics import MetricValue, as_uint8, create
 from ..metrics.csim import cosine
@@ -58,6 +59,7 @@ class CrossEvaluation:
             self.csim = self.csim or create("csim", cfg.eval, device)
             self.lmk = self.lmk or create("landmark_error", cfg.eval, device)
         self.records: list[dict[str, Any]] = []
+        self.gaze = metrics.get("gaze_error")  # when the table lists it: the rendered gaze against the driver's
 
     def pick_drivers(self, videos: list[int]) -> dict[int, int]:
         return pick_drivers(videos, self.test.identities)
@@ -90,11 +92,31 @@ class CrossEvaluation:
         for variant, avatar in avatars.items():
             for adapt in (False, True):
                 points = self.driving_landmarks(avatar, drv["points"], self.test.clip_ids[driver], adapt)
-                points = self.pipe.gaze_points(avatar, points)  # gaze models: the avatar's own gaze (70 rows)
-                y = rasterize_tensor(points, size, thickness, self.cfg.data.pupils).to(self.device)
-                fake = as_uint8(self.pipe.render(avatar, y, batch_size=self.cfg.eval.render_batch, points=points))
-                self.records.append(self.measure(source, driver, t, variant, adapt, fake, points, source_id,
-                                                 driver_id))
+                drive = self.with_drivers_gaze(avatar, points, drv)  # gaze models: 70 rows
+                y = rasterize_tensor(drive, size, thickness, self.cfg.data.pupils).to(self.device)
+                fake = as_uint8(self.pipe.render(avatar, y, batch_size=self.cfg.eval.render_batch, points=drive))
+                record = self.measure(source, driver, t, variant, adapt, fake, points, source_id, driver_id)
+                if self.gaze is not None and self.gaze.available:
+                    value = self.gaze(fake, drv["x"])  # against the driver's own frames
+                    value.name = "gaze_error"
+                    record["values"]["gaze_error"] = value.to_dict()
+                self.records.append(record)
+
+    def with_drivers_gaze(self, avatar, points: np.ndarray, drv: dict) -> np.ndarray:
+        """For a model that renders gaze: (F,70,2) the driving points with the driver's gaze on the avatar's
+        eyes (`iris.relative_gaze` of the driver clip's iris points; not seen: the avatar's own gaze); else
+        the points as they are."""
+        if not uses_gaze(self.cfg):
+            return points
+        rest = avatar.rest_gaze
+        out = []
+        for k, p in enumerate(points):
+            g = rest
+            if "iris" in drv:
+                g = conjugate(relative_gaze(drv["points"][k], drv["iris"][k]))
+                g = np.where(np.isfinite(g), g, rest)
+            out.append(with_iris(p, place_gaze(p, g)))
+        return np.stack(out)
 
     def measure(self, source: int, driver: int, t: int, variant: str, adapt: bool, fake: np.ndarray,
                 points: np.ndarray, source_id, driver_id) -> dict[str, Any]:

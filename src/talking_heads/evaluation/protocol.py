@@ -44,6 +44,8 @@ from tqdm import tqdm
 from ..config import Config
 from ..data.episodes import EpisodeDataset
 from ..errors import InputError
+from ..landmarks.iris import complete_gaze, uses_gaze
+from ..landmarks.raster import rasterize_tensor
 from ..machine import describe
 from ..metrics import MetricValue, PairedMetric, SetMetric, as_uint8, create_all
 from ..train.finetune import describe_recipe
@@ -343,17 +345,31 @@ class Evaluation:
     def generate(self, clip: str, t: int, variant: str, shots: dict, hold: dict) -> tuple[Any, np.ndarray]:
         """Create one avatar from the first t few-shot frames and render every hold-out frame; records timings."""
         finetune = variant == "ft"
-        x, y = shots["x"][:t].to(self.device), shots["y"][:t].to(self.device)
+        shots_y, hold_y, hold_points = self.gaze_inputs(shots, t), self.gaze_inputs(hold), hold["points"]
+        if uses_gaze(self.cfg):  # the hold-out frames' own gaze drives the avatar's
+            hold_points = complete_gaze(hold["points"], hold.get("iris"))
+        x, y = shots["x"][:t].to(self.device), shots_y.to(self.device)
+        iris = shots["iris"][:t] if "iris" in shots else None
         avatar, learn_s = timed(lambda: self.pipe.create_avatar_from_tensors(
-            x, y, landmarks=shots["points"][:t], finetune=finetune, epochs=self.epochs if finetune else None,
-            progress=False), self.device)
-        frames, render_s = timed(lambda: self.pipe.render(avatar, hold["y"].to(self.device), points=hold["points"],
+            x, y, landmarks=shots["points"][:t], iris=iris, finetune=finetune,
+            epochs=self.epochs if finetune else None, progress=False), self.device)
+        frames, render_s = timed(lambda: self.pipe.render(avatar, hold_y.to(self.device), points=hold_points,
                                                           batch_size=self.ecfg.render_batch), self.device)
         n = len(hold["y"])
         self.timings.append({"video": clip, "T": t, "variant": variant, "learn_s": learn_s,
                              "render_ms_per_frame": 1000.0 * render_s / n, "frames": n,
                              "render_batch": self.ecfg.render_batch})
         return avatar, as_uint8(frames)
+
+    def gaze_inputs(self, frames: dict, t: int | None = None) -> torch.Tensor:
+        """The landmark images of `frames` (the first t) as the model draws them: with the pupils for a model
+        trained with them (data.pupils; the clip's iris points, `iris.complete_gaze`), else as read."""
+        y = frames["y"] if t is None else frames["y"][:t]
+        if not self.cfg.data.pupils:
+            return y
+        n = len(y)
+        points = complete_gaze(frames["points"][:n], None if "iris" not in frames else frames["iris"][:n])
+        return rasterize_tensor(points, self.cfg.model.image_size, self.cfg.data.line_thickness, True)
 
     def add_grid_rows(self, t: int, source: np.ndarray, real: np.ndarray, outputs: dict[str, np.ndarray],
                       rows: int) -> None:

@@ -39,6 +39,7 @@ None, each also (K,...) shared by the batch; psi (B, A).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -129,6 +130,19 @@ class TpsGenerator(nn.Module):
         return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
 
     # --- the renderer ---------------------------------------------------------------------------------
+    def prior(self, points: Tensor, p_src: Tensor) -> tuple[Tensor, Tensor, Callable[[int], Tensor | float]]:
+        """(source points (BK,n,2), the TPS prior (BK,2,g,g), the eyes' shift at a given size (0 without the
+        iris centres)) for driver points (B,n,2) and source points (B,K,n,2); n = 68, or 70 with the iris
+        centres (model.tps_iris)."""
+        b, k, n = p_src.shape[0], p_src.shape[1], points.shape[-2]
+        if p_src.shape[-2] != n:
+            raise ValueError(f"the driver has {n} landmarks but the sources {p_src.shape[-2]}: both must carry "
+                             "the iris centres (70) or neither (68)")
+        drv = points.float()[:, None].expand(b, k, n, 2).reshape(b * k, n, 2)
+        p_src = p_src.reshape(b * k, n, 2)
+        prior = prior_displacement(drv[:, :68], p_src[:, :68], self.grid_size)  # BK,2,g,g
+        return p_src, prior, (lambda size: iris_shift(drv, p_src, size)) if n == 70 else (lambda size: 0.0)
+
     def warp(self, y: Tensor, sources: Sources, points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(warped photo (B,3,R,R), mask logit v (B,1,S',S') from the network, validity (B,1,R,R) or None,
         residual flow (BK,2,h,w), where the photo's own open mouth lands (B,1,S,S) in [0,1]: its inner-lip
@@ -143,14 +157,8 @@ class TpsGenerator(nn.Module):
         s = int(y.shape[-1])
         r = int(r)
         xs = x_src.reshape(b * k, 3, r, r)
-        n = points.shape[-2]  # 68, or 70 with the iris centres (model.tps_iris)
-        if p_src.shape[-2] != n:
-            raise ValueError(f"the driver has {n} landmarks but the sources {p_src.shape[-2]}: both must carry "
-                             "the iris centres (70) or neither (68)")
-        drv = points.float()[:, None].expand(b, k, n, 2).reshape(b * k, n, 2)
-        p_src = p_src.reshape(b * k, n, 2)
-        prior = prior_displacement(drv[:, :68], p_src[:, :68], self.grid_size)  # BK,2,g,g
-        eyes = (lambda size: iris_shift(drv, p_src, size)) if n == 70 else (lambda size: 0.0)  # gaze
+        p_src, prior, eyes = self.prior(points, p_src)
+        n = points.shape[-2]
         x_small = _batched(sources.x_small, b, 4)
         xs_small = self.small(xs, s) if x_small is None else x_small.float().reshape(b * k, 3, s, s)
         prior_s = F.interpolate(prior, size=(s, s), mode="bilinear", align_corners=False) + eyes(s)
