@@ -59,7 +59,7 @@ PAPER_SETUP = ("paper: 256 px model (E 15M, G 38M, V 20M parameters) meta-learne
                "one NVIDIA P40")
 
 TABLE1_METRICS = ("fid", "ssim", "csim")
-MORE_METRICS = ("psnr", "l1", "lpips", "landmark_error", "fid_face")
+MORE_METRICS = ("psnr", "l1", "lpips", "landmark_error", "gaze_error", "fid_face")
 ARROWS = {True: "↑", False: "↓"}
 GRID_MIN_TILE = 128
 
@@ -110,7 +110,7 @@ def _header(metric: str, info: dict[str, dict[str, Any]]) -> str:
     better = info.get(metric, {}).get("higher_is_better", True)
     names = {"fid": "FID", "ssim": "SSIM", "csim": "CSIM", "psnr": "PSNR (dB)", "l1": "L1", "lpips": "LPIPS",
              "landmark_error": "Landmark error", "fid_face": "FID on face descriptors", "identity": "Identity rate",
-             "sharpness": "Sharpness (vs real)"}
+             "sharpness": "Sharpness (vs real)", "gaze_error": "Gaze error"}
     return f"{names.get(metric, metric)} {ARROWS[bool(better)]}"
 
 
@@ -216,7 +216,10 @@ def more_metrics_section(result: EvaluationResult) -> list[str]:
     return ["## Further metrics (not in the paper's table)", "",
             *_md_table(["Method (T)", *[_header(m, info) for m in metrics]], rows), "",
             "Landmark error: mean distance of the 68 points detected on the generated frame to the points it was "
-            "driven with, over the inter-ocular distance; \"v (k/n)\": a face was detected on k of n frames.", ""]
+            "driven with, over the inter-ocular distance; \"v (k/n)\": a face was detected on k of n frames. "
+            "Gaze error (docs/gaze.md): the distance, in eye widths, between the gaze (iris centre relative to the "
+            "eye corners) measured on the generated and on the real frame; \"v (k/n)\": both showed an iris on k "
+            "of n frames.", ""]
 
 
 def cross_section(result: EvaluationResult) -> list[str]:
@@ -228,6 +231,8 @@ def cross_section(result: EvaluationResult) -> list[str]:
     names = ("csim_source", "csim_driver", "verified_source", "verified_driver", "landmark_error")
     header = ["source → driver", "variant (T)", "adaptation", "CSIM to source ↑", "CSIM to driver ↓",
               "verified as source ↑", "verified as driver ↓", "landmark error ↓"]
+    if all("gaze_error" in r["values"] for r in result.cross):  # the driver's gaze against the rendered one
+        names, header = names + ("gaze_error",), header + ["gaze error ↓"]
     rows = [[f"{r['source_identity']} → {r['driver_identity']}", f"{METHOD_LABELS[r['variant']]} ({r['T']})",
              "on" if r["adapt"] else "off (paper)", *[_cross_cell(r["values"][n]) for n in names]]
             for r in result.cross]
