@@ -27,9 +27,16 @@ PHOTOS = ("lia_vox_taylor.png", "gfpgan_Justin_Timberlake_crop.png", "lia_ted_su
 DRIVERS = ("xportrait_driving_video.mp4", "magicportrait_driving.mp4", "headgan_driving.mp4", "xnemo_driving_video.mp4")
 
 
-def eye_strip(frame: np.ndarray) -> np.ndarray:
-    h = frame.shape[0]
-    return cv2.resize(frame[int(0.3 * h):int(0.52 * h), int(0.18 * h):int(0.82 * h)], (384, 132))
+def eye_strip(frame: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
+    """The eye region of `frame` (enlarged to 384 x 132), around the eyes of `points` (68 or 70 rows, crop px
+    at `size`)."""
+    e = np.asarray(points[36:48], np.float64) * frame.shape[0] / size
+    lo, hi = e.min(0), e.max(0)
+    w = hi[0] - lo[0]
+    cx, cy = (lo + hi) / 2
+    x0, x1 = int(max(0, cx - 0.75 * w)), int(min(frame.shape[1], cx + 0.75 * w))
+    y0, y1 = int(max(0, cy - 0.26 * w)), int(min(frame.shape[0], cy + 0.26 * w))
+    return cv2.resize(frame[y0:y1, x0:x1], (384, 132), interpolation=cv2.INTER_CUBIC)
 
 
 def main() -> None:
@@ -74,14 +81,17 @@ def main() -> None:
             results.append(row)
             print(json.dumps(row))
             picks = np.linspace(0, len(seq) - 1, 4).round().astype(int)
-            panels = (seq.panels(args.size))
-            drv_frames = [p for _, p in zip(range(len(seq)), panels)]
-            strips.append(np.concatenate([np.concatenate([eye_strip(drv_frames[i]), eye_strip(rendered["baseline"][i]),
-                                                          eye_strip(rendered["gaze"][i])], 0) for i in picks], 1))
+            drv_frames = [p for _, p in zip(range(len(seq)), seq.panels(args.size))]
+            face = avatars["gaze"].face  # the avatar's eyes stay about where its photo's are
+            strips.append(np.concatenate([np.concatenate(
+                [eye_strip(drv_frames[i], seq.driver_points[i], seq.size),
+                 eye_strip(rendered["baseline"][i], face, seq.size),
+                 eye_strip(rendered["gaze"][i], face, seq.size)], 0) for i in picks], 1))
     summary = {}
     for name in pipes:
         rows = [r[name] for r in results if r[name]["frames"]]
-        summary[name] = {k: float(np.nanmean([r[k] for r in rows])) for k in ("error", "corr_x", "corr_y")}
+        summary[name] = {k: float(np.nanmean([r[k] for r in rows])) for k in ("error", "error_centred", "corr_x",
+                                                                              "corr_y")}
         moving = [r[name] for r in results if r[name]["frames"] and r["gaze"]["driver_std_x"] >= 0.03]
         summary[name]["corr_x_where_driver_looks_around"] = float(np.nanmean([r["corr_x"] for r in moving])) \
             if moving else float("nan")

@@ -123,7 +123,7 @@ def test_gaze_moves_from_one_face_to_another(real_face):
 
 def test_gaze_filter_holds_then_eases_to_rest_and_eye_contact_keeps_quick_moves():
     rest = np.zeros((2, 2))
-    f = GazeFilter(rest, hold_s=0.4, ease_s=0.6, smooth=False)
+    f = GazeFilter(rest, reference=np.zeros((2, 2)), hold_s=0.4, ease_s=0.6, smooth=False)
     side = np.array([[0.15, 0.0], [0.15, 0.0]])
     np.testing.assert_allclose(f(side, 0.04), side)
     one_eye = np.array([[0.1, 0.0], [np.nan, np.nan]])
@@ -133,7 +133,7 @@ def test_gaze_filter_holds_then_eases_to_rest_and_eye_contact_keeps_quick_moves(
     eased = [f(None, 0.04) for _ in range(20)]  # then eased to the rest gaze
     assert abs(eased[5][0, 0]) < 0.1 and np.allclose(eased[-1], rest)
     jitter = np.random.default_rng(0).normal(0, 0.01, (100, 1, 1)) + np.full((100, 2, 2), 0.1)  # a steady look
-    smoothed = GazeFilter(rest)
+    smoothed = GazeFilter(rest, reference=np.zeros((2, 2)))
     out = np.stack([smoothed(g, 0.04) for g in jitter])
     assert out[10:, 0, 0].std() < 0.5 * jitter[10:, 0, 0].std() and abs(out[10:, 0, 0].mean() - 0.1) < 0.01
     contact = GazeFilter(rest, eye_contact=True, contact_s=1.0)
@@ -299,19 +299,21 @@ def test_codec_version_3_carries_the_gaze_and_old_streams_still_decode(shared_da
 
 
 def test_live_stage_moves_the_drivers_gaze_onto_the_avatar_and_eye_contact_turns_it_to_the_camera(shared_data):
-    """The live stage of the TPS model (which renders gaze) on a real avatar: a driver looking sideways for 3 s
-    gives 70-row landmarks whose irises look sideways by the driver's amount on the avatar's eyes; with eye
-    contact the same look ends at the avatar's own gaze (the camera), while a glance still passes."""
+    """The live stage of the TPS model (which renders gaze) on a real avatar: a driver whose neutral gaze is
+    `neutral` looks sideways for 3 s; the 70-row landmarks rendered look sideways by the driver's change, from
+    the avatar's own gaze (its photo's); with eye contact the same look ends at the avatar's own gaze (the
+    camera), while a glance still passes; without a given reference the first gaze seen is the neutral one."""
     from talking_heads.pipeline import TalkingHeadPipeline
 
     pipe = TalkingHeadPipeline.from_pretrained("tps")
     avatar = pipe.create_avatar(shared_data / "photos" / "lia_vox_taylor.png", progress=False)
     face = avatar.face.astype(np.float64)
     driver = face * 1.1 + 7.0  # another face size and place: gaze is relative to each face's eye corners
-    side = np.array([[0.14, 0.02], [0.14, 0.02]])
+    neutral = np.array([[0.01, -0.06], [0.01, -0.06]])  # this driver's eyes when looking at the camera
+    side = neutral + [[0.14, 0.02], [0.14, 0.02]]
     look = with_iris(driver, place_gaze(driver, side))
     for contact in (False, True):
-        live = pipe.live(avatar, reference=driver, eye_contact=contact)
+        live = pipe.live(avatar, reference=driver, eye_contact=contact, gaze_reference=neutral)
         for i in range(75):
             out = live.landmarks(look, t=i / 25)
         assert out.shape == (70, 2)
@@ -324,7 +326,10 @@ def test_live_stage_moves_the_drivers_gaze_onto_the_avatar_and_eye_contact_turns
             quick = relative_gaze(live.points, live.points[68:])
             assert quick[0, 0] - avatar.rest_gaze[0, 0] > 0.05
         else:
-            np.testing.assert_allclose(got, side, atol=0.02)
+            np.testing.assert_allclose(got, avatar.rest_gaze + side - neutral, atol=0.02)
+    live = pipe.live(avatar, reference=driver)  # no reference: the first gaze seen is the neutral one
+    first = live.landmarks(with_iris(driver, place_gaze(driver, neutral)), t=0.0)
+    np.testing.assert_allclose(relative_gaze(first, first[68:]), avatar.rest_gaze, atol=1e-6)
 
 
 def test_a_head_turned_away_shows_no_iris_on_the_hidden_eye(shared_data):

@@ -96,8 +96,8 @@ class DriverSequence:
             for box, (_, frame) in zip(boxes, read_frames(self.source)):
                 yield box.crop(frame)
             return
-        for p in self.driver_points:
-            yield rasterize(p * (size / self.size), size)
+        for i in range(len(self)):  # with the pupils where the iris points are known (gaze)
+            yield rasterize(self.driver_points_with_iris(i) * (size / self.size), size, pupils=True)
 
 
 def load_driver(driver: str | os.PathLike, *, size: int, data_cfg: DataConfig, inference_cfg: InferenceConfig,

@@ -16,9 +16,9 @@ feeds it decoded landmarks as they arrive, so both share one code path.
 
 Points are (68,2) float pixels (x right, y down), iBUG 300-W order. For a model that renders gaze
 (`config.uses_gaze`) they may carry the driver's iris centres as rows 68-69 ((70,2); NaN = not seen): the
-driver's gaze relative to its eye corners is moved onto the avatar's eyes (`landmarks.iris`), gaps held then
-eased to the avatar's own gaze (`GazeFilter`), or, with `eye_contact`, turned towards the camera; the
-landmarks rendered then have 70 rows.
+driver's gaze relative to its eye corners, as a change from its neutral gaze (`gaze_reference`), is moved onto
+the avatar's eyes (`landmarks.iris`), gaps held then eased to the avatar's own gaze (`GazeFilter`), or, with
+`eye_contact`, turned towards the camera; the landmarks rendered then have 70 rows.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class LiveStage:
 
     def __init__(self, renderer: Renderer, avatar: Avatar, *, adapt: bool = True, reference: np.ndarray | None = None,
                  smooth: bool = False, fps: float = 25.0, crop: CropTransform | None = None,
-                 eye_contact: bool = False):
+                 eye_contact: bool = False, gaze_reference: np.ndarray | None = None):
         if adapt:
             require_landmarks(avatar)
         self.renderer, self.avatar, self.adapt, self.fps = renderer, avatar, adapt, float(fps)
@@ -66,7 +66,9 @@ class LiveStage:
         self.filter = OneEuroFilter() if smooth else None
         self._last_t: float | None = None
         self._gaze_t: float | None = None
-        self.gaze = GazeFilter(avatar.rest_gaze, eye_contact=eye_contact) if uses_gaze(renderer.cfg) else None
+        # the driver's gaze relative to its neutral one (gaze_reference (2,2); None: its first gaze seen)
+        self.gaze = GazeFilter(avatar.rest_gaze, reference=gaze_reference, eye_contact=eye_contact) \
+            if uses_gaze(renderer.cfg) else None
         neutral = avatar.face if avatar.face is not None else np.full((68, 2), np.nan, np.float32)
         self.points = np.asarray(neutral, np.float32)  # (68,2) or with gaze (70,2) rendered last, avatar crop px
         if self.gaze is not None and avatar.face is not None:

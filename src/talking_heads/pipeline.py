@@ -58,7 +58,7 @@ from .errors import InputError
 from .identity import check_same_person
 from .images import to_tensor
 from .landmarks.adaptation import adapt_landmarks
-from .landmarks.iris import complete_gaze, uses_gaze
+from .landmarks.iris import complete_gaze, neutral_gaze, uses_gaze
 from .landmarks.masks import neutral_frame
 from .landmarks.raster import rasterize, rasterize_tensor
 from .live import LiveStage, require_landmarks
@@ -282,11 +282,13 @@ class TalkingHeadPipeline(Renderer):
             raise PipelineError(str(err)) from None
 
     def live(self, avatar: Avatar, *, adapt: bool = True, reference: np.ndarray | None = None, smooth: bool = False,
-             fps: float = 25.0, crop: CropTransform | None = None, eye_contact: bool = False) -> LiveStage:
+             fps: float = 25.0, crop: CropTransform | None = None, eye_contact: bool = False,
+             gaze_reference: np.ndarray | None = None) -> LiveStage:
         """The per-frame live stage (`live.LiveStage`) on this model: driver landmarks in, rendered frames out,
-        one at a time. eye_contact: the driver's gaze turned towards the camera (gaze models)."""
+        one at a time. eye_contact: the driver's gaze turned towards the camera; gaze_reference: the driver's
+        neutral gaze (gaze models)."""
         return LiveStage(self, avatar, adapt=adapt, reference=reference, smooth=smooth, fps=fps, crop=crop,
-                         eye_contact=eye_contact)
+                         eye_contact=eye_contact, gaze_reference=gaze_reference)
 
     # --- stage: paste back ----------------------------------------------------------------------------
     def paste_target(self, avatar: Avatar) -> tuple[np.ndarray, CropTransform]:
@@ -334,7 +336,8 @@ class TalkingHeadPipeline(Renderer):
         seq = self.load_driver(driver, smooth=smooth, duration=duration)
         reference = self._reference_points(avatar, seq, reference_frame) if adapt else None
         live = self.live(avatar, adapt=adapt, reference=reference, fps=seq.fps,
-                         crop=CropTransform(0, 0, seq.size, self.image_size, seq.size, seq.size), eye_contact=eye_contact)
+                         crop=CropTransform(0, 0, seq.size, self.image_size, seq.size, seq.size), eye_contact=eye_contact,
+                         gaze_reference=neutral_gaze(seq.driver_points, seq.iris))
         target = self.paste_target(avatar) if paste_back else None
         flicker = paste_back_flicker(avatar.face, *target, self.image_size) if target is not None else None
         compose = _Composer(self, avatar, target, paste_mask, side_by_side,

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import Config
 from ..driver import DriverSequence
-from ..landmarks.iris import conjugate, place_gaze, relative_gaze, uses_gaze, with_iris
+from ..landmarks.iris import conjugate, neutral_gaze, place_gaze, relative_gaze, uses_gaze, with_iris
 from ..landmarks.raster import rasterize_tensor
 from ..metrics import MetricValue, as_uint8, create
 from ..metrics.csim import cosine
@@ -103,17 +103,17 @@ class CrossEvaluation:
                 self.records.append(record)
 
     def with_drivers_gaze(self, avatar, points: np.ndarray, drv: dict) -> np.ndarray:
-        """For a model that renders gaze: (F,70,2) the driving points with the driver's gaze on the avatar's
-        eyes (`iris.relative_gaze` of the driver clip's iris points; not seen: the avatar's own gaze); else
-        the points as they are."""
+        """For a model that renders gaze: (F,70,2) the driving points with the driver's gaze change (from its
+        median gaze, `iris.neutral_gaze`) on the avatar's eyes (not seen: the avatar's own gaze); else the points
+        as they are."""
         if not uses_gaze(self.cfg):
             return points
-        rest = avatar.rest_gaze
-        out = []
+        rest, out = avatar.rest_gaze, []
+        ref = neutral_gaze(drv["points"], drv.get("iris"))  # the change from the driver's neutral gaze, as live.py
         for k, p in enumerate(points):
             g = rest
-            if "iris" in drv:
-                g = conjugate(relative_gaze(drv["points"][k], drv["iris"][k]))
+            if ref is not None:
+                g = rest + conjugate(relative_gaze(drv["points"][k], drv["iris"][k])) - ref
                 g = np.where(np.isfinite(g), g, rest)
             out.append(with_iris(p, place_gaze(p, g)))
         return np.stack(out)

@@ -327,25 +327,32 @@ def conjugate(gaze: np.ndarray) -> np.ndarray:
 class GazeFilter:
     """Per-frame gaze (relative, `relative_gaze`) with no gaps, for rendering (live and offline alike).
 
+    The driver's gaze moves the avatar's the way adaptation moves mouth and lids: relative to the driver's
+    neutral gaze `reference` (None: the first gaze seen), the avatar looks at `rest` (its photo's own gaze)
+    plus the driver's change. (Transferring the gaze itself would move the avatar's irises by the difference of
+    two people's eye shapes as dlib's corners see them: up to 0.15 eye widths, dragging lashes over the iris.)
     The seen gaze is smoothed (One Euro, in 1/100 eye widths, the filter's pixel-like units: the locator's
     frame-to-frame jitter would make the eyes tremble). An iris not seen (a blink, sunglasses, the face turned
-    away) holds the last seen gaze for `hold_s`, then
-    eases to `rest` over `ease_s` (the camera: the avatar photo's own gaze); one eye seen gives both eyes its
-    gaze. `eye_contact`: the driver's sustained gaze offset (an exponential average with time constant
-    `contact_s`) is replaced by `rest`, so a look at a screen below the camera becomes a look at the camera,
-    while blinks and quick eye movements (faster than `contact_s`) pass through, limited to
+    away) holds the last gaze for `hold_s`, then eases to `rest` over `ease_s`; one eye seen gives both eyes
+    its gaze. `eye_contact`: the driver's sustained gaze offset (an exponential average with time constant
+    `contact_s`) takes the reference's place, so a look at a screen below the camera becomes a look at the
+    camera, while blinks and quick eye movements (faster than `contact_s`) pass through, limited to
     `contact_range` eye widths.
     """
 
-    def __init__(self, rest: np.ndarray | None = None, *, hold_s: float = 0.4, ease_s: float = 0.6,
-                 eye_contact: bool = False, contact_s: float = 1.5, contact_range: float = 0.12, smooth: bool = True):
+    def __init__(self, rest: np.ndarray | None = None, *, reference: np.ndarray | None = None, hold_s: float = 0.4,
+                 ease_s: float = 0.6, eye_contact: bool = False, contact_s: float = 1.5, contact_range: float = 0.12,
+                 smooth: bool = True):
         from .filters import OneEuroFilter
 
         r = np.zeros((NUM_IRIS, 2)) if rest is None else conjugate(rest)
         self.rest = np.where(np.isfinite(r), r, 0.0)
+        self.reference = None if reference is None else conjugate(reference)
+        if self.reference is not None and not np.isfinite(self.reference).all():
+            self.reference = None
         self.hold_s, self.ease_s = float(hold_s), float(ease_s)
         self.eye_contact, self.contact_s, self.contact_range = bool(eye_contact), float(contact_s), float(contact_range)
-        self.last: np.ndarray | None = None  # last seen gaze
+        self.last: np.ndarray | None = None  # last rendered gaze while seen
         self.unseen_s = 0.0
         self.slow: np.ndarray | None = None  # eye contact's running average of the seen gaze
         self.filter = OneEuroFilter() if smooth else None
@@ -358,10 +365,14 @@ class GazeFilter:
                     self.filter.reset()
                 g = self.filter(g * 100.0, max(dt, 1e-3)) / 100.0
             self.unseen_s = 0.0
+            if self.reference is None:
+                self.reference = g.copy()
             if self.eye_contact:
                 a = 1.0 - np.exp(-max(dt, 0.0) / self.contact_s)
                 self.slow = g.copy() if self.slow is None else self.slow + a * (g - self.slow)
                 g = self.rest + np.clip(g - self.slow, -self.contact_range, self.contact_range)
+            else:
+                g = self.rest + (g - self.reference)
             self.last = g
             return g.copy()
         self.unseen_s += max(dt, 0.0)
@@ -370,6 +381,16 @@ class GazeFilter:
         a = float(np.clip((self.unseen_s - self.hold_s) / max(self.ease_s, 1e-6), 0.0, 1.0))
         a = a * a * (3 - 2 * a)  # smoothstep
         return (1 - a) * self.last + a * self.rest
+
+
+def neutral_gaze(points: np.ndarray, centres: np.ndarray | None) -> np.ndarray | None:
+    """(2,2) a driver's neutral gaze: the median of its seen gaze over frames (points (F,68,2), centres (F,2,2)
+    NaN where not seen; people mostly look at the camera); None when never seen."""
+    if centres is None:
+        return None
+    gaze = np.stack([conjugate(relative_gaze(p, c)) for p, c in zip(points, centres)])
+    seen = np.isfinite(gaze).all(axis=(1, 2))
+    return np.median(gaze[seen], axis=0) if seen.any() else None
 
 
 def clip_gaze(points: np.ndarray, iris: np.ndarray | None, threshold: float = MIN_IRIS_CONFIDENCE) -> np.ndarray:

@@ -42,15 +42,18 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 def gaze_agreement(rendered: np.ndarray, driver: np.ndarray) -> dict[str, float]:
     """Mean gaze error (eye widths) and horizontal / vertical correlation of two (F,2,2) gaze series, on the
     frames where both are seen (`frames` says how many); both eyes averaged per frame (`iris.conjugate` first,
-    so one seen eye counts)."""
+    so one seen eye counts). `error_centred`: the same after removing each series' median (two people's neutral
+    gazes differ by their eye shapes: what transfers is the change), the measure for cross-identity."""
     r = np.stack([conjugate(g) for g in rendered]).mean(1)
     d = np.stack([conjugate(g) for g in driver]).mean(1)
     ok = np.isfinite(r).all(1) & np.isfinite(d).all(1)
     r, d = r[ok], d[ok]
     if not len(r):
-        return {"frames": 0, "error": float("nan"), "corr_x": float("nan"), "corr_y": float("nan"),
-                "driver_std_x": float("nan")}
+        return {"frames": 0, "error": float("nan"), "error_centred": float("nan"), "corr_x": float("nan"),
+                "corr_y": float("nan"), "driver_std_x": float("nan")}
+    centred = (r - np.median(r, 0)) - (d - np.median(d, 0))  # each person's own neutral gaze removed
     return {"frames": int(ok.sum()), "error": float(np.linalg.norm(r - d, axis=1).mean()),
+            "error_centred": float(np.linalg.norm(centred, axis=1).mean()),
             "corr_x": _corr(r[:, 0], d[:, 0]), "corr_y": _corr(r[:, 1], d[:, 1]),
             "driver_std_x": float(d[:, 0].std())}
 
