@@ -249,7 +249,9 @@ def cross_section(result: EvaluationResult) -> list[str]:
             "clip. Identity kept: CSIM to the source person's real hold-out frames, and the fraction of frames "
             "verified as the source person at dlib's 0.6 (reference: the avatar's few-shot frames); leakage: "
             "the same to the driver person; motion followed: landmark error against the landmarks that drove "
-            "the frame (adapted ones when adaptation is on).", "", *_md_table(header, means + rows), ""]
+            "the frame (adapted ones when adaptation is on); gaze error (when measured): the rendered gaze against "
+            "the driver's, in eye widths, each with its own median removed (what transfers is the change from "
+            "each person's neutral gaze).", "", *_md_table(header, means + rows), ""]
 
 
 def _cross_cell(d: dict[str, Any]) -> str:
