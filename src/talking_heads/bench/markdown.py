@@ -153,6 +153,12 @@ def render_markdown(results: dict[str, Any]) -> str:
                   f"render, resize, H.264 encode with labels) **{a['animate_fps']} frames/s** ({a['frames']} frames "
                   f"in {a['animate_s']} s); live stage one frame at a time (`LiveStage.step`) **{a['live_ms_median']} "
                   f"ms** per frame median, {a['live_ms_p95']} ms p95. Targets: >= 25 frames/s, < 40 ms."]
+        g = a.get("gaze")
+        if g:
+            lines += ["", f"Gaze (`--motion look`, measured on the rendered frames, docs/gaze.md): horizontal r "
+                      f"**{g['look_corr_x']}**, vertical r {g['look_corr_y']}, error {g['look_error']} eye widths "
+                      f"(the photo's own gaze offset included) on {g['frames_seen']} frames with both irises seen; "
+                      f"face detection + iris locator {g['detect_and_locate_ms_per_frame']} ms per frame."]
     return "\n".join(lines) + "\n"
 
 

@@ -189,17 +189,17 @@ def mouth_interior(points: Tensor, size: int, feather: float = 0.2) -> Tensor:
     return (inside / (feather * width)).clamp(0, 1).reshape(-1, 1, size, size)
 
 
-def _inside_distance(poly: Tensor, size: int) -> Tensor:
-    """(B,size*size): how far each pixel centre lies inside the convex polygon poly (B,P,2, in order,
-    normalised); negative outside."""
+def _inside_distance(poly: Tensor, size: int, query: Tensor | None = None) -> Tensor:
+    """(B,M): how far each query point (1,M,2 normalised; default: the size x size pixel centres) lies inside the
+    convex polygon poly (B,P,2, in order, normalised); negative outside."""
     nxt = poly.roll(-1, dims=1)
     edge = nxt - poly
     area = (poly[..., 0] * nxt[..., 1] - nxt[..., 0] * poly[..., 1]).sum(1)  # 2x signed area
     orient = torch.where(area >= 0, 1.0, -1.0)[:, None, None]
     normal = torch.stack([-edge[..., 1], edge[..., 0]], -1) * orient  # inward for either orientation
     normal = normal / normal.norm(dim=-1, keepdim=True).clamp_min(1e-6)
-    q = identity_grid(1, size, size, poly)[0].reshape(1, -1, 1, 2)  # 1,HW,1,2
-    return ((q - poly[:, None]) * normal[:, None]).sum(-1).amin(-1)
+    q = identity_grid(1, size, size, poly)[0].reshape(1, -1, 2) if query is None else query
+    return ((q[:, :, None] - poly[:, None]) * normal[:, None]).sum(-1).amin(-1)
 
 
 @full_precision
@@ -207,28 +207,35 @@ def iris_shift(driver: Tensor, source: Tensor, size: int, feather: float = 0.35)
     """Gaze (model.tps_iris; landmarks/iris.py): a displacement (B,2,size,size) to add to the prior's, which
     moves what the photo shows inside each eye's lid opening so that the photo's iris lands on the driven one.
     The shift is the photo's iris centre minus where the prior maps the driven iris centre. It applies in full
-    over the driven iris (a disc of 1.25 iris radii, `iris.IRIS_RADIUS` eye widths: the iris moves whole) and
-    over the opening's middle (from `feather` x its half height inside the lids), and fades to 0 at the lids,
-    which stay where the prior puts them; the white of the eye stretches in between. driver, source (B,70,2)
-    normalised, rows 68-69 the iris centres."""
+    over the driven iris (a disc of 1.25 iris radii, `IRIS_DISC` eye widths: the iris moves whole) and over the
+    opening's middle (from `feather` x its half height inside the lids), and fades to 0 at the lids, which stay
+    where the prior puts them; the white of the eye stretches in between. Computed in each eye's bounding box
+    only (0 elsewhere). driver, source (B,70,2) normalised, rows 68-69 the iris centres."""
     d, src = driver.float(), source.float()
     ctrl_d, ctrl_s = control_points(d[:, :68], src[:, :68])
     mapped = evaluate_tps(solve_tps(ctrl_d, ctrl_s), ctrl_d, d[:, 68:70])  # B,2,2: the driven irises in the photo
     delta = src[:, 68:70] - mapped
-    out = d.new_zeros(d.shape[0], 2, size * size)
-    q = identity_grid(1, size, size, d)[0].reshape(1, -1, 2)  # 1,HW,2
+    out = d.new_zeros(d.shape[0], 2, size, size)
     for eye, idx in enumerate((range(36, 42), range(42, 48))):
-        poly = d[:, list(idx)]
+        poly = d[:, list(idx)]  # B,6,2
         half = 0.25 * ((poly[:, 1] - poly[:, 5]).norm(dim=-1) + (poly[:, 2] - poly[:, 4]).norm(dim=-1))  # B
-        inside = _inside_distance(poly, size)  # B,HW
-        middle = (inside / (feather * half.clamp_min(1e-4))[:, None]).clamp(0, 1)
-        at_lids = (inside / (AT_LIDS * half.clamp_min(1e-4))[:, None]).clamp(0, 1)
-        r = IRIS_DISC * (poly[:, 3] - poly[:, 0]).norm(dim=-1).clamp_min(1e-4)  # B
-        dist = (q - d[:, 68 + eye, None]).norm(dim=-1)  # B,HW
-        disc = ((1.25 * r[:, None] - dist) / (0.35 * r[:, None])).clamp(0, 1)
-        w = at_lids * torch.maximum(middle, disc)
-        out += w[:, None] * delta[:, eye, :, None]
-    return out.reshape(-1, 2, size, size)
+        r = IRIS_DISC * (poly[:, 3] - poly[:, 0]).norm(dim=-1)  # B
+        lo = ((poly.amin(1) + 1) * size / 2 - 1).floor().clamp(0, size - 1).long().tolist()  # the eye's box, px
+        hi = ((poly.amax(1) + 1) * size / 2 + 1).ceil().clamp(0, size - 1).long().tolist()
+        for i, ((x0, y0), (x1, y1)) in enumerate(zip(lo, hi)):
+            if x1 <= x0 or y1 <= y0:
+                continue
+            ys = (torch.arange(y0, y1 + 1, dtype=d.dtype, device=d.device) + 0.5) * 2 / size - 1
+            xs = (torch.arange(x0, x1 + 1, dtype=d.dtype, device=d.device) + 0.5) * 2 / size - 1
+            q = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(1, -1, 2)
+            inside = _inside_distance(poly[i:i + 1], size, q)[0]  # M
+            hh = half[i].clamp_min(1e-4)
+            middle = (inside / (feather * hh)).clamp(0, 1)
+            at_lids = (inside / (AT_LIDS * hh)).clamp(0, 1)
+            disc = ((1.25 * r[i] - (q[0] - d[i, 68 + eye]).norm(dim=-1)) / (0.35 * r[i]).clamp_min(1e-6)).clamp(0, 1)
+            w = (at_lids * torch.maximum(middle, disc)).reshape(y1 - y0 + 1, x1 - x0 + 1)
+            out[i, :, y0:y1 + 1, x0:x1 + 1] += w * delta[i, eye, :, None, None]
+    return out
 
 
 def mouth_box(points: Tensor, scale: float = 1.7, minimum: float = 0.2) -> Tensor:
