@@ -164,7 +164,6 @@ class ClassicalIris(IrisLocator):
 
         points = np.asarray(points, np.float64)
         out = np.zeros((NUM_IRIS, 4), np.float32)
-        grey_full = None
         for eye in range(NUM_IRIS):
             o, ex, ey, w = eye_frame(points, eye)
             if not np.isfinite(w) or w < 4:
@@ -177,8 +176,6 @@ class ClassicalIris(IrisLocator):
             X1, Y1 = int(np.ceil(min(image.shape[1], x1))), int(np.ceil(min(image.shape[0], y1)))
             if X1 - X0 < 3 or Y1 - Y0 < 3:
                 continue
-            if grey_full is None:
-                grey_full = image if image.ndim == 2 else None
             crop = image[Y0:Y1, X0:X1]
             grey = crop if crop.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2GRAY)
             patch = cv2.resize(grey, None, fx=s, fy=s, interpolation=cv2.INTER_CUBIC).astype(np.float32)

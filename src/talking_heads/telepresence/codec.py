@@ -209,44 +209,38 @@ class GazeCoder:
         self.q = np.zeros(2, np.int64)
         self.states = [0, 10 << 8, 10 << 8]  # a first gaze after a key frame is about 10 steps from 0
 
-    def _code(self, value: int, i: int) -> int:
-        cls = magnitude_class(self.states[i])
+    def _put(self, enc: ArithmeticEncoder, value: int, i: int) -> None:
+        put_int(enc, value, magnitude_class(self.states[i]))
         self.states[i] = update_state(self.states[i], value)
-        return cls
+
+    def _take(self, dec: ArithmeticDecoder, i: int) -> int:
+        value = take_int(dec, magnitude_class(self.states[i]))
+        self.states[i] = update_state(self.states[i], value)
+        return value
 
     def put(self, enc: ArithmeticEncoder, gaze: np.ndarray | None) -> None:
         seen = int(gaze is not None and bool(np.isfinite(gaze).all()))
-        put_int(enc, seen - self.seen, self._code(seen - self.seen, 0))
+        self._put(enc, seen - self.seen, 0)
         self.seen = seen
         if seen:
             q = np.clip(np.round(np.asarray(gaze) / GAZE_STEP), -GAZE_MAX, GAZE_MAX).astype(np.int64)
             for j in range(2):
-                d = int(q[j] - self.q[j])
-                put_int(enc, d, self._code(d, 1 + j))
+                self._put(enc, int(q[j] - self.q[j]), 1 + j)
             self.q = q
 
     def take(self, dec: ArithmeticDecoder) -> np.ndarray | None:
         """The gaze (2,) eye widths, or None when not seen; CodecError for values out of range."""
-        change = take_int(dec, self._code_peek(0))
-        seen = self.seen + change
+        seen = self.seen + self._take(dec, 0)
         if seen not in (0, 1):
             raise CodecError(f"gaze seen flag {seen}: corrupt packet")
-        self.states[0] = update_state(self.states[0], change)
         self.seen = seen
         if not seen:
             return None
-        q = self.q.copy()
-        for j in range(2):
-            d = take_int(dec, self._code_peek(1 + j))
-            self.states[1 + j] = update_state(self.states[1 + j], d)
-            q[j] += d
+        q = self.q + np.array([self._take(dec, 1 + j) for j in range(2)], np.int64)
         if np.abs(q).max() > GAZE_MAX:
             raise CodecError(f"gaze {q.tolist()} out of range: corrupt packet")
         self.q = q
         return q.astype(np.float64) * GAZE_STEP
-
-    def _code_peek(self, i: int) -> int:
-        return magnitude_class(self.states[i])
 
 
 def _ts_jitter(ts: int, prev: int, period: int) -> int:
