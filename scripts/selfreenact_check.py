@@ -25,6 +25,8 @@ import numpy as np
 from talking_heads import media, metrics
 from talking_heads.data.video import even_indices, probe, read_frames
 from talking_heads.demo import default_data_dir
+from talking_heads.landmarks.iris import place_gaze, with_iris
+from talking_heads.metrics.gaze import frame_gaze, gaze_agreement
 from talking_heads.pipeline import TalkingHeadPipeline
 
 MOUTH = (62, 66)  # inner lips, upper and lower middle
@@ -69,7 +71,11 @@ def person(pipe, clip: Path, frames: int, ssim, psnr) -> dict:
     real, fake, real_pts, fake_pts = [], [], [], []
     for i in order[1:]:
         crop = pipe.detect_and_crop(images[i])[0]
-        out = pipe.render_frames(avatar, crop.landmarks[None].astype(np.float32))[0]
+        points = crop.landmarks
+        if crop.iris is not None:  # the frame's own gaze (models that render gaze; an unseen iris: the photo's)
+            seen = np.isfinite(crop.iris).all(1, keepdims=True)
+            points = with_iris(points, np.where(seen, crop.iris, place_gaze(points, avatar.rest_gaze)))
+        out = pipe.render_frames(avatar, points[None].astype(np.float32))[0]
         real.append(media.resize(crop.image, out.shape[0]))
         fake.append(out)
         real_pts.append(crop.landmarks)
@@ -81,7 +87,9 @@ def person(pipe, clip: Path, frames: int, ssim, psnr) -> dict:
     lm = [float(np.linalg.norm(normalised(a) - normalised(b), axis=1).mean()) for a, b in zip(real_pts, fake_pts)]
     picks = {"mouth closed": int(np.argmin(m_real)), "mouth open": int(np.argmax(m_real)),
              "head turn": int(np.argmax([yaw(p) for p in real_pts]))}
+    gaze = gaze_agreement(frame_gaze(fake), frame_gaze(real))  # not optimised by anything either
     return {"clip": clip.name, "ssim": float(np.nanmean(ssim.per_frame(fake, real))),
+            "gaze_error": gaze["error"], "gaze_corr_x": gaze["corr_x"],
             "psnr": float(np.nanmean(psnr.per_frame(fake, real))), "landmark_error": float(np.mean(lm)),
             "mouth_corr": float(np.corrcoef(m_real, m_fake)[0, 1]),
             "row": [avatar.thumbnail] + [im for k in picks.values() for im in (real[k], fake[k])],
@@ -105,8 +113,8 @@ def main(argv=None) -> int:
     tile = rows[0]["fake"].shape[1]
     media.write_png(args.out / "sheet.png", media.contact_sheet([r.pop("row") for r in rows], tile))
     np.savez_compressed(args.out / "frames.npz", **{r["clip"]: r.pop("fake") for r in rows})
-    keys = ("ssim", "psnr", "landmark_error", "mouth_corr")
-    summary = {"people": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in keys}}
+    keys = ("ssim", "psnr", "landmark_error", "mouth_corr", "gaze_error", "gaze_corr_x")
+    summary = {"people": rows, "mean": {k: float(np.nanmean([r[k] for r in rows])) for k in keys}}
     (args.out / "metrics.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary["mean"]))
     return 0

@@ -171,7 +171,7 @@ def test_tps_renderer_moves_the_photos_own_pupils_with_the_drivers_gaze(shared_d
     """End to end: an avatar of a real photo rendered with the driver looking left and then right, with the
     iris centres among the warp's control points; the iris locator finds the rendered pupils moved the same
     way (and not at all with model.tps_iris off). Two photos: the commanded swing is 0.30 eye widths; the locator
-    sees about half of it (it reads a rigid shift of the eye's content as about 0.7 of it, docs/gaze.md)."""
+    sees about half of it (it reads a rigid shift of the eye's content as 0.54-0.78 of it, docs/gaze.md)."""
     from talking_heads.metrics.gaze import frame_gaze
     from talking_heads.pipeline import TalkingHeadPipeline
 
