@@ -141,7 +141,7 @@ class TpsGenerator(nn.Module):
         drv = points.float()[:, None].expand(b, k, n, 2).reshape(b * k, n, 2)
         p_src = p_src.reshape(b * k, n, 2)
         prior = prior_displacement(drv[:, :68], p_src[:, :68], self.grid_size)  # BK,2,g,g
-        return p_src, prior, (lambda size: iris_shift(drv, p_src, size)) if n == 70 else (lambda size: 0.0)
+        return p_src, prior, (lambda size: iris_shift(drv, p_src, size, prior=prior)) if n == 70 else (lambda size: 0.0)
 
     def warp(self, y: Tensor, sources: Sources, points: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """(warped photo (B,3,R,R), mask logit v (B,1,S',S') from the network, validity (B,1,R,R) or None,

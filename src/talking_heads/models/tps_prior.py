@@ -203,17 +203,23 @@ def _inside_distance(poly: Tensor, size: int, query: Tensor | None = None) -> Te
 
 
 @full_precision
-def iris_shift(driver: Tensor, source: Tensor, size: int, feather: float = 0.35) -> Tensor:
+def iris_shift(driver: Tensor, source: Tensor, size: int, feather: float = 0.35, prior: Tensor | None = None) -> Tensor:
     """Gaze (model.tps_iris; landmarks/iris.py): a displacement (B,2,size,size) to add to the prior's, which
     moves what the photo shows inside each eye's lid opening so that the photo's iris lands on the driven one.
     The shift is the photo's iris centre minus where the prior maps the driven iris centre. It applies in full
     over the driven iris (a disc of 1.25 iris radii, `IRIS_DISC` eye widths: the iris moves whole) and over the
     opening's middle (from `feather` x its half height inside the lids), and fades to 0 at the lids, which stay
     where the prior puts them; the white of the eye stretches in between. Computed in each eye's bounding box
-    only (0 elsewhere). driver, source (B,70,2) normalised, rows 68-69 the iris centres."""
+    only (0 elsewhere). driver, source (B,70,2) normalised, rows 68-69 the iris centres; prior: the prior's
+    displacement (`prior_displacement`, B,2,g,g) when already computed (read at the irises instead of solving
+    the spline again)."""
     d, src = driver.float(), source.float()
-    ctrl_d, ctrl_s = control_points(d[:, :68], src[:, :68])
-    mapped = evaluate_tps(solve_tps(ctrl_d, ctrl_s), ctrl_d, d[:, 68:70])  # B,2,2: the driven irises in the photo
+    if prior is None:
+        ctrl_d, ctrl_s = control_points(d[:, :68], src[:, :68])
+        mapped = evaluate_tps(solve_tps(ctrl_d, ctrl_s), ctrl_d, d[:, 68:70])  # B,2,2: the driven irises in the photo
+    else:
+        at = F.grid_sample(prior.float(), d[:, 68:70, None], mode="bilinear", align_corners=False)  # B,2,2,1
+        mapped = d[:, 68:70] + at[..., 0].transpose(1, 2)
     delta = src[:, 68:70] - mapped
     out = d.new_zeros(d.shape[0], 2, size, size)
     for eye, idx in enumerate((range(36, 42), range(42, 48))):
