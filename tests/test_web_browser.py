@@ -82,24 +82,65 @@ def server(shared_data, tmp_path_factory):
         proc.kill()
 
 
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def _chrome(downloads: Path, camera: Path | None = None):
+    """Headless Chromium with a fake camera allowed without asking: Chrome's own test pattern, or `camera`
+    (a .y4m clip played in a loop)."""
     from selenium.webdriver.chrome.service import Service
 
     chrome, chromedriver = _browser()
-    downloads = tmp_path_factory.mktemp("downloads")
     options = webdriver.ChromeOptions()
     options.binary_location = chrome
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-dev-shm-usage", "--window-size=1280,1000", "--lang=en-US",
-                 # Chrome's own test-pattern webcam, allowed without asking
                  "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"):
         options.add_argument(flag)
+    if camera is not None:
+        options.add_argument(f"--use-file-for-fake-video-capture={camera}")
     options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
                                               "download.prompt_for_download": False})
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     driver.downloads = downloads
+    return driver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = _chrome(tmp_path_factory.mktemp("downloads"))
+    yield driver
+    driver.quit()
+
+
+def write_y4m(video: Path, path: Path, *, width: int, height: int, seconds: float) -> Path:
+    """A real clip as a Y4M file for Chromium's fake camera: each frame scaled to fit width x height on grey."""
+    import cv2
+
+    from talking_heads.data.video import probe, read_frames
+
+    fps = probe(video).fps
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{round(fps)}:1 Ip A1:1 C420jpeg\n".encode())
+        for i, frame in read_frames(video):
+            if i >= seconds * fps:
+                break
+            s = min(width / frame.shape[1], height / frame.shape[0])
+            w, h = int(frame.shape[1] * s) // 2 * 2, int(frame.shape[0] * s) // 2 * 2
+            canvas = np.full((height, width, 3), 120, np.uint8)
+            x, y = (width - w) // 2 // 2 * 2, (height - h) // 2 // 2 * 2
+            canvas[y:y + h, x:x + w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
+            out.write(b"FRAME\n" + cv2.cvtColor(canvas, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
+LIVE_CLIP = "videos/test/edtalk_mouth_source.mp4"  # a talking face that opens and closes its mouth
+
+
+@pytest.fixture(scope="module")
+def camera_browser(shared_data, tmp_path_factory):
+    """A second browser whose fake camera plays a real test-split clip."""
+    folder = tmp_path_factory.mktemp("camera")
+    clip = write_y4m(shared_data / LIVE_CLIP, folder / "camera.y4m", width=480, height=360, seconds=6)
+    driver = _chrome(folder, camera=clip)
     yield driver
     driver.quit()
 
@@ -268,3 +309,72 @@ def test_new_user_makes_watches_and_downloads_an_animation(browser, server, shar
     assert any(sessions.iterdir())
     browser.get("about:blank")
     _wait(browser, lambda d: not any(sessions.iterdir()), "the session's folder to be removed")
+
+
+def _mouth_opening(image: np.ndarray) -> float:
+    """Inner-lip gap over the eye-corner distance of the face in an RGB image (NaN without a face)."""
+    from talking_heads.landmarks.tracking import FaceTracker
+
+    points, _, _ = FaceTracker("dlib").update(image)
+    if points is None:
+        return float("nan")
+    return float(np.linalg.norm(points[66] - points[62]) / np.linalg.norm(points[45] - points[36]))
+
+
+def _canvas(driver, element_id: str) -> np.ndarray:
+    import base64
+    import io
+
+    from PIL import Image
+
+    url = driver.execute_script(f"return document.getElementById('{element_id}').toDataURL('image/png')")
+    with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def test_live_tab_follows_the_camera(camera_browser, server, shared_data):
+    """The Live tab: the fake camera plays a real talking clip; the avatar's mouth follows the clip's (side by
+    side: the camera frame each avatar frame was rendered from), and the page measures fps and latency."""
+    url, _, _ = server
+    b = camera_browser
+    b.get(url)
+    _wait(b, lambda d: _css(d, "#create") and _css(d, "#examples img"), "the page")
+    _tab(b, "Live")
+    _wait(b, lambda d: [x for x in _css(d, "#live-start") if x.is_displayed()], "the Live tab")[0].click()
+    _wait(b, lambda d: [t.text for t in _css(d, "[data-testid=toast-body]") if "no avatar yet" in t.text],
+          "the no-avatar error")  # nothing to drive yet: a readable error
+    _tab(b, "Avatar")
+    _css(b, "#sources input[type=file]")[0].send_keys(str(shared_data / PHOTO))
+    _wait(b, lambda d: _css(d, "#faces img"), "the detected face")
+    next(label for label in _css(b, "#mode label") if "feed-forward" in label.text).click()
+    _css(b, "#create")[0].click()
+    _wait(b, lambda d: "Avatar ready" in _css(d, "#avatar-status")[0].text, "the avatar")
+    _tab(b, "Live")
+    _css(b, "#live-start")[0].click()
+    frame = _wait(b, lambda d: _css(d, "#live-panel iframe"), "the live panel")[0]
+    b.switch_to.frame(frame)
+    try:
+        assert "SYNTHETIC" in b.find_element("id", "label").text
+        b.find_element("id", "start").click()
+        _wait(b, lambda d: d.execute_script("return window.liveStats.frames") >= 30, "30 live frames")
+        opening = []
+        for _ in range(40):  # about 8 s: more than the clip's loop
+            view = _canvas(b, "view")
+            half = view.shape[1] // 2
+            assert view.shape[0] == half  # side by side: camera | avatar, one square each
+            opening.append((_mouth_opening(view[:, :half]), _mouth_opening(view[:, half:])))
+            time.sleep(0.15)
+        stats = b.execute_script("return window.liveStats")
+        page = b.find_element("tag name", "body").text
+    finally:
+        b.switch_to.default_content()
+    o = np.array(opening)
+    seen = np.isfinite(o).all(axis=1)
+    assert seen.sum() >= 30, o
+    assert np.ptp(o[seen, 0]) > 0.1  # the clip opens and closes its mouth
+    r = np.corrcoef(o[seen, 0], o[seen, 1])[0, 1]
+    assert r > 0.6, (r, o)
+    assert stats["noFace"] == 0 and stats["fps"] > 1 and 0 < stats["latencyMedian"] < 5000, stats
+    assert "frames/s" in page and "ms median" in page, page
+    print(f"live tab: mouth-opening r = {r:.2f}; {stats['fps']:.1f} frames/s, latency median "
+          f"{stats['latencyMedian']:.0f} ms ({stats['clock']}), server {stats['serverMs']:.0f} ms")

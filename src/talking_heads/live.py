@@ -6,9 +6,14 @@ driver landmarks and gives one rendered frame: `step(points) -> frame`. Per fram
 1. the crop: the driver's points into a crop at the model's resolution, with a fixed `crop` or a
    `data.crop.StreamCrop` fitted on the first frame with a face;
 2. One Euro smoothing (optional), in the units of a 256 px crop, where the filter's defaults are tuned;
-3. adaptation (`landmarks.adaptation.MotionTransfer`, built once from the reference frame and the avatar's
-   face) of the motion since the reference frame to the avatar's own face; adapt=False is the paper's
-   placement of the driver's landmarks by the crop rule;
+3. adaptation (`landmarks.adaptation.MotionTransfer`, built from the reference frame and the avatar's face)
+   of the motion since the reference frame to the avatar's own face; adapt=False is the paper's placement of
+   the driver's landmarks by the crop rule. Without a given reference (a live camera or a telepresence
+   stream: no file to search), the reference is chosen as `animate` chooses it, the most neutral frame
+   (`landmarks.masks.neutrality`: mouth closed, eyes open, frontal), over the stream's first
+   `reference_seconds`: the first face frame at once, replaced whenever a clearly more neutral one arrives in
+   that time (a sender whose first frame has an open mouth would otherwise drive a closed-mouth avatar by
+   the *closing* of its mouth); 0 = the first face frame, fixed;
 4. render (`Renderer.render_frames`).
 
 `pipeline.animate` is a loop over it (a driver file's landmarks in, an mp4 out); the telepresence receiver
@@ -25,19 +30,24 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import threading
+
 import numpy as np
 
 from .avatar import Avatar
 from .data.crop import CropTransform, StreamCrop
 from .landmarks.adaptation import MotionTransfer
 from .landmarks.filters import OneEuroFilter
+from .landmarks.masks import neutrality
 from .landmarks.iris import GazeFilter, place_gaze, relative_gaze, uses_gaze, with_iris
 from .landmarks.yaw import clamp_yaw
 from .renderer import PipelineError, Renderer
 
-__all__ = ["LiveStage", "require_landmarks"]
+__all__ = ["LatestSlot", "LiveStage", "require_landmarks"]
 
 FILTER_UNITS = 256.0  # One Euro smoothing runs on points in the units of a crop this many px wide
+REFERENCE_SECONDS = 3.0  # without a given reference: the most neutral face frame of the stream's first seconds
+REFERENCE_MARGIN = 0.05  # ... replaces the current one when this much more neutral (`neutrality` units)
 
 
 class LiveStage:
@@ -53,7 +63,8 @@ class LiveStage:
 
     def __init__(self, renderer: Renderer, avatar: Avatar, *, adapt: bool = True, reference: np.ndarray | None = None,
                  smooth: bool = False, fps: float = 25.0, crop: CropTransform | None = None,
-                 eye_contact: bool = False, gaze_reference: np.ndarray | None = None):
+                 eye_contact: bool = False, gaze_reference: np.ndarray | None = None,
+                 reference_seconds: float = REFERENCE_SECONDS):
         if adapt:
             require_landmarks(avatar)
         self.renderer, self.avatar, self.adapt, self.fps = renderer, avatar, adapt, float(fps)
@@ -63,6 +74,11 @@ class LiveStage:
         # the driver's motion since the reference frame -> the avatar's face; without a reference: built on
         # the first frame with a face
         self.transfer = MotionTransfer(reference, avatar.face) if adapt and reference is not None else None
+        self.fixed_reference = reference is not None
+        self.reference_seconds = float(reference_seconds)
+        self.reference_score = np.inf  # neutrality of the chosen reference frame (module docstring)
+        self.reference_changes = 0  # references replaced by a more neutral frame
+        self._first_face_t: float | None = None
         self.filter = OneEuroFilter() if smooth else None
         self._last_t: float | None = None
         self._gaze_t: float | None = None
@@ -104,11 +120,27 @@ class LiveStage:
         if not self.adapt:
             self.points = self._with_gaze(self.driver_points, gaze, t)
             return self.points
-        if self.transfer is None:
-            self.transfer = MotionTransfer(p, self.avatar.face)
+        self._choose_reference(p, t)
         adapted = clamp_yaw(self.transfer.apply(p), self.avatar.face, self.renderer.cfg.inference.max_yaw)
         self.points = self._with_gaze(adapted, gaze, t)
         return self.points
+
+    def _choose_reference(self, p: np.ndarray, t: float | None) -> None:
+        """The first face frame is the reference; within `reference_seconds` of it (capture times, else frames
+        1/fps apart) a frame more neutral by REFERENCE_MARGIN replaces it (module docstring)."""
+        if self.fixed_reference:
+            return
+        now = t if t is not None else self.frames / self.fps
+        if self._first_face_t is None:
+            self._first_face_t = now
+        if self.transfer is not None and now - self._first_face_t > self.reference_seconds:
+            return
+        score = float(neutrality(p)[0])
+        if self.transfer is None or score < self.reference_score - REFERENCE_MARGIN:
+            if self.transfer is not None:
+                self.reference_changes += 1
+            self.transfer = MotionTransfer(p, self.avatar.face)
+            self.reference_score = score
 
     def _with_gaze(self, points: np.ndarray, gaze: np.ndarray | None, t: float | None) -> np.ndarray:
         """(70,2) points with the filtered gaze placed on their eyes, for a model that renders gaze; else as
@@ -148,6 +180,36 @@ class LiveStage:
              frame_size: tuple[int, int] | None = None) -> np.ndarray:
         """One frame: landmarks in, RGB uint8 (output_size, output_size, 3) frame out (class docstring)."""
         return self.render(self.landmarks(points, t, frame_size))
+
+
+class LatestSlot:
+    """One item waiting for a consumer thread; putting a new one drops the old one (`put` returns True): live
+    consumers always take the newest frame and never build a backlog."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._item = None
+        self.closed = False
+
+    def put(self, item) -> bool:
+        with self._cond:
+            dropped = self._item is not None
+            self._item = item
+            self._cond.notify()
+            return dropped
+
+    def take(self, timeout: float):
+        """The waiting item (None after `timeout` s without one, or once closed)."""
+        with self._cond:
+            if self._item is None and not self.closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
 
 
 def require_landmarks(avatar: Avatar) -> None:

@@ -61,7 +61,7 @@ from .landmarks.adaptation import adapt_landmarks
 from .landmarks.iris import complete_gaze, neutral_gaze, uses_gaze
 from .landmarks.masks import neutral_frame
 from .landmarks.raster import rasterize, rasterize_tensor
-from .live import LiveStage, require_landmarks
+from .live import REFERENCE_SECONDS, LiveStage, require_landmarks
 from .metrics.flicker import BackgroundFlicker, paste_back_flicker
 from .paths import output_file
 from .renderer import PipelineError, Renderer
@@ -283,12 +283,13 @@ class TalkingHeadPipeline(Renderer):
 
     def live(self, avatar: Avatar, *, adapt: bool = True, reference: np.ndarray | None = None, smooth: bool = False,
              fps: float = 25.0, crop: CropTransform | None = None, eye_contact: bool = False,
-             gaze_reference: np.ndarray | None = None) -> LiveStage:
+             gaze_reference: np.ndarray | None = None, reference_seconds: float = REFERENCE_SECONDS) -> LiveStage:
         """The per-frame live stage (`live.LiveStage`) on this model: driver landmarks in, rendered frames out,
         one at a time. eye_contact: the driver's gaze turned towards the camera; gaze_reference: the driver's
-        neutral gaze (gaze models)."""
+        neutral gaze (gaze models); reference_seconds: without a reference, how long the most neutral frame is
+        sought (0: the first face frame)."""
         return LiveStage(self, avatar, adapt=adapt, reference=reference, smooth=smooth, fps=fps, crop=crop,
-                         eye_contact=eye_contact, gaze_reference=gaze_reference)
+                         eye_contact=eye_contact, gaze_reference=gaze_reference, reference_seconds=reference_seconds)
 
     # --- stage: paste back ----------------------------------------------------------------------------
     def paste_target(self, avatar: Avatar) -> tuple[np.ndarray, CropTransform]:

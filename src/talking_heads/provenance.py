@@ -95,6 +95,19 @@ def png_info():
     return info
 
 
+def labelled_jpeg(rgb: np.ndarray, quality: int = 80) -> bytes:
+    """A JPEG of a rendered RGB frame for a live page: the invisible watermark (frames of at least 256 x 256 px)
+    and the marker as a JPEG comment (COM segment right after the start-of-image marker)."""
+    if can_watermark(rgb):
+        rgb = embed_watermark(rgb)
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    comment = f"{MARKER_KEY}: {MARKER_VALUE}".encode()
+    data = buf.tobytes()
+    return data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
+
+
 def _is_marker(tags: dict) -> str | None:
     """The marker text among metadata tags (case-insensitive keys), or None."""
     lowered = {str(k).lower(): str(v) for k, v in tags.items()}
@@ -245,7 +258,8 @@ def _verify_image(path: Path) -> VerifyReport:
             except limits.LimitError as err:
                 raise VerifyError(f"{err} (a decompression bomb?): not decoded") from None
             tags = dict(getattr(img, "text", {}) or {})
-            tags.update({k: v for k, v in img.info.items() if isinstance(v, str)})
+            tags.update({k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v  # a JPEG's COM is bytes
+                         for k, v in img.info.items() if isinstance(v, (str, bytes)) and k != "icc_profile"})
             rgb = to_rgb_uint8(img)
     except Image.DecompressionBombError as err:
         raise VerifyError(f"{path}: {err} (a decompression bomb?): not decoded") from None

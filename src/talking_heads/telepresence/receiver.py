@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import provenance
 from ..data.crop import CropTransform
+from ..live import LatestSlot
 from ..media import VideoWriter
 from .codec import CodecError, Frame, LandmarkDecoder, StreamGap
 from .settings import TelepresenceConfig
@@ -85,34 +86,6 @@ class _Window:
         while self.items and self.items[0][0] < now - RATE_WINDOW:
             self.items.popleft()
         return [v for _, v in self.items]
-
-
-class LatestSlot:
-    """One decoded frame waiting for the renderer; putting a new one drops the old one (returns True)."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._item = None
-        self.closed = False
-
-    def put(self, item) -> bool:
-        with self._cond:
-            dropped = self._item is not None
-            self._item = item
-            self._cond.notify()
-            return dropped
-
-    def take(self, timeout: float):
-        with self._cond:
-            if self._item is None and not self.closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
 
 
 class Recorder(threading.Thread):

@@ -1,10 +1,12 @@
 """The page: a Gradio Blocks layout whose events call `handlers` (docs/web.md).
 
-Three tabs. *Avatar*: photos or a video (or a built-in example) -> the detected face crop with its landmarks
+Four tabs. *Avatar*: photos or a video (or a built-in example) -> the detected face crop with its landmarks
 (shown as soon as a file is chosen, and again when the work starts) -> FF or FT avatar (FT with a live progress
 bar: steps and time left) -> its first rendered frame; save / load avatars. *Animate*: a built-in motion or a
 video (uploaded or recorded with the webcam) drives the avatar -> the result plays in the page, the mp4 and the
-contact sheet are offered for download (progress: frames done / total). *Verify*: the provenance report of any
+contact sheet are offered for download (progress: frames done / total). *Live*: the browser's camera drives the
+avatar in real time, on a page of our own embedded in the tab (`live.py`: a WebSocket beside Gradio's routes).
+*Verify*: the provenance report of any
 image or video.
 
 Offline and private by construction: Gradio's analytics are off, its theme uses the fonts it ships (no
@@ -37,6 +39,7 @@ from ..landmarks.iris import uses_gaze  # noqa: E402
 from ..landmarks.motions import MOTIONS  # noqa: E402
 from ..pipeline import TalkingHeadPipeline  # noqa: E402
 from . import handlers  # noqa: E402
+from .live import LiveHub  # noqa: E402
 from .settings import WebSettings  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -176,6 +179,7 @@ class Page:
         self.examples = prepare_examples(settings, work_dir / "examples")
         self.jobs = dict(concurrency_id="jobs", concurrency_limit=settings.max_jobs)  # FF / FT / animate
         self.light = dict(concurrency_id="light", concurrency_limit=max(2, settings.max_jobs))  # previews, files
+        self.live = LiveHub(pipe, settings)  # the Live tab's camera page and WebSocket (web/live.py)
 
     def build(self) -> gr.Blocks:
         keep = int(self.settings.keep_results_minutes * 60)
@@ -189,7 +193,9 @@ class Page:
                     self._avatar_tab()
                 with gr.Tab("2. Animate", id="animate", elem_id="tab-animate"):
                     self._animate_tab()
-                with gr.Tab("3. Verify", id="verify", elem_id="tab-verify"):
+                with gr.Tab("3. Live", id="live", elem_id="tab-live"):
+                    self._live_tab()
+                with gr.Tab("4. Verify", id="verify", elem_id="tab-verify"):
                     self._verify_tab()
             model = Path(self.pipe.model_dir).name if self.pipe.model_dir is not None else "in memory"
             renders = ("a TPS renderer: your photo warped by its landmarks, at up to "
@@ -200,6 +206,7 @@ class Page:
             self._wire_avatar()
             self._wire_saved()
             self._wire_animate()
+            self._wire_live()
             self._wire_verify()
             demo.load(self.on_page_load, [self.browser_key], [self.browser_key, self.saved],
                       api_visibility="private")
@@ -283,6 +290,18 @@ class Page:
                                          file_count="multiple", interactive=False, elem_id="downloads")
                 self.animate_status = gr.Markdown(elem_id="animate-status")
 
+    def _live_tab(self) -> None:
+        gr.Markdown("Your camera drives the current avatar in real time: press **Start live**, then *Start camera* "
+                    "in the panel below and allow the camera. Frames go to this server only, are rendered and come "
+                    "back labelled synthetic; the panel shows the frame rate and the latency. Look straight into "
+                    "the camera with a closed mouth for the first seconds: that is the neutral face the avatar's "
+                    "motion is measured from.", elem_id="live-intro")
+        with gr.Row():
+            self.live_eye_contact = gr.Checkbox(False, label="Eye contact (look at the viewer where you look near the "
+                                                "camera)", visible=uses_gaze(self.cfg), elem_id="live-eye-contact")
+            self.live_btn = gr.Button("Start live", variant="primary", elem_id="live-start")
+        self.live_panel = gr.HTML("", elem_id="live-panel")
+
     def _verify_tab(self) -> None:
         gr.Markdown("Check any image or video for talking-heads' synthetic labels: the metadata marker and the "
                     "invisible watermark.")
@@ -319,6 +338,10 @@ class Page:
                                                  self.paste, self.eye_contact],
                                 [self.video_out, self.downloads, self.animate_status],
                                api_name="animate", show_progress_on=[self.video_out], **self.jobs)
+
+    def _wire_live(self) -> None:
+        self.live_btn.click(self.on_live, [self.avatar, self.live_eye_contact], [self.live_panel],
+                            api_visibility="private", **self.light)
 
     def _wire_verify(self) -> None:
         self.check_in.change(self.on_verify, [self.check_in], [self.check_out], api_visibility="private", **self.light)
@@ -391,6 +414,16 @@ class Page:
         return (str(result.result.video), [str(p) for p in result.downloads],
                 _status(f"**Done**: {result.summary}.", result.warnings))
 
+    def on_live(self, avatar, eye_contact, request: gr.Request):
+        with page_errors():
+            if avatar is None:
+                raise handlers.WebInputError("no avatar yet: make one on the Avatar tab (or load a saved one) first")
+            key = self.live.open(_session(request), avatar, eye_contact=bool(eye_contact))
+        url = f"live?key={key}"
+        return (f'<iframe src="{url}" allow="camera" title="live avatar (synthetic)" '
+                'style="width:100%;height:760px;border:0"></iframe>'
+                f'<p><a href="{url}" target="_blank" rel="noopener">open the live page in its own window</a></p>')
+
     def on_verify(self, path):
         if not path:
             return ""
@@ -400,17 +433,22 @@ class Page:
 
     def on_unload(self, request: gr.Request):
         self.workspace.end_session(_session(request))
+        self.live.close_session(_session(request))
 
 
 def build_app(pipe: TalkingHeadPipeline, settings: WebSettings, work_dir: str | Path) -> gr.Blocks:
-    """The Blocks app, not launched yet. `work_dir`: per-session folders and the examples."""
-    return Page(pipe, settings, work_dir).build()
+    """The Blocks app, not launched yet (`launch` serves its Live page too). `work_dir`: per-session folders and
+    the examples."""
+    page = Page(pipe, settings, work_dir)
+    demo = page.build()
+    demo.live_routes = page.live.routes()  # the Live tab's own page and WebSocket, served beside Gradio's
+    return demo
 
 
 def launch(demo: gr.Blocks, settings: WebSettings, work_dir: str | Path, *, block: bool = True, quiet: bool = True):
     """Start the server on settings.host:port; returns Gradio's (app, local_url, share_url). `work_dir` (the one
     given to `build_app`) holds the examples and results Gradio hands to the page."""
-    return demo.launch(server_name=settings.host, server_port=settings.port, share=False, inbrowser=False,
+    return demo.launch(app_kwargs={"routes": list(getattr(demo, "live_routes", []))}, server_name=settings.host, server_port=settings.port, share=False, inbrowser=False,
                        prevent_thread_lock=not block, quiet=quiet, show_error=False,
                        max_file_size=settings.max_upload_bytes, footer_links=["api", "settings"],
                        ssr_mode=False, pwa=False, mcp_server=False, enable_monitoring=False,

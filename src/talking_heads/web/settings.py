@@ -26,14 +26,23 @@ class WebSettings:
     max_motion_seconds: float = 20.0  # longest built-in motion the duration slider offers
     max_epochs: int = 200  # most fine-tuning epochs the slider offers (its default is the model's finetune.epochs)
     keep_results_minutes: float = 60.0  # results and uploads stay downloadable this long, then are deleted
+    live_sessions: int = 2  # Live tab: pages driving an avatar with their camera at once (more are refused)
+    live_in_flight: int = 2  # Live tab: camera frames a page keeps unanswered (more: it skips camera frames)
+    live_send_width: int = 480  # Live tab: px width of the camera frames the page sends (JPEG)
+    live_send_quality: float = 0.8  # Live tab: JPEG quality (0-1) of those frames
+    live_jpeg_quality: int = 85  # Live tab: JPEG quality (1-100) of the avatar's frames sent back
+    live_max_bytes: int = 2_000_000  # Live tab: larger frame messages are refused
+    live_max_side: int = 1920  # Live tab: camera frames larger than this (px a side) are refused before decoding
+    live_bad_frames: int = 25  # Live tab: unusable frames that stop a session
     examples_dir: str = ""  # photos for the painting examples; "" = $TALKING_HEADS_DATA or ../shared/data, photos/
 
     def __post_init__(self) -> None:
-        for name in ("max_jobs", "queue_size", "max_photos", "max_epochs"):
+        for name in ("max_jobs", "queue_size", "max_photos", "max_epochs", "live_sessions", "live_in_flight",
+                     "live_send_width", "live_jpeg_quality", "live_max_bytes", "live_max_side", "live_bad_frames"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("max_upload_mb", "max_image_megapixels", "max_driver_seconds", "max_motion_seconds",
-                     "keep_results_minutes"):
+                     "keep_results_minutes", "live_send_quality"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= int(self.port) < 65536:
