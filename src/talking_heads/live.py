@@ -8,7 +8,8 @@ driver landmarks and gives one rendered frame: `step(points) -> frame`. Per fram
 2. One Euro smoothing (optional), in the units of a 256 px crop, where the filter's defaults are tuned;
 3. adaptation (`landmarks.adaptation.MotionTransfer`, built from the reference frame and the avatar's face)
    of the motion since the reference frame to the avatar's own face; adapt=False is the paper's placement of
-   the driver's landmarks by the crop rule. Without a given reference (a live camera or a telepresence
+   the driver's landmarks by the crop rule. The adapted head turns no further than the driver's own head (as
+   its camera sees it) nor past `inference.max_yaw` (`landmarks.yaw.follow_yaw`). Without a given reference (a live camera or a telepresence
    stream: no file to search), the reference is chosen as `animate` chooses it, the most neutral frame
    (`landmarks.masks.neutrality`: mouth closed, eyes open, frontal), over the stream's first
    `reference_seconds`: the first face frame at once, replaced whenever a clearly more neutral one arrives in
@@ -40,7 +41,7 @@ from .landmarks.adaptation import MotionTransfer
 from .landmarks.filters import OneEuroFilter
 from .landmarks.masks import neutrality
 from .landmarks.iris import GazeFilter, place_gaze, relative_gaze, uses_gaze, with_iris
-from .landmarks.yaw import clamp_yaw
+from .landmarks.yaw import follow_yaw
 from .renderer import PipelineError, Renderer
 
 __all__ = ["LatestSlot", "LiveStage", "require_landmarks"]
@@ -121,7 +122,7 @@ class LiveStage:
             self.points = self._with_gaze(self.driver_points, gaze, t)
             return self.points
         self._choose_reference(p, t)
-        adapted = clamp_yaw(self.transfer.apply(p), self.avatar.face, self.renderer.cfg.inference.max_yaw)
+        adapted = follow_yaw(self.transfer.apply(p), self.avatar.face, p, self.renderer.cfg.inference.max_yaw)
         self.points = self._with_gaze(adapted, gaze, t)
         return self.points
 

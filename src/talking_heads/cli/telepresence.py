@@ -60,6 +60,10 @@ def _send_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"packet format to send (default {d.version}: landmarks and gaze; 2 or 1 for receivers of "
                         "an older release)")
     s.add_argument("--no-basis", action="store_true", help="code point by point instead of on the shape basis")
+    s.add_argument("--wait", type=float, default=30.0, metavar="S",
+                   help="wait this long for a receiver that is not up yet (default 30 s)")
+    s.add_argument("--reconnect", type=float, default=60.0, metavar="S",
+                   help="after a lost connection, try to reconnect for this long (default 60 s; 0: give up at once)")
     s.set_defaults(func=run_send)
 
 
@@ -81,6 +85,9 @@ def _receive_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--tls-cert", default=None, metavar="CERT", help="serve TLS (wss/https) with this certificate")
     r.add_argument("--tls-key", default=None, metavar="KEY", help="... and this private key")
     r.add_argument("--no-adapt", action="store_true", help="use the sender's landmarks as they are (the paper)")
+    r.add_argument("--reference", choices=("auto", "first"), default=d.reference,
+                   help="the sender's neutral face that adaptation measures motion from: auto (default: the most "
+                        "neutral face of the stream's first 3 s, as `animate` picks it) or the first face frame")
     r.add_argument("--smooth", action="store_true", help="One Euro smoothing at the receiver too")
     r.add_argument("--eye-contact", action="store_true",
                    help="turn the sender's sustained gaze towards the camera (blinks and quick glances kept; for "
@@ -119,15 +126,18 @@ def run_token(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    import asyncio
+    import threading
 
     from ..telepresence.access import client_ssl, parse_address, read_token_file
     from ..telepresence.codec import check_key_interval, check_step
-    from ..telepresence.sender import CameraSource, FileSource, send
+    from ..telepresence.sender import CameraSource, FileSource, Reconnect, send
 
     check_step(args.step, "--step")
     check_key_interval(args.key_interval, "--key-interval")
     limits.check_seconds(args.seconds, "--seconds")
+    for name in ("wait", "reconnect"):
+        if not 0 <= getattr(args, name) <= 24 * 3600:
+            raise UserError(f"--{name} must be between 0 and 86400 seconds")
     host, port = parse_address(args.to)
     token = read_token_file(args.token_file)
     tls = client_ssl(args.tls_ca) if (args.tls_ca or args.tls) else None
@@ -138,14 +148,55 @@ def run_send(args: argparse.Namespace) -> int:
         else FileSource(args.video, seconds=args.seconds)
     print(f"sending {'camera ' + str(args.camera) if args.camera is not None else args.video} at {source.fps:g} fps "
           f"to {'wss' if tls else 'ws'}://{host}:{port}", flush=True)
-    stats = asyncio.run(send(source, host, port, token, settings=settings, ssl_context=tls))
+    stop = threading.Event()
+    say = lambda line: print(f"send: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    stats, signum = until_signal(lambda _: send(source, host, port, token, settings=settings, ssl_context=tls,
+                                                stop=stop, reconnect=Reconnect(args.wait, args.reconnect), say=say),
+                                 on_signal=stop.set)
     print(f"sent: {stats.summary()}")
-    return 0
+    return _signal_exit(signum)
+
+
+def until_signal(make, on_signal=None):
+    """Run the coroutine `make(stop)` (stop: an asyncio.Event) with the first SIGINT or SIGTERM setting `stop`
+    (and calling `on_signal`), so the command ends cleanly: recordings and statistics written, the stream's end
+    sent. A second signal interrupts at once. Returns (result, the signal number or None)."""
+    import asyncio
+    import signal
+
+    caught: list[int] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def handle(signum: int) -> None:
+            caught.append(signum)
+            print(f"\n{signal.Signals(signum).name}: stopping (again to interrupt at once)", file=sys.stderr, flush=True)
+            for s in (signal.SIGINT, signal.SIGTERM):  # the next one acts at once
+                loop.remove_signal_handler(s)
+            stop.set()
+            if on_signal is not None:
+                on_signal()
+
+        for s in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(s, handle, s)
+        try:
+            return await make(stop)
+        finally:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(s)
+
+    result = asyncio.run(main())
+    return result, (caught[0] if caught else None)
+
+
+def _signal_exit(signum: int | None) -> int:
+    """The README's exit codes after a clean stop: 130 after Ctrl-C, 143 after SIGTERM, else 0."""
+    return 0 if signum is None else 128 + int(signum)
 
 
 def run_receive(args: argparse.Namespace) -> int:
-    import asyncio
-
     from ..telepresence.access import parse_address, read_token_file, server_ssl
     from ..avatar import Avatar
     from ..live import require_landmarks
@@ -168,22 +219,21 @@ def run_receive(args: argparse.Namespace) -> int:
         require_landmarks(avatar)
     use_onnx_file(pipe, avatar, args)
     settings = dataclasses.replace(DEFAULTS, host=host, port=port, max_senders=args.max_senders,
-                                   eye_contact=args.eye_contact)
+                                   eye_contact=args.eye_contact, reference=args.reference)
     receiver = Receiver(pipe, avatar, settings=settings, bases=known_bases(), adapt=not args.no_adapt,
                         smooth=args.smooth, out=args.out, once=args.once)
     try:
-        stats = asyncio.run(receiver.run(token, host=host, port=port, ssl_context=tls,
-                                         ready=_announce(host, tls is not None, args.view)))
+        stats, signum = until_signal(lambda stop: receiver.run(token, host=host, port=port, ssl_context=tls, stop=stop,
+                                                               ready=_announce(host, tls is not None, args.view)))
     except OSError as err:
         raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err})") from None
-    except KeyboardInterrupt:
-        stats = receiver.snapshot()
     if args.stats:
         write_text(args.stats, json.dumps(stats, indent=2, default=list))
     print(f"received: {stats['decoded']} frames decoded, {stats['rendered']} rendered, {stats['dropped']} dropped as "
-          f"stale, {stats['bad_packets']} bad packets; {stats['bytes']} codec bytes"
+          f"stale, {stats['bad_packets']} bad packets; {stats['bytes']} codec bytes ({stats['wire_bytes']} with the "
+          "WebSocket framing)"
           + (f"; recording: {args.out} ({stats['recorded']} frames)" if args.out else ""))
-    return 0
+    return _signal_exit(signum)
 
 
 def _announce(host: str, tls: bool, view: bool):

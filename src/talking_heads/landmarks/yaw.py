@@ -28,6 +28,7 @@ from .motions import FaceControls, face_landmarks
 CALIBRATION_DEGREES = np.linspace(-80.0, 80.0, 161)
 ITERATIONS = 4  # corrections of the turn at most
 TOLERANCE = 0.25  # degrees: close enough to the limit
+YAW_SLACK = 4.0  # degrees: `follow_yaw`'s slack around the driver's and the avatar's own yaw (the estimate's noise)
 
 
 def yaw_proxy(points: np.ndarray) -> np.ndarray:
@@ -58,13 +59,34 @@ def clamp_yaw(points: np.ndarray, reference: np.ndarray, limit: float) -> np.nda
     """`points` (68,2) with the head turned at most `limit` degrees away from `reference`'s yaw (the photo's
     own face): unchanged within the limit; past it, the template's turn from the estimated yaw back to the
     limit, mapped onto the face, is added (module docstring). limit <= 0: unchanged."""
-    p = np.asarray(points, np.float64)
-    if limit <= 0 or not np.isfinite(p).all():
+    if limit <= 0:
         return np.asarray(points, np.float32)
     own = float(estimate_yaw(reference))
-    for _ in range(ITERATIONS):  # a real face is not the template: a few corrections converge on the limit
+    return turn_within(points, own - limit, own + limit)
+
+
+def follow_yaw(points: np.ndarray, face: np.ndarray, driver: np.ndarray, limit: float = 0.0) -> np.ndarray:
+    """Adapted `points` (68,2) turned no further than the driver: their yaw kept between the avatar's own
+    (`face`) and the driver's (`driver`, its landmarks as seen by its camera), with YAW_SLACK degrees of slack,
+    and within `limit` of its own when limit > 0. Adaptation moves the avatar by the driver's turn since its
+    reference frame, so a reference frame turned away from the camera made the avatar turn the other way,
+    past frontal, when the driver turned back to the camera (seen on a clip from outside the data set)."""
+    own, seen = float(estimate_yaw(face)), float(estimate_yaw(driver))
+    low, high = min(own, seen) - YAW_SLACK, max(own, seen) + YAW_SLACK
+    if limit > 0:
+        low, high = max(low, own - limit), min(high, own + limit)
+    return turn_within(points, low, max(low, high))
+
+
+def turn_within(points: np.ndarray, low: float, high: float) -> np.ndarray:
+    """`points` (68,2) unchanged when their yaw is within [low, high] degrees; else the template's turn back to
+    the nearer bound, mapped onto the face, is added (a few corrections: a real face is not the template)."""
+    p = np.asarray(points, np.float64)
+    if not np.isfinite(p).all():
+        return np.asarray(points, np.float32)
+    for _ in range(ITERATIONS):
         yaw = float(estimate_yaw(p))
-        target = float(np.clip(yaw, own - limit, own + limit))
+        target = float(np.clip(yaw, low, high))
         if abs(target - yaw) < TOLERANCE:
             break
         now = face_landmarks(FaceControls(yaw=math.radians(yaw)))
@@ -74,4 +96,4 @@ def clamp_yaw(points: np.ndarray, reference: np.ndarray, limit: float) -> np.nda
     return p.astype(np.float32)
 
 
-__all__ = ["clamp_yaw", "estimate_yaw", "yaw_proxy"]
+__all__ = ["clamp_yaw", "estimate_yaw", "follow_yaw", "turn_within", "yaw_proxy"]

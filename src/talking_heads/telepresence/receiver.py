@@ -8,8 +8,9 @@ Three threads of work, each with bounded buffers:
   the slot before the renderer got to it is stale and counted as dropped: the receiver never builds a
   backlog, whatever the sender's rate and the renderer's speed;
 - the recorder (with `out`) writes the rendered frames to a labelled H.264 mp4 (`media.VideoWriter`:
-  synthetic marker and watermark on every frame) at the stream's frame rate, one video frame per sequence
-  number, holding the last rendered picture over dropped frames, so the video is as long as the stream.
+  synthetic marker and watermark on every frame) at the stream's frame rate, each frame at the video frame of
+  its capture time (the sender's clock: frames the sender skipped, or the receiver dropped, hold the last
+  picture), so a 20 s call records 20 s. A sender that reconnects starts a new segment right after the last.
 The page (`page_html`) shows the newest picture (watermarked JPEG, with a visible "synthetic" label) and the
 current rendering fps, end-to-end latency (capture on the sender -> rendered here, on one wall clock: exact on
 loopback, plus the clock offset between two machines) and received bitrate (codec bytes).
@@ -26,16 +27,15 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .. import provenance
 from ..data.crop import CropTransform
-from ..live import LatestSlot
+from ..live import REFERENCE_SECONDS, LatestSlot
 from ..media import VideoWriter
 from .codec import CodecError, Frame, LandmarkDecoder, StreamGap
 from .settings import TelepresenceConfig
-from .transport import PacketServer, PacketSink
+from .transport import PacketServer, PacketSink, ws_header_bytes
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,10 @@ class ReceiverStats:
     streams: int = 0  # sender connections served
     packets: int = 0  # packets received from authenticated senders
     bytes: int = 0  # their codec bytes
+    wire_bytes: int = 0  # the same with their WebSocket framing (TCP/IP headers not counted)
     decoded: int = 0  # frames decoded
-    bad_packets: int = 0  # undecodable packets
-    gaps: int = 0  # delta frames that could not be decoded (a packet missing before them)
+    bad_packets: int = 0  # undecodable packets (gaps included)
+    gaps: int = 0  # delta frames out of sequence (on a WebSocket, which loses nothing: damaged or forged)
     rendered: int = 0  # frames rendered
     dropped: int = 0  # decoded frames replaced by a newer one before they could be rendered
     out_of_order: int = 0  # rendered frames whose sequence number did not increase (must stay 0)
@@ -107,6 +108,8 @@ class Recorder(threading.Thread):
                     if item is None:
                         break
                     slot, image = item
+                    if slot <= written:  # two frames captured within one video frame: the first is kept
+                        continue
                     while previous is not None and written + 1 < slot:  # dropped frames: hold the last picture
                         writer.write(previous)
                         written += 1
@@ -143,7 +146,7 @@ class Receiver(PacketSink):
         self.done = threading.Event()  # with once: the first stream has ended and its frames are rendered
         self._decoder: LandmarkDecoder | None = None
         self._stream_id = 0  # of the connected (or last) sender, set by the event loop
-        self._stream_first_seq: int | None = None
+        self._stream_first_ms: int | None = None  # capture time of the stream's first frame (sender clock)
         self._ended = 0  # id of the last stream whose connection ended
         self._recorder: Recorder | None = None
         self._bytes, self._renders, self._lat = _Window(), _Window(), _Window()
@@ -160,7 +163,7 @@ class Receiver(PacketSink):
     # --- PacketSink (event loop thread) ---
     def open_stream(self, peer: str) -> None:
         self._stream_id += 1
-        self._stream_first_seq = None
+        self._stream_first_ms = None
         self._decoder = LandmarkDecoder(self.bases)
         self.stats.streams += 1
         log.info("sender connected from %s", peer)
@@ -171,24 +174,26 @@ class Receiver(PacketSink):
         with self._lock:
             s.packets += 1
             s.bytes += len(data)
+            s.wire_bytes += len(data) + ws_header_bytes(len(data), masked=True)
             self._bytes.add(len(data), now)
         try:
             frame = self._decoder.decode(data)
-        except StreamGap:
+        except StreamGap:  # TCP delivers every packet in order: a gap is a damaged or forged packet
             s.gaps += 1
-            return True
+            s.bad_packets += 1
+            return False
         except CodecError as err:
             s.bad_packets += 1
             log.debug("bad packet: %s", err)
             return False
         s.decoded += 1
-        if self._stream_first_seq is None:
-            self._stream_first_seq = frame.seq
+        if self._stream_first_ms is None:
+            self._stream_first_ms = frame.timestamp_ms
             if self._recorder is None:
                 self.record_fps = frame.fps
         if frame.end and frame.points is None:
             return True  # the end-of-stream marker: nothing to show
-        if self.slot.put((self._stream_id, self._stream_first_seq, frame)):
+        if self.slot.put((self._stream_id, self._stream_first_ms, frame)):
             s.dropped += 1
         return True
 
@@ -212,11 +217,12 @@ class Receiver(PacketSink):
             log.exception("renderer failed")
             self.done.set()
 
-    def _render(self, stream: int, first_seq: int, frame: Frame) -> None:
+    def _render(self, stream: int, first_ms: int, frame: Frame) -> None:
         s = self.stats
         if stream != self._live_stream:  # a new sender: a new reference frame, a new segment of the video
             self._live = self.pipe.live(self.avatar, adapt=self.adapt, smooth=self.smooth, fps=frame.fps,
-                                        eye_contact=self.settings.eye_contact)
+                                        eye_contact=self.settings.eye_contact,
+                                        reference_seconds=REFERENCE_SECONDS if self.settings.reference == "auto" else 0)
             self._live_stream, self._base = stream, self._next_slot
             with self._lock:
                 s.last_rendered_seq = None
@@ -240,11 +246,11 @@ class Receiver(PacketSink):
             if self._recorder is None:
                 self._recorder = Recorder(self.out, self.record_fps, self.settings.record_queue)
                 self._recorder.start()
-            slot = self._base + _seq_after(first_seq, frame.seq)
+            slot = self._base + int(round(max(0, _seq_after(first_ms, frame.timestamp_ms)) * self.record_fps / 1000))
             self._next_slot = max(self._next_slot, slot + 1)
             self._recorder.queue.put((slot, image))
         if self.server is not None and self.server.viewers:
-            self.server.publish_frame(_jpeg(image, self.settings.jpeg_quality))
+            self.server.publish_frame(provenance.labelled_jpeg(image, self.settings.jpeg_quality))
 
     # --- statistics ---
     def snapshot(self) -> dict:
@@ -310,17 +316,9 @@ def _ms_since(timestamp_ms: int) -> float:
 
 
 def _seq_after(a: int, b: int) -> int:
-    """b - a for 32-bit sequence numbers (signed)."""
+    """b - a for 32-bit sequence numbers or millisecond timestamps (signed)."""
     d = (b - a) & 0xFFFFFFFF
     return d - (1 << 32) if d >= 1 << 31 else d
-
-
-def _jpeg(image: np.ndarray, quality: int) -> bytes:
-    """A watermarked JPEG of a rendered frame (the page shows synthetic media too)."""
-    if provenance.can_watermark(image):
-        image = provenance.embed_watermark(image)
-    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return buf.tobytes()
 
 
 def page_html(view_key: str) -> str:

@@ -37,7 +37,7 @@ from ..landmarks.tracking import FaceTracker
 from .basis import BasisFilter, load_basis
 from .codec import KEY_MAGIC, PREDICT_PREVIOUS, Basis, CropBox, LandmarkEncoder
 from .settings import TelepresenceConfig
-from .transport import TransportError, connect_sender
+from .transport import TransportError, connect_sender, ws_header_bytes
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,22 @@ class SenderStats:
     no_face: int = 0  # frames sent without landmarks
     key_frames: int = 0
     bytes: int = 0  # codec bytes sent (all packets, the end marker included)
+    wire_bytes: int = 0  # the same with their WebSocket framing (TCP/IP headers not counted)
     seconds: float = 0.0  # wall time of the stream
+    reconnects: int = 0  # connections re-established after the receiver went away
+    discarded: int = 0  # packets that could not be sent while the receiver was away
     process_ms: float = 0.0  # mean tracking + coding time per frame
     fps: float = 0.0  # source frame rate
     sent: list = field(default_factory=list)  # (seq, source frame index) of every packet, when asked for
 
     @property
     def kbps(self) -> float:
-        """Average codec bitrate over the stream's duration in frames (frames / fps)."""
-        return self.bytes * 8 / max(1e-9, self.frames / self.fps) / 1000 if self.frames and self.fps else 0.0
+        """Average codec bitrate: bytes sent over the stream's elapsed time."""
+        return self.bytes * 8 / self.seconds / 1000 if self.seconds > 0 else 0.0
+
+    @property
+    def wire_kbps(self) -> float:
+        return self.wire_bytes * 8 / self.seconds / 1000 if self.seconds > 0 else 0.0
 
     @property
     def bits_per_frame(self) -> float:
@@ -128,8 +135,11 @@ class SenderStats:
 
     def summary(self) -> str:
         return (f"{self.frames} frames sent ({self.no_face} without a face, {self.key_frames} key frames, "
-                f"{self.skipped} skipped as late), {self.bytes} codec bytes = {self.bits_per_frame:.0f} bit/frame, "
-                f"{self.kbps:.2f} kbit/s at {self.fps:g} fps; tracking + coding {self.process_ms:.1f} ms/frame")
+                f"{self.skipped} skipped as late) in {self.seconds:.1f} s; {self.bytes} codec bytes = "
+                f"{self.bits_per_frame:.0f} bit/frame, {self.kbps:.2f} kbit/s ({self.wire_kbps:.2f} kbit/s with the "
+                f"WebSocket framing); tracking + coding {self.process_ms:.1f} ms/frame"
+                + (f"; reconnected {self.reconnects} time(s), {self.discarded} packets lost meanwhile"
+                   if self.reconnects else ""))
 
 
 def make_encoder(settings: TelepresenceConfig, fps: float) -> LandmarkEncoder:
@@ -179,6 +189,7 @@ class LandmarkStream:
         self.points: np.ndarray | None = None  # (68,2) crop px of the last frame sent (None: no face)
         self.gaze: np.ndarray | None = None  # (2,) its gaze (eye widths, both eyes alike; None: not seen)
         self._last_t: float | None = None
+        self.key_requested = False
 
     def landmarks(self, frame: np.ndarray, t: float) -> np.ndarray | None:
         """(68,2) landmarks of `frame` in the crop (smoothed), or None without a face."""
@@ -208,10 +219,15 @@ class LandmarkStream:
         return np.asarray(crop, np.float32)
 
     def process(self, frame: np.ndarray, t: float) -> bytes:
-        """One packet for one RGB frame captured at wall-clock time t (s)."""
+        """One packet for one RGB frame captured at wall-clock time t (s); a key frame after `request_key`."""
         self.points = self.landmarks(frame, t)
         box = self.box or CropBox(0, 0, max(frame.shape[:2]), self.settings.crop_size)
-        return self.encoder.encode(self.points, _ms(t), box, gaze=self.gaze)
+        key, self.key_requested = self.key_requested, False
+        return self.encoder.encode(self.points, _ms(t), box, gaze=self.gaze, key=key)
+
+    def request_key(self) -> None:
+        """The next packet is a key frame (a new connection: the receiver has a new decoder). Thread-safe."""
+        self.key_requested = True
 
     def end(self, t: float) -> bytes:
         """The end-of-stream marker."""
@@ -225,20 +241,60 @@ def _ms(t: float) -> int:
 
 # --- streaming -------------------------------------------------------------------------------------------
 
+@dataclass
+class Reconnect:
+    """How a sender waits for its receiver: at start (`wait_s`: a receiver started after the sender) and after
+    a lost connection (`reconnect_s`: a receiver restarting, or stalled until the WebSocket's ping timed out),
+    retrying with exponential backoff from `first_s` up to `max_s` between attempts."""
+
+    wait_s: float = 30.0
+    reconnect_s: float = 60.0
+    first_s: float = 0.25
+    max_s: float = 4.0
+
+
+async def connect_with_retry(host: str, port: int, token: str, *, ssl_context, within_s: float, policy: Reconnect,
+                             stop: threading.Event, say: Callable[[str], None]):
+    """A sender's connection, retried with backoff for `within_s` seconds (None when `stop` is set first); a
+    refusal that retrying cannot mend (a wrong token, another sender streaming) is raised at once."""
+    deadline = time.monotonic() + within_s
+    delay, said = policy.first_s, False
+    while True:
+        try:
+            return await connect_sender(host, port, token, ssl_context=ssl_context)
+        except TransportError as err:
+            if "refused the token" in str(err) or time.monotonic() + delay > deadline:
+                raise
+            if not said:
+                say(f"{err}; retrying for up to {max(0.0, deadline - time.monotonic()):.0f} s")
+                said = True
+        await asyncio.sleep(delay)
+        if stop.is_set():
+            return None
+        delay = min(policy.max_s, delay * 2)
+
+
 async def send(source, host: str, port: int, token: str, *, settings: TelepresenceConfig | None = None,
                ssl_context=None, record_sent: bool = False, on_frame: Callable | None = None,
-               stop: threading.Event | None = None) -> SenderStats:
+               stop: threading.Event | None = None, reconnect: Reconnect | None = None,
+               say: Callable[[str], None] = log.warning) -> SenderStats:
     """Stream `source` (FileSource or CameraSource) to a receiver; returns the statistics when the source
     ends (or `stop` is set) and the connection is closed cleanly. on_frame(seq, index, frame, stream) is
     called for every frame sent (the demo keeps the originals this way).
 
     Tracking and coding run in a worker thread that hands packets to the event loop through a small queue
-    (backpressure: a slow link makes the source skip frames); None in the queue ends the stream."""
+    (backpressure: a slow link makes the source skip frames); None in the queue ends the stream. The receiver
+    is waited for at the start and, when the connection is lost, reconnected to (`Reconnect`; `say` reports
+    what happened): the packets made meanwhile are discarded and the stream resumes with a key frame."""
     settings = settings or TelepresenceConfig()
     stop = stop or threading.Event()
-    connection = await connect_sender(host, port, token, ssl_context=ssl_context)
+    policy = reconnect or Reconnect()
+    connection = await connect_with_retry(host, port, token, ssl_context=ssl_context, within_s=policy.wait_s,
+                                          policy=policy, stop=stop, say=say)
     stream = LandmarkStream(source.fps, settings)
     stats = SenderStats(fps=source.fps)
+    if connection is None:
+        return stats
     loop = asyncio.get_running_loop()
     packets: asyncio.Queue = asyncio.Queue(maxsize=4)
     failure: list[BaseException] = []
@@ -258,12 +314,16 @@ async def send(source, host: str, port: int, token: str, *, settings: Telepresen
     worker = threading.Thread(target=produce, name="telepresence-sender", daemon=True)
     worker.start()
     try:
-        while (packet := await packets.get()) is not None:
-            await connection.send(packet)
-            stats.bytes += len(packet)
-        await connection.close()
-    except ConnectionClosed as err:
-        raise TransportError(f"the receiver closed the connection ({err})") from None
+        awaiting_key = False
+        while connection is not None:
+            try:
+                await _pump(connection, packets, stats, awaiting_key)
+                break
+            except ConnectionClosed as err:
+                say(f"the receiver's connection was lost ({err.rcvd or err.sent or 'no close frame'}); reconnecting")
+                connection = await _reconnect(host, port, token, ssl_context, policy, stop, stream, packets, stats,
+                                              say)
+                awaiting_key = True  # packets coded for the old connection are not sent
     finally:
         stop.set()
         await _drain(worker, packets)
@@ -272,6 +332,51 @@ async def send(source, host: str, port: int, token: str, *, settings: Telepresen
     if failure:
         raise failure[0]
     return stats
+
+
+async def _pump(connection, packets: asyncio.Queue, stats: SenderStats, awaiting_key: bool) -> None:
+    """Send the worker's packets until its None, then close; with awaiting_key, those before the next key frame
+    are discarded. ConnectionClosed when the receiver goes away."""
+    while (packet := await packets.get()) is not None:
+        if awaiting_key and packet[:4] != KEY_MAGIC:
+            stats.discarded += 1
+            continue
+        awaiting_key = False
+        await connection.send(packet)
+        stats.bytes += len(packet)
+        stats.wire_bytes += len(packet) + ws_header_bytes(len(packet), masked=True)
+    await connection.close()
+
+
+async def _reconnect(host, port, token, ssl_context, policy: Reconnect, stop: threading.Event, stream: LandmarkStream,
+                     packets: asyncio.Queue, stats: SenderStats, say: Callable[[str], None]):
+    """A new connection after a lost one (None when stopped meanwhile); the packets made meanwhile are
+    discarded and a key frame is asked for. Raises TransportError when the receiver stays away."""
+    async def discard() -> None:  # the worker keeps tracking (and the source skipping) meanwhile
+        while True:
+            packet = await packets.get()
+            if packet is None:
+                stop.set()
+                return
+            stats.discarded += 1
+
+    discarding = asyncio.create_task(discard())
+    try:
+        connection = await connect_with_retry(host, port, token, ssl_context=ssl_context, within_s=policy.reconnect_s,
+                                              policy=policy, stop=stop, say=say)
+    except TransportError as err:
+        raise TransportError(f"the receiver did not come back within {policy.reconnect_s:g} s ({err})") from None
+    finally:
+        discarding.cancel()
+    if connection is not None and stop.is_set():
+        await connection.close()
+        return None
+    if connection is None:
+        return None
+    stream.request_key()
+    stats.reconnects += 1
+    say(f"reconnected to {host}:{port} (reconnection {stats.reconnects}); resuming with a key frame")
+    return connection
 
 
 def _encode_frames(source, stream: LandmarkStream, stats: SenderStats, put: Callable[[bytes | None], None],

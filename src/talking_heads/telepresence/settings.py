@@ -34,6 +34,7 @@ class TelepresenceConfig:
     max_viewers: int = 4  # browser pages watching at once (others get HTTP 503)
     max_connections: int = 32  # open connections of any kind past the handshake (others get HTTP 503)
     # receiver
+    reference: str = "auto"  # neutral reference for adaptation: "auto" (most neutral face of the first seconds, live.py) or "first"
     eye_contact: bool = False  # the sender's sustained gaze turned towards the camera (models that render gaze; live.py)
     jpeg_quality: int = 80  # quality of the frames sent to the page
     stats_interval: float = 0.5  # s between statistics updates on the page

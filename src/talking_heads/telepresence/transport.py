@@ -46,7 +46,7 @@ from .settings import TelepresenceConfig
 
 __all__ = ["CLOSE_POLICY", "SEND_PATH", "VIEW_PATH", "ConnectionCounts", "PacketServer", "PacketSink", "TokenBucket",
            "TransportError", "client_ssl", "connect_sender", "generate_token", "parse_address", "read_token_file",
-           "server_ssl", "token_matches", "write_token_file"]
+           "server_ssl", "token_matches", "write_token_file", "ws_header_bytes"]
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ class PacketServer:
         url = urlsplit(request.path)
         s = self.settings
         if url.path == SEND_PATH:
-            auth = request.headers.get("Authorization", "")
-            given = auth[7:].strip() if auth.startswith("Bearer ") else None
+            auth = request.headers.get_all("Authorization")  # two headers: refused like a wrong one, not a 500
+            given = auth[0][7:].strip() if len(auth) == 1 and auth[0].startswith("Bearer ") else None
             if not token_matches(given, self.token):
                 self.counts.bad_token += 1
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
@@ -282,6 +282,12 @@ class PacketServer:
         self._latest_stats = json.dumps(stats)
         if self.loop is not None and self._wake:
             self.loop.call_soon_threadsafe(self._wake_all)
+
+
+def ws_header_bytes(length: int, *, masked: bool) -> int:
+    """Bytes of the WebSocket frame header (RFC 6455) around a message of `length` bytes sent in one frame
+    (`masked`: client to server)."""
+    return 2 + (2 if 126 <= length < 65536 else 8 if length >= 65536 else 0) + (4 if masked else 0)
 
 
 def _html(connection, body: str):
