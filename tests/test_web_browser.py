@@ -58,7 +58,8 @@ def server(shared_data, tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, PYTHONUNBUFFERED="1", TALKING_HEADS_DATA=str(shared_data))
     proc = subprocess.Popen([sys.executable, "-m", "talking_heads", "web", "--port", str(port), "--avatars-dir",
-                             str(root / "avatars"), "--work-dir", str(root / "work")],
+                             str(root / "avatars"), "--work-dir", str(root / "work"),
+                             *os.environ.get("LIVE_BENCH_WEB_ARGS", "").split()],  # a benchmark's options
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=root)
     lines: queue.Queue[str] = queue.Queue()
     printed: list[str] = []
@@ -357,6 +358,7 @@ def test_live_tab_follows_the_camera(camera_browser, server, shared_data):
         assert "SYNTHETIC" in b.find_element("id", "label").text
         b.find_element("id", "start").click()
         _wait(b, lambda d: d.execute_script("return window.liveStats.frames") >= 30, "30 live frames")
+        start = b.execute_script("return [window.liveStats.frames, performance.now()]")
         opening = []
         for _ in range(40):  # about 8 s: more than the clip's loop
             view = _canvas(b, "view")
@@ -364,7 +366,10 @@ def test_live_tab_follows_the_camera(camera_browser, server, shared_data):
             assert view.shape[0] == half  # side by side: camera | avatar, one square each
             opening.append((_mouth_opening(view[:, :half]), _mouth_opening(view[:, half:])))
             time.sleep(0.15)
+        bench = float(os.environ.get("LIVE_BENCH_SECONDS", "0"))  # a benchmark run: measure this much longer
+        time.sleep(bench)
         stats = b.execute_script("return window.liveStats")
+        end = b.execute_script("return [window.liveStats.frames, performance.now()]")
         page = b.find_element("tag name", "body").text
     finally:
         b.switch_to.default_content()
@@ -376,5 +381,13 @@ def test_live_tab_follows_the_camera(camera_browser, server, shared_data):
     assert r > 0.6, (r, o)
     assert stats["noFace"] == 0 and stats["fps"] > 1 and 0 < stats["latencyMedian"] < 5000, stats
     assert "frames/s" in page and "ms median" in page, page
-    print(f"live tab: mouth-opening r = {r:.2f}; {stats['fps']:.1f} frames/s, latency median "
-          f"{stats['latencyMedian']:.0f} ms ({stats['clock']}), server {stats['serverMs']:.0f} ms")
+    fps = (end[0] - start[0]) / ((end[1] - start[1]) / 1000)
+    latencies = np.array(stats["latencies"])
+    result = dict(mouth_r=round(float(r), 3), fps=round(fps, 2), latency_median_ms=round(float(np.median(latencies)), 1),
+                  latency_p95_ms=round(float(np.percentile(latencies, 95)), 1), clock=stats["clock"],
+                  server_ms_last=round(stats["serverMs"], 1), frames=end[0] - start[0],
+                  seconds=round((end[1] - start[1]) / 1000, 1), dropped_on_server=stats["dropped"],
+                  camera_frames_not_sent=stats["skipped"])
+    print(f"live tab: {result}")
+    if os.environ.get("LIVE_BENCH_OUT"):
+        Path(os.environ["LIVE_BENCH_OUT"]).write_text(json.dumps(result, indent=2))

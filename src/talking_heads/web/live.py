@@ -112,6 +112,14 @@ class LiveStats:
     dropped: int = 0  # frames replaced by a newer one before they were tracked or rendered
     rendered: int = 0
     no_face: int = 0  # rendered frames in which no face was found (the last good landmarks held)
+    track_s: float = 0.0  # time spent decoding and tracking (all frames tracked)
+    tracked: int = 0
+    render_s: float = 0.0  # time spent rendering and encoding (all frames rendered)
+
+    def summary(self) -> str:
+        return (f"{self.received} frames received, {self.rendered} rendered, {self.dropped} dropped as stale, {self.bad} "
+                f"bad, {self.no_face} without a face; decode + track {1000 * self.track_s / max(1, self.tracked):.1f} ms, "
+                f"render + encode {1000 * self.render_s / max(1, self.rendered):.1f} ms per frame")
 
 
 class LiveSession:
@@ -164,6 +172,7 @@ class LiveSession:
             if item is None:
                 continue
             (frame_id, capture_ms, payload), arrived = item
+            started = time.perf_counter()
             try:
                 frame = decode_jpeg(payload)
             except FrameError as err:
@@ -172,6 +181,8 @@ class LiveSession:
             points, _, _ = self.tracker.update(frame)
             if points is not None and self.tracker.iris_locator is not None:
                 points = with_iris(points, iris_points(self.tracker.iris))
+            self.stats.track_s += time.perf_counter() - started
+            self.stats.tracked += 1
             if self.tracked.put((frame_id, capture_ms, points, (frame.shape[1], frame.shape[0]), arrived)):
                 self.stats.dropped += 1
 
@@ -181,9 +192,11 @@ class LiveSession:
             if item is None:
                 continue
             frame_id, capture_ms, points, size, arrived = item
+            started = time.perf_counter()
             image = self.stage.step(points, t=capture_ms / 1000.0, frame_size=size)
             jpeg = provenance.labelled_jpeg(image, self.settings.live_jpeg_quality)
             s = self.stats
+            s.render_s += time.perf_counter() - started
             s.rendered += 1
             s.no_face += points is None
             self.reply(encode_reply(frame_id, capture_ms, 1000 * (time.perf_counter() - arrived), s.dropped,
@@ -205,6 +218,7 @@ class LiveHub:
         self._lock = threading.Lock()
         self._keys: dict[str, tuple[str, object, bool]] = {}  # key -> (gradio session, avatar, eye contact)
         self.running = 0  # live sessions now
+        self.last_summary = ""  # of the last session that ended
 
     def open(self, session: str, avatar, *, eye_contact: bool = False) -> str:
         """A new key for this Gradio session's avatar (an older key of the session stops working)."""
@@ -330,7 +344,8 @@ class LiveHub:
         finally:
             send_task.cancel()
             await asyncio.to_thread(session.close)
-            log.info("live session ended: %s", session.stats)
+            log.info("live session ended: %s", session.stats.summary())
+            self.last_summary = session.stats.summary()
 
 
 PAGE = """<!doctype html>
@@ -374,6 +389,15 @@ const pending = new Map();  // frame id -> the camera frame sent (drawn beside t
 const shown = [];  // display times (ms) of the last avatar frames
 const stats = window.liveStats = {frames: 0, fps: 0, latencyMedian: null, latencies: [], serverMs: null,
                                   dropped: 0, clock: "-", sent: 0, skipped: 0, noFace: 0};
+const kept = [];  // canvases holding the frames in flight (reused: no allocation per frame)
+function keep(id, w, h) {
+  let c = kept.find((k) => !pending.has(k.id));
+  if (!c) { c = {id: 0, canvas: document.createElement("canvas")}; kept.push(c); }
+  if (c.canvas.width !== w || c.canvas.height !== h) { c.canvas.width = w; c.canvas.height = h; }
+  c.canvas.getContext("2d").drawImage(grab, 0, 0);
+  c.id = id;
+  return c.canvas;
+}
 const median = (a) => { const b = [...a].sort((x, y) => x - y); return b.length ? b[b.length >> 1] : null; };
 
 function onCameraFrame(now, meta) {
@@ -391,7 +415,7 @@ function onCameraFrame(now, meta) {
   gctx.restore();
   const id = nextId++;
   inflight++;
-  pending.set(id, $("side").checked ? gctx.getImageData(0, 0, w, h) : null);
+  pending.set(id, $("side").checked ? keep(id, w, h) : null);
   grab.toBlob((blob) => {
     if (!blob || !ws || ws.readyState !== 1) { inflight--; pending.delete(id); return; }
     const head = new DataView(new ArrayBuffer(16));
@@ -408,8 +432,7 @@ async function onReply(buf) {
   const id = dv.getUint32(4, true), captured = dv.getFloat64(8, true), serverMs = dv.getFloat32(16, true);
   const dropped = dv.getUint32(20, true), face = dv.getUint8(24);
   for (const old of pending.keys()) { if (old < id) { pending.delete(old); inflight = Math.max(0, inflight - 1); } }
-  const sent = pending.get(id);
-  pending.delete(id);
+  const sent = pending.get(id);  // its canvas is not reused before it is drawn (deleted below)
   inflight = Math.max(0, inflight - 1);
   const bitmap = await createImageBitmap(new Blob([buf.slice(25)], {type: "image/jpeg"}));
   outSize = bitmap.width;
@@ -418,13 +441,12 @@ async function onReply(buf) {
   if (view.width !== W || view.height !== outSize) { view.width = W; view.height = outSize; }
   if (side) {
     const s = Math.min(outSize / sent.width, outSize / sent.height);
-    const tmp = new OffscreenCanvas(sent.width, sent.height);
-    tmp.getContext("2d").putImageData(sent, 0, 0);
     ctx.fillStyle = "#000"; ctx.fillRect(0, 0, outSize, outSize);
-    ctx.drawImage(tmp, (outSize - sent.width * s) / 2, (outSize - sent.height * s) / 2, sent.width * s, sent.height * s);
+    ctx.drawImage(sent, (outSize - sent.width * s) / 2, (outSize - sent.height * s) / 2, sent.width * s, sent.height * s);
   }
   ctx.drawImage(bitmap, side ? outSize : 0, 0);
   bitmap.close();
+  pending.delete(id);
   const t = performance.now();
   shown.push(t);
   while (shown.length && shown[0] < t - 2000) shown.shift();
