@@ -32,6 +32,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = "photos/lp_source_s9.jpg"  # Mona Lisa
 SCREENSHOT = ROOT / "docs" / "images" / "web.png"
+LIVE_SCREENSHOT = ROOT / "docs" / "images" / "live.png"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 WAIT = 90  # s, the longest any step may take on a busy 2-core machine
 
@@ -368,6 +369,12 @@ def test_live_tab_follows_the_camera(camera_browser, server, shared_data):
             time.sleep(0.15)
         bench = float(os.environ.get("LIVE_BENCH_SECONDS", "0"))  # a benchmark run: measure this much longer
         time.sleep(bench)
+        if os.environ.get("UPDATE_SCREENSHOT") == "1":
+            b.switch_to.default_content()
+            b.execute_script("document.getElementById('live-panel').scrollIntoView()")
+            time.sleep(1.0)
+            b.save_screenshot(str(LIVE_SCREENSHOT))
+            b.switch_to.frame(frame)
         stats = b.execute_script("return window.liveStats")
         end = b.execute_script("return [window.liveStats.frames, performance.now()]")
         page = b.find_element("tag name", "body").text

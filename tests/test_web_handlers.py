@@ -270,3 +270,41 @@ def test_cli_refuses_bad_settings_in_one_line(capsys):
     assert capsys.readouterr().err.strip() == "talking-heads web: error: --max-jobs must be at least 1, got 0"
     assert main(["web", "--share-dir", "/no/such/folder"]) == 2
     assert "--share-dir /no/such/folder: no such folder" in capsys.readouterr().err
+
+
+def test_a_tiny_image_says_it_is_too_small(pipe, tmp_path, settings):
+    """A 1 x 1 px upload gave dlib's internal C++ error ("Filter windows must be small enough..."); a 3 x 40 px
+    one an alias_tensor error."""
+    from PIL import Image
+
+    for w, h in ((1, 1), (3, 40)):
+        path = tmp_path / f"tiny_{w}x{h}.png"
+        Image.new("RGB", (w, h), (200, 120, 90)).save(path)
+        with pytest.raises(USER_ERRORS, match=rf"tiny_{w}x{h}.png is only {w}x{h} px: too small to hold a face"):
+            handlers.preview_faces(pipe, [path], settings)
+
+
+def test_instant_checks_need_no_pipeline_work(tmp_path, settings, ff_avatar):
+    """What the page checks in its light event before an animation joins the jobs' line: no avatar, no video,
+    a file that is not a video, a bad reference frame number."""
+    text = tmp_path / "notes.mp4.txt"
+    text.write_text("not a video")
+    cases = [(dict(), None, "no avatar yet"),
+             (dict(driven_by_video=True), ff_avatar, "no driving video"),
+             (dict(driven_by_video=True, video=str(text)), ff_avatar, "notes.mp4.txt: not a video"),
+             (dict(reference_frame="-3"), ff_avatar, "give a frame number >= 0"),
+             (dict(reference_frame="abc"), ff_avatar, "reference frame")]
+    for kwargs, avatar, message in cases:
+        with pytest.raises(USER_ERRORS, match=message):
+            handlers.check_animate(avatar, settings, **kwargs)
+    handlers.check_animate(ff_avatar, settings, reference_frame="")  # blank: auto
+
+
+def test_page_messages_name_files_not_server_paths():
+    from talking_heads.web.app import _one_line
+
+    upload = "/tmp/talking-heads-web-x1/gradio/" + "ab" * 32 + "/holiday.jpg"
+    assert _one_line(f"no face found in {upload} (1x1 px).\nUse a photo") == \
+        "no face found in holiday.jpg (1x1 px). Use a photo"
+    assert _one_line("reference frame 9 is outside the driver's 5 frames (0..4)") == \
+        "reference frame 9 is outside the driver's 5 frames (0..4)"

@@ -79,6 +79,9 @@ def prepare_photo(image_or_path, size: int = ModelConfig.image_size, data_cfg: D
     backend = get_backend(backend)
     image, name = load_photo(image_or_path)
     h, w = image.shape[:2]
+    if min(h, w) < min_face_size(size):  # dlib's detectors fail on such images with an internal error
+        raise FaceNotFoundError(f"{name} is only {w}x{h} px: too small to hold a face (a face at least "
+                                f"{min_face_size(size)} px across is needed). Use a larger photo.")
     warnings: list[str] = []
     if max(h, w) > 4 * DETECT_MAX_SIDE:
         warnings.append(f"{name} is {w}x{h} px: faces were searched on a {DETECT_MAX_SIDE} px copy")

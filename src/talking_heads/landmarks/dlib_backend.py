@@ -25,6 +25,7 @@ from .backend import Detection, LandmarkBackend, register_backend
 
 SHAPE_PREDICTOR_68 = "shape_predictor_68_face_landmarks.dat"
 MMOD_DETECTOR = "mmod_human_face_detector.dat"
+ROBUST_MIN_SIDE = 40  # px: the CNN detector needs images at least this big (its filters must fit; faces are far larger)
 
 
 def model_path(filename: str) -> Path:
@@ -61,6 +62,8 @@ class DlibBackend(LandmarkBackend):
                 for r, s in zip(rects, scores)]
 
     def detect_robust(self, image: np.ndarray) -> list[Detection]:
+        if min(image.shape[:2]) < ROBUST_MIN_SIDE:  # the CNN's filters do not fit: dlib raises an internal error
+            return []
         if self._cnn is None:
             self._cnn = self._dlib.cnn_face_detection_model_v1(str(model_path(MMOD_DETECTOR)))
         found = self._cnn(np.ascontiguousarray(image), 0)

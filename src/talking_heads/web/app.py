@@ -22,6 +22,7 @@ import contextlib
 import contextvars
 import logging
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -59,8 +60,13 @@ watermark: *Verify* checks any file). Do not animate people without their consen
 
 # --- helpers for the Gradio layer -----------------------------------------------------------------------
 
+SERVER_PATH = re.compile(r"(?:/[^/\s'\"]+)+/([^/\s'\":,;]+)")  # an absolute path on the server
+
+
 def _one_line(message: str) -> str:
-    return " ".join(str(message).split()) or "the input could not be used"
+    """A message for the page on one line, with every server path shortened to the file's own name (upload
+    folders, Gradio's temporary folder and its 64-hex hashes are the server's business)."""
+    return SERVER_PATH.sub(r"\1", " ".join(str(message).split())) or "the input could not be used"
 
 
 @contextlib.contextmanager
@@ -271,9 +277,9 @@ class Page:
                 with gr.Accordion("Options", open=False, elem_id="options"):
                     self.adapt = gr.Checkbox(True, label="Adapt the driver's motion to the avatar's face shape",
                                              elem_id="adapt")
-                    self.reference = gr.Number(None, precision=0, minimum=0, label="Reference frame of the driver (its "
-                                               "neutral expression, for adaptation; blank: the most neutral "
-                                               "frame)", elem_id="reference")
+                    self.reference = gr.Textbox("", label="Reference frame of the driver (its neutral expression, "
+                                                "for adaptation)", placeholder="auto: the most neutral frame",
+                                                elem_id="reference")
                     self.smooth = gr.Checkbox(False, label="Smooth the driver's landmarks (One Euro filter)",
                                               elem_id="smooth")
                     self.side = gr.Checkbox(False, label="Side by side: driver | result", elem_id="side-by-side")
@@ -333,11 +339,13 @@ class Page:
     def _wire_animate(self) -> None:
         self.driver_kind.change(self.on_driver_kind, [self.driver_kind],
                                 [self.motion, self.duration, self.driver_video], api_visibility="private", queue=False)
-        self.animate_btn.click(self.on_animate, [self.avatar, self.driver_kind, self.motion, self.duration,
+        self.animate_btn.click(self.on_check_animate, [self.avatar, self.driver_kind, self.driver_video, self.reference],
+                               None, api_visibility="private", **self.light).success(
+            self.on_animate, [self.avatar, self.driver_kind, self.motion, self.duration,
                                                  self.driver_video, self.adapt, self.reference, self.smooth, self.side,
                                                  self.paste, self.eye_contact],
                                 [self.video_out, self.downloads, self.animate_status],
-                               api_name="animate", show_progress_on=[self.video_out], **self.jobs)
+            api_name="animate", show_progress_on=[self.video_out], **self.jobs)
 
     def _wire_live(self) -> None:
         self.live_btn.click(self.on_live, [self.avatar, self.live_eye_contact], [self.live_panel],
@@ -399,12 +407,16 @@ class Page:
         video = kind == "video"
         return gr.Dropdown(visible=not video), gr.Slider(visible=not video), gr.Video(visible=video)
 
+    def on_check_animate(self, avatar, kind, video, reference):
+        with page_errors():
+            handlers.check_animate(avatar, self.settings, video=video, driven_by_video=kind == "video",
+                                   reference_frame=reference)
+
     def on_animate(self, avatar, kind, motion, seconds, video, adapt, reference, smooth, side, paste, eye_contact,
                    request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         with page_errors():
-            if kind == "video" and not video:
-                raise handlers.WebInputError("no driving video: upload one or record one with the webcam, or choose "
-                                             "a built-in motion")
+            handlers.check_animate(avatar, self.settings, video=video, driven_by_video=kind == "video",
+                                   reference_frame=reference)
             with self.workspace.job(_session(request)) as job, eta_relay(progress):
                 result = handlers.animate(self.pipe, avatar, self.settings, job,
                                           video=video if kind == "video" else None, motion=motion, duration=seconds,

@@ -384,14 +384,31 @@ class AnimateResult:
         return [p for p in (self.result.video, self.result.contact_sheet) if p is not None]
 
 
+def check_animate(avatar: Avatar | None, settings: WebSettings, *, video: str | Path | None = None,
+                  driven_by_video: bool = False, reference_frame=None) -> None:
+    """The instant checks of an animation request (no avatar, no video, a file that is not a video, a bad
+    reference frame number): the page runs them as a light event, so they never wait in line behind another
+    visitor's fine-tuning; `animate` repeats them."""
+    if avatar is None:
+        raise WebInputError("no avatar yet: create one (or load a saved one) on the Avatar tab first")
+    if driven_by_video:
+        if not video:
+            raise WebInputError("no driving video: upload one or record one with the webcam, or choose a built-in "
+                                "motion")
+        path = check_file(video, settings, "driving video")
+        if not is_video_file(path):
+            raise WebInputError(f"{path.name}: not a video (use MP4, MOV or WebM)")
+    if reference_frame not in (None, ""):
+        check_reference_index(reference_frame, "the reference frame")
+
+
 def animate(pipe: TalkingHeadPipeline, avatar: Avatar | None, settings: WebSettings, job: Job, *,
             video: str | Path | None = None, motion: str | None = "talk", duration: float | None = None,
             adapt: bool = True, reference_frame: int | None = None, smooth: bool = False, side_by_side: bool = False,
             paste_back: bool = False, progress: bool = True, eye_contact: bool = False) -> AnimateResult:
     """Drive the avatar (`pipe.animate`): result video and contact sheet in `job.results`. eye_contact: for
     models that render gaze (the page shows the box only for them; elsewhere it changes nothing)."""
-    if avatar is None:
-        raise WebInputError("no avatar yet: create one (or load a saved one) on the Avatar tab first")
+    check_animate(avatar, settings, video=video, driven_by_video=video is not None, reference_frame=reference_frame)
     if reference_frame in (None, ""):  # blank: the most neutral frame (the pipeline chooses it)
         reference_frame = None
     else:  # a negative or fractional number is refused before the driver is prepared
