@@ -38,18 +38,27 @@ from talking_heads.config import apply_overrides, preset
 from talking_heads.train import meta
 from talking_heads.bench import SyntheticEpisodes
 
-kill_at, calls = int(sys.argv[2]), [0]
+# one process imports torch once and forks a training per kill point (OMP_NUM_THREADS=1: no thread pool to
+# inherit); each fork SIGKILLs itself at its N-th fault point and this process reports how it ended
+folder, points, overrides = sys.argv[1], [int(n) for n in sys.argv[2].split(",")], sys.argv[3:]
+cfg = apply_overrides(preset("tiny"), overrides)
+for kill_at in points:
+    pid = os.fork()
+    if pid == 0:
+        calls = [0]
 
-def fault(what):
-    calls[0] += 1
-    if calls[0] == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
+        def fault(what):
+            calls[0] += 1
+            if calls[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
 
-atomic.fault_point = fault
-cfg = apply_overrides(preset("tiny"), sys.argv[3:])
-meta.train(sys.argv[1], cfg=cfg, dataset=SyntheticEpisodes(cfg, num_episodes=5, num_videos=3), progress=False)
+        atomic.fault_point = fault
+        meta.train(os.path.join(folder, f"killed_{kill_at}"), cfg=cfg,
+                   dataset=SyntheticEpisodes(cfg, num_episodes=5, num_videos=3), progress=False)
+        os._exit(0)  # not killed: reported as such
+    _, status = os.waitpid(pid, 0)
+    print(kill_at, os.WTERMSIG(status) if os.WIFSIGNALED(status) else -os.WEXITSTATUS(status), flush=True)
 """
-
 
 def _dataset():
     return SyntheticEpisodes(apply_overrides(preset("tiny"), OVERRIDES), num_episodes=5, num_videos=3)
@@ -144,11 +153,13 @@ def test_sigkill_at_every_write_and_rename_resumes_bit_exactly(reference, tmp_pa
     points = _kill_points(seen)
     assert len(points) >= 10
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), ",".join(map(str, points)), *OVERRIDES],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ended = dict(tuple(map(int, line.split())) for line in proc.stdout.split("\n") if line.strip())
     for n in points:
+        assert ended.get(n) == signal.SIGKILL, (n, seen[n - 1], ended.get(n), proc.stderr[-2000:])
         run = tmp_path / f"killed_{n}"
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(run), str(n), *OVERRIDES], env=env,
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == -signal.SIGKILL, (n, seen[n - 1], proc.stderr[-2000:])
         _train(run)  # resume (the run's checkpoint, or from the start when the first commit never happened)
         assert_same_run(run, ref)
         assert_clean(run)
