@@ -199,3 +199,20 @@ def test_decode_frame_checks_before_decoding():
         parse_frame(IN_HEADER.pack(IN_MAGIC, 1, 0.0) + buf.getvalue(), settings)
     with pytest.raises(FrameError, match="damaged"):  # a valid header over garbage: refused when decoded
         decode_jpeg(bytes(big[:sof + 20]) + b"\0" * 10)
+
+
+def test_live_renderer_choice(live_server, tiny_model_dir):
+    """auto: onnxruntime where the pipeline would run torch fp32 on a CPU (faster at batch 1 there), the model's
+    own settings elsewhere; the pipeline itself is not changed (its other jobs keep their renderer)."""
+    from talking_heads.inference import resolve_precision
+    from talking_heads.web.live import live_renderer
+
+    _, _, pipe, _ = live_server
+    fp32_cpu = resolve_precision(pipe.cfg.inference.precision, pipe.device) == "fp32"
+    chosen = live_renderer(pipe, "auto")
+    assert chosen.cfg.inference.backend == ("onnxruntime" if fp32_cpu else "torch")
+    assert pipe.cfg.inference.backend == "torch" and live_renderer(pipe, "model") is pipe
+    assert chosen.networks is pipe.networks  # the same weights, not a copy
+    assert live_renderer(pipe, "onnxruntime").cfg.inference.backend == "onnxruntime"
+    with pytest.raises(ValueError, match="live_backend"):
+        WebSettings(live_backend="cuda")

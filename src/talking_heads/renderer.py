@@ -21,6 +21,7 @@ psi' (1,A) AdaIN parameters; points (F,68,2) landmarks in crop px at S.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -261,6 +262,13 @@ class Renderer:
         if not torch.isfinite(p).all():
             raise PipelineError("points contain NaN or infinite values: every rendered frame needs its 68 landmarks")
         return p
+
+    def with_inference(self, **changes) -> "Renderer":
+        """This renderer (or pipeline) with other `inference` settings (e.g. `backend`), sharing its networks and
+        its cache of avatar renderers (keyed by precision and backend); this one is unchanged."""
+        other = copy.copy(self)
+        other.cfg = dataclasses.replace(self.cfg, inference=dataclasses.replace(self.cfg.inference, **changes))
+        return other
 
     def renderer(self, avatar: Avatar, *, onnx_file: str | os.PathLike | None = None):
         """The avatar's renderer `y -> x_hat` (`inference.py`: spectral norm, psi' and sources folded in, at

@@ -122,6 +122,27 @@ class LiveStats:
                 f"render + encode {1000 * self.render_s / max(1, self.rendered):.1f} ms per frame")
 
 
+def live_renderer(pipe, choice: str):
+    """The pipeline a live session renders with: `choice` "auto" = onnxruntime (fp32) when the pipeline would
+    render fp32 with torch on a CPU (no bf16: onnxruntime is 1.3-1.8x faster at batch 1 there, docs/benchmarks.md
+    "Live tab") and the model can be exported (not the TPS renderer); "torch" / "onnxruntime" as named; "model":
+    the pipeline's own settings."""
+    from ..inference import OnnxModelError, check_exportable, resolve_precision
+
+    inf = pipe.cfg.inference
+    if choice == "model":
+        return pipe
+    if choice == "auto":
+        cpu_fp32 = (inf.backend == "torch" and pipe.device.type == "cpu"
+                    and resolve_precision(inf.precision, pipe.device) == "fp32")
+        try:
+            check_exportable(pipe.generator)
+        except OnnxModelError:
+            return pipe
+        return pipe.with_inference(backend="onnxruntime", precision="fp32") if cpu_fp32 else pipe
+    return pipe if choice == inf.backend else pipe.with_inference(backend=choice, precision="fp32")
+
+
 class LiveSession:
     """One page's live puppeteering (module docstring): `submit(message)` from the event loop, rendered
     replies go to `reply(bytes)` (called from the render thread). `close()` stops both threads."""
@@ -130,7 +151,9 @@ class LiveSession:
         self.settings, self.reply = settings, reply
         self.tracker = FaceTracker("dlib", redetect_every=DataConfig.redetect_every,
                                    iris=DataConfig.iris if uses_gaze(pipe.cfg) else "none")
-        self.stage = pipe.live(avatar, smooth=True, fps=30.0, eye_contact=eye_contact)
+        self.stage = live_renderer(pipe, settings.live_backend).live(avatar, smooth=True, fps=30.0,
+                                                                      eye_contact=eye_contact)
+        self.stage.render(self.stage.points)  # builds (or exports) the avatar's renderer before the first frame
         self.stats = LiveStats()
         self.inbox, self.tracked = LatestSlot(), LatestSlot()
         self._stop = threading.Event()

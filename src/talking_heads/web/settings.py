@@ -34,6 +34,7 @@ class WebSettings:
     live_max_bytes: int = 2_000_000  # Live tab: larger frame messages are refused
     live_max_side: int = 1920  # Live tab: camera frames larger than this (px a side) are refused before decoding
     live_bad_frames: int = 25  # Live tab: unusable frames that stop a session
+    live_backend: str = "auto"  # Live tab renderer: "auto" (onnxruntime where torch would run fp32 on a CPU), "torch", "onnxruntime", "model" (the model's own)
     examples_dir: str = ""  # photos for the painting examples; "" = $TALKING_HEADS_DATA or ../shared/data, photos/
 
     def __post_init__(self) -> None:
@@ -45,6 +46,8 @@ class WebSettings:
                      "keep_results_minutes", "live_send_quality"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.live_backend not in ("auto", "torch", "onnxruntime", "model"):
+            raise ValueError(f"live_backend must be auto, torch, onnxruntime or model, got {self.live_backend!r}")
         if not 0 <= int(self.port) < 65536:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
 
