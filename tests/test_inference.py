@@ -244,13 +244,23 @@ def test_bad_onnx_files_are_one_line_errors(tiny_model_dir, shared_data, tmp_pat
     assert "must be an .onnx file" in capsys.readouterr().err
     assert main(["export", str(path), "-o", str(tmp_path / "ok.onnx"), "--model", str(tiny_model_dir)]) == 0
     assert main(base + ["--onnx", str(tmp_path / "ok.onnx")]) == 0 and (tmp_path / "out.mp4").is_file()
-    # an export made with another model (the shipped 128 px one) does not fit this one
-    sample_pipe = TalkingHeadPipeline.from_pretrained()
-    other = sample_pipe.create_avatar(shared_data / PHOTO, progress=False).save(tmp_path / "sample_avatar")
-    assert main(["export", str(other), "-o", str(tmp_path / "sample.onnx")]) == 0
+    # an export made with another model (a 64 px one) does not fit this one (32 px)
+    from talking_heads.checkpoint import save_model_dir
+    from talking_heads.config import preset
+    from talking_heads.models import build_networks
+
+    cfg = preset("tiny")
+    cfg.model.image_size = 64
+    cfg.model.embedder_attention_at = cfg.model.generator_down_attention_at = cfg.model.generator_up_attention_at = (32,)
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "model64", cfg, build_networks(cfg, num_videos=3), num_videos=3,
+                   content_loss="offline", step=0)
+    other_pipe = TalkingHeadPipeline.from_pretrained(tmp_path / "model64")
+    other = other_pipe.create_avatar(shared_data / PHOTO, progress=False).save(tmp_path / "avatar64")
+    assert main(["export", str(other), "-o", str(tmp_path / "other.onnx"), "--model", str(tmp_path / "model64")]) == 0
     capsys.readouterr()
-    assert main(base + ["--onnx", str(tmp_path / "sample.onnx")]) == 2
-    assert "renders 128 px" in capsys.readouterr().err
+    assert main(base + ["--onnx", str(tmp_path / "other.onnx")]) == 2
+    assert "renders 64 px" in capsys.readouterr().err
 
 
 def test_bench_reports_render_and_export(capsys):

@@ -43,7 +43,7 @@ from .codec import PREDICT_PREVIOUS, Basis, CropBox, LandmarkDecoder, LandmarkEn
 from .sender import FileSource, LandmarkStream
 from .settings import TelepresenceConfig
 
-STEPS = (0.5, 0.625, 0.703125, 0.75, 1.0, 1.5)  # 0.703125 = 45/64, the default
+STEPS = (0.5, 0.625, 0.65625, 0.703125, 0.75, 1.0, 1.5)  # 0.65625 = 42/64, the default (45/64 before)
 INPUTS = {"basis": dict(smooth=True, smooth_space="basis"), "points": dict(smooth=True, smooth_space="points"),
           "raw": dict(smooth=False)}  # the sender's smoothing: on the motion coefficients (default), points, none
 

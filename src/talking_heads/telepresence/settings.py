@@ -14,7 +14,7 @@ class TelepresenceConfig:
     # codec (sender side; the receiver reads them from the key frames)
     crop_size: int = 256  # side (px) of the sender's crop that landmark coordinates refer to
     version: int = 3  # packet format the sender writes (3: with the gaze; 2 or 1 for old receivers; receivers read all three)
-    step: float = 0.703125  # quantisation step q (px at the crop; a multiple of 1/64: 45/64)
+    step: float = 0.65625  # quantisation step q (px at the crop; a multiple of 1/64: 42/64, the coarsest with every test clip <= 0.25 px)
     deadzone: float = 0.15  # encoder's dead zone (fraction of q) for prediction errors
     key_interval: int = 100  # frames between key frames: a lost packet costs at most this many frames (4 s at 25 fps)
     use_basis: bool = True  # code on the shipped shape basis (False: point by point, previous-frame prediction)
