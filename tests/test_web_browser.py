@@ -193,10 +193,10 @@ def _requests(driver) -> list[str]:
     return urls
 
 
-def _save_screenshot(driver, tmp_path: Path) -> Path:
+def _save_screenshot(driver, tmp_path: Path, docs_image: Path = SCREENSHOT) -> Path:
     from PIL import Image
 
-    target = SCREENSHOT if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / "web.png"
+    target = docs_image if os.environ.get("UPDATE_SCREENSHOT") == "1" else tmp_path / docs_image.name
     raw = tmp_path / "raw.png"
     driver.save_screenshot(str(raw))
     with Image.open(raw) as img:
@@ -334,7 +334,7 @@ def _canvas(driver, element_id: str) -> np.ndarray:
         return np.asarray(img.convert("RGB"))
 
 
-def test_live_tab_follows_the_camera(camera_browser, server, shared_data):
+def test_live_tab_follows_the_camera(camera_browser, server, shared_data, tmp_path):
     """The Live tab: the fake camera plays a real talking clip; the avatar's mouth follows the clip's (side by
     side: the camera frame each avatar frame was rendered from), and the page measures fps and latency."""
     url, _, _ = server
@@ -369,12 +369,10 @@ def test_live_tab_follows_the_camera(camera_browser, server, shared_data):
             time.sleep(0.15)
         bench = float(os.environ.get("LIVE_BENCH_SECONDS", "0"))  # a benchmark run: measure this much longer
         time.sleep(bench)
-        if os.environ.get("UPDATE_SCREENSHOT") == "1":
-            b.switch_to.default_content()
-            b.execute_script("document.getElementById('live-panel').scrollIntoView()")
-            time.sleep(1.0)
-            b.save_screenshot(str(LIVE_SCREENSHOT))
-            b.switch_to.frame(frame)
+        b.switch_to.default_content()
+        b.execute_script("document.getElementById('live-panel').scrollIntoView()")
+        shot = _save_screenshot(b, tmp_path, LIVE_SCREENSHOT)
+        b.switch_to.frame(frame)
         stats = b.execute_script("return window.liveStats")
         end = b.execute_script("return [window.liveStats.frames, performance.now()]")
         page = b.find_element("tag name", "body").text
@@ -388,6 +386,7 @@ def test_live_tab_follows_the_camera(camera_browser, server, shared_data):
     assert r > 0.6, (r, o)
     assert stats["noFace"] == 0 and stats["fps"] > 1 and 0 < stats["latencyMedian"] < 5000, stats
     assert "frames/s" in page and "ms median" in page, page
+    assert shot.stat().st_size < 300_000
     fps = (end[0] - start[0]) / ((end[1] - start[1]) / 1000)
     latencies = np.array(stats["latencies"])
     result = dict(mouth_r=round(float(r), 3), fps=round(fps, 2), latency_median_ms=round(float(np.median(latencies)), 1),
