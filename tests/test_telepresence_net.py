@@ -25,6 +25,7 @@ HOST = "127.0.0.1"  # loopback only, always
 PHOTO = "photos/avatarify_jobs.jpg"
 SHORT = "videos/test/lp_driving_d1_old.mp4"  # 16 frames at 30 fps
 LONG = "videos/test/edtalk_mouth_source.mp4"  # 250 frames at 25 fps (10 s)
+SPEECH = "videos/test/pcavs_Audio_Source_00015.mp4"  # 174 frames at 25 fps (7 s), with speech
 
 
 @pytest.fixture(scope="module")
@@ -148,10 +149,10 @@ def test_loopback_end_to_end(pipe, avatar, shared_data, tmp_path):
     assert info.num_frames == last - first + 1 and abs(info.fps - 30) < 0.01  # as long as the stream
     assert provenance.verify(tmp_path / "rec.mp4").synthetic
     frames, page_stats = viewer["out"]
-    assert frames and all(f[:2] == b"\xff\xd8" for f in frames)  # JPEG pictures for the page
+    assert frames and all(f[:4] == b"THF1" and f[8:10] == b"\xff\xd8" for f in frames)  # timestamp + JPEG
     import cv2
 
-    jpeg = cv2.imdecode(np.frombuffer(frames[-1], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    jpeg = cv2.imdecode(np.frombuffer(frames[-1][8:], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
     assert provenance.matching_bits([provenance.read_watermark(jpeg)]) >= provenance.MIN_MATCHING_BITS
     assert page_stats and {"fps", "latency_ms", "kbps", "dropped", "refused"} <= set(page_stats[-1])
     assert any(s["rendered"] > 0 and s["latency_ms"] is not None and s["latency_ms"] > 0 for s in page_stats)
@@ -531,3 +532,89 @@ def test_the_receiver_stops_cleanly_on_the_first_signal(signame, code, tiny_mode
     assert stats["decoded"] == sent.frames + 1 and stats["recorded"] >= 45
     assert probe(tmp_path / "rec.mp4").num_frames == stats["recorded"]
     assert "received:" in out.read_text()
+
+
+def _envelope(pcm: np.ndarray, rate: int, hop_s: float = 0.05) -> np.ndarray:
+    hop = int(rate * hop_s)
+    n = len(pcm) // hop
+    return np.sqrt((pcm[: n * hop].astype(np.float64).reshape(n, hop) ** 2).mean(axis=1))
+
+
+def test_the_voice_is_sent_played_and_recorded_in_step(pipe, avatar, shared_data, tmp_path):
+    """A clip with speech: its sound goes as Opus beside the landmarks; the receiver sends it to the page and
+    records it with the video, at its capture time: the recording's sound follows the clip's (envelope r > 0.8)
+    within 40 ms (the best lag of the envelopes)."""
+    import av
+
+    from talking_heads.data.video import probe
+    from talking_heads.telepresence.sender import FileSource, send
+    from talking_heads.telepresence.voice import RATE, file_voice
+
+    token = "voice-token-" * 3
+    clip = shared_data / SPEECH
+    source = np.concatenate(list(file_voice(clip)))
+    with ReceiverThread(pipe, avatar, token, out=tmp_path / "call.mp4", once=True) as rx:
+        viewer = {}
+        watch = threading.Thread(target=lambda: viewer.update(out=asyncio.run(_view(rx.port, rx.key, 7.0))))
+        watch.start()
+        time.sleep(0.3)
+        sent = asyncio.run(send(FileSource(clip, seconds=6.0), HOST, rx.port, token, voice=file_voice(clip)))
+        assert rx.receiver.done.wait(30)
+        stats = rx.stop()
+        watch.join()
+    assert sent.voice_packets >= 290 and stats["voice_packets"] == sent.voice_packets and stats["voice_bad"] == 0
+    kbps = sent.voice_bytes * 8 / 6.0 / 1000
+    assert 16 <= kbps <= 32, kbps  # Opus at the issue's 16-32 kbit/s
+    info = probe(tmp_path / "call.mp4")
+    with av.open(str(tmp_path / "call.mp4")) as container:
+        recorded = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+        rate = container.streams.audio[0].rate
+    assert abs(len(recorded) / rate - info.num_frames / info.fps) < 0.25  # as long as the pictures
+    a, b = _envelope(source, RATE), _envelope(recorded * 32767, rate)
+    n = min(len(a), len(b)) - 4
+    lags = {lag: np.corrcoef(a[2:n], b[2 + lag:n + lag])[0, 1] for lag in (-2, -1, 0, 1, 2)}  # 50 ms steps
+    assert max(lags.values()) > 0.8 and abs(max(lags, key=lags.get)) == 0, lags
+    chunks = [m for m in viewer["out"][0] if m[:4] == b"THA1"]
+    assert len(chunks) > 100  # the page got the voice
+
+
+def test_the_voice_connection_has_the_senders_limits(pipe, avatar):
+    """/voice takes the same token (401 otherwise, no WebSocket), one at a time, and closes on garbage (1008)
+    or an oversized message (1009); nothing logs a traceback."""
+    from websockets.exceptions import ConnectionClosed
+
+    from talking_heads.telepresence.transport import VOICE_PATH, TransportError, connect_sender
+    from talking_heads.telepresence.voice import HEADER, VOICE_MAGIC
+
+    token = "voice-limits-token-" * 2
+    rng = np.random.default_rng(2)
+
+    async def abuse(port):
+        with pytest.raises(TransportError, match="refused the token"):
+            await connect_sender(HOST, port, "wrong" * 8, path=VOICE_PATH)
+        first = await connect_sender(HOST, port, token, path=VOICE_PATH)
+        with pytest.raises(TransportError, match="another sender"):
+            await connect_sender(HOST, port, token, path=VOICE_PATH)
+        codes = []
+        for _ in range(40):  # garbage after a valid header: libopus refuses it (or not: counted when it does)
+            try:
+                await first.send(b"JUNK" + bytes(rng.integers(0, 256, 30, dtype=np.uint8)))
+                await asyncio.sleep(0.02)
+            except ConnectionClosed:
+                break
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(first.recv(), 5)
+        codes.append(closed.value.rcvd.code)
+        big = await connect_sender(HOST, port, token, path=VOICE_PATH)
+        await big.send(HEADER.pack(VOICE_MAGIC, 0, 0) + bytes(4000))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(big.recv(), 5)
+        codes.append(closed.value.rcvd.code)
+        return codes
+
+    with ReceiverThread(pipe, avatar, token) as rx:
+        codes = asyncio.run(abuse(rx.port))
+        stats = rx.stop()
+    assert codes == [1008, 1009]
+    assert stats["voice_bad"] == TelepresenceConfig().bad_packets and stats["voice_packets"] == 0
+    assert stats["refused"]["bad_token"] == 1 and stats["refused"]["busy"] == 1

@@ -123,6 +123,34 @@ class VideoWriter:
             self._audio.finish(self.frames / float(self.rate))
 
 
+def add_voice(video: str | os.PathLike, pcm: np.ndarray, rate: int, out: str | os.PathLike) -> Path:
+    """`out`: the labelled mp4 `video` with `pcm` (int16 mono at `rate` Hz, from the video's start) as its AAC
+    sound: the video stream is copied as it is (no re-encoding: frames and watermark unchanged); atomic."""
+    out = Path(out)
+    pcm = np.asarray(pcm, np.int16).reshape(-1)
+    with av.open(str(video)) as src, atomic_path(out) as tmp:
+        with av.open(str(tmp), "w", format="mp4", options={"movflags": "use_metadata_tags"}) as dst:
+            dst.metadata.update(provenance.video_metadata())
+            vin = src.streams.video[0]
+            vout = dst.add_stream_from_template(vin)
+            aout = dst.add_stream("aac", rate=rate, layout="mono")
+            resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
+            audio = []
+            for i in range(0, pcm.size, 1024):
+                frame = av.AudioFrame.from_ndarray(pcm[None, i:i + 1024], format="s16", layout="mono")
+                frame.sample_rate, frame.pts = rate, i
+                audio.extend(p for f in resampler.resample(frame) for p in aout.encode(f))
+            audio.extend(aout.encode(None))
+            for packet in src.demux(vin):
+                if packet.dts is None:  # the demuxer's final flush packet
+                    continue
+                packet.stream = vout
+                dst.mux(packet)
+            for packet in audio:
+                dst.mux(packet)
+    return out
+
+
 class AudioTrack:
     """The first audio stream of `source`, decoded and re-encoded to AAC into `container` in step with the
     video (`feed(seconds)`), cut sample-exactly at the video's end (`finish(seconds)`). A source without

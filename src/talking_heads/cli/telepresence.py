@@ -60,6 +60,8 @@ def _send_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"packet format to send (default {d.version}: landmarks and gaze; 2 or 1 for receivers of "
                         "an older release)")
     s.add_argument("--no-basis", action="store_true", help="code point by point instead of on the shape basis")
+    s.add_argument("--no-voice", action="store_true",
+                   help="do not send the video's sound (sent by default as Opus, about 25 kbit/s, when it has one)")
     s.add_argument("--wait", type=float, default=30.0, metavar="S",
                    help="wait this long for a receiver that is not up yet (default 30 s)")
     s.add_argument("--reconnect", type=float, default=60.0, metavar="S",
@@ -131,6 +133,7 @@ def run_send(args: argparse.Namespace) -> int:
     from ..telepresence.access import client_ssl, parse_address, read_token_file
     from ..telepresence.codec import check_key_interval, check_step
     from ..telepresence.sender import CameraSource, FileSource, Reconnect, send
+    from ..telepresence.voice import file_voice
 
     check_step(args.step, "--step")
     check_key_interval(args.key_interval, "--key-interval")
@@ -150,8 +153,10 @@ def run_send(args: argparse.Namespace) -> int:
           f"to {'wss' if tls else 'ws'}://{host}:{port}", flush=True)
     stop = threading.Event()
     say = lambda line: print(f"send: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    voice = None if args.no_voice or args.video is None else file_voice(args.video)
     stats, signum = until_signal(lambda _: send(source, host, port, token, settings=settings, ssl_context=tls,
-                                                stop=stop, reconnect=Reconnect(args.wait, args.reconnect), say=say),
+                                                stop=stop, reconnect=Reconnect(args.wait, args.reconnect), say=say,
+                                                voice=voice),
                                  on_signal=stop.set)
     print(f"sent: {stats.summary()}")
     return _signal_exit(signum)
@@ -230,8 +235,8 @@ def run_receive(args: argparse.Namespace) -> int:
     if args.stats:
         write_text(args.stats, json.dumps(stats, indent=2, default=list))
     print(f"received: {stats['decoded']} frames decoded, {stats['rendered']} rendered, {stats['dropped']} dropped as "
-          f"stale, {stats['bad_packets']} bad packets; {stats['bytes']} codec bytes ({stats['wire_bytes']} with the "
-          "WebSocket framing)"
+          f"stale, {stats['bad_packets']} bad packets; {stats['bytes']} codec bytes, {stats['voice_packets']} voice "
+          f"packets ({stats['voice_bytes']} bytes), {stats['wire_bytes']} bytes with the WebSocket framing"
           + (f"; recording: {args.out} ({stats['recorded']} frames)" if args.out else ""))
     return _signal_exit(signum)
 

@@ -11,7 +11,9 @@ Three threads of work, each with bounded buffers:
   synthetic marker and watermark on every frame) at the stream's frame rate, each frame at the video frame of
   its capture time (the sender's clock: frames the sender skipped, or the receiver dropped, hold the last
   picture), so a 20 s call records 20 s. A sender that reconnects starts a new segment right after the last.
-The page (`page_html`) shows the newest picture (watermarked JPEG, with a visible "synthetic" label) and the
+The page (`page_html`) shows the newest picture (watermarked JPEG, with a visible "synthetic" label), plays the
+sender's voice (voice.py) in step with it (each sound chunk at its capture time plus the pictures' delay and a
+40 ms jitter buffer; "Sound on": browsers start sound only after a click), and shows the
 current rendering fps, end-to-end latency (capture on the sender -> rendered here, on one wall clock: exact on
 loopback, plus the clock offset between two machines) and received bitrate (codec bytes).
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import struct
 import threading
 import time
 from collections import deque
@@ -32,10 +35,12 @@ import numpy as np
 from .. import provenance
 from ..data.crop import CropTransform
 from ..live import REFERENCE_SECONDS, LatestSlot
-from ..media import VideoWriter
+from ..media import VideoWriter, add_voice
 from .codec import CodecError, Frame, LandmarkDecoder, StreamGap
 from .settings import TelepresenceConfig
 from .transport import PacketServer, PacketSink, ws_header_bytes
+from .voice import RATE as VOICE_RATE
+from .voice import VoiceDecoder, VoiceError, VoiceRecording
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,10 @@ class ReceiverStats:
     dropped: int = 0  # decoded frames replaced by a newer one before they could be rendered
     out_of_order: int = 0  # rendered frames whose sequence number did not increase (must stay 0)
     recorded: int = 0  # video frames written to the mp4
+    voice_packets: int = 0  # voice packets decoded (voice.py)
+    voice_bytes: int = 0  # their bytes
+    voice_bad: int = 0  # voice packets that could not be decoded
+    voice_seconds: float = 0.0  # sound placed in the recording
     last_rendered_seq: int | None = None
     latency_ms: float | None = None  # mean over the last RATE_WINDOW seconds of rendered frames
     latency_max_ms: float | None = None  # largest latency of the run
@@ -72,6 +81,8 @@ class ReceiverStats:
 
 
 RATE_WINDOW = 3.0  # s over which fps, bitrate and latency are averaged on the page
+MAX_GAP_MS = 600_000  # a sender back within 10 min (its clock says) continues the recording's timeline
+FRAME_MAGIC, AUDIO_MAGIC = b"THF1", b"THA1"  # the page's binary messages: frame | ts | JPEG, voice | ts | PCM
 
 
 class _Window:
@@ -147,6 +158,14 @@ class Receiver(PacketSink):
         self._decoder: LandmarkDecoder | None = None
         self._stream_id = 0  # of the connected (or last) sender, set by the event loop
         self._stream_first_ms: int | None = None  # capture time of the stream's first frame (sender clock)
+        # the recording's clock (ms from the run's first frame): a stream starts at its own capture time when
+        # the sender's clock says it came back within MAX_GAP_MS (a reconnection: the pause is recorded),
+        # else right after what was recorded before (another sender, another clock)
+        self._run_first_ms: int | None = None
+        self._stream_rec_ms = 0.0  # recording ms of the current stream's first frame
+        self._rec_end_ms = 0.0  # recording ms after the last frame so far
+        self._voice_decoder: VoiceDecoder | None = None
+        self._voice_rec = VoiceRecording()
         self._ended = 0  # id of the last stream whose connection ended
         self._recorder: Recorder | None = None
         self._bytes, self._renders, self._lat = _Window(), _Window(), _Window()
@@ -157,8 +176,6 @@ class Receiver(PacketSink):
         # renderer state (renderer thread only)
         self._live = None
         self._live_stream = 0  # stream the live stage belongs to
-        self._base = 0  # video frame of the current stream's first sequence number
-        self._next_slot = 0  # first video frame after everything recorded so far
 
     # --- PacketSink (event loop thread) ---
     def open_stream(self, peer: str) -> None:
@@ -188,13 +205,48 @@ class Receiver(PacketSink):
             return False
         s.decoded += 1
         if self._stream_first_ms is None:
-            self._stream_first_ms = frame.timestamp_ms
-            if self._recorder is None:
-                self.record_fps = frame.fps
+            self._start_stream(frame)
+        rec_ms = self._stream_rec_ms + max(0, _seq_after(self._stream_first_ms, frame.timestamp_ms))
+        self._rec_end_ms = max(self._rec_end_ms, rec_ms + 1000.0 / frame.fps)
         if frame.end and frame.points is None:
             return True  # the end-of-stream marker: nothing to show
-        if self.slot.put((self._stream_id, self._stream_first_ms, frame)):
+        if self.slot.put((self._stream_id, rec_ms, frame)):
             s.dropped += 1
+        return True
+
+    def _start_stream(self, frame: Frame) -> None:
+        """The recording's clock for a new stream (see __init__)."""
+        self._stream_first_ms = frame.timestamp_ms
+        if self._run_first_ms is None:
+            self._run_first_ms, self._stream_rec_ms = frame.timestamp_ms, 0.0
+            if self._recorder is None:
+                self.record_fps = frame.fps
+            return
+        since = _seq_after(self._run_first_ms, frame.timestamp_ms)
+        self._stream_rec_ms = float(since) if self._rec_end_ms <= since <= self._rec_end_ms + MAX_GAP_MS \
+            else self._rec_end_ms
+
+    def open_voice(self, peer: str) -> None:
+        self._voice_decoder = VoiceDecoder()
+        log.info("voice connected from %s", peer)
+
+    def voice(self, data: bytes) -> bool:
+        """A voice packet: decoded, sent to the pages, placed in the recording by its capture time."""
+        s = self.stats
+        try:
+            ts, pcm = self._voice_decoder.decode(data)
+        except VoiceError as err:
+            s.voice_bad += 1
+            log.debug("bad voice packet: %s", err)
+            return False
+        s.voice_packets += 1
+        s.voice_bytes += len(data)
+        s.wire_bytes += len(data) + ws_header_bytes(len(data), masked=True)
+        if self.server is not None and self.server.viewers:
+            self.server.publish_audio(AUDIO_MAGIC + struct.pack("<I", ts) + pcm.astype("<i2").tobytes())
+        if self.out is not None and self._stream_first_ms is not None:
+            self._voice_rec.add(self._stream_rec_ms + _seq_after(self._stream_first_ms, ts), pcm)
+            s.voice_seconds = self._voice_rec.length / VOICE_RATE
         return True
 
     def close_stream(self, reason: str) -> None:
@@ -217,13 +269,13 @@ class Receiver(PacketSink):
             log.exception("renderer failed")
             self.done.set()
 
-    def _render(self, stream: int, first_ms: int, frame: Frame) -> None:
+    def _render(self, stream: int, rec_ms: float, frame: Frame) -> None:
         s = self.stats
         if stream != self._live_stream:  # a new sender: a new reference frame, a new segment of the video
             self._live = self.pipe.live(self.avatar, adapt=self.adapt, smooth=self.smooth, fps=frame.fps,
                                         eye_contact=self.settings.eye_contact,
                                         reference_seconds=REFERENCE_SECONDS if self.settings.reference == "auto" else 0)
-            self._live_stream, self._base = stream, self._next_slot
+            self._live_stream = stream
             with self._lock:
                 s.last_rendered_seq = None
         points = None
@@ -246,11 +298,11 @@ class Receiver(PacketSink):
             if self._recorder is None:
                 self._recorder = Recorder(self.out, self.record_fps, self.settings.record_queue)
                 self._recorder.start()
-            slot = self._base + int(round(max(0, _seq_after(first_ms, frame.timestamp_ms)) * self.record_fps / 1000))
-            self._next_slot = max(self._next_slot, slot + 1)
+            slot = int(round(rec_ms * self.record_fps / 1000))
             self._recorder.queue.put((slot, image))
         if self.server is not None and self.server.viewers:
-            self.server.publish_frame(provenance.labelled_jpeg(image, self.settings.jpeg_quality))
+            self.server.publish_frame(FRAME_MAGIC + struct.pack("<I", frame.timestamp_ms)
+                                      + provenance.labelled_jpeg(image, self.settings.jpeg_quality))
 
     # --- statistics ---
     def snapshot(self) -> dict:
@@ -302,6 +354,9 @@ class Receiver(PacketSink):
                 self.stats.dropped += 1
             if self._recorder is not None:
                 self._recorder.finish()
+                if self._recorder.error is None and self._voice_rec.length:  # the voice, in step with the video
+                    await asyncio.to_thread(add_voice, self.out, self._voice_rec.pcm(), VOICE_RATE, self.out)
+            self._voice_rec.close()
         if self.error is not None:
             raise self.error
         if self._recorder is not None and self._recorder.error is not None:
@@ -345,15 +400,62 @@ td{padding:.1em 1em .1em 0} .k{color:#aaa}
 <tr><td class="k">received bitrate</td><td id="kbps">-</td></tr>
 <tr><td class="k">frames</td><td id="frames">-</td></tr>
 <tr><td class="k">refused</td><td id="refused">-</td></tr>
+<tr><td class="k">voice</td><td id="voice">-</td></tr>
+<tr><td class="k">sound</td><td><span id="sound">off</span> <button id="sound-on">Sound on</button></td></tr>
 </table>
 <script>
 const key = "%KEY%";
 const img = document.getElementById("frame");
 const proto = location.protocol === "https:" ? "wss://" : "ws://";
 const ws = new WebSocket(proto + location.host + "/view?key=" + encodeURIComponent(key));
-ws.binaryType = "blob";
+ws.binaryType = "arraybuffer";
 let url = null;
 const set = (id, text) => document.getElementById(id).textContent = text;
+const now32 = () => (Date.now() % 4294967296);  // the wall clock, as the sender's timestamps (ms mod 2^32)
+const since = (ts) => { let d = (now32() - ts) % 4294967296; if (d < 0) d += 4294967296; return d >= 2147483648 ? d - 4294967296 : d; };
+const median = (a) => { const b = [...a].sort((x, y) => x - y); return b.length ? b[b.length >> 1] : null; };
+// the voice plays in step with the pictures: each chunk at its capture time plus the pictures' delay (median
+// of the last 50 frames: the renderer's latency, and the clock offset between the machines) or the voice's own
+// delay when that is longer, plus MARGIN ms of jitter buffer
+const MARGIN = 40;
+const voice = window.voiceStats = {chunks: 0, late: 0, played: [], avOffsetMs: null, on: false};
+const videoDelays = [], voiceDelays = [];
+let actx = null, offsets = [];
+function soundOn() {
+  if (!actx) actx = new AudioContext({sampleRate: 48000});
+  actx.resume();
+  voice.on = true;
+  set("sound", "on");
+}
+document.getElementById("sound-on").onclick = soundOn;
+function playVoice(buf) {
+  const dv = new DataView(buf);
+  const ts = dv.getUint32(4, true);
+  voiceDelays.push(since(ts)); if (voiceDelays.length > 50) voiceDelays.shift();
+  voice.chunks++;
+  if (!actx || actx.state !== "running") return;
+  const pcm = new Int16Array(buf, 8);
+  let sum = 0;
+  const f = new Float32Array(pcm.length);
+  for (let i = 0; i < pcm.length; i++) { f[i] = pcm[i] / 32768; sum += f[i] * f[i]; }
+  const delay = Math.max(median(videoDelays) ?? 0, Math.max(...voiceDelays)) + MARGIN;
+  const stamp = actx.getOutputTimestamp();  // the audio clock against the page's clock
+  const wallNow = performance.timeOrigin + stamp.performanceTime;
+  const playWall = Date.now() - since(ts) + delay;  // wall ms at which this chunk should sound
+  let at = stamp.contextTime + (playWall - wallNow) / 1000;
+  if (at < actx.currentTime) { voice.late++; at = actx.currentTime; }
+  const b = actx.createBuffer(1, f.length, 48000);
+  b.copyToChannel(f, 0);
+  const src = actx.createBufferSource();
+  src.buffer = b; src.connect(actx.destination); src.start(at);
+  const played = playWall - (Date.now() - since(ts) + (median(videoDelays) ?? 0));  // sound - picture of one instant
+  offsets.push(played); if (offsets.length > 100) offsets.shift();
+  voice.avOffsetMs = median(offsets);
+  voice.played.push([ts, Math.sqrt(sum / Math.max(1, f.length))]);
+  if (voice.played.length > 3000) voice.played.shift();
+  set("voice", voice.chunks + " chunks, " + voice.late + " late; sound " + (voice.avOffsetMs ?? 0).toFixed(0)
+      + " ms after the picture of the same instant");
+}
 ws.onopen = () => set("state", "connected, waiting for a sender");
 ws.onclose = () => set("state", "disconnected from the receiver");
 ws.onmessage = (ev) => {
@@ -368,11 +470,16 @@ ws.onmessage = (ev) => {
     const r = s.refused || {};
     set("refused", (r.bad_token || 0) + " bad token, " + (r.busy || 0) + " busy, " + (r.too_large || 0)
         + " too large, " + (r.rate_limited || 0) + " over the rate");
-  } else {
-    const next = URL.createObjectURL(ev.data);
-    img.onload = () => { if (url) URL.revokeObjectURL(url); url = next; };
-    img.src = next;
+    return;
   }
+  const dv = new DataView(ev.data);
+  const kind = String.fromCharCode(dv.getUint8(0), dv.getUint8(1), dv.getUint8(2), dv.getUint8(3));
+  if (kind === "THA1") { playVoice(ev.data); return; }
+  if (kind !== "THF1") return;
+  videoDelays.push(since(dv.getUint32(4, true))); if (videoDelays.length > 50) videoDelays.shift();
+  const next = URL.createObjectURL(new Blob([ev.data.slice(8)], {type: "image/jpeg"}));
+  img.onload = () => { if (url) URL.revokeObjectURL(url); url = next; };
+  img.src = next;
 };
 </script></body></html>
 """

@@ -11,7 +11,8 @@ A video file stands in for a camera (`FileSource`): frame i is "captured" at t0 
 and frames that the sender had no time for are skipped and counted, exactly as a camera's frames would be
 missed; `realtime=False` reads every frame as fast as it can (measurements). `CameraSource` reads an OpenCV
 camera. The capture timestamp in each packet is the wall-clock time of capture (ms mod 2^32), so the
-receiver's latency includes tracking, coding, the network and rendering. Audio is not sent.
+receiver's latency includes tracking, coding, the network and rendering. A video file's sound (or, later, a
+microphone) goes as Opus on a second connection, time-stamped on the same clock (`voice.py`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ from ..landmarks.tracking import FaceTracker
 from .basis import BasisFilter, load_basis
 from .codec import KEY_MAGIC, PREDICT_PREVIOUS, Basis, CropBox, LandmarkEncoder
 from .settings import TelepresenceConfig
-from .transport import TransportError, connect_sender, ws_header_bytes
+from .transport import VOICE_PATH, TransportError, connect_sender, ws_header_bytes
+from .voice import RATE as VOICE_RATE
+from .voice import VoiceEncoder
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,11 @@ class FileSource:
         self.realtime = realtime
         self.limit = None if seconds is None else max(1, int(round(seconds * self.fps)))
         self.skipped = 0  # frames missed because the sender was busy
+        self.t0: float | None = None  # wall-clock time of frame 0 (the voice is paced from it)
 
     def frames(self) -> Iterator[tuple[int, np.ndarray, float]]:
         """(frame index, RGB frame, capture time in s on the wall clock)."""
-        t0 = time.time()
+        t0 = self.t0 = time.time()
         for i, frame in read_frames(self.path):
             if self.limit is not None and i >= self.limit:
                 return
@@ -115,6 +119,8 @@ class SenderStats:
     wire_bytes: int = 0  # the same with their WebSocket framing (TCP/IP headers not counted)
     seconds: float = 0.0  # wall time of the stream
     reconnects: int = 0  # connections re-established after the receiver went away
+    voice_bytes: int = 0  # voice packets' bytes (voice.py), WebSocket framing excluded
+    voice_packets: int = 0
     discarded: int = 0  # packets that could not be sent while the receiver was away
     process_ms: float = 0.0  # mean tracking + coding time per frame
     fps: float = 0.0  # source frame rate
@@ -139,7 +145,9 @@ class SenderStats:
                 f"{self.bits_per_frame:.0f} bit/frame, {self.kbps:.2f} kbit/s ({self.wire_kbps:.2f} kbit/s with the "
                 f"WebSocket framing); tracking + coding {self.process_ms:.1f} ms/frame"
                 + (f"; reconnected {self.reconnects} time(s), {self.discarded} packets lost meanwhile"
-                   if self.reconnects else ""))
+                   if self.reconnects else "")
+                + (f"; voice {self.voice_packets} packets, {self.voice_bytes * 8 / self.seconds / 1000:.1f} kbit/s "
+                   "(Opus)" if self.voice_packets and self.seconds > 0 else ""))
 
 
 def make_encoder(settings: TelepresenceConfig, fps: float) -> LandmarkEncoder:
@@ -277,7 +285,7 @@ async def connect_with_retry(host: str, port: int, token: str, *, ssl_context, w
 async def send(source, host: str, port: int, token: str, *, settings: TelepresenceConfig | None = None,
                ssl_context=None, record_sent: bool = False, on_frame: Callable | None = None,
                stop: threading.Event | None = None, reconnect: Reconnect | None = None,
-               say: Callable[[str], None] = log.warning) -> SenderStats:
+               say: Callable[[str], None] = log.warning, voice=None) -> SenderStats:
     """Stream `source` (FileSource or CameraSource) to a receiver; returns the statistics when the source
     ends (or `stop` is set) and the connection is closed cleanly. on_frame(seq, index, frame, stream) is
     called for every frame sent (the demo keeps the originals this way).
@@ -285,14 +293,12 @@ async def send(source, host: str, port: int, token: str, *, settings: Telepresen
     Tracking and coding run in a worker thread that hands packets to the event loop through a small queue
     (backpressure: a slow link makes the source skip frames); None in the queue ends the stream. The receiver
     is waited for at the start and, when the connection is lost, reconnected to (`Reconnect`; `say` reports
-    what happened): the packets made meanwhile are discarded and the stream resumes with a key frame."""
-    settings = settings or TelepresenceConfig()
-    stop = stop or threading.Event()
-    policy = reconnect or Reconnect()
+    what happened): the packets made meanwhile are discarded and the stream resumes with a key frame.
+    voice: PCM chunks (`voice.file_voice`), sent as Opus on their own connection (`_send_voice`)."""
+    stop, policy = stop or threading.Event(), reconnect or Reconnect()
     connection = await connect_with_retry(host, port, token, ssl_context=ssl_context, within_s=policy.wait_s,
                                           policy=policy, stop=stop, say=say)
-    stream = LandmarkStream(source.fps, settings)
-    stats = SenderStats(fps=source.fps)
+    stream, stats = LandmarkStream(source.fps, settings or TelepresenceConfig()), SenderStats(fps=source.fps)
     if connection is None:
         return stats
     loop = asyncio.get_running_loop()
@@ -313,6 +319,8 @@ async def send(source, host: str, port: int, token: str, *, settings: Telepresen
     started = time.perf_counter()
     worker = threading.Thread(target=produce, name="telepresence-sender", daemon=True)
     worker.start()
+    speaking = asyncio.create_task(_send_voice(voice, source, host, port, token, ssl_context, stats, stop, say)) \
+        if voice is not None else None
     try:
         awaiting_key = False
         while connection is not None:
@@ -326,12 +334,47 @@ async def send(source, host: str, port: int, token: str, *, settings: Telepresen
                 awaiting_key = True  # packets coded for the old connection are not sent
     finally:
         stop.set()
+        if speaking is not None:
+            await asyncio.gather(speaking, return_exceptions=True)
         await _drain(worker, packets)
         stats.seconds = time.perf_counter() - started
         stats.skipped = getattr(source, "skipped", 0)
     if failure:
         raise failure[0]
     return stats
+
+
+async def _send_voice(chunks, source, host: str, port: int, token: str, ssl_context, stats: SenderStats,
+                      stop: threading.Event, say: Callable[[str], None]) -> None:
+    """The voice connection: `chunks` (PCM) as Opus packets, each sent when its first sample's time (the
+    source's first frame + its offset) has come; ends with the stream, when the source's `seconds` are over,
+    or when the receiver takes no voice (it says so)."""
+    try:
+        connection = await connect_sender(host, port, token, ssl_context=ssl_context, path=VOICE_PATH)
+    except TransportError as err:
+        say(f"voice not sent: {err}")
+        return
+    encoder, samples = VoiceEncoder(), 0
+    limit = getattr(source, "limit", None)
+    end_s = None if limit is None else limit / source.fps
+    try:
+        while getattr(source, "t0", None) is None and not stop.is_set():
+            await asyncio.sleep(0.005)
+        for pcm in chunks:
+            offset = samples / VOICE_RATE
+            if stop.is_set() or (end_s is not None and offset >= end_s):
+                break
+            due = source.t0 + offset
+            await asyncio.sleep(max(0.0, due - time.time()))
+            for packet in encoder.encode(pcm, due * 1000.0):
+                await connection.send(packet)
+                stats.voice_packets += 1
+                stats.voice_bytes += len(packet)
+                stats.wire_bytes += len(packet) + ws_header_bytes(len(packet), masked=True)
+            samples += pcm.size
+        await connection.close()
+    except ConnectionClosed:
+        say("the receiver closed the voice connection")
 
 
 async def _pump(connection, packets: asyncio.Queue, stats: SenderStats, awaiting_key: bool) -> None:

@@ -27,6 +27,7 @@ class TelepresenceConfig:
     idle_timeout: float = 10.0  # s: an authenticated sender that sends nothing for this long is closed
     max_packet: int = 1024  # bytes: larger messages close the connection (WebSocket close 1009)
     max_packet_rate: float = 60.0  # packets/s a sender may send on average (token bucket)
+    max_voice_rate: float = 75.0  # voice packets/s a sender may send on average (50/s: one per 20 ms)
     rate_burst: int = 30  # packets a sender may send at once above the average rate
     rate_violations: int = 60  # packets over the rate limit that close the connection (1008)
     bad_packets: int = 25  # undecodable packets that close a sender's connection (1008)

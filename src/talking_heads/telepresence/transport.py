@@ -30,6 +30,7 @@ import logging
 import secrets
 import ssl
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
@@ -44,14 +45,16 @@ from .access import (TransportError, client_ssl, generate_token, parse_address, 
                      token_matches, write_token_file)
 from .settings import TelepresenceConfig
 
-__all__ = ["CLOSE_POLICY", "SEND_PATH", "VIEW_PATH", "ConnectionCounts", "PacketServer", "PacketSink", "TokenBucket",
+__all__ = ["CLOSE_POLICY", "SEND_PATH", "VIEW_PATH", "VOICE_PATH", "ConnectionCounts", "PacketServer", "PacketSink", "TokenBucket",
            "TransportError", "client_ssl", "connect_sender", "generate_token", "parse_address", "read_token_file",
            "server_ssl", "token_matches", "write_token_file", "ws_header_bytes"]
 
 log = logging.getLogger(__name__)
 
 SEND_PATH = "/send"
+VOICE_PATH = "/voice"
 VIEW_PATH = "/view"
+AUDIO_QUEUE = 50  # voice chunks waiting for one viewer (1 s): a slower page skips the oldest
 CLOSE_POLICY = 1008  # WebSocket close code: policy violation (rate limit, bad packets, idle)
 
 
@@ -101,6 +104,12 @@ class PacketSink:
     def close_stream(self, reason: str) -> None:  # the sender's connection ended
         pass
 
+    def open_voice(self, peer: str) -> None:  # a sender's voice connection opened
+        pass
+
+    def voice(self, data: bytes) -> bool:  # a voice packet; False: undecodable (counted towards bad_packets)
+        return False
+
 
 class PacketServer:
     """The receiver's network side (module docstring). Start with `await start(host, port)`; `publish_frame`
@@ -113,7 +122,9 @@ class PacketServer:
         self.counts = ConnectionCounts()
         self.open_connections = 0
         self.senders = 0
+        self.voices = 0
         self.viewers: set = set()
+        self._audio: dict = {}  # viewer -> deque of voice chunks not sent yet
         self._latest_frame: bytes | None = None
         self._latest_stats: str | None = None
         self._wake: dict = {}  # viewer -> asyncio.Event
@@ -139,13 +150,13 @@ class PacketServer:
     def _process_request(self, connection, request):
         url = urlsplit(request.path)
         s = self.settings
-        if url.path == SEND_PATH:
+        if url.path in (SEND_PATH, VOICE_PATH):
             auth = request.headers.get_all("Authorization")  # two headers: refused like a wrong one, not a 500
             given = auth[0][7:].strip() if len(auth) == 1 and auth[0].startswith("Bearer ") else None
             if not token_matches(given, self.token):
                 self.counts.bad_token += 1
                 return connection.respond(http.HTTPStatus.UNAUTHORIZED, "bad or missing token\n")
-            if self.senders >= s.max_senders:
+            if (self.senders if url.path == SEND_PATH else self.voices) >= s.max_senders:
                 self.counts.busy += 1
                 return connection.respond(http.HTTPStatus.CONFLICT, "another sender is streaming\n")
         elif url.path in ("/", VIEW_PATH):
@@ -164,7 +175,7 @@ class PacketServer:
         if self.open_connections >= s.max_connections:
             self.counts.busy += 1
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
-        connection.role = "sender" if url.path == SEND_PATH else "viewer"
+        connection.role = {SEND_PATH: "sender", VOICE_PATH: "voice"}.get(url.path, "viewer")
         return None  # counted in _handler: a handshake that fails after this point reserves nothing
 
     async def _handler(self, connection) -> None:
@@ -182,6 +193,13 @@ class PacketServer:
                     await self._sender(connection)
                 finally:
                     self.senders -= 1
+            elif role == "voice":
+                self.voices += 1
+                try:
+                    self.sink.open_voice(_peer(connection))
+                    await self._receive(connection, self.sink.voice, s.max_voice_rate)
+                finally:
+                    self.voices -= 1
             elif role == "viewer":
                 await self._viewer(connection)
         finally:
@@ -189,22 +207,29 @@ class PacketServer:
 
     # --- the sender ---
     async def _sender(self, connection) -> None:
-        s = self.settings
         self.counts.senders += 1
-        bucket = TokenBucket(s.max_packet_rate, s.rate_burst)
+        self.sink.open_stream(_peer(connection))
+        reason = "closed by the sender"
+        try:
+            reason = await self._receive(connection, self.sink.packet, self.settings.max_packet_rate)
+        finally:
+            self.sink.close_stream(reason)
+
+    async def _receive(self, connection, handle: Callable[[bytes], bool], rate: float) -> str:
+        """Hand an authenticated connection's packets to `handle` (False: undecodable) under the limits (rate,
+        bad packets, idleness, size) until it ends; returns why it ended."""
+        s = self.settings
+        bucket = TokenBucket(rate, s.rate_burst)
         over, bad = 0, 0
         reason = "closed by the sender"
-        peer = f"{connection.remote_address[0]}:{connection.remote_address[1]}"
-        self.sink.open_stream(peer)
         try:
             while True:
                 try:
                     data = await asyncio.wait_for(connection.recv(), s.idle_timeout)
                 except asyncio.TimeoutError:
-                    reason = f"idle for {s.idle_timeout:g} s"
                     self.counts.closed_policy += 1
                     await connection.close(CLOSE_POLICY, "idle")
-                    break
+                    return f"idle for {s.idle_timeout:g} s"
                 if isinstance(data, str):
                     data = data.encode()[: s.max_packet]  # text is not the protocol: counted as a bad packet
                     ok = False
@@ -212,37 +237,35 @@ class PacketServer:
                     self.counts.rate_limited += 1
                     over += 1
                     if over >= s.rate_violations:
-                        reason = "over the packet rate limit"
                         self.counts.closed_policy += 1
                         await connection.close(CLOSE_POLICY, "rate limit")
-                        break
+                        return "over the packet rate limit"
                     continue
                 else:
-                    ok = self.sink.packet(data)
+                    ok = handle(data)
                 if not ok:
                     bad += 1
                     if bad >= s.bad_packets:
-                        reason = f"{bad} undecodable packets"
                         self.counts.closed_policy += 1
                         await connection.close(CLOSE_POLICY, "bad packets")
-                        break
+                        return f"{bad} undecodable packets"
         except PayloadTooBig:
             self.counts.too_large += 1
-            reason = f"message over {s.max_packet} bytes"
+            return f"message over {s.max_packet} bytes"
         except ConnectionClosed as err:
             if err.sent is not None and err.sent.code == 1009:
                 self.counts.too_large += 1
-                reason = f"message over {s.max_packet} bytes"
-            elif err.rcvd is None or err.rcvd.code not in (1000, 1001):
-                reason = f"connection lost ({err})"
-        finally:
-            self.sink.close_stream(reason)
+                return f"message over {s.max_packet} bytes"
+            if err.rcvd is None or err.rcvd.code not in (1000, 1001):
+                return f"connection lost ({err})"
+        return reason
 
     # --- viewers ---
     async def _viewer(self, connection) -> None:
         wake = asyncio.Event()
         self.viewers.add(connection)
         self._wake[connection] = wake
+        audio = self._audio[connection] = deque(maxlen=AUDIO_QUEUE)
         sent_frame = sent_stats = None
         closed = asyncio.ensure_future(connection.wait_closed())
         try:
@@ -261,12 +284,15 @@ class PacketServer:
                 if frame is not None and frame is not sent_frame:
                     await connection.send(frame)  # a slow viewer skips the frames published meanwhile
                     sent_frame = frame
+                while audio:  # the voice is not skipped (only the oldest second when the page falls behind)
+                    await connection.send(audio.popleft())
         except ConnectionClosed:
             pass
         finally:
             closed.cancel()
             self.viewers.discard(connection)
             self._wake.pop(connection, None)
+            self._audio.pop(connection, None)
 
     def _wake_all(self) -> None:
         for event in self._wake.values():
@@ -278,10 +304,24 @@ class PacketServer:
         if self.loop is not None and self._wake:
             self.loop.call_soon_threadsafe(self._wake_all)
 
+    def publish_audio(self, chunk: bytes) -> None:
+        """A voice chunk for every page (thread-safe; each page keeps the last AUDIO_QUEUE)."""
+        if self.loop is not None and self._audio:
+            self.loop.call_soon_threadsafe(self._queue_audio, chunk)
+
+    def _queue_audio(self, chunk: bytes) -> None:
+        for queue in self._audio.values():
+            queue.append(chunk)
+        self._wake_all()
+
     def publish_stats(self, stats: dict) -> None:
         self._latest_stats = json.dumps(stats)
         if self.loop is not None and self._wake:
             self.loop.call_soon_threadsafe(self._wake_all)
+
+
+def _peer(connection) -> str:
+    return f"{connection.remote_address[0]}:{connection.remote_address[1]}"
 
 
 def ws_header_bytes(length: int, *, masked: bool) -> int:
@@ -304,17 +344,19 @@ def _html(connection, body: str):
 # --- client --------------------------------------------------------------------------------------------
 
 async def connect_sender(host: str, port: int, token: str, *, ssl_context: ssl.SSLContext | None = None,
-                         open_timeout: float = 5.0):
-    """The sender's WebSocket to a receiver (raises TransportError with the receiver's reason when refused)."""
+                         open_timeout: float = 5.0, path: str = SEND_PATH):
+    """The sender's WebSocket to a receiver, for the landmarks (`SEND_PATH`) or the voice (`VOICE_PATH`); raises
+    TransportError with the receiver's reason when refused."""
     scheme = "wss" if ssl_context is not None else "ws"
-    uri = f"{scheme}://{_host_in_uri(host)}:{port}{SEND_PATH}"
+    uri = f"{scheme}://{_host_in_uri(host)}:{port}{path}"
     try:
         return await connect(uri, additional_headers={"Authorization": f"Bearer {token}"}, ssl=ssl_context,
                              compression=None, open_timeout=open_timeout, max_size=2 ** 16, proxy=None,
                              ping_interval=5, ping_timeout=5, close_timeout=2)
     except InvalidStatus as err:
         code = err.response.status_code
-        why = {401: "the receiver refused the token", 409: "another sender is already streaming to it"}
+        why = {401: "the receiver refused the token", 409: "another sender is already streaming to it",
+               404: "the receiver takes no voice (an earlier release)"}
         raise TransportError(f"{uri}: {why.get(code, f'HTTP {code}')}") from None
     except (OSError, InvalidHandshake, asyncio.TimeoutError, ssl.SSLError) as err:
         raise TransportError(f"{uri}: cannot connect ({err or type(err).__name__})") from None

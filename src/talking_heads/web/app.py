@@ -40,7 +40,9 @@ from ..landmarks.iris import uses_gaze  # noqa: E402
 from ..landmarks.motions import MOTIONS  # noqa: E402
 from ..pipeline import TalkingHeadPipeline  # noqa: E402
 from . import handlers  # noqa: E402
+from .handlers import time_left  # noqa: E402
 from .live import LiveHub  # noqa: E402
+from .live_page import panel_html  # noqa: E402
 from .settings import WebSettings  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,10 @@ TITLE = "talking-heads"
 BROWSER_KEY_STORAGE = "talking-heads-avatar-folder"  # localStorage key holding this browser's private folder key
 EXAMPLE_PAINTINGS = (("lp_source_s9.jpg", "Mona Lisa"), ("lp_source_s10.jpg", "Vermeer"),
                      ("avatarify_einstein.jpg", "Einstein"))
+LIVE_INTRO = ("Your camera drives the current avatar in real time: press **Start live**, then *Start camera* in the "
+              "panel below and allow the camera. Frames go to this server only and come back labelled synthetic. "
+              "Look into the camera with a closed mouth for the first seconds: the neutral face motion is measured "
+              "from.")
 ERROR_SECONDS = 30  # how long an error toast stays (it can be closed earlier)
 
 INTRO = """# talking-heads: animate a portrait
@@ -93,16 +99,6 @@ def _warn(messages) -> None:
 def _status(text: str, warnings=()) -> str:
     lines = [text] + [f"- warning: {w}" for w in warnings]
     return "\n".join(lines)
-
-
-def time_left(n: float, total: float, elapsed: float) -> str:
-    """'about 12 s left' from a progress bar's steps done, total and seconds elapsed."""
-    if not total or n <= 0 or elapsed <= 0:
-        return "estimating the time left"
-    seconds = max(0.0, (total - n) * elapsed / n)
-    if seconds >= 90:
-        return f"about {seconds / 60:.0f} min left"
-    return f"about {seconds:.0f} s left"
 
 
 @contextlib.contextmanager
@@ -297,11 +293,7 @@ class Page:
                 self.animate_status = gr.Markdown(elem_id="animate-status")
 
     def _live_tab(self) -> None:
-        gr.Markdown("Your camera drives the current avatar in real time: press **Start live**, then *Start camera* "
-                    "in the panel below and allow the camera. Frames go to this server only, are rendered and come "
-                    "back labelled synthetic; the panel shows the frame rate and the latency. Look straight into "
-                    "the camera with a closed mouth for the first seconds: that is the neutral face the avatar's "
-                    "motion is measured from.", elem_id="live-intro")
+        gr.Markdown(LIVE_INTRO, elem_id="live-intro")
         with gr.Row():
             self.live_eye_contact = gr.Checkbox(False, label="Eye contact (look at the viewer where you look near the "
                                                 "camera)", visible=uses_gaze(self.cfg), elem_id="live-eye-contact")
@@ -431,10 +423,7 @@ class Page:
             if avatar is None:
                 raise handlers.WebInputError("no avatar yet: make one on the Avatar tab (or load a saved one) first")
             key = self.live.open(_session(request), avatar, eye_contact=bool(eye_contact))
-        url = f"live?key={key}"
-        return (f'<iframe src="{url}" allow="camera" title="live avatar (synthetic)" '
-                'style="width:100%;height:760px;border:0"></iframe>'
-                f'<p><a href="{url}" target="_blank" rel="noopener">open the live page in its own window</a></p>')
+        return panel_html(key)
 
     def on_verify(self, path):
         if not path:

@@ -64,6 +64,16 @@ class WebInputError(InputError):
 USER_ERRORS = (InputError,)  # the project's error policy: every input error, whichever module raised it
 
 
+def time_left(n: float, total: float, elapsed: float) -> str:
+    """'about 12 s left' from a progress bar's steps done, total and seconds elapsed."""
+    if not total or n <= 0 or elapsed <= 0:
+        return "estimating the time left"
+    seconds = max(0.0, (total - n) * elapsed / n)
+    if seconds >= 90:
+        return f"about {seconds / 60:.0f} min left"
+    return f"about {seconds:.0f} s left"
+
+
 # --- per-session and per-job folders -------------------------------------------------------------------
 
 @dataclass
