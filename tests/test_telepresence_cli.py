@@ -55,7 +55,9 @@ def test_send_refuses_bad_tokens_addresses_and_unreachable_receivers(shared_data
     _one_line_error(code, err, "permissions 0644 let others read the token")
     code, _, err = run(capsys, "send", "--video", video, "--to", "127.0.0.1:x", "--token-file", token)
     _one_line_error(code, err, "expected HOST:PORT")
-    code, _, err = run(capsys, "send", "--video", video, "--to", f"127.0.0.1:{_free_port()}", "--token-file", token)
+    code, _, err = run(capsys, "send", "--video", video, "--to", f"127.0.0.1:{_free_port()}", "--token-file", token,
+                       "--wait", "0.6")  # waited for (retried with backoff), then refused in one line
+    assert "retrying for up to 1 s" in err
     _one_line_error(code, err, "cannot connect")
     code, _, err = run(capsys, "send", "--video", tmp_path / "missing.mp4", "--to", "127.0.0.1:9", "--token-file", token)
     _one_line_error(code, err, "no such file")

@@ -65,3 +65,61 @@ def test_the_recording_places_sound_by_capture_time_and_is_bounded():
     assert (pcm[:FRAME] == 1000).all() and (pcm[FRAME:RATE // 2] == 0).all() and (pcm[RATE // 2:] == 1000).all()
     rec.close()
     assert rec.pcm().size == 0
+
+
+def test_the_capture_page_takes_only_its_key_and_its_own_messages(shared_data):
+    """`send --browser`'s page server: the page needs the printed key (403), one page at a time (1013), garbage
+    closes it after live_bad_frames (1008); camera frames and microphone chunks reach the source."""
+    import asyncio
+    import struct
+    import threading
+
+    import cv2
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    from talking_heads.data.video import read_frames
+    from talking_heads.telepresence.browser_sender import MIC_MAGIC, BrowserSource, CapturePage
+    from talking_heads.web.live import IN_HEADER, IN_MAGIC
+
+    frames = [f for i, f in read_frames(shared_data / SPEECH) if i < 3]
+
+    async def main():
+        source = BrowserSource()
+        page = CapturePage(source)
+        port = await page.start("127.0.0.1", 0)
+        url = f"ws://127.0.0.1:{port}/capture?key="
+        with pytest.raises(InvalidStatus, match="403"):
+            async with connect(url + "wrong"):
+                pass
+        async with connect(url + page.key) as ws:
+            async with connect(url + page.key) as second:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(second.recv(), 5)
+                assert closed.value.rcvd.code == 1013
+            for i, f in enumerate(frames):
+                jpeg = cv2.imencode(".jpg", np.ascontiguousarray(f[:, :, ::-1]))[1].tobytes()
+                await ws.send(IN_HEADER.pack(IN_MAGIC, i + 1, 1000.0 + 40 * i) + jpeg)
+            await ws.send(MIC_MAGIC + struct.pack("<d", 1000.0) + np.zeros(FRAME, "<i2").tobytes())
+            await asyncio.sleep(0.3)
+            got = []
+            reader = threading.Thread(target=lambda: got.append(next(source.frames())))
+            reader.start()
+            reader.join(5)
+            assert got and got[0][1].shape == frames[-1].shape and got[0][2] == 1.08  # the newest frame, its time
+            t_ms, pcm = source.mic.get_nowait()
+            assert t_ms == 1000.0 and pcm.size == FRAME
+            for _ in range(30):
+                try:
+                    await ws.send(b"garbage" * 3)
+                    await asyncio.sleep(0.01)
+                except ConnectionClosed:
+                    break
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            assert closed.value.rcvd.code == 1008
+        assert source.ended.is_set()  # the page left: the stream ends
+        await page.close()
+
+    asyncio.run(main())

@@ -289,7 +289,7 @@ def test_instant_checks_need_no_pipeline_work(tmp_path, settings, ff_avatar):
     a file that is not a video, a bad reference frame number."""
     text = tmp_path / "notes.mp4.txt"
     text.write_text("not a video")
-    cases = [(dict(), None, "no avatar yet"),
+    cases = [(dict(), None, "no avatar yet"), (dict(driven_by_video=True), None, "no driving video"),
              (dict(driven_by_video=True), ff_avatar, "no driving video"),
              (dict(driven_by_video=True, video=str(text)), ff_avatar, "notes.mp4.txt: not a video"),
              (dict(reference_frame="-3"), ff_avatar, "give a frame number >= 0"),

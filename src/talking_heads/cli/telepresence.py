@@ -44,6 +44,9 @@ def _send_parser(sub: argparse._SubParsersAction) -> None:
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
     src.add_argument("--video", metavar="FILE", help="a video file (or folder of frames) played as a camera")
+    src.add_argument("--browser", action="store_true",
+                     help="serve a page on this machine whose camera and microphone are sent (open the address "
+                          "it prints)")
     s.add_argument("--to", required=True, metavar="HOST:PORT", help="the receiver's address")
     s.add_argument("--token-file", required=True, metavar="F", help="the shared token (talking-heads token F)")
     s.add_argument("--tls-ca", metavar="CERT", default=None,
@@ -60,6 +63,8 @@ def _send_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"packet format to send (default {d.version}: landmarks and gaze; 2 or 1 for receivers of "
                         "an older release)")
     s.add_argument("--no-basis", action="store_true", help="code point by point instead of on the shape basis")
+    s.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
+                   help="with --browser: where the page is served (default 127.0.0.1, a free port)")
     s.add_argument("--no-voice", action="store_true",
                    help="do not send the video's sound (sent by default as Opus, about 25 kbit/s, when it has one)")
     s.add_argument("--wait", type=float, default=30.0, metavar="S",
@@ -147,19 +152,61 @@ def run_send(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(DEFAULTS, step=args.step, key_interval=args.key_interval,
                                    smooth=not args.no_smooth, use_basis=not args.no_basis,
                                    smooth_space=args.smooth_space, version=args.packet_version)
+    stop = threading.Event()
+    say = lambda line: print(f"send: {line}", file=sys.stderr, flush=True)  # noqa: E731
+    reconnect = Reconnect(args.wait, args.reconnect)
+    if args.browser:
+        stats, signum = until_signal(lambda _: _send_browser(args, host, port, token, settings, tls, stop, reconnect,
+                                                             say), on_signal=stop.set)
+        print(f"sent: {stats.summary()}")
+        return _signal_exit(signum)
     source = CameraSource(args.camera, seconds=args.seconds) if args.camera is not None \
         else FileSource(args.video, seconds=args.seconds)
     print(f"sending {'camera ' + str(args.camera) if args.camera is not None else args.video} at {source.fps:g} fps "
           f"to {'wss' if tls else 'ws'}://{host}:{port}", flush=True)
-    stop = threading.Event()
-    say = lambda line: print(f"send: {line}", file=sys.stderr, flush=True)  # noqa: E731
     voice = None if args.no_voice or args.video is None else file_voice(args.video)
     stats, signum = until_signal(lambda _: send(source, host, port, token, settings=settings, ssl_context=tls,
-                                                stop=stop, reconnect=Reconnect(args.wait, args.reconnect), say=say,
-                                                voice=voice),
+                                                stop=stop, reconnect=reconnect, say=say, voice=voice),
                                  on_signal=stop.set)
     print(f"sent: {stats.summary()}")
     return _signal_exit(signum)
+
+
+async def _send_browser(args, host: str, port: int, token: str, settings, tls, stop, reconnect, say):
+    """`send --browser`: the capture page on --listen, its camera and microphone sent until the page leaves."""
+    import asyncio
+    import threading
+
+    from ..telepresence.access import parse_address
+    from ..telepresence.browser_sender import BrowserSource, CapturePage
+    from ..telepresence.sender import send
+
+    page_host, page_port = parse_address(args.listen)
+    if not getattr(args, "verbose", False):  # the page's server would log every connection
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    source = BrowserSource(seconds=args.seconds)
+    page = CapturePage(source)
+    try:
+        bound = await page.start(page_host, page_port)
+    except OSError as err:
+        raise UserError(f"cannot serve the page on {args.listen} ({err.strerror or err})") from None
+    print(f"page: http://{page_host}:{bound}/?key={page.key} (open it, press Start and allow the camera and the "
+          f"microphone); sending to {'wss' if tls else 'ws'}://{host}:{port}", flush=True)
+    loop = asyncio.get_running_loop()
+
+    def end_on_stop() -> None:  # a signal: the page's source ends, so the stream does
+        stop.wait()
+        try:
+            loop.call_soon_threadsafe(source.end)
+        except RuntimeError:  # the loop has already finished
+            pass
+
+    threading.Thread(target=end_on_stop, daemon=True).start()
+    try:
+        return await send(source, host, port, token, settings=settings, ssl_context=tls, stop=stop,
+                          reconnect=reconnect, say=say, voice=None if args.no_voice else source.voice())
+    finally:
+        await page.close()
 
 
 def until_signal(make, on_signal=None):

@@ -346,35 +346,51 @@ async def send(source, host: str, port: int, token: str, *, settings: Telepresen
 
 async def _send_voice(chunks, source, host: str, port: int, token: str, ssl_context, stats: SenderStats,
                       stop: threading.Event, say: Callable[[str], None]) -> None:
-    """The voice connection: `chunks` (PCM) as Opus packets, each sent when its first sample's time (the
-    source's first frame + its offset) has come; ends with the stream, when the source's `seconds` are over,
-    or when the receiver takes no voice (it says so)."""
+    """The voice connection: `chunks` as Opus packets until the stream ends, the source's `seconds` are over,
+    or the receiver takes no voice (it says so). A file's PCM chunks are each sent when their first sample's
+    time (the source's first frame + its offset) has come; a microphone's arrive as (capture ms, PCM) pairs
+    from an async iterator (`browser_sender`)."""
     try:
         connection = await connect_sender(host, port, token, ssl_context=ssl_context, path=VOICE_PATH)
     except TransportError as err:
         say(f"voice not sent: {err}")
         return
-    encoder, samples = VoiceEncoder(), 0
-    limit = getattr(source, "limit", None)
-    end_s = None if limit is None else limit / source.fps
+    encoder = VoiceEncoder()
+
+    async def send_pcm(pcm: np.ndarray, t_ms: float) -> None:
+        for packet in encoder.encode(pcm, t_ms):
+            await connection.send(packet)
+            stats.voice_packets += 1
+            stats.voice_bytes += len(packet)
+            stats.wire_bytes += len(packet) + ws_header_bytes(len(packet), masked=True)
+
     try:
-        while getattr(source, "t0", None) is None and not stop.is_set():
-            await asyncio.sleep(0.005)
-        for pcm in chunks:
-            offset = samples / VOICE_RATE
-            if stop.is_set() or (end_s is not None and offset >= end_s):
-                break
-            due = source.t0 + offset
-            await asyncio.sleep(max(0.0, due - time.time()))
-            for packet in encoder.encode(pcm, due * 1000.0):
-                await connection.send(packet)
-                stats.voice_packets += 1
-                stats.voice_bytes += len(packet)
-                stats.wire_bytes += len(packet) + ws_header_bytes(len(packet), masked=True)
-            samples += pcm.size
+        if hasattr(chunks, "__aiter__"):
+            async for t_ms, pcm in chunks:
+                if stop.is_set():
+                    break
+                await send_pcm(pcm, t_ms)
+        else:
+            await _paced(chunks, source, stop, send_pcm)
         await connection.close()
     except ConnectionClosed:
         say("the receiver closed the voice connection")
+
+
+async def _paced(chunks, source, stop: threading.Event, send_pcm) -> None:
+    """A file's PCM chunks, each handed on when its time has come on the source's clock."""
+    samples, limit = 0, getattr(source, "limit", None)
+    end_s = None if limit is None else limit / source.fps
+    while getattr(source, "t0", None) is None and not stop.is_set():
+        await asyncio.sleep(0.005)
+    for pcm in chunks:
+        offset = samples / VOICE_RATE
+        if stop.is_set() or (end_s is not None and offset >= end_s):
+            return
+        due = source.t0 + offset
+        await asyncio.sleep(max(0.0, due - time.time()))
+        await send_pcm(pcm, due * 1000.0)
+        samples += pcm.size
 
 
 async def _pump(connection, packets: asyncio.Queue, stats: SenderStats, awaiting_key: bool) -> None:

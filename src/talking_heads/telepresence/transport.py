@@ -330,14 +330,16 @@ def ws_header_bytes(length: int, *, masked: bool) -> int:
     return 2 + (2 if 126 <= length < 65536 else 8 if length >= 65536 else 0) + (4 if masked else 0)
 
 
-def _html(connection, body: str):
+def _html(connection, body: str, *, media: bool = False):
+    """A page, with a Content-Security-Policy that allows only its own inline code and this server (media:
+    also the camera and microphone's streams and the audio worklet it makes from a blob)."""
     data = body.encode()
+    csp = ("default-src 'self'; img-src 'self' blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+           + (" blob:; media-src 'self' blob: mediastream:; worker-src blob:" if media else "")
+           + "; connect-src 'self' ws: wss:")
     headers = Headers([("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(data))),
                        ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
-                       ("Content-Security-Policy", "default-src 'self'; img-src 'self' blob:; "
-                                                   "style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-                                                   "connect-src 'self' ws: wss:"),
-                       ("Connection", "close")])
+                       ("Content-Security-Policy", csp), ("Connection", "close")])
     return Response(200, "OK", headers, data)
 
 

@@ -399,12 +399,12 @@ def check_animate(avatar: Avatar | None, settings: WebSettings, *, video: str | 
     """The instant checks of an animation request (no avatar, no video, a file that is not a video, a bad
     reference frame number): the page runs them as a light event, so they never wait in line behind another
     visitor's fine-tuning; `animate` repeats them."""
+    if driven_by_video and not video:
+        raise WebInputError("no driving video: upload one or record one with the webcam, or choose a built-in "
+                            "motion")
     if avatar is None:
         raise WebInputError("no avatar yet: create one (or load a saved one) on the Avatar tab first")
     if driven_by_video:
-        if not video:
-            raise WebInputError("no driving video: upload one or record one with the webcam, or choose a built-in "
-                                "motion")
         path = check_file(video, settings, "driving video")
         if not is_video_file(path):
             raise WebInputError(f"{path.name}: not a video (use MP4, MOV or WebM)")
