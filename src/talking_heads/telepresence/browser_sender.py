@@ -84,9 +84,10 @@ class BrowserSource:
 
     # --- to `send` ---
     def frames(self) -> Iterator[tuple[int, np.ndarray, float]]:
-        """(index, RGB frame, capture time s) of the newest frames, until the page leaves or `seconds` pass."""
-        i, start = 0, time.time()
-        while not self.ended.is_set() and (self.seconds is None or time.time() - start < self.seconds):
+        """(index, RGB frame, capture time s) of the newest frames, until the page leaves or `seconds` have passed
+        since its first frame (the page may be opened long after the command started)."""
+        i, start = 0, None
+        while not self.ended.is_set() and (self.seconds is None or start is None or time.time() - start < self.seconds):
             item = self.slot.take(0.2)
             if item is None:
                 continue
@@ -96,7 +97,7 @@ class BrowserSource:
             except FrameError:
                 continue
             if self.t0 is None:
-                self.t0 = capture_ms / 1000.0
+                self.t0, start = capture_ms / 1000.0, time.time()
             yield i, frame, capture_ms / 1000.0
             i += 1
 
