@@ -188,6 +188,32 @@ class EvalConfig:
 
 
 @dataclass
+class SpeechConfig:
+    """The speech-to-motion model and its training (beyond the paper; `talking_heads.speech`, `talking-heads
+    speech train`). Stored as the speech model's own config.json: it is independent of the renderer."""
+
+    channels: int = 128  # width of the temporal convolutions
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 1, 2, 4, 8)  # one residual block per entry, kernel 3 (0.6 s of the past)
+    lookahead: float = 0.2  # seconds of sound after a frame that its motion may use (offline; 0 = streaming)
+    steps: int = 6000  # training steps
+    batch_size: int = 32  # windows per step
+    window: float = 2.0  # seconds per training window
+    lr: float = 1e-3  # Adam, cosine decay to 5 % over the steps
+    mouth_weight: float = 1.0  # L1 weight of the 20 mouth points (the chin's is chin_weight)
+    chin_weight: float = 0.3
+    velocity_weight: float = 0.5  # L1 of the frame-to-frame change (keeps the motion's speed, not a mean)
+    opening_weight: float = 1.0  # L1 of the inner-lip opening
+    gain_db: float = 12.0  # augmentation: random gain within +-gain_db
+    noise_snr: tuple[float, float] = (10.0, 40.0)  # augmentation: white noise at an SNR (dB) in this range, half the windows
+    speed: float = 0.1  # augmentation: tempo change within +-speed (sound and motion together)
+    narrowband: float = 0.2  # augmentation: share of windows band-limited to telephone sound (8 kHz audio)
+    eq_db: float = 6.0  # augmentation: a random smooth spectral tilt of up to +-eq_db across the mel bands (microphones, rooms)
+    dropout: float = 0.1  # dropout inside each residual block (17 minutes of speech from 60-odd people over-fit quickly)
+    val_identities: int = 8  # train-split people held out to watch over-fitting (never the test split)
+    seed: int = 0
+
+
+@dataclass
 class Config:
     """A complete, self-describing configuration (what `config.json` holds)."""
 
@@ -236,7 +262,8 @@ class Config:
 
 
 _SECTIONS = {"model": ModelConfig, "loss": LossConfig, "train": TrainConfig,
-             "finetune": FinetuneConfig, "data": DataConfig, "inference": InferenceConfig, "eval": EvalConfig}
+             "finetune": FinetuneConfig, "data": DataConfig, "inference": InferenceConfig, "eval": EvalConfig,
+             "speech": SpeechConfig}  # speech: the speech model's own config.json, not a section of Config
 
 
 def check_section(section: str, values: dict[str, Any], *, names: Mapping[str, str] | None = None,
@@ -310,6 +337,11 @@ _BATCH = _between(1, 4096)
 # "section.field" -> its check (of each element of a list field), for every config, a saved one included.
 # Ranges accept every preset's value and all sensible use.
 RANGES: dict[str, Callable[[Any, str], Any]] = {
+    "speech.channels": _between(8, 1024), "speech.lookahead": _between(0.0, 1.0), "speech.steps": _between(1, 10**7),
+    "speech.batch_size": _between(1, 4096), "speech.window": _between(0.5, 30.0), "speech.lr": _between(1e-7, 1.0),
+    "speech.val_identities": _between(0, 10**4), "speech.speed": _between(0.0, 0.5),
+    "speech.narrowband": _between(0.0, 1.0), "speech.gain_db": _between(0.0, 40.0),
+    "speech.eq_db": _between(0.0, 40.0), "speech.dropout": _between(0.0, 0.9),
     "data.crop_scale": _between(1.0, 5.0), "data.crop_shift": _between(-1.0, 1.0),
     "data.redetect_every": _between(1, 100_000), "data.max_frames": _between(0, 10**7),
     "data.jpeg_quality": _between(1, 100), "data.line_thickness": _between(0.25, 32.0),

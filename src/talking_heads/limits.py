@@ -17,6 +17,7 @@ from .errors import InputError
 
 LIMITS: dict[str, tuple[float, str]] = {  # name -> (default, what it bounds)
     "duration": (3600.0, "seconds of a built-in motion (animate --duration)"),
+    "audio_seconds": (3600.0, "seconds of speech that drive an avatar (animate --audio / --say)"),
     "driver_frames": (108_000, "frames of a driver (a video, a folder of frames or a .npy of landmarks; one hour at 30 fps)"),
     "epochs": (10_000, "fine-tuning epochs (--epochs; the paper uses 40)"),
     "finetune_steps": (1_000_000, "fine-tuning steps (finetune.steps)"),

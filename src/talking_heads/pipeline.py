@@ -273,6 +273,28 @@ class TalkingHeadPipeline(Renderer):
         points = adapt_landmarks(seq.driver_points, avatar.face, reference_frame)
         return dataclasses.replace(seq, points=points, adapted=True)
 
+    def speech_driver(self, audio, *, head=None, smooth: bool = False, speech_model=None) -> DriverSequence:
+        """A driver whose mouth and chin follow `audio` (a path to any file with sound, or a `speech.audio.Audio`)
+        and whose head and blinks follow `head` (None: the built-in `idle` motion; else any driver `load_driver`
+        takes); `speech/drive.py`. speech_model: a speech model folder (None: the shipped one)."""
+        from .speech.audio import Audio, load_audio
+        from .speech.drive import speech_driver
+
+        sound = audio if isinstance(audio, Audio) else load_audio(audio, what="audio")
+        head_seq = self.load_driver("idle" if head is None else head, smooth=smooth,
+                                    duration=sound.seconds if head is None else None)
+        return speech_driver(sound, self.speech_model(speech_model), head_seq)
+
+    def speech_model(self, path=None):
+        """The speech-to-motion model (`speech.model_io`), loaded once per folder."""
+        from .speech.model_io import load_speech_model
+
+        cache = self.__dict__.setdefault("_speech_models", {})
+        key = str(path) if path is not None else ""
+        if key not in cache:
+            cache[key] = load_speech_model(path)
+        return cache[key]
+
     @staticmethod
     def check_reference_frame(seq: DriverSequence, reference_frame: int) -> None:
         """`driver.check_reference_frame`, raised as the pipeline's own error."""
@@ -322,19 +344,28 @@ class TalkingHeadPipeline(Renderer):
         return image
 
     # --- animate: a driver file in, an mp4 out ----------------------------------------------------------
-    def animate(self, avatar: Avatar, driver, out_path: str | os.PathLike, *, adapt: bool = True,
+    def animate(self, avatar: Avatar, driver=None, out_path: str | os.PathLike | None = None, *, adapt: bool = True,
                 reference_frame: int | None = None, smooth: bool = False, side_by_side: bool = False,
                 paste_back: bool = False, paste_mask: bool = True, contact_sheet: bool = True, progress: bool = True,
-                duration: float | None = None, eye_contact: bool = False) -> AnimationResult:
+                duration: float | None = None, eye_contact: bool = False, audio=None) -> AnimationResult:
         """Drive `avatar` with a video, frames folder, .npy landmarks or motion name; write `out_path` (.mp4)
-        and, with `contact_sheet`, `<out>.contact.png`. duration: seconds of a built-in motion. A loop over
+        and, with `contact_sheet`, `<out>.contact.png`. duration: seconds of a built-in motion. audio: speech
+        (a file with sound) that moves the mouth, `driver` (default: the `idle` motion) moving the head and the
+        video carrying that sound (`speech_driver`). A loop over
         the live stage: the driver's landmarks (in its clip-stable crop, `driver.py`) one frame at a time.
         reference_frame: the driver frame adaptation measures motion from (None: the most neutral one, mouth
         closed, eyes open, frontal: `landmarks.masks.neutral_frame`). paste_back with paste_mask: blended
         through the head mask (`paste_mask`), so only the person moves; without: a feathered square.
         eye_contact: a model that renders gaze looks at the camera where the driver looked near it (`live.py`)."""
-        out_path = self._animation_path(avatar, driver, out_path)
-        seq = self.load_driver(driver, smooth=smooth, duration=duration)
+        if out_path is None:
+            raise PipelineError("animate needs out_path, the .mp4 to write")
+        if driver is None and audio is None:
+            driver = "talk"
+        out_path = self._animation_path(avatar, driver, out_path, getattr(audio, "source", audio))
+        if audio is not None and not isinstance(driver, DriverSequence):
+            seq = self.speech_driver(audio, head=driver, smooth=smooth)
+        else:
+            seq = self.load_driver(driver, smooth=smooth, duration=duration)
         reference = self._reference_points(avatar, seq, reference_frame) if adapt else None
         live = self.live(avatar, adapt=adapt, reference=reference, fps=seq.fps,
                          crop=CropTransform(0, 0, seq.size, self.image_size, seq.size, seq.size), eye_contact=eye_contact,
@@ -354,9 +385,9 @@ class TalkingHeadPipeline(Renderer):
                                seq.held_frames, flicker.value if flicker is not None else None)
 
     @staticmethod
-    def _animation_path(avatar: Avatar, driver, out_path: str | os.PathLike) -> Path:
+    def _animation_path(avatar: Avatar, driver, out_path: str | os.PathLike, audio=None) -> Path:
         """The checked output path of `animate` (`paths.output_file`: an .mp4 that overwrites no input)."""
-        inputs = [g for g in (getattr(driver, "source", driver), avatar.source_path)  # a path, or a loaded driver's
+        inputs = [g for g in (getattr(driver, "source", driver), avatar.source_path, audio)  # a path, or a loaded driver's
                   if isinstance(g, (str, os.PathLike))]
         try:
             return output_file(out_path, "output", suffixes=(".mp4",), inputs=inputs)

@@ -32,7 +32,7 @@ from .. import limits
 from ..errors import InputError, Terminated
 
 COMMAND_MODULES = ["train", "bench", "preprocess", "avatar", "evaluate", "demo", "identity", "web", "telepresence",
-                   "export", "export_model"]
+                   "export", "export_model", "speech"]
 
 
 class UserError(InputError):

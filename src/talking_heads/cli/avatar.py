@@ -6,6 +6,7 @@ load torch or PyAV are imported inside the `run_*` functions, so that `talking-h
 from __future__ import annotations
 
 import argparse
+import tempfile
 
 from .. import limits
 from ..errors import InputError
@@ -35,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common_args(c)
     c.set_defaults(func=run_create)
 
-    m = sub.add_parser("animate", help="drive an avatar with a video, landmarks or a built-in motion",
+    m = sub.add_parser("animate", help="drive an avatar with a video, landmarks, a built-in motion or speech",
                        description="Puppeteering (paper section 1 stage 3) with landmark adaptation to the avatar's "
                                    "face. Writes OUT.mp4 (H.264, driver's frame rate and audio) and OUT.contact.png. "
                                    "Every output is labelled synthetic (metadata and invisible watermark).")
@@ -47,6 +48,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="driving video, folder of frames, or .npy landmarks (frames, 68, 2)")
     drv.add_argument("--motion", choices=list(MOTIONS), default=None,
                      help="built-in motion (default: talk): " + "; ".join(f"{k}: {v[1]}" for k, v in MOTIONS.items()))
+    speech = m.add_mutually_exclusive_group()
+    speech.add_argument("--audio", metavar="SOUND", default=None,
+                        help="speech that moves the mouth (wav, mp3, m4a, or a video's sound track); the head and "
+                             "blinks come from --driver / --motion (default: the idle motion); the video carries "
+                             "this sound")
+    speech.add_argument("--say", metavar="TEXT", default=None,
+                        help="like --audio, with TEXT spoken by espeak-ng (needs espeak-ng installed)")
+    m.add_argument("--speech-model", metavar="DIR", default=None,
+                   help="speech model folder for --audio / --say (default: the shipped one)")
     m.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="length of a built-in motion (default inference.motion_seconds)")
     m.add_argument("-o", "--out", required=True, metavar="OUT.mp4", help="video to write")
@@ -130,31 +140,49 @@ def run_animate(args: argparse.Namespace) -> int:
     if args.avatar and (args.frames is not None or args.finetune or args.epochs is not None):
         raise UserError("--frames, --finetune and --epochs apply to --source (an avatar is already made)")
     check_few_shot(args)
-    output_file(args.out, "-o", suffixes=[".mp4"], inputs=[args.driver, *(args.source or [])])
+    output_file(args.out, "-o", suffixes=[".mp4"], inputs=[args.driver, args.audio, *(args.source or [])])
     if args.duration is not None and args.driver:
         raise UserError("--duration applies to built-in motions (--motion), not to --driver")
+    speaking = args.audio is not None or args.say is not None
+    if args.duration is not None and speaking:
+        raise UserError("--duration applies to built-in motions; with --audio or --say the sound sets the length")
+    if args.speech_model is not None and not speaking:
+        raise UserError("--speech-model applies to --audio and --say")
+    if args.audio is not None:
+        from ..speech.audio import check_audio_path
+        check_audio_path(args.audio)
     limits.check_seconds(args.duration, "--duration")
     if args.reference_frame is not None:
         check_reference_index(args.reference_frame, "--reference-frame")
     pipe = pipeline_from_args(args)
     check_eye_contact(pipe, args)
-    # the driver first: a bad driver fails before minutes of fine-tuning
-    seq = pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth, duration=args.duration)
-    if args.reference_frame is not None:
-        check_reference_frame(seq, args.reference_frame)
-    avatar = Avatar.load(args.avatar, pipe) if args.avatar else _create(pipe, args, args.source)
-    use_onnx_file(pipe, avatar, args)
-    result = pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt, reference_frame=args.reference_frame,
-                          side_by_side=args.side_by_side, paste_back=args.paste_back, eye_contact=args.eye_contact,
-                          paste_mask=not args.square_paste, contact_sheet=not args.no_contact_sheet,
-                          progress=not args.no_progress)
+    with tempfile.TemporaryDirectory(prefix="talking-heads-say-") as scratch:
+        # the driver first: a bad driver (or sound) fails before minutes of fine-tuning
+        if speaking:
+            from ..speech.drive import say
+            sound = say(args.say, scratch) if args.say is not None else args.audio
+            seq = pipe.speech_driver(sound, head=args.driver or args.motion, smooth=args.smooth,
+                                     speech_model=args.speech_model)
+        else:
+            seq = pipe.load_driver(args.driver or args.motion or "talk", smooth=args.smooth, duration=args.duration)
+        if args.reference_frame is not None:
+            check_reference_frame(seq, args.reference_frame)
+        avatar = Avatar.load(args.avatar, pipe) if args.avatar else _create(pipe, args, args.source)
+        use_onnx_file(pipe, avatar, args)
+        result = pipe.animate(avatar, seq, args.out, adapt=not args.no_adapt, reference_frame=args.reference_frame,
+                              side_by_side=args.side_by_side, paste_back=args.paste_back, eye_contact=args.eye_contact,
+                              paste_mask=not args.square_paste, contact_sheet=not args.no_contact_sheet,
+                              progress=not args.no_progress)
     print_warnings(avatar.warnings, result.warnings)
     _print_animation(result, seq, avatar, adapted=not args.no_adapt)
     return 0
 
 
 def _print_animation(result, seq, avatar, adapted: bool) -> None:
-    audio = "with the driver's audio" if seq.audio is not None else "no audio"
+    if seq.kind == "speech":
+        audio = "mouth driven by the speech, with its sound"
+    else:
+        audio = "with the driver's audio" if seq.audio is not None else "no audio"
     print(f"video: {result.video} ({result.frames} frames at {result.fps:g} fps, {audio}; avatar {_describe(avatar)}; "
           f"landmarks {'adapted to the avatar' if adapted else 'as driven'})")
     if result.lost_frames:

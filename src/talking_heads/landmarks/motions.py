@@ -213,6 +213,17 @@ def _look(t: float, seconds: float) -> FaceControls:
                         blink_left=max(b, 0.3 * down))
 
 
+def _idle(t: float, seconds: float) -> FaceControls:
+    """A listener's (or a speaker's) head: slow small turns, nods and tilts on incommensurate periods, blinks every
+    few seconds, brows that lift now and then; the mouth closed (speech-driven avatars add it: `speech/`)."""
+    e = _ease(t, seconds, 0.5)
+    b = _blinks(t, every=3.3, first=1.4)
+    return FaceControls(blink_right=b, blink_left=b, brows=0.15 * e * math.sin(2 * math.pi * 0.21 * t) ** 3,
+                        yaw=e * (0.06 * math.sin(2 * math.pi * 0.13 * t) + 0.02 * math.sin(2 * math.pi * 0.37 * t)),
+                        pitch=e * (0.035 * math.sin(2 * math.pi * 0.29 * t + 0.7) + 0.015 * math.sin(2 * math.pi * 0.83 * t)),
+                        roll=e * 0.025 * math.sin(2 * math.pi * 0.11 * t + 1.3))
+
+
 def _wink(t: float, seconds: float) -> FaceControls:
     return FaceControls(blink_left=_pulse(t, 0.5 * seconds, min(0.8, seconds / 2)), smile=0.4 * _ease(t, seconds))
 
@@ -227,6 +238,7 @@ MOTIONS: dict[str, tuple[Callable[[float, float], FaceControls], str]] = {
     "surprise": (_surprise, "brows up, mouth open"),
     "wink": (_wink, "a left-eye wink with a slight smile"),
     "look": (_look, "the eyes look left, right, up, down and back to the camera (gaze)"),
+    "idle": (_idle, "small slow head movements and blinks, mouth closed (the head of speech-driven avatars)"),
 }
 
 

@@ -261,7 +261,8 @@ class Page:
         with gr.Row():
             with gr.Column():
                 self.driver_kind = gr.Radio([("a built-in motion", "motion"),
-                                             ("a video: upload one or record with the webcam", "video")],
+                                             ("a video: upload one or record with the webcam", "video"),
+                                             ("a voice: upload speech or record it (moves the mouth)", "speech")],
                                             value="motion", label="Drive it with", elem_id="driver-kind")
                 self.motion = gr.Dropdown([(f"{name}: {desc}", name) for name, (_, desc) in MOTIONS.items()],
                                           value="talk", label="Motion", elem_id="motion")
@@ -270,6 +271,10 @@ class Page:
                 self.driver_video = gr.Video(sources=["upload", "webcam"], include_audio=True, visible=False,
                                              label=f"Driving video (its first {s.max_driver_seconds:g} s are used)",
                                              elem_id="driver-video")
+                self.speech_audio = gr.Audio(sources=["upload", "microphone"], type="filepath", visible=False,
+                                             label=f"Speech (wav, mp3, m4a; its first {s.max_driver_seconds:g} s are "
+                                                   "used): the mouth follows it, the head moves gently",
+                                             elem_id="speech-audio")
                 with gr.Accordion("Options", open=False, elem_id="options"):
                     self.adapt = gr.Checkbox(True, label="Adapt the driver's motion to the avatar's face shape",
                                              elem_id="adapt")
@@ -330,12 +335,14 @@ class Page:
 
     def _wire_animate(self) -> None:
         self.driver_kind.change(self.on_driver_kind, [self.driver_kind],
-                                [self.motion, self.duration, self.driver_video], api_visibility="private", queue=False)
-        self.animate_btn.click(self.on_check_animate, [self.avatar, self.driver_kind, self.driver_video, self.reference],
+                                [self.motion, self.duration, self.driver_video, self.speech_audio],
+                                api_visibility="private", queue=False)
+        self.animate_btn.click(self.on_check_animate, [self.avatar, self.driver_kind, self.driver_video, self.reference,
+                                                       self.speech_audio],
                                None, api_visibility="private", **self.light).success(
             self.on_animate, [self.avatar, self.driver_kind, self.motion, self.duration,
                                                  self.driver_video, self.adapt, self.reference, self.smooth, self.side,
-                                                 self.paste, self.eye_contact],
+                                                 self.paste, self.eye_contact, self.speech_audio],
                                 [self.video_out, self.downloads, self.animate_status],
             api_name="animate", show_progress_on=[self.video_out], **self.jobs)
 
@@ -396,22 +403,24 @@ class Page:
         return str(frame), f"**Avatar loaded**: {summary}.", avatar, f"**Current avatar**: {summary}.", []
 
     def on_driver_kind(self, kind):
-        video = kind == "video"
-        return gr.Dropdown(visible=not video), gr.Slider(visible=not video), gr.Video(visible=video)
+        motion = kind == "motion"
+        return (gr.Dropdown(visible=motion), gr.Slider(visible=motion), gr.Video(visible=kind == "video"),
+                gr.Audio(visible=kind == "speech"))
 
-    def on_check_animate(self, avatar, kind, video, reference):
+    def on_check_animate(self, avatar, kind, video, reference, speech):
         with page_errors():
             handlers.check_animate(avatar, self.settings, video=video, driven_by_video=kind == "video",
-                                   reference_frame=reference)
+                                   reference_frame=reference, speech=speech, driven_by_speech=kind == "speech")
 
     def on_animate(self, avatar, kind, motion, seconds, video, adapt, reference, smooth, side, paste, eye_contact,
-                   request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+                   speech, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         with page_errors():
             handlers.check_animate(avatar, self.settings, video=video, driven_by_video=kind == "video",
-                                   reference_frame=reference)
+                                   reference_frame=reference, speech=speech, driven_by_speech=kind == "speech")
             with self.workspace.job(_session(request)) as job, eta_relay(progress):
                 result = handlers.animate(self.pipe, avatar, self.settings, job,
                                           video=video if kind == "video" else None, motion=motion, duration=seconds,
+                                          speech=speech if kind == "speech" else None,
                                           adapt=adapt, reference_frame=reference, smooth=smooth, side_by_side=side,
                                           paste_back=paste, eye_contact=bool(eye_contact))
         _warn(result.warnings)

@@ -22,6 +22,7 @@ the library's own checks (`limits`, `driver`); the page adds only its server lim
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import re
@@ -351,12 +352,23 @@ def cut_video(src: Path, dst: Path, seconds: float) -> Path:
 
 
 def prepare_driver(pipe: TalkingHeadPipeline, settings: WebSettings, temp_dir: Path, *, video: str | Path | None = None,
-                   motion: str | None = None, duration: float | None = None, smooth: bool = False
-                   ) -> tuple[DriverSequence, list[str]]:
+                   motion: str | None = None, duration: float | None = None, smooth: bool = False,
+                   speech: str | Path | None = None) -> tuple[DriverSequence, list[str]]:
     """The driver's landmarks (`pipe.load_driver`) from an uploaded / recorded video, cut to
-    `max_driver_seconds` with a warning, or from a built-in motion of `duration` seconds."""
+    `max_driver_seconds` with a warning, from a built-in motion of `duration` seconds, or from speech
+    (`pipe.speech_driver`, its first `max_driver_seconds`: the video and its sound end there)."""
     warnings: list[str] = []
-    if video:
+    if speech:
+        from ..speech.audio import load_audio
+
+        limit = settings.max_driver_seconds
+        sound = load_audio(check_file(speech, settings, "speech recording"), what="speech recording")
+        if sound.seconds > limit:
+            warnings.append(f"the speech is {sound.seconds:.1f} s long: only its first {limit:g} s are used (this "
+                            "server's limit)")
+            sound = dataclasses.replace(sound, samples=sound.samples[:int(limit * sound.rate)])
+        seq = pipe.speech_driver(sound, smooth=smooth)
+    elif video:
         path = check_file(video, settings, "driving video")
         if not is_video_file(path):
             raise WebInputError(f"{path.name}: not a video (use MP4, MOV or WebM)")
@@ -395,12 +407,16 @@ class AnimateResult:
 
 
 def check_animate(avatar: Avatar | None, settings: WebSettings, *, video: str | Path | None = None,
-                  driven_by_video: bool = False, reference_frame=None) -> None:
+                  driven_by_video: bool = False, reference_frame=None, speech: str | Path | None = None,
+                  driven_by_speech: bool = False) -> None:
     """The instant checks of an animation request (no avatar, no video, a file that is not a video, a bad
     reference frame number): the page runs them as a light event, so they never wait in line behind another
     visitor's fine-tuning; `animate` repeats them."""
     if driven_by_video and not video:
         raise WebInputError("no driving video: upload one or record one with the webcam, or choose a built-in "
+                            "motion")
+    if driven_by_speech and not speech:
+        raise WebInputError("no speech: upload a recording or record one with the microphone, or choose a built-in "
                             "motion")
     if avatar is None:
         raise WebInputError("no avatar yet: create one (or load a saved one) on the Avatar tab first")
@@ -408,6 +424,8 @@ def check_animate(avatar: Avatar | None, settings: WebSettings, *, video: str | 
         path = check_file(video, settings, "driving video")
         if not is_video_file(path):
             raise WebInputError(f"{path.name}: not a video (use MP4, MOV or WebM)")
+    if driven_by_speech:
+        check_file(speech, settings, "speech recording")
     if reference_frame not in (None, ""):
         check_reference_index(reference_frame, "the reference frame")
 
@@ -415,25 +433,29 @@ def check_animate(avatar: Avatar | None, settings: WebSettings, *, video: str | 
 def animate(pipe: TalkingHeadPipeline, avatar: Avatar | None, settings: WebSettings, job: Job, *,
             video: str | Path | None = None, motion: str | None = "talk", duration: float | None = None,
             adapt: bool = True, reference_frame: int | None = None, smooth: bool = False, side_by_side: bool = False,
-            paste_back: bool = False, progress: bool = True, eye_contact: bool = False) -> AnimateResult:
+            paste_back: bool = False, progress: bool = True, eye_contact: bool = False,
+            speech: str | Path | None = None) -> AnimateResult:
     """Drive the avatar (`pipe.animate`): result video and contact sheet in `job.results`. eye_contact: for
-    models that render gaze (the page shows the box only for them; elsewhere it changes nothing)."""
-    check_animate(avatar, settings, video=video, driven_by_video=video is not None, reference_frame=reference_frame)
+    models that render gaze (the page shows the box only for them; elsewhere it changes nothing). speech: a
+    recording whose sound moves the mouth (the head: the idle motion)."""
+    check_animate(avatar, settings, video=video, driven_by_video=video is not None, reference_frame=reference_frame,
+                  speech=speech, driven_by_speech=speech is not None)
     if reference_frame in (None, ""):  # blank: the most neutral frame (the pipeline chooses it)
         reference_frame = None
     else:  # a negative or fractional number is refused before the driver is prepared
         reference_frame = check_reference_index(reference_frame, "the reference frame")
     seq, warnings = prepare_driver(pipe, settings, job.temp, video=video, motion=motion, duration=duration,
-                                   smooth=smooth)
+                                   smooth=smooth, speech=speech)
     if reference_frame is not None:
         check_reference_frame(seq, reference_frame)
-    name = f"{_stem(avatar)}_{'driven' if video else motion}.mp4"
+    name = f"{_stem(avatar)}_{'driven' if video else 'speaking' if speech else motion}.mp4"
     result = pipe.animate(avatar, seq, job.results / name, adapt=adapt, reference_frame=reference_frame,
                           side_by_side=side_by_side, paste_back=paste_back, contact_sheet=True, progress=progress,
                           eye_contact=eye_contact)
     warnings = _unique(warnings + result.warnings)
-    what = "a video" if video else f"the built-in motion '{motion}'"
-    sound = "with the driver's sound" if seq.audio is not None else "no sound"
+    what = "a video" if video else "speech (the mouth; the head: the idle motion)" if speech else \
+        f"the built-in motion '{motion}'"
+    sound = "with the speech" if speech else "with the driver's sound" if seq.audio is not None else "no sound"
     summary = (f"{result.frames} frames at {result.fps:g} fps ({result.frames / result.fps:.1f} s, {sound}), driven by "
                f"{what}; landmarks {'adapted to the avatar' if adapt else 'as driven'}")
     if result.lost_frames:

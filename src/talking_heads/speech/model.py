@@ -1,0 +1,61 @@
+"""`AudioToMotion`: log-mel features (B, N_MELS, T) at 100 frames/s -> speech motion (B, T, P, 2) at the same rate.
+
+Features are normalised by the training set's per-band mean and spread (buffers, saved with the weights), then a
+1x1 convolution, residual blocks of dilated causal convolutions (kernel 3, GELU, group norm), and a 1x1
+convolution to the P x 2 motion (dropout inside the blocks while training) (`speech.motion`, inter-ocular units; scaled by 0.1 so that the start is near
+rest). Causal with a look-ahead of L frames: the input is padded with L frames of silence at the end and the first L
+outputs are dropped, so the motion at t sees the sound up to t + L and (sum of dilations x 2) frames before
+t. L = 0 is a streaming model (each 10 ms of sound gives a frame at once). Pure: no I/O, no data handling.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import SpeechConfig
+from .audio import LOG_FLOOR, N_MELS
+from .motion import SPEECH_POINTS
+
+OUTPUT_SCALE = 0.1
+
+
+class CausalBlock(nn.Module):
+    def __init__(self, channels: int, dilation: int, dropout: float = 0.0):
+        super().__init__()
+        self.pad = 2 * dilation
+        self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation)
+        self.norm = nn.GroupNorm(8, channels)
+        self.drop = nn.Dropout(dropout)
+        self.mix = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(F.pad(x, (self.pad, 0)))
+        return x + self.mix(self.drop(F.gelu(self.norm(h))))
+
+
+class AudioToMotion(nn.Module):
+    def __init__(self, cfg: SpeechConfig, lookahead_frames: int):
+        super().__init__()
+        self.lookahead = int(lookahead_frames)
+        self.points = len(SPEECH_POINTS)
+        self.register_buffer("mean", torch.zeros(N_MELS, 1))
+        self.register_buffer("std", torch.ones(N_MELS, 1))
+        self.inp = nn.Conv1d(N_MELS, cfg.channels, 1)
+        self.blocks = nn.ModuleList(CausalBlock(cfg.channels, d, cfg.dropout) for d in cfg.dilations)
+        self.out = nn.Conv1d(cfg.channels, self.points * 2, 1)
+        nn.init.zeros_(self.out.bias)
+        self.receptive_field = 1 + sum(2 * d for d in cfg.dilations)  # frames of the past each output sees
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features (B, N_MELS, T) -> motion (B, T, P, 2)."""
+        x = (features - self.mean) / self.std
+        if self.lookahead:
+            silence = (torch.log(torch.tensor(LOG_FLOOR)) - self.mean) / self.std  # N_MELS,1
+            x = torch.cat([x, silence.expand(x.shape[0], -1, self.lookahead)], dim=2)
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h)
+        y = self.out(h)[:, :, self.lookahead:] * OUTPUT_SCALE  # B, P*2, T
+        return y.transpose(1, 2).reshape(y.shape[0], y.shape[2], self.points, 2)

@@ -1,0 +1,276 @@
+"""Training the speech model (`talking-heads speech train`): sound windows -> mouth motion, an explicit loop.
+
+Data: `speech.data.SpeechClip`s of a `preprocess`ed train split. `SpeechConfig.val_identities` people are held out
+(chosen by a seeded shuffle) to watch the validation loss; the test split is never read here.
+
+Clips whose sound does not match their mouth are left out first (`data.usable_for_training`: silent tracks, music,
+dubbed voices). Each step draws `batch_size` windows of `window` seconds (clips weighted by their tracked length)
+and augments the sound and the motion together: a tempo change within +-`speed` (both resampled), a gain within
++-`gain_db`, white noise at a random SNR on half the windows, a telephone band (300-3400 Hz) on a share of them,
+and a random smooth spectral tilt of up to +-`eq_db` (other microphones and rooms). Loss, over the
+frames whose motion is known: L1 of the points (mouth and chin weighted), of their frame-to-frame change, and of
+the inner-lip opening.
+
+A run folder holds `checkpoint.pt` (model, optimiser, step, seconds; written atomically every `CHECKPOINT_EVERY`
+steps and when the time limit ends the sitting: run the same command again to resume) and `log.jsonl`; the model
+is exported to `<run>/model/` (config.json + audio2motion.safetensors, `speech.model_io`) at every checkpoint, so
+a killed sitting still leaves a usable model. The loudness baseline of the evaluation (`LoudnessBaseline`) is fitted
+on the same training clips and saved with the model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_path
+from ..config import SpeechConfig
+from .audio import FEATURE_RATE, HOP, RATE, log_mel, loudness_db
+from .data import SpeechClip, usable_for_training
+from .model import AudioToMotion
+from .motion import MOUTH_IN_MOTION, _INNER_PAIRS, SPEECH_POINTS
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_EVERY = 250
+
+
+class LoudnessBaseline:
+    """Baseline (a) of the evaluation: the motion is a fixed shape times a loudness envelope,
+    motion_t = shape * clip((dB_t - floor) / span, 0, 1), the shape least-squares fitted on the training clips
+    (so the baseline gets its best mouth-opening direction and size)."""
+
+    FLOOR, SPAN = -50.0, 40.0
+
+    def __init__(self, shape: np.ndarray):
+        self.shape = np.asarray(shape, np.float32)
+
+    @classmethod
+    def envelope(cls, samples: np.ndarray) -> np.ndarray:
+        return np.clip((loudness_db(samples) - cls.FLOOR) / cls.SPAN, 0.0, 1.0)
+
+    @classmethod
+    def fit(cls, clips: list[SpeechClip]) -> "LoudnessBaseline":
+        env = np.concatenate([cls.envelope(c.samples)[c.valid] for c in clips])
+        motion = np.concatenate([c.motion[c.valid] for c in clips])
+        shape = np.einsum("t,tpc->pc", env, motion) / max(float((env ** 2).sum()), 1e-9)
+        return cls(shape)
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        return self.envelope(samples)[:, None, None] * self.shape
+
+
+def split_identities(clips: list[SpeechClip], n_val: int, seed: int) -> tuple[list[SpeechClip], list[SpeechClip]]:
+    """(train, validation): the clips of `n_val` people (a seeded shuffle of the names) held out."""
+    people = sorted({c.identity for c in clips})
+    random.Random(seed).shuffle(people)
+    held = set(people[:n_val]) if len(people) > n_val else set()
+    return [c for c in clips if c.identity not in held], [c for c in clips if c.identity in held]
+
+
+def feature_stats(clips: list[SpeechClip]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and spread (N_MELS,1) of the clips' log-mel features."""
+    feats = torch.cat([log_mel(c.samples) for c in clips], dim=1)
+    return feats.mean(1, keepdim=True).numpy(), feats.std(1, keepdim=True).clamp_min(1e-3).numpy()
+
+
+def _resample(x: np.ndarray, n: int) -> np.ndarray:
+    """x (L, ...) linearly resampled to n rows along axis 0."""
+    pos = np.linspace(0, len(x) - 1, n)
+    i0 = np.floor(pos).astype(int)
+    i1 = np.minimum(i0 + 1, len(x) - 1)
+    w = (pos - i0).reshape((-1,) + (1,) * (x.ndim - 1))
+    return x[i0] * (1 - w) + x[i1] * w
+
+
+class WindowSampler:
+    """Augmented training windows (module docstring) from the training clips."""
+
+    def __init__(self, clips: list[SpeechClip], cfg: SpeechConfig, seed: int):
+        self.clips, self.cfg = clips, cfg
+        self.frames = int(round(cfg.window * FEATURE_RATE))
+        weights = np.array([max(c.valid.sum(), 1) for c in clips], np.float64)
+        self.p = weights / weights.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def window(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cfg, rng, w = self.cfg, self.rng, self.frames
+        for _ in range(20):  # a window with enough known frames
+            clip = self.clips[rng.choice(len(self.clips), p=self.p)]
+            tempo = 1.0 + rng.uniform(-cfg.speed, cfg.speed)
+            span = int(round(w * tempo))
+            t_max = len(clip.valid) - span - 1
+            if t_max <= 0:
+                continue
+            t0 = int(rng.integers(0, t_max))
+            valid = clip.valid[t0:t0 + span]
+            if valid.mean() > 0.5:
+                break
+        sound = clip.samples[t0 * HOP:(t0 + span) * HOP]
+        sound = np.pad(sound, (0, span * HOP - len(sound)))
+        sound = _resample(sound, w * HOP).astype(np.float32)
+        motion = _resample(clip.motion[t0:t0 + span], w).astype(np.float32)
+        valid = _resample(valid.astype(np.float32), w) > 0.999
+        return self.augment(sound), motion, valid
+
+    def augment(self, sound: np.ndarray) -> np.ndarray:
+        cfg, rng = self.cfg, self.rng
+        if rng.random() < cfg.narrowband:
+            spec = np.fft.rfft(sound)
+            freqs = np.fft.rfftfreq(len(sound), 1.0 / RATE)
+            spec[(freqs < 300) | (freqs > 3400)] = 0
+            sound = np.fft.irfft(spec, len(sound)).astype(np.float32)
+        sound = sound * 10 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20)
+        if rng.random() < 0.5:
+            rms = math.sqrt(float(np.mean(sound ** 2)) + 1e-10)
+            snr = rng.uniform(*cfg.noise_snr)
+            sound = sound + rng.normal(0, rms / 10 ** (snr / 20), len(sound)).astype(np.float32)
+        return np.clip(sound, -1, 1).astype(np.float32)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        sounds, motions, valids = zip(*(self.window() for _ in range(self.cfg.batch_size)))
+        feats = log_mel(torch.from_numpy(np.stack(sounds)))[:, :, :self.frames]
+        if self.cfg.eq_db > 0:  # a random smooth spectral tilt per window: microphones and rooms differ
+            bands = torch.linspace(-1, 1, feats.shape[1])
+            a, b = (torch.from_numpy(self.rng.uniform(-1, 1, (2, len(sounds)))).float()
+                    * self.cfg.eq_db * math.log(10) / 10)
+            feats = feats + (a[:, None] * bands + b[:, None] * (bands ** 2 - 1 / 3))[:, :, None]
+        return feats, torch.from_numpy(np.stack(motions)), torch.from_numpy(np.stack(valids))
+
+
+def point_weights(cfg: SpeechConfig) -> torch.Tensor:
+    w = torch.full((len(SPEECH_POINTS),), float(cfg.chin_weight))
+    w[torch.as_tensor(MOUTH_IN_MOTION)] = float(cfg.mouth_weight)
+    return w
+
+
+def opening(motion: torch.Tensor) -> torch.Tensor:
+    """(..., T) inner-lip opening change of a motion (..., T, P, 2) (`motion.motion_opening`)."""
+    return torch.stack([motion[..., lo, 1] - motion[..., up, 1] for up, lo in _INNER_PAIRS]).mean(0)
+
+
+def speech_loss(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, cfg: SpeechConfig
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The training loss (module docstring) over the frames marked valid (B,T)."""
+    m = valid.float()
+    n = m.sum().clamp_min(1.0)
+    weights = point_weights(cfg).to(pred)
+    pos = ((pred - target).abs().sum(-1) * weights).mean(-1)  # B,T
+    l_pos = (pos * m).sum() / n
+    mv = m[:, 1:] * m[:, :-1]
+    vel = ((pred[:, 1:] - pred[:, :-1]) - (target[:, 1:] - target[:, :-1])).abs().sum(-1)
+    l_vel = ((vel * weights).mean(-1) * mv).sum() / mv.sum().clamp_min(1.0)
+    l_open = ((opening(pred) - opening(target)).abs() * m).sum() / n
+    total = l_pos + cfg.velocity_weight * l_vel + cfg.opening_weight * l_open
+    return total, {"points": float(l_pos.detach()), "velocity": float(l_vel.detach()), "opening": float(l_open.detach())}
+
+
+def validation(model: AudioToMotion, clips: list[SpeechClip], cfg: SpeechConfig) -> tuple[float, float]:
+    """(mean loss, mean inner-lip opening correlation) over whole held-out clips (no augmentation)."""
+    if not clips:
+        return float("nan"), float("nan")
+    model.eval()
+    losses, corrs = [], []
+    with torch.no_grad():
+        for c in clips:
+            pred = model(log_mel(c.samples)[None])
+            loss, _ = speech_loss(pred, torch.from_numpy(c.motion)[None], torch.from_numpy(c.valid)[None], cfg)
+            losses.append(float(loss))
+            a, b = opening(pred[0]).numpy()[c.valid], opening(torch.from_numpy(c.motion)).numpy()[c.valid]
+            if a.std() > 1e-9 and b.std() > 1e-9:
+                corrs.append(float(np.corrcoef(a, b)[0, 1]))
+    model.train()
+    return float(np.mean(losses)), float(np.mean(corrs)) if corrs else float("nan")
+
+
+def lookahead_frames(cfg: SpeechConfig) -> int:
+    return int(round(cfg.lookahead * FEATURE_RATE))
+
+
+def train(clips: list[SpeechClip], run_dir: str | Path, cfg: SpeechConfig, *, time_limit: float | None = None,
+          progress: bool = True, data_note: str = "") -> Path:
+    """Train (or resume) in `run_dir`; returns the exported model folder (module docstring)."""
+    from tqdm import tqdm
+
+    from .model_io import export_model
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    clips, left_out = usable_for_training(clips)
+    for name, why in left_out.items():
+        log.info("%s: left out (%s)", name, why)
+    train_clips, val_clips = split_identities(clips, cfg.val_identities, cfg.seed)
+    if not train_clips:
+        raise ValueError("no training clips with sound and tracked faces")
+    model = AudioToMotion(cfg, lookahead_frames(cfg))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    ckpt_path = run_dir / "checkpoint.pt"
+    step, seconds = 0, 0.0
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, seconds = int(state["step"]), float(state["seconds"])
+        log.info("resumed at step %d (%.0f s trained)", step, seconds)
+    else:
+        mean, std = feature_stats(train_clips)
+        model.mean.copy_(torch.from_numpy(mean))
+        model.std.copy_(torch.from_numpy(std))
+    baseline = LoudnessBaseline.fit(train_clips)
+    sampler = WindowSampler(train_clips, cfg, cfg.seed + step)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(cfg.steps, 1)))), last_epoch=-1)
+    for _ in range(step):
+        schedule.step()
+    meta = {"train_clips": len(train_clips), "val_clips": len(val_clips),
+            "train_seconds_of_speech": round(sum(c.seconds for c in train_clips), 1),
+            "people": len({c.identity for c in train_clips}), "data": data_note,
+            "left_out": left_out}
+
+    def save(final: bool) -> None:
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                        "seconds": seconds}, tmp)
+        export_model(model, cfg, run_dir / "model", baseline=baseline,
+                     training={**meta, "steps": step, "cpu_seconds": round(seconds, 1), "finished": final})
+
+    start = time.monotonic()
+    bar = tqdm(total=cfg.steps, initial=step, desc="speech model", unit="step", disable=not progress)
+    with open(run_dir / "log.jsonl", "a") as logf:
+        while step < cfg.steps:
+            t0 = time.monotonic()
+            feats, target, valid = sampler.batch()
+            pred = model(feats)
+            loss, parts = speech_loss(pred, target, valid, cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            schedule.step()
+            step += 1
+            seconds += time.monotonic() - t0
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            out_of_time = time_limit is not None and time.monotonic() - start > time_limit
+            if step == 1 or step % CHECKPOINT_EVERY == 0 or step == cfg.steps or out_of_time:
+                val, val_r = validation(model, val_clips, cfg)
+                logf.write(json.dumps({"step": step, "loss": loss.item(), **parts, "val": val, "val_r": val_r,
+                                       "lr": schedule.get_last_lr()[0], "seconds": round(seconds, 1)}) + "\n")
+                logf.flush()
+                save(final=step == cfg.steps)
+                log.info("step %d loss %.4f val %.4f val_r %.3f", step, loss.item(), val, val_r)
+            if out_of_time:
+                log.info("time limit reached at step %d: checkpoint written; run again to resume", step)
+                break
+    bar.close()
+    return run_dir / "model"
+
+
