@@ -17,6 +17,7 @@ from talking_heads.web.settings import WebSettings
 
 PHOTO = "photos/lp_source_s9.jpg"  # Mona Lisa
 LONG_DRIVER = "videos/test/pcavs_Audio_Source_00015.mp4"  # 7 s, 25 fps, with audio
+SPEECH = "videos/test/styletalk_feifeili_clip3.mp4"  # 7 s of Fei-Fei Li speaking, 30 fps
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +168,19 @@ def test_long_driver_is_cut_with_a_warning(pipe, ff_avatar, shared_data, setting
     assert not job.temp.exists()  # ... and goes with it
     assert any("only its first 1 s are used" in w for w in out.warnings), out.warnings
     assert out.result.frames == 25 and _decode(out.result.video) == (25, True)  # the driver's sound, cut too
+
+
+def test_speech_drives_the_mouth_with_its_sound_cut_to_the_limit(pipe, ff_avatar, shared_data, settings):
+    """A voice recording on the Animate tab: the video as long as the server's limit, carrying the sound."""
+    workspace = handlers.Workspace(settings.work_dir, 3600)
+    short = settings.replace(max_driver_seconds=2.0)
+    with workspace.job("session-a") as job:
+        out = handlers.animate(pipe, ff_avatar, short, job, speech=str(shared_data / SPEECH), progress=False)
+    assert any("only its first 2 s are used" in w for w in out.warnings), out.warnings
+    assert out.result.frames == 50 and _decode(out.result.video) == (50, True)
+    assert "speech" in out.summary and out.result.video.name.endswith("_speaking.mp4")
+    with pytest.raises(handlers.WebInputError, match="no speech"):
+        handlers.check_animate(ff_avatar, settings, speech=None, driven_by_speech=True)
 
 
 def test_cut_video_keeps_every_frame_decodable(shared_data, tmp_path):

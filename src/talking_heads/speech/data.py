@@ -11,7 +11,7 @@ Which clips teach speech (`usable_for_training`): about a tenth of the sample vi
 and others carry music or a voice that is not the one on screen (dubbed demos, stock clips); a model trained on
 them learns that the mouth moves whatever the sound. A clip is used when its sound is audible (95th percentile of
 the loudness above `AUDIBLE_DB`) and moves with its mouth: the loudness envelope and the inner-lip opening
-correlate by at least `MIN_SYNC` at their best relative shift within +-0.2 s (the role SyncNet's confidence plays
+correlate by at least `SpeechConfig.min_sync` at their best relative shift within +-0.2 s (the role SyncNet's confidence plays
 in the curation of lip-reading data sets). This uses the training clips only; the evaluation's choice of test
 clips (`speech.evaluate`) never looks at how any method does.
 
@@ -51,7 +51,6 @@ class SpeechClip:
 
 
 AUDIBLE_DB = -50.0  # dBFS: the 95th percentile of a clip's loudness must be above this (else: a silent track)
-MIN_SYNC = 0.15  # the sound and the mouth of a training clip must move together at least this much
 SYNC_LAG_S = 0.2
 
 
@@ -79,15 +78,16 @@ def sync_score(clip: "SpeechClip") -> float:
     return best_lag_correlation(env, motion_opening(clip.motion), clip.valid, int(SYNC_LAG_S * FEATURE_RATE))
 
 
-def usable_for_training(clips: list["SpeechClip"]) -> tuple[list["SpeechClip"], dict[str, str]]:
-    """(clips kept, {name: why left out}) by the rule of the module docstring."""
+def usable_for_training(clips: list["SpeechClip"], min_sync: float = 0.15
+                        ) -> tuple[list["SpeechClip"], dict[str, str]]:
+    """(clips kept, {name: why left out}) by the rule of the module docstring (`SpeechConfig.min_sync`)."""
     kept, left = [], {}
     for c in clips:
         if not audible(c.samples):
             left[c.name] = "silent sound track"
             continue
         score = sync_score(c)
-        if score < MIN_SYNC:
+        if score < min_sync:
             left[c.name] = f"sound and mouth do not move together (r = {score:.2f})"
             continue
         kept.append(c)

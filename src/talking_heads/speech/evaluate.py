@@ -16,7 +16,7 @@ prediction within +-`MAX_LAG_S` that maximises that correlation (positive: the p
 Writes OUT/report.json, OUT/report.md (per clip, the mean over clips and over people, the targets of issue 31),
 OUT/openings.png (opening curves: speaker, ours, loudness) and contact sheets OUT/sheet_<clip>.jpg (the speaker |
 the speaker's landmarks with our mouth in green over theirs in red | an avatar of `AVATAR_PHOTO` speaking the
-clip's sound, rendered by the shipped renderer).
+clip's sound, rendered by the shipped TPS renderer, FF).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ MAX_LAG_S = 0.4
 MIN_MOUTH_MOTION = 0.01  # inter-ocular units: a test clip's inner-lip opening must vary this much (someone talks)
 METHODS = ("ours", "loudness", "still")
 AVATAR_PHOTO = "photos/debian_skimage_astronaut.png"
+AVATAR_MODEL = "tps"  # the shipped renderer that keeps the person (FF, no fine-tuning)
 TARGETS = {"lmd_ratio": 0.7, "correlation": 0.6, "offset_ms": 40.0}
 
 

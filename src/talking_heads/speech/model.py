@@ -1,7 +1,8 @@
 """`AudioToMotion`: log-mel features (B, N_MELS, T) at 100 frames/s -> speech motion (B, T, P, 2) at the same rate.
 
-Features are normalised by the training set's per-band mean and spread (buffers, saved with the weights), then a
-1x1 convolution, residual blocks of dilated causal convolutions (kernel 3, GELU, group norm), and a 1x1
+Features are normalised by the training set's per-band mean and spread (buffers, saved with the weights), and,
+with `normalise_window`, by each band's running mean over the last seconds (a voice's timbre and a microphone's
+colour count less; loudness within the window still tells speech from pauses); then a 1x1 convolution, residual blocks of dilated causal convolutions (kernel 3, GELU, group norm), and a 1x1
 convolution to the P x 2 motion (dropout inside the blocks while training) (`speech.motion`, inter-ocular units; scaled by 0.1 so that the start is near
 rest). Causal with a look-ahead of L frames: the input is padded with L frames of silence at the end and the first L
 outputs are dropped, so the motion at t sees the sound up to t + L and (sum of dilations x 2) frames before
@@ -35,6 +36,14 @@ class CausalBlock(nn.Module):
         return x + self.mix(self.drop(F.gelu(self.norm(h))))
 
 
+def running_mean(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """(B,C,T) the mean of each channel over the last `frames` positions (fewer at the start)."""
+    c = torch.cumsum(F.pad(x, (1, 0)), dim=2)  # B,C,T+1
+    t = torch.arange(1, x.shape[2] + 1, device=x.device)
+    lo = (t - frames).clamp_min(0)
+    return (c[:, :, t] - c[:, :, lo]) / (t - lo).to(x.dtype)
+
+
 class AudioToMotion(nn.Module):
     def __init__(self, cfg: SpeechConfig, lookahead_frames: int):
         super().__init__()
@@ -47,6 +56,7 @@ class AudioToMotion(nn.Module):
         self.out = nn.Conv1d(cfg.channels, self.points * 2, 1)
         nn.init.zeros_(self.out.bias)
         self.receptive_field = 1 + sum(2 * d for d in cfg.dilations)  # frames of the past each output sees
+        self.norm_frames = int(round(cfg.normalise_window * 100))  # 0: no running-mean normalisation
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """features (B, N_MELS, T) -> motion (B, T, P, 2)."""
@@ -54,6 +64,8 @@ class AudioToMotion(nn.Module):
         if self.lookahead:
             silence = (torch.log(torch.tensor(LOG_FLOOR)) - self.mean) / self.std  # N_MELS,1
             x = torch.cat([x, silence.expand(x.shape[0], -1, self.lookahead)], dim=2)
+        if self.norm_frames > 1:
+            x = x - running_mean(x, self.norm_frames)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h)

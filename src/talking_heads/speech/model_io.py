@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, umask
 from ..config import ConfigError, SpeechConfig, check_section
 from ..safetensors_io import CheckpointError, load_module, save_part
 from .model import AudioToMotion
@@ -49,6 +49,8 @@ def export_model(model: AudioToMotion, cfg: SpeechConfig, out: str | Path, *, ba
     with atomic_dir(out) as tmp:
         save_part(tmp / f"{WEIGHTS}.safetensors", model)
         (tmp / "config.json").write_text(json.dumps(meta, indent=1))
+        for f in tmp.iterdir():  # readable like any file the user makes (safetensors writes 0600)
+            f.chmod(0o666 & ~umask())
     return Path(out)
 
 

@@ -55,11 +55,11 @@ def contact_sheets(pictures: dict, out: Path, data_dir: Path, *, limit: int, spe
                    progress: bool = True) -> list[Path]:
     """OUT/sheet_<clip>.jpg for the first `limit` clips (`speech.evaluate` docstring)."""
     from ..pipeline import TalkingHeadPipeline
-    from .evaluate import AVATAR_PHOTO
+    from .evaluate import AVATAR_MODEL, AVATAR_PHOTO
 
     if limit <= 0 or not pictures:
         return []
-    pipe = TalkingHeadPipeline.from_pretrained()
+    pipe = TalkingHeadPipeline.from_pretrained(AVATAR_MODEL)
     avatar = pipe.create_avatar([data_dir / AVATAR_PHOTO], progress=False)
     written = []
     for name in list(pictures)[:limit]:

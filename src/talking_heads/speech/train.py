@@ -13,8 +13,9 @@ the inner-lip opening.
 
 A run folder holds `checkpoint.pt` (model, optimiser, step, seconds; written atomically every `CHECKPOINT_EVERY`
 steps and when the time limit ends the sitting: run the same command again to resume) and `log.jsonl`; the model
-is exported to `<run>/model/` (config.json + audio2motion.safetensors, `speech.model_io`) at every checkpoint, so
-a killed sitting still leaves a usable model. The loudness baseline of the evaluation (`LoudnessBaseline`) is fitted
+is exported to `<run>/model/` (config.json + audio2motion.safetensors, `speech.model_io`) at every checkpoint where
+the held-out people's mouth-opening correlation is the best so far (early stopping: 17 minutes of speech over-fit
+within a few thousand steps), so a killed sitting still leaves a usable model. The loudness baseline of the evaluation (`LoudnessBaseline`) is fitted
 on the same training clips and saved with the model.
 """
 
@@ -204,7 +205,7 @@ def train(clips: list[SpeechClip], run_dir: str | Path, cfg: SpeechConfig, *, ti
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    clips, left_out = usable_for_training(clips)
+    clips, left_out = usable_for_training(clips, cfg.min_sync)
     for name, why in left_out.items():
         log.info("%s: left out (%s)", name, why)
     train_clips, val_clips = split_identities(clips, cfg.val_identities, cfg.seed)
@@ -213,12 +214,12 @@ def train(clips: list[SpeechClip], run_dir: str | Path, cfg: SpeechConfig, *, ti
     model = AudioToMotion(cfg, lookahead_frames(cfg))
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     ckpt_path = run_dir / "checkpoint.pt"
-    step, seconds = 0, 0.0
+    step, seconds, best_r = 0, 0.0, float("nan")
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        step, seconds = int(state["step"]), float(state["seconds"])
+        step, seconds, best_r = int(state["step"]), float(state["seconds"]), float(state.get("best_r", float("nan")))
         log.info("resumed at step %d (%.0f s trained)", step, seconds)
     else:
         mean, std = feature_stats(train_clips)
@@ -235,12 +236,20 @@ def train(clips: list[SpeechClip], run_dir: str | Path, cfg: SpeechConfig, *, ti
             "people": len({c.identity for c in train_clips}), "data": data_note,
             "left_out": left_out}
 
-    def save(final: bool) -> None:
+    def save(final: bool, val_r: float) -> None:
+        """The checkpoint; the exported model when the held-out people's opening correlation is the best so far
+        (early stopping on people the network does not train on; without held-out people: the latest)."""
+        nonlocal best_r
+        improved = not np.isfinite(val_r) or not np.isfinite(best_r) or val_r > best_r
+        if improved:
+            best_r = val_r
         with atomic_path(ckpt_path) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "seconds": seconds}, tmp)
-        export_model(model, cfg, run_dir / "model", baseline=baseline,
-                     training={**meta, "steps": step, "cpu_seconds": round(seconds, 1), "finished": final})
+                        "seconds": seconds, "best_r": best_r}, tmp)
+        if improved:
+            export_model(model, cfg, run_dir / "model", baseline=baseline,
+                         training={**meta, "steps": step, "cpu_seconds": round(seconds, 1), "finished": final,
+                                   "val_opening_r": None if not np.isfinite(val_r) else round(val_r, 4)})
 
     start = time.monotonic()
     bar = tqdm(total=cfg.steps, initial=step, desc="speech model", unit="step", disable=not progress)
@@ -265,7 +274,7 @@ def train(clips: list[SpeechClip], run_dir: str | Path, cfg: SpeechConfig, *, ti
                 logf.write(json.dumps({"step": step, "loss": loss.item(), **parts, "val": val, "val_r": val_r,
                                        "lr": schedule.get_last_lr()[0], "seconds": round(seconds, 1)}) + "\n")
                 logf.flush()
-                save(final=step == cfg.steps)
+                save(step == cfg.steps, val_r)
                 log.info("step %d loss %.4f val %.4f val_r %.3f", step, loss.item(), val, val_r)
             if out_of_time:
                 log.info("time limit reached at step %d: checkpoint written; run again to resume", step)
