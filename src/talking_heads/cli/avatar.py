@@ -48,15 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="driving video, folder of frames, or .npy landmarks (frames, 68, 2)")
     drv.add_argument("--motion", choices=list(MOTIONS), default=None,
                      help="built-in motion (default: talk): " + "; ".join(f"{k}: {v[1]}" for k, v in MOTIONS.items()))
-    speech = m.add_mutually_exclusive_group()
-    speech.add_argument("--audio", metavar="SOUND", default=None,
-                        help="speech that moves the mouth (wav, mp3, m4a, or a video's sound track); the head and "
-                             "blinks come from --driver / --motion (default: the idle motion); the video carries "
-                             "this sound")
-    speech.add_argument("--say", metavar="TEXT", default=None,
-                        help="like --audio, with TEXT spoken by espeak-ng (needs espeak-ng installed)")
-    m.add_argument("--speech-model", metavar="DIR", default=None,
-                   help="speech model folder for --audio / --say (default: the shipped one)")
+    _speech_args(m)
     m.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                    help="length of a built-in motion (default inference.motion_seconds)")
     m.add_argument("-o", "--out", required=True, metavar="OUT.mp4", help="video to write")
@@ -87,6 +79,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and invisible watermark.", epilog=VERIFY_EPILOG)
     v.add_argument("files", nargs="+", metavar="FILE", help="videos or images")
     v.set_defaults(func=run_verify)
+
+
+def _speech_args(m: argparse.ArgumentParser) -> None:
+    speech = m.add_mutually_exclusive_group()
+    speech.add_argument("--audio", metavar="SOUND", default=None,
+                        help="speech that moves the mouth (wav, mp3, m4a, or a video's sound track); the head and "
+                             "blinks come from --driver / --motion (default: the idle motion); the video carries "
+                             "this sound")
+    speech.add_argument("--say", metavar="TEXT", default=None,
+                        help="like --audio, with TEXT spoken by espeak-ng (needs espeak-ng installed)")
+    m.add_argument("--speech-model", metavar="DIR", default=None,
+                   help="speech model folder for --audio / --say (default: the shipped one)")
 
 
 def _few_shot_args(p: argparse.ArgumentParser) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from ..landmarks.masks import neutral_frame
 from ..landmarks.plausibility import trusted
 from .audio import FEATURE_RATE, AudioError, frame_count, load_audio, loudness_db
+from .baseline import LoudnessBaseline
 from .motion import motion_opening, speech_motion
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,6 @@ def best_lag_correlation(a: np.ndarray, b: np.ndarray, valid: np.ndarray, max_la
 
 def sync_score(clip: "SpeechClip") -> float:
     """How well the clip's loudness envelope and mouth opening move together (module docstring)."""
-    from .train import LoudnessBaseline
 
     env = LoudnessBaseline.envelope(clip.samples)[:len(clip.valid)]
     return best_lag_correlation(env, motion_opening(clip.motion), clip.valid, int(SYNC_LAG_S * FEATURE_RATE))

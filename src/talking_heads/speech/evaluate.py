@@ -15,7 +15,7 @@ prediction within +-`MAX_LAG_S` that maximises that correlation (positive: the p
 
 Writes OUT/report.json, OUT/report.md (per clip, the mean over clips and over people, the targets of issue 31),
 OUT/openings.png (opening curves: speaker, ours, loudness) and contact sheets OUT/sheet_<clip>.jpg (the speaker |
-the speaker's landmarks with our mouth in green over theirs in red | an avatar of `AVATAR_PHOTO` speaking the
+the speaker's landmarks with our mouth in green over theirs in red | an avatar of `pictures.AVATAR_PHOTO` speaking the
 clip's sound, rendered by the shipped TPS renderer, FF).
 """
 
@@ -33,19 +33,19 @@ from ..atomic import atomic_path, write_text
 from ..errors import InputError
 from ..landmarks.masks import neutral_frame
 from ..landmarks.plausibility import trusted
-from .audio import load_audio
+from .audio import at_times, load_audio
+from .baseline import LoudnessBaseline
 from .data import audible
 from .drive import motion_for_frames
 from .model_io import load_speech_model
 from .motion import motion_opening, mouth_distance, speech_motion
+from .pictures import contact_sheets, opening_plot
 
 log = logging.getLogger(__name__)
 
 MAX_LAG_S = 0.4
 MIN_MOUTH_MOTION = 0.01  # inter-ocular units: a test clip's inner-lip opening must vary this much (someone talks)
 METHODS = ("ours", "loudness", "still")
-AVATAR_PHOTO = "photos/debian_skimage_astronaut.png"
-AVATAR_MODEL = "tps"  # the shipped renderer that keeps the person (FF, no fine-tuning)
 TARGETS = {"lmd_ratio": 0.7, "correlation": 0.6, "offset_ms": 40.0}
 
 
@@ -59,6 +59,7 @@ class ClipResult:
     lmd: dict[str, float] = field(default_factory=dict)
     correlation: dict[str, float] = field(default_factory=dict)
     offset_ms: dict[str, float] = field(default_factory=dict)
+    amplitude: dict[str, float] = field(default_factory=dict)  # spread of the predicted opening / the speaker's
 
 
 @dataclass
@@ -104,17 +105,20 @@ class SpeechReport:
                  f"Model: `{self.model}`. LMD: mean distance of the 20 mouth points to the speaker's, head pose "
                  "removed, in inter-ocular distances (lower is better). r: correlation of the inner-lip opening with "
                  "the speaker's. Offset: the shift (ms) that maximises r (positive: the prediction is late).", "",
-                 "| clip | s | LMD ours | LMD (a) loudness | LMD (b) still | r ours | r (a) | offset ours | offset (a) |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+                 "Amplitude: the spread of the predicted opening over the speaker's (1 = as much movement).", "",
+                 "| clip | s | LMD ours | LMD (a) loudness | LMD (b) still | r ours | r (a) | offset ours | offset (a) "
+                 "| amplitude ours |",
+                 "|---|---|---|---|---|---|---|---|---|---|"]
         for c in self.clips:
             lines.append(f"| {c.clip} | {c.seconds:.1f} | {c.lmd['ours']:.3f} | {c.lmd['loudness']:.3f} | "
                          f"{c.lmd['still']:.3f} | {c.correlation['ours']:.2f} | {c.correlation['loudness']:.2f} | "
-                         f"{c.offset_ms['ours']:+.0f} | {c.offset_ms['loudness']:+.0f} |")
+                         f"{c.offset_ms['ours']:+.0f} | {c.offset_ms['loudness']:+.0f} | {c.amplitude['ours']:.2f} |")
         for label, person in (("mean over clips", False), ("mean over people", True)):
             lines.append(f"| **{label}** | | **{self.mean('lmd', 'ours', person):.3f}** | "
                          f"{self.mean('lmd', 'loudness', person):.3f} | {self.mean('lmd', 'still', person):.3f} | "
                          f"**{self.mean('correlation', 'ours', person):.2f}** | "
-                         f"{self.mean('correlation', 'loudness', person):.2f} | | |")
+                         f"{self.mean('correlation', 'loudness', person):.2f} | | | "
+                         f"{self.mean('amplitude', 'ours', person):.2f} |")
         median, mean_abs = self.offset_summary()
         if self.left_out:
             lines += ["", "Test clips with a sound track left out (they test no speech): "
@@ -190,8 +194,6 @@ def evaluate_clip(model, path: Path, identity: str, cache: Path):
     ours = motion_for_frames(model, audio, fps)
     n_frames = int(indices[-1]) + 1
     ours = np.concatenate([ours, np.repeat(ours[-1:], max(0, n_frames - len(ours)), 0)])[indices]
-    from .train import LoudnessBaseline
-    from .audio import at_times
     loud = at_times(LoudnessBaseline(model.baseline_shape)(audio.samples), np.asarray(indices) / fps)
     preds = {"ours": ours, "loudness": loud, "still": np.zeros_like(real)}
     real_open = motion_opening(real)
@@ -200,6 +202,7 @@ def evaluate_clip(model, path: Path, identity: str, cache: Path):
         result.lmd[name] = float(mouth_distance(pred[ok], real[ok]).mean())
         result.correlation[name] = correlation(motion_opening(pred)[ok], real_open[ok])
         result.offset_ms[name] = best_offset(motion_opening(pred), real_open, ok, fps) if name != "still" else float("nan")
+        result.amplitude[name] = float(motion_opening(pred)[ok].std() / max(real_open[ok].std(), 1e-9))
     arrays = {"points": points, "ok": ok, "ref": ref, "ours": ours, "real": real, "loud": loud, "fps": fps,
               "indices": indices, "frame_size": frame_size}
     return result, arrays
@@ -231,7 +234,6 @@ def evaluate(data_dir: Path, out: Path, *, model_path=None, min_seconds: float =
     report = SpeechReport(results, str(model.path), out, left_out)
     write_text(out / "report.md", report.markdown())
     write_text(out / "report.json", report.to_json())
-    from .pictures import contact_sheets, opening_plot
     opening_plot(pictures, out / "openings.png")
     contact_sheets(pictures, out, data_dir, limit=sheets, speech_model=model_path, progress=progress)
     return report

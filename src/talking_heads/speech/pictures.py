@@ -14,6 +14,8 @@ from ..data.video import even_indices, read_frames
 from ..landmarks.masks import neutral_frame
 from .motion import MOUTH, motion_opening, place_motion
 
+AVATAR_PHOTO = "photos/debian_skimage_astronaut.png"
+AVATAR_MODEL = "tps"  # the shipped renderer that keeps the person (FF, no fine-tuning)
 TILE = 192
 COLUMNS = 8
 
@@ -55,7 +57,6 @@ def contact_sheets(pictures: dict, out: Path, data_dir: Path, *, limit: int, spe
                    progress: bool = True) -> list[Path]:
     """OUT/sheet_<clip>.jpg for the first `limit` clips (`speech.evaluate` docstring)."""
     from ..pipeline import TalkingHeadPipeline
-    from .evaluate import AVATAR_MODEL, AVATAR_PHOTO
 
     if limit <= 0 or not pictures:
         return []

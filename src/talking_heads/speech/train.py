@@ -33,7 +33,8 @@ import torch
 
 from ..atomic import atomic_path
 from ..config import SpeechConfig
-from .audio import FEATURE_RATE, HOP, RATE, log_mel, loudness_db
+from .audio import FEATURE_RATE, HOP, RATE, log_mel
+from .baseline import LoudnessBaseline
 from .data import SpeechClip, usable_for_training
 from .model import AudioToMotion
 from .motion import MOUTH_IN_MOTION, _INNER_PAIRS, SPEECH_POINTS
@@ -41,31 +42,6 @@ from .motion import MOUTH_IN_MOTION, _INNER_PAIRS, SPEECH_POINTS
 log = logging.getLogger(__name__)
 
 CHECKPOINT_EVERY = 250
-
-
-class LoudnessBaseline:
-    """Baseline (a) of the evaluation: the motion is a fixed shape times a loudness envelope,
-    motion_t = shape * clip((dB_t - floor) / span, 0, 1), the shape least-squares fitted on the training clips
-    (so the baseline gets its best mouth-opening direction and size)."""
-
-    FLOOR, SPAN = -50.0, 40.0
-
-    def __init__(self, shape: np.ndarray):
-        self.shape = np.asarray(shape, np.float32)
-
-    @classmethod
-    def envelope(cls, samples: np.ndarray) -> np.ndarray:
-        return np.clip((loudness_db(samples) - cls.FLOOR) / cls.SPAN, 0.0, 1.0)
-
-    @classmethod
-    def fit(cls, clips: list[SpeechClip]) -> "LoudnessBaseline":
-        env = np.concatenate([cls.envelope(c.samples)[c.valid] for c in clips])
-        motion = np.concatenate([c.motion[c.valid] for c in clips])
-        shape = np.einsum("t,tpc->pc", env, motion) / max(float((env ** 2).sum()), 1e-9)
-        return cls(shape)
-
-    def __call__(self, samples: np.ndarray) -> np.ndarray:
-        return self.envelope(samples)[:, None, None] * self.shape
 
 
 def split_identities(clips: list[SpeechClip], n_val: int, seed: int) -> tuple[list[SpeechClip], list[SpeechClip]]:
@@ -195,91 +171,102 @@ def lookahead_frames(cfg: SpeechConfig) -> int:
     return int(round(cfg.lookahead * FEATURE_RATE))
 
 
+class SpeechTraining:
+    """One run folder's training: the data split, the network, the optimiser and its schedule, restored from
+    `checkpoint.pt` when there is one (module docstring). `run()` is the loop; `train()` the one call."""
+
+    def __init__(self, clips: list[SpeechClip], run_dir: str | Path, cfg: SpeechConfig, data_note: str = ""):
+        self.run_dir, self.cfg = Path(run_dir), cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        clips, left_out = usable_for_training(clips, cfg.min_sync)
+        for name, why in left_out.items():
+            log.info("%s: left out (%s)", name, why)
+        self.train_clips, self.val_clips = split_identities(clips, cfg.val_identities, cfg.seed)
+        if not self.train_clips:
+            raise ValueError("no training clips with sound and tracked faces")
+        self.model = AudioToMotion(cfg, lookahead_frames(cfg))
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.ckpt_path = self.run_dir / "checkpoint.pt"
+        self.step, self.seconds, self.best_r = 0, 0.0, float("nan")
+        if self.ckpt_path.exists():
+            state = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.step, self.seconds = int(state["step"]), float(state["seconds"])
+            self.best_r = float(state.get("best_r", float("nan")))
+            log.info("resumed at step %d (%.0f s trained)", self.step, self.seconds)
+        else:
+            mean, std = feature_stats(self.train_clips)
+            self.model.mean.copy_(torch.from_numpy(mean))
+            self.model.std.copy_(torch.from_numpy(std))
+        self.baseline = LoudnessBaseline.fit(self.train_clips)
+        self.sampler = WindowSampler(self.train_clips, cfg, cfg.seed + self.step)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(cfg.steps, 1)))))
+        for _ in range(self.step):
+            self.schedule.step()
+        self.meta = {"train_clips": len(self.train_clips), "val_clips": len(self.val_clips),
+                     "train_seconds_of_speech": round(sum(c.seconds for c in self.train_clips), 1),
+                     "people": len({c.identity for c in self.train_clips}), "data": data_note, "left_out": left_out}
+
+    def one_step(self) -> tuple[torch.Tensor, dict[str, float]]:
+        feats, target, valid = self.sampler.batch()
+        loss, parts = speech_loss(self.model(feats), target, valid, self.cfg)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.schedule.step()
+        self.step += 1
+        return loss.detach(), parts
+
+    def save(self, val_r: float) -> None:
+        """The checkpoint; the exported model when the held-out people's opening correlation is the best so far
+        (early stopping on people the network does not train on; without held-out people: the latest)."""
+        from .model_io import export_model
+
+        improved = not np.isfinite(val_r) or not np.isfinite(self.best_r) or val_r > self.best_r
+        if improved:
+            self.best_r = val_r
+        with atomic_path(self.ckpt_path) as tmp:
+            torch.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+                        "seconds": self.seconds, "best_r": self.best_r}, tmp)
+        if improved:
+            export_model(self.model, self.cfg, self.run_dir / "model", baseline=self.baseline,
+                         training={**self.meta, "steps": self.step, "cpu_seconds": round(self.seconds, 1),
+                                   "finished": self.step == self.cfg.steps,
+                                   "val_opening_r": None if not np.isfinite(val_r) else round(val_r, 4)})
+
+    def run(self, time_limit: float | None = None, progress: bool = True) -> Path:
+        from tqdm import tqdm
+
+        start = time.monotonic()
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="speech model", unit="step", disable=not progress)
+        with open(self.run_dir / "log.jsonl", "a") as logf:
+            while self.step < self.cfg.steps:
+                t0 = time.monotonic()
+                loss, parts = self.one_step()
+                self.seconds += time.monotonic() - t0
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                out_of_time = time_limit is not None and time.monotonic() - start > time_limit
+                if self.step == 1 or self.step % CHECKPOINT_EVERY == 0 or self.step == self.cfg.steps or out_of_time:
+                    val, val_r = validation(self.model, self.val_clips, self.cfg)
+                    logf.write(json.dumps({"step": self.step, "loss": loss.item(), **parts, "val": val, "val_r": val_r,
+                                           "lr": self.schedule.get_last_lr()[0],
+                                           "seconds": round(self.seconds, 1)}) + "\n")
+                    logf.flush()
+                    self.save(val_r)
+                    log.info("step %d loss %.4f val %.4f val_r %.3f", self.step, loss.item(), val, val_r)
+                if out_of_time:
+                    log.info("time limit reached at step %d: checkpoint written; run again to resume", self.step)
+                    break
+        bar.close()
+        return self.run_dir / "model"
+
+
 def train(clips: list[SpeechClip], run_dir: str | Path, cfg: SpeechConfig, *, time_limit: float | None = None,
           progress: bool = True, data_note: str = "") -> Path:
     """Train (or resume) in `run_dir`; returns the exported model folder (module docstring)."""
-    from tqdm import tqdm
-
-    from .model_io import export_model
-
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    clips, left_out = usable_for_training(clips, cfg.min_sync)
-    for name, why in left_out.items():
-        log.info("%s: left out (%s)", name, why)
-    train_clips, val_clips = split_identities(clips, cfg.val_identities, cfg.seed)
-    if not train_clips:
-        raise ValueError("no training clips with sound and tracked faces")
-    model = AudioToMotion(cfg, lookahead_frames(cfg))
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    ckpt_path = run_dir / "checkpoint.pt"
-    step, seconds, best_r = 0, 0.0, float("nan")
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, seconds, best_r = int(state["step"]), float(state["seconds"]), float(state.get("best_r", float("nan")))
-        log.info("resumed at step %d (%.0f s trained)", step, seconds)
-    else:
-        mean, std = feature_stats(train_clips)
-        model.mean.copy_(torch.from_numpy(mean))
-        model.std.copy_(torch.from_numpy(std))
-    baseline = LoudnessBaseline.fit(train_clips)
-    sampler = WindowSampler(train_clips, cfg, cfg.seed + step)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(cfg.steps, 1)))), last_epoch=-1)
-    for _ in range(step):
-        schedule.step()
-    meta = {"train_clips": len(train_clips), "val_clips": len(val_clips),
-            "train_seconds_of_speech": round(sum(c.seconds for c in train_clips), 1),
-            "people": len({c.identity for c in train_clips}), "data": data_note,
-            "left_out": left_out}
-
-    def save(final: bool, val_r: float) -> None:
-        """The checkpoint; the exported model when the held-out people's opening correlation is the best so far
-        (early stopping on people the network does not train on; without held-out people: the latest)."""
-        nonlocal best_r
-        improved = not np.isfinite(val_r) or not np.isfinite(best_r) or val_r > best_r
-        if improved:
-            best_r = val_r
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                        "seconds": seconds, "best_r": best_r}, tmp)
-        if improved:
-            export_model(model, cfg, run_dir / "model", baseline=baseline,
-                         training={**meta, "steps": step, "cpu_seconds": round(seconds, 1), "finished": final,
-                                   "val_opening_r": None if not np.isfinite(val_r) else round(val_r, 4)})
-
-    start = time.monotonic()
-    bar = tqdm(total=cfg.steps, initial=step, desc="speech model", unit="step", disable=not progress)
-    with open(run_dir / "log.jsonl", "a") as logf:
-        while step < cfg.steps:
-            t0 = time.monotonic()
-            feats, target, valid = sampler.batch()
-            pred = model(feats)
-            loss, parts = speech_loss(pred, target, valid, cfg)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            schedule.step()
-            step += 1
-            seconds += time.monotonic() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            out_of_time = time_limit is not None and time.monotonic() - start > time_limit
-            if step == 1 or step % CHECKPOINT_EVERY == 0 or step == cfg.steps or out_of_time:
-                val, val_r = validation(model, val_clips, cfg)
-                logf.write(json.dumps({"step": step, "loss": loss.item(), **parts, "val": val, "val_r": val_r,
-                                       "lr": schedule.get_last_lr()[0], "seconds": round(seconds, 1)}) + "\n")
-                logf.flush()
-                save(step == cfg.steps, val_r)
-                log.info("step %d loss %.4f val %.4f val_r %.3f", step, loss.item(), val, val_r)
-            if out_of_time:
-                log.info("time limit reached at step %d: checkpoint written; run again to resume", step)
-                break
-    bar.close()
-    return run_dir / "model"
-
-
+    return SpeechTraining(clips, run_dir, cfg, data_note).run(time_limit, progress)

@@ -23,7 +23,6 @@ import contextvars
 import logging
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import threading
@@ -43,7 +42,7 @@ from . import handlers  # noqa: E402
 from .handlers import time_left  # noqa: E402
 from .live import LiveHub  # noqa: E402
 from .live_page import panel_html  # noqa: E402
-from .settings import WebSettings  # noqa: E402
+from .settings import WebSettings, browser_secret  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ ERROR_SECONDS = 30  # how long an error toast stays (it can be closed earlier)
 
 INTRO = """# talking-heads: animate a portrait
 **1.** On *Avatar*, upload a photo of one person (or click an example) and press **Create avatar**.
-**2.** On *Animate*, pick a motion or a driving video and press **Animate**; watch and download the result.
+**2.** On *Animate*, pick a motion, a driving video or a voice and press **Animate**; watch and download the result.
 Everything runs on this machine. Every video and image made here is labelled synthetic (metadata and an invisible
 watermark: *Verify* checks any file). Do not animate people without their consent."""
 
@@ -155,17 +154,6 @@ def prepare_examples(settings: WebSettings, folder: Path) -> list[tuple[str, str
             shutil.copyfile(photos / name, folder / name)
             examples.append((str(folder / name), caption))
     return examples
-
-
-def browser_secret(settings: WebSettings) -> str:
-    """The key that encrypts the browser's avatar-folder key, kept beside the avatars so it survives restarts."""
-    root = Path(settings.avatars_dir).expanduser()
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / ".browser-secret"
-    if not path.is_file():
-        path.write_text(secrets.token_hex(16))
-        path.chmod(0o600)
-    return path.read_text().strip()
 
 
 # --- the page -------------------------------------------------------------------------------------------

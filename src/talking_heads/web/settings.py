@@ -5,7 +5,9 @@ the page reads its defaults (fine-tuning epochs, motion length, T frames of a vi
 from __future__ import annotations
 
 import dataclasses
+import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -59,4 +61,15 @@ class WebSettings:
         return dataclasses.replace(self, **changes)
 
 
-__all__ = ["WebSettings"]
+def browser_secret(settings: WebSettings) -> str:
+    """The key that encrypts the browser's avatar-folder key, kept beside the avatars so it survives restarts."""
+    root = Path(settings.avatars_dir).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / ".browser-secret"
+    if not path.is_file():
+        path.write_text(secrets.token_hex(16))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+__all__ = ["WebSettings", "browser_secret"]
