@@ -206,7 +206,7 @@ class SpeechConfig:
     eq_db: float = 6.0  # augmentation: a random smooth spectral tilt of up to +-eq_db across the mel bands (microphones, rooms)
     normalise_window: float = 2.0  # seconds: each band's mean over the past window (network positions) is subtracted, so a voice's timbre and a microphone's colour count less; 0 = off
     dropout: float = 0.1  # dropout inside each residual block (17 minutes of speech from 60-odd people over-fit quickly)
-    min_sync: float = 0.15  # training clips whose loudness and mouth opening correlate less (best shift within +-0.2 s) are left out: silent tracks, music, dubbed voices (speech/data.py); -1 keeps every audible clip
+    min_sync: float = 0.05  # training clips whose loudness and mouth opening correlate less (best shift within +-0.2 s) are left out: silent tracks, music, dubbed voices (speech/data.py); -1 keeps every audible clip
     val_identities: int = 8  # train-split people held out to watch over-fitting (never the test split)
     seed: int = 0
 

@@ -59,26 +59,30 @@ def audible(samples: np.ndarray) -> bool:
     return bool(np.percentile(loudness_db(samples), 95) > AUDIBLE_DB)
 
 
-def best_lag_correlation(a: np.ndarray, b: np.ndarray, valid: np.ndarray, max_lag: int) -> float:
-    """The highest correlation of a[t + lag] with b[t] over |lag| <= max_lag (frames with `valid`), -1 if none."""
-    best, n = -1.0, len(b)
+def best_lag(a: np.ndarray, b: np.ndarray, valid: np.ndarray, max_lag: int, min_frames: int = 20
+             ) -> tuple[float, int]:
+    """(the highest correlation of a[t + lag] with b[t] over |lag| <= max_lag on the frames with `valid`, that lag);
+    (-1, 0) when no lag has `min_frames` frames and some spread. A positive lag: `a` comes late."""
+    best, best_lag, n = -1.0, 0, len(b)
     for lag in range(-max_lag, max_lag + 1):
         src = np.arange(n) + lag
         m = valid & (src >= 0) & (src < n)
-        if m.sum() < 20 or a[src[m]].std() < 1e-9 or b[m].std() < 1e-9:
+        if m.sum() < min_frames or a[src[m]].std() < 1e-9 or b[m].std() < 1e-9:
             continue
-        best = max(best, float(np.corrcoef(a[src[m]], b[m])[0, 1]))
-    return best
+        r = float(np.corrcoef(a[src[m]], b[m])[0, 1])
+        if r > best:
+            best, best_lag = r, lag
+    return best, best_lag
 
 
 def sync_score(clip: "SpeechClip") -> float:
     """How well the clip's loudness envelope and mouth opening move together (module docstring)."""
 
     env = LoudnessBaseline.envelope(clip.samples)[:len(clip.valid)]
-    return best_lag_correlation(env, motion_opening(clip.motion), clip.valid, int(SYNC_LAG_S * FEATURE_RATE))
+    return best_lag(env, motion_opening(clip.motion), clip.valid, int(SYNC_LAG_S * FEATURE_RATE))[0]
 
 
-def usable_for_training(clips: list["SpeechClip"], min_sync: float = 0.15
+def usable_for_training(clips: list["SpeechClip"], min_sync: float
                         ) -> tuple[list["SpeechClip"], dict[str, str]]:
     """(clips kept, {name: why left out}) by the rule of the module docstring (`SpeechConfig.min_sync`)."""
     kept, left = [], {}

@@ -35,7 +35,7 @@ from ..landmarks.masks import neutral_frame
 from ..landmarks.plausibility import trusted
 from .audio import at_times, load_audio
 from .baseline import LoudnessBaseline
-from .data import audible
+from .data import audible, best_lag
 from .drive import motion_for_frames
 from .model_io import load_speech_model
 from .motion import motion_opening, mouth_distance, speech_motion
@@ -142,17 +142,9 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def best_offset(pred: np.ndarray, real: np.ndarray, ok: np.ndarray, fps: float) -> float:
     """The lag (ms) within +-MAX_LAG_S maximising the correlation of pred shifted earlier by the lag with real:
-    positive when the prediction comes late."""
-    best, best_lag = -np.inf, 0
-    n = len(real)
-    for lag in range(-int(MAX_LAG_S * fps), int(MAX_LAG_S * fps) + 1):
-        idx = np.arange(n)
-        src = idx + lag  # pred at t + lag lines up with real at t
-        m = ok & (src >= 0) & (src < n)
-        r = correlation(pred[src[m]], real[m])
-        if np.isfinite(r) and r > best:
-            best, best_lag = r, lag
-    return 1000.0 * best_lag / fps if np.isfinite(best) else float("nan")
+    positive when the prediction comes late; NaN when no lag can be measured."""
+    r, lag = best_lag(pred, real, ok, int(MAX_LAG_S * fps), min_frames=3)
+    return 1000.0 * lag / fps if r > -1 else float("nan")
 
 
 def test_clips(data_dir: Path, min_seconds: float) -> list[dict]:

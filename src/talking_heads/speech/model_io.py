@@ -1,8 +1,9 @@
 """The speech model on disk: a folder with `config.json` (format, `SpeechConfig`, look-ahead, the loudness
 baseline's shape, how it was trained) and `audio2motion.safetensors` (fp32, about 2 MB). The shipped one is
-`assets/speech_model/` (`default_model_path`). Loading checks everything before use (`CheckpointError`: one line
-naming the file): a folder that is not a speech model, JSON that does not parse, settings of the wrong type or
-range, weights that do not fit or are not finite."""
+`assets/speech_model/` (`default_model_path`). `advance_frames`: how many feature frames the motion is moved
+earlier: the network's lateness measured on the held-out people when it was exported (`train.timing_advance`).
+Loading checks everything before use (`CheckpointError`: one line naming the file): a folder that is not a speech
+model, JSON that does not parse, settings of the wrong type or range, weights that do not fit or are not finite."""
 
 from __future__ import annotations
 
@@ -37,15 +38,16 @@ class SpeechModel:
     baseline_shape: np.ndarray  # (P,2) the loudness baseline's motion shape (evaluation)
     training: dict
     path: Path
+    advance: int = 0  # feature frames the motion is moved earlier: the timing measured on held-out people
 
 
 def export_model(model: AudioToMotion, cfg: SpeechConfig, out: str | Path, *, baseline=None,
-                 training: dict | None = None) -> Path:
+                 training: dict | None = None, advance: int = 0) -> Path:
     """Write the model folder atomically (module docstring)."""
     shape = baseline.shape if baseline is not None else np.zeros((len(SPEECH_POINTS), 2), np.float32)
     meta = {"format": FORMAT, "version": VERSION, "speech": dataclasses.asdict(cfg),
-            "lookahead_frames": model.lookahead, "baseline_shape": np.round(shape, 6).tolist(),
-            "training": training or {}}
+            "lookahead_frames": model.lookahead, "advance_frames": int(advance),
+            "baseline_shape": np.round(shape, 6).tolist(), "training": training or {}}
     with atomic_dir(out) as tmp:
         save_part(tmp / f"{WEIGHTS}.safetensors", model)
         (tmp / "config.json").write_text(json.dumps(meta, indent=1))
@@ -74,15 +76,17 @@ def load_speech_model(path: str | os.PathLike | None = None) -> SpeechModel:
     except (ConfigError, TypeError) as err:
         raise CheckpointError(f"{conf}: {err}") from None
     lookahead = meta.get("lookahead_frames")
+    advance = meta.get("advance_frames", 0)
     shape = np.asarray(meta.get("baseline_shape", []), np.float64)
-    if not isinstance(lookahead, int) or not 0 <= lookahead <= 100 or shape.shape != (len(SPEECH_POINTS), 2) \
+    if not isinstance(lookahead, int) or not 0 <= lookahead <= 100 or not isinstance(advance, int) \
+            or not -50 <= advance <= 50 or shape.shape != (len(SPEECH_POINTS), 2) \
             or not np.isfinite(shape).all():
         raise CheckpointError(f"{conf}: damaged (look-ahead or baseline shape out of range)")
     network = AudioToMotion(cfg, lookahead)
     load_module(folder, WEIGHTS, network)
     network.eval()
     training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
-    return SpeechModel(network, cfg, shape.astype(np.float32), training, folder)
+    return SpeechModel(network, cfg, shape.astype(np.float32), training, folder, advance)
 
 
 @torch.no_grad()
@@ -102,4 +106,12 @@ def predict_motion(model: SpeechModel, samples: np.ndarray, chunk_seconds: float
         motion = net(feats[None])[0].numpy()  # frames lo..
         take = min(chunk, n_frames - start)
         out[start:start + take] = motion[start - lo:start - lo + take]
-    return out
+    return advanced(out, model.advance)
+
+
+def advanced(motion: np.ndarray, frames: int) -> np.ndarray:
+    """motion (T,...) moved `frames` earlier (later when negative), the ends held."""
+    if frames == 0 or len(motion) == 0:
+        return motion
+    idx = np.clip(np.arange(len(motion)) + frames, 0, len(motion) - 1)
+    return motion[idx]
