@@ -98,6 +98,13 @@ def test_create_animate_verify_through_the_api(server, shared_data):
     assert "25 frames at 25 fps" in text
     checked = alice.predict(gradio_client.handle_file(str(video)), api_name="/verify")
     assert "SYNTHETIC" in checked
+    # a voice through the API (the speech argument is optional: older clients' calls above still work)
+    voice = gradio_client.handle_file(str(shared_data / "videos/test/pcavs_Audio_Source_00015.mp4"))
+    video, _, text = alice.predict("speech", "talk", 1.0, None, True, 0, False, False, False, False, voice,
+                                   api_name="/animate")
+    assert "with the speech" in text and "_speaking" in _path(video).name
+    with av.open(str(_path(video))) as c:
+        assert c.streams.audio and sum(1 for _ in c.decode(video=0)) == 175  # 7.0 s at 25 fps, its sound
     # another user (another session) has no avatar: the state is per session
     bob = _client(url)
     with pytest.raises(gradio_client.exceptions.AppError, match="no avatar yet"):

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO = "photos/lp_source_s9.jpg"  # Mona Lisa
+SPEECH = "videos/test/styletalk_feifeili_clip1.mp4"  # Fei-Fei Li speaking (a test-split person)
 SCREENSHOT = ROOT / "docs" / "images" / "web.png"
 LIVE_SCREENSHOT = ROOT / "docs" / "images" / "live.png"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -279,6 +280,26 @@ def test_new_user_makes_watches_and_downloads_an_animation(browser, server, shar
     errors = _wait(browser, lambda d: [t.text for t in _css(d, "[data-testid=toast-body]") if "Error" in t.text],
                    "the error about the webcam recording")
     assert any("no face found in any of its" in e for e in errors), errors
+
+    # a voice drives it: 2 s of a test-split recording, uploaded; the mouth moves, the video carries the sound
+    import wave
+
+    from talking_heads.speech.audio import load_audio
+
+    speech = load_audio(shared_data / SPEECH).samples[:32_000]
+    voice = tmp_path / "voice.wav"
+    with wave.open(str(voice), "wb") as w:
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(16_000)
+        w.writeframes(np.round(speech * 32767).astype("<i2").tobytes())
+    next(label for label in _css(browser, "#driver-kind label") if "voice" in label.text).click()
+    _wait(browser, lambda d: _css(d, "#speech-audio input[type=file]"), "the speech upload")[0].send_keys(str(voice))
+    _wait(browser, lambda d: _css(d, "#speech-audio audio") or _css(d, "#speech-audio [data-testid=waveform-x]")
+          or "voice.wav" in _css(d, "#speech-audio")[0].text, "the uploaded voice")
+    _css(browser, "#animate")[0].click()
+    _wait(browser, lambda d: "with the speech" in _css(d, "#animate-status")[0].text, "the speaking avatar")
+    assert "50 frames at 25 fps (2.0 s, with the speech)" in _css(browser, "#animate-status")[0].text
+    spoken = next(a for a in _css(browser, "#downloads a") if (a.get_attribute("download") or "").endswith(".mp4"))
+    assert "_speaking.mp4" in spoken.get_attribute("download")
 
     # a photo without a face: the error is readable text in the page
     from PIL import Image

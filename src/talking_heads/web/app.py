@@ -401,7 +401,7 @@ class Page:
                                    reference_frame=reference, speech=speech, driven_by_speech=kind == "speech")
 
     def on_animate(self, avatar, kind, motion, seconds, video, adapt, reference, smooth, side, paste, eye_contact,
-                   speech, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+                   speech=None, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
         with page_errors():
             handlers.check_animate(avatar, self.settings, video=video, driven_by_video=kind == "video",
                                    reference_frame=reference, speech=speech, driven_by_speech=kind == "speech")
