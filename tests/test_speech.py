@@ -319,3 +319,27 @@ def test_evaluation_reports_ours_against_both_baselines(shared_data, tmp_path, c
     assert "| target |" in (out / "report.md").read_text()
     sheet = out / "sheet_pcavs_Audio_Source_00015.jpg"
     assert (out / "openings.png").is_file() and verify(sheet).status == "labelled"
+
+
+@pytest.mark.parametrize("lookahead", [0.0, 0.2])
+def test_the_network_sees_exactly_its_look_ahead(lookahead):
+    """With the per-frame norm (`norm = "frame"`, what a streaming model uses), causality with a look-ahead of L frames: changing the sound after frame t + L leaves the motion up to t
+    unchanged, and the sound at t + L does change it (L = 0: a streaming model)."""
+    import torch
+
+    from talking_heads.config import SpeechConfig
+    from talking_heads.speech.model import AudioToMotion
+
+    torch.manual_seed(0)
+    net = AudioToMotion(SpeechConfig(lookahead=lookahead, norm="frame"), int(round(lookahead * 100))).eval()
+    x = torch.randn(1, 40, 300)
+    t, ahead = 150, int(round(lookahead * 100))
+    later = x.clone()
+    later[:, :, t + ahead + 1:] += 5.0
+    at = x.clone()
+    at[:, :, t + ahead] += 5.0
+    with torch.no_grad():
+        base, changed_later, changed_at = net(x), net(later), net(at)
+    assert base.shape == (1, 300, 33, 2)
+    torch.testing.assert_close(changed_later[:, :t + 1], base[:, :t + 1])
+    assert (changed_at[:, t] - base[:, t]).abs().max() > 1e-6

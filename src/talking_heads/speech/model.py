@@ -2,11 +2,15 @@
 
 Features are normalised by the training set's per-band mean and spread (buffers, saved with the weights), and,
 with `normalise_window`, by each band's running mean over the last seconds (a voice's timbre and a microphone's
-colour count less; loudness within the window still tells speech from pauses); then a 1x1 convolution, residual blocks of dilated causal convolutions (kernel 3, GELU, group norm), and a 1x1
-convolution to the P x 2 motion (dropout inside the blocks while training) (`speech.motion`, inter-ocular units; scaled by 0.1 so that the start is near
-rest). Causal with a look-ahead of L frames: the input is padded with L frames of silence at the end and the first L
-outputs are dropped, so the motion at t sees the sound up to t + L and (sum of dilations x 2) frames before
-t. L = 0 is a streaming model (each 10 ms of sound gives a frame at once). Pure: no I/O, no data handling.
+colour count less; loudness within the window still tells speech from pauses). Then a 1x1 convolution, residual
+blocks of dilated causal convolutions (kernel 3, a normalisation, GELU, dropout while training), and a 1x1
+convolution to the P x 2 motion (`speech.motion`, inter-ocular units; scaled by 0.1 so that the start is near
+rest). The convolutions see the sound up to t + L (L frames of look-ahead: the input is padded with L frames of
+silence at the end and the first L outputs are dropped) and (sum of dilations x 2) frames before t.
+`norm = "group"` (the shipped model) normalises over the channels and the whole window, so every output also
+depends on the window's statistics: fine offline (`model_io.predict_motion` runs windows of 60 s). `norm =
+"frame"` normalises each frame's channels alone: the network is then strictly causal with look-ahead L, and
+L = 0 is a streaming model (each 10 ms of sound gives a frame at once). Pure: no I/O, no data handling.
 """
 
 from __future__ import annotations
@@ -22,12 +26,19 @@ from .motion import SPEECH_POINTS
 OUTPUT_SCALE = 0.1
 
 
+class FrameNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each frame of (B, C, T): no statistics across time, so causal."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.transpose(1, 2)).transpose(1, 2)
+
+
 class CausalBlock(nn.Module):
-    def __init__(self, channels: int, dilation: int, dropout: float = 0.0):
+    def __init__(self, channels: int, dilation: int, dropout: float = 0.0, norm: str = "group"):
         super().__init__()
         self.pad = 2 * dilation
         self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation)
-        self.norm = nn.GroupNorm(8, channels)
+        self.norm = FrameNorm(channels) if norm == "frame" else nn.GroupNorm(8, channels)
         self.drop = nn.Dropout(dropout)
         self.mix = nn.Conv1d(channels, channels, 1)
 
@@ -52,7 +63,7 @@ class AudioToMotion(nn.Module):
         self.register_buffer("mean", torch.zeros(N_MELS, 1))
         self.register_buffer("std", torch.ones(N_MELS, 1))
         self.inp = nn.Conv1d(N_MELS, cfg.channels, 1)
-        self.blocks = nn.ModuleList(CausalBlock(cfg.channels, d, cfg.dropout) for d in cfg.dilations)
+        self.blocks = nn.ModuleList(CausalBlock(cfg.channels, d, cfg.dropout, cfg.norm) for d in cfg.dilations)
         self.out = nn.Conv1d(cfg.channels, self.points * 2, 1)
         nn.init.zeros_(self.out.bias)
         self.receptive_field = 1 + sum(2 * d for d in cfg.dilations)  # frames of the past each output sees
