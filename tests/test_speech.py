@@ -313,6 +313,7 @@ def test_evaluation_reports_ours_against_both_baselines(shared_data, tmp_path, c
     assert "speech evaluation of 1 test clips" in capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["left_out"] == {"lp_source_s32.mp4": "silent sound track"}
+    assert not report["model"].startswith("/")  # no machine's absolute path in a committed report
     (clip,) = report["clips"]
     assert set(clip["lmd"]) == {"ours", "loudness", "still"} and all(v > 0 for v in clip["lmd"].values())
     assert clip["correlation"]["ours"] > clip["correlation"]["loudness"]

@@ -466,21 +466,34 @@ def preset(name: str) -> Config:
     return PRESETS[name]()
 
 
+def _override(item: str) -> tuple[str, str, Any]:
+    """(section, field, value) of a `section.field=value` string (the value parsed as JSON, else a string)."""
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.steps=1000")
+    key, raw = item.split("=", 1)
+    section, name = key.split(".", 1)
+    try:
+        return section, name, json.loads(raw)
+    except json.JSONDecodeError:
+        return section, name, raw
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply `section.field=value` strings (values parsed as JSON, else taken as strings); the values set here
     are held to the safety limits (`LIMITED`) besides their ranges."""
     d, user_set = cfg.to_dict(), set()
     for item in overrides:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"override {item!r} must look like section.field=value, e.g. train.steps=1000")
-        key, raw = item.split("=", 1)
-        section, name = key.split(".", 1)
+        section, name, value = _override(item)
         if section not in d or not isinstance(d[section], dict) or name not in d[section]:
-            raise ConfigError(f"unknown setting {key!r}")
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+            raise ConfigError(f"unknown setting {section + '.' + name!r}")
         d[section][name] = value
-        user_set.add(key)
+        user_set.add(f"{section}.{name}")
     return Config.from_dict(d, user_set=user_set)
+
+
+def speech_overrides(cfg: SpeechConfig, overrides: list[str]) -> SpeechConfig:
+    """`apply_overrides` for the speech model's own config (`speech.field=value`)."""
+    parsed = [_override(item) for item in overrides]
+    if any(section != "speech" for section, _, _ in parsed):
+        raise ConfigError("the speech model's settings are given as speech.FIELD=value")
+    return dataclasses.replace(cfg, **check_section("speech", {name: value for _, name, value in parsed}))

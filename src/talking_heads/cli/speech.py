@@ -46,30 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _speech_config(overrides: list[str], steps: int | None):
-    import dataclasses
+    from ..config import SpeechConfig, speech_overrides
 
-    from ..config import ConfigError, SpeechConfig, check_section
-    from ..errors import InputError
-
-    values = {}
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.startswith("speech."):
-            raise InputError(f"--set {item!r}: expected speech.FIELD=VALUE")
-        values[key[len("speech."):]] = raw
+    cfg = speech_overrides(SpeechConfig(), overrides)
     if steps is not None:
-        values["steps"] = limits.check_steps(steps, "--steps")
-    import json
-    parsed = {}
-    for k, v in values.items():
-        try:
-            parsed[k] = json.loads(v) if isinstance(v, str) else v
-        except json.JSONDecodeError:
-            parsed[k] = v
-    try:
-        return dataclasses.replace(SpeechConfig(), **check_section("speech", parsed))
-    except ConfigError as err:
-        raise InputError(str(err)) from None
+        cfg.steps = limits.check_steps(steps, "--steps")
+    return cfg
 
 
 def run_train(args: argparse.Namespace) -> int:

@@ -200,6 +200,20 @@ def evaluate_clip(model, path: Path, identity: str, cache: Path):
     return result, arrays
 
 
+def _shown_path(path: Path) -> str:
+    """The model's folder as a report shows it: the shipped one by name, others relative to the working folder
+    when inside it (no machine's absolute paths in committed reports)."""
+    from .model_io import default_model_path
+
+    path = Path(path).resolve()
+    if path == default_model_path().resolve():
+        return "src/talking_heads/assets/speech_model (the shipped model)"
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
+
+
 def evaluate(data_dir: Path, out: Path, *, model_path=None, min_seconds: float = 2.0, sheets: int = 4,
              clips: int = 0, progress: bool = True) -> SpeechReport:
     from tqdm import tqdm
@@ -223,7 +237,7 @@ def evaluate(data_dir: Path, out: Path, *, model_path=None, min_seconds: float =
         pictures[path.name] = (path, detail)
     if not results:
         raise InputError(f"{data_dir}: none of the test clips with sound is a test of speech ({left_out})")
-    report = SpeechReport(results, str(model.path), out, left_out)
+    report = SpeechReport(results, _shown_path(model.path), out, left_out)
     write_text(out / "report.md", report.markdown())
     write_text(out / "report.json", report.to_json())
     opening_plot(pictures, out / "openings.png")
