@@ -19,6 +19,7 @@ import torch
 from ..atomic import atomic_dir, umask
 from ..config import ConfigError, SpeechConfig, check_section
 from ..safetensors_io import CheckpointError, load_module, save_part
+from .audio import HOP, frame_count, log_mel
 from .model import AudioToMotion
 from .motion import SPEECH_POINTS
 
@@ -93,8 +94,6 @@ def load_speech_model(path: str | os.PathLike | None = None) -> SpeechModel:
 def predict_motion(model: SpeechModel, samples: np.ndarray, chunk_seconds: float = 60.0) -> np.ndarray:
     """(T,P,2) motion at the feature rate for samples (N,) at 16 kHz; long sound in chunks with overlap (bounded
     memory: an hour of sound is 360,000 frames)."""
-    from .audio import HOP, frame_count, log_mel
-
     net = model.network
     n_frames = frame_count(len(samples))
     chunk = int(chunk_seconds * 100)

@@ -35,7 +35,7 @@ import torch
 
 from ..atomic import atomic_path
 from ..config import SpeechConfig
-from .audio import FEATURE_RATE, HOP, RATE, log_mel
+from .audio import FEATURE_RATE, HOP, RATE, at_times, log_mel
 from .baseline import LoudnessBaseline
 from .data import SpeechClip, best_lag, usable_for_training
 from .model import AudioToMotion
@@ -62,12 +62,8 @@ def feature_stats(clips: list[SpeechClip]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _resample(x: np.ndarray, n: int) -> np.ndarray:
-    """x (L, ...) linearly resampled to n rows along axis 0."""
-    pos = np.linspace(0, len(x) - 1, n)
-    i0 = np.floor(pos).astype(int)
-    i1 = np.minimum(i0 + 1, len(x) - 1)
-    w = (pos - i0).reshape((-1,) + (1,) * (x.ndim - 1))
-    return x[i0] * (1 - w) + x[i1] * w
+    """x (L, ...) linearly resampled to n rows along axis 0 (`audio.at_times` at n evenly spaced positions)."""
+    return at_times(x, np.linspace(0, len(x) - 1, n) / FEATURE_RATE)
 
 
 class WindowSampler:
